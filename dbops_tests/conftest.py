@@ -1,0 +1,104 @@
+"""Fixtures that start real PostgreSQL servers on loopback in temporary directories and always stop them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dbops.pg.connect import drop_database, ensure_database, with_database
+from dbops.pg.server import EmbeddedServer, free_port
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_DIR / "sql" / "migrations"
+
+# Settings that make a throw-away test cluster fast; never used by `dbops db up`.
+TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "'128MB'"}
+
+
+def start_test_server(bin_dir: Path | None = None, **extra: str) -> EmbeddedServer:
+    home = Path(tempfile.mkdtemp(prefix="dbops-test-"))
+    server = EmbeddedServer(home, free_port(), bin_dir, {**TEST_SETTINGS, **extra})
+    server.start()
+    return server
+
+
+def stop_test_server(server: EmbeddedServer) -> None:
+    try:
+        server.stop()
+    finally:
+        shutil.rmtree(server.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedServer]:
+    """One embedded PostgreSQL 18 for the whole session; tests get their own databases on it."""
+    server = start_test_server()
+    try:
+        yield server
+    finally:
+        stop_test_server(server)
+
+
+@pytest.fixture
+def server_url(pg_server: EmbeddedServer) -> str:
+    return pg_server.url("postgres")
+
+
+def new_database(server_url: str) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    ensure_database(server_url, name)
+    return with_database(server_url, name)
+
+
+@pytest.fixture
+def fresh_db(server_url: str) -> Iterator[str]:
+    """URL of a new, empty database, dropped after the test."""
+    url = new_database(server_url)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def migrated_db(fresh_db: str) -> str:
+    """A new database with the reference schema of sql/migrations applied."""
+    from dbops.migrate import Migrator
+
+    Migrator(fresh_db, MIGRATIONS_DIR).apply()
+    return fresh_db
+
+
+def dbops_env(pg_server: EmbeddedServer, database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a `dbops` subprocess aimed at a test database (never the developer's embedded one)."""
+    env = dict(os.environ)
+    env.update(
+        DBOPS_DATABASE_URL=database_url,
+        DBOPS_DAGSTER_DATABASE_URL=pg_server.url("dagster"),
+        DBOPS_HOME=str(tmp_path / "dbops-home"),
+        DAGSTER_HOME=str(tmp_path / "dagster-home"),
+        DAGSTER_TELEMETRY_DISABLED="1",
+        GX_ANALYTICS_ENABLED="false",
+    )
+    env.update(extra)
+    return env
+
+
+def run_dbops(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dbops.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_DIR,
+        check=False,
+    )
