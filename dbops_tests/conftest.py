@@ -102,3 +102,31 @@ def run_dbops(args: list[str], env: dict[str, str], timeout: float = 600) -> sub
         cwd=PROJECT_DIR,
         check=False,
     )
+
+
+def _leftover_servers() -> list[str]:
+    """Processes started by tests (anything running from a dbops-test- temp directory) that are still alive."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if "dbops-test-" in cmdline and proc.info["pid"] != os.getpid():
+            found.append(f"{proc.info['pid']}: {cmdline[:120]}")
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test left a server behind: tests must stop everything they start."""
+    import time
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    deadline = time.monotonic() + 10
+    leftovers = _leftover_servers()
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leftovers = _leftover_servers()
+    if leftovers:
+        print("\nprocesses left behind by the tests:\n  " + "\n  ".join(leftovers), file=sys.stderr)
+        session.exitstatus = 1

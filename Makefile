@@ -1,0 +1,61 @@
+# dbops: the two commands are `make demo` and `make test`; everything else is a helper for them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := pgbouncer prometheus postgresql-15 postgresql-contrib
+PYTEST_ARGS ?=
+
+.PHONY: all demo test install system-deps ui db-up db-down bench lint clean
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's PgBouncer (10k-user load tests), promtool (alert rules) and PostgreSQL 15 (TLS tests, second version).
+system-deps:
+	@missing=""; \
+	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	[ -x /usr/lib/postgresql/15/bin/postgres ] || missing="$$missing postgresql-15 postgresql-contrib"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  for svc in pgbouncer prometheus postgresql; do $$SUDO service $$svc stop >/dev/null 2>&1 || true; done; \
+	fi
+
+demo: install
+	$(BIN)/dbops demo
+
+test: install system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+ui: install
+	$(BIN)/dbops ui
+
+db-up: install
+	$(BIN)/dbops db up
+
+db-down: install
+	$(BIN)/dbops db down
+
+bench: install system-deps
+	@for script in bench/*.py; do echo "# $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: install
+	$(BIN)/ruff check dbops dbops_tests bench
+
+clean:
+	-$(BIN)/dbops db down 2>/dev/null
+	rm -rf .dbops .pytest_cache .ruff_cache

@@ -1,0 +1,169 @@
+"""The `dbops` command: the embedded server, the Dagster UI and runs, and one group per lifecycle step.
+
+Every failure an operator can cause ends as one line on stderr (``error: <problem> — <fix>``) and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
+from dbops.config import Settings
+from dbops.errors import DbopsError
+from dbops.redact import redact, redact_url
+
+# `dbops <group> ...` handed to the step's own CLI: group -> (module, function)
+STEP_COMMANDS: dict[str, tuple[str, str]] = {
+    "migrate": ("dbops.migrate.cli", "main"),
+    "seed": ("dbops.seed.cli", "main"),
+}
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "url":
+        print(redact_url(settings.target_url()))
+        return 0
+    if not settings.embedded:
+        if args.action == "status":
+            from dbops.pg.connect import connection
+
+            with connection(settings.target_url()) as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            print(f"external PostgreSQL {version} at {redact_url(settings.target_url())} (DBOPS_DATABASE_URL)")
+            return 0
+        raise DbopsError(
+            f"DBOPS_DATABASE_URL is set, so `dbops db {args.action}` has nothing to manage",
+            "unset DBOPS_DATABASE_URL to use the embedded server",
+        )
+    server = settings.server()
+    if args.action == "up":
+        from dbops.instance import ensure_embedded
+
+        started = ensure_embedded(settings)
+        print(("started " if started else "already running: ") + server.status().describe())
+        print(f"database: {redact_url(settings.target_url())}")
+    elif args.action == "down":
+        print("stopped" if server.stop() else "not running")
+    elif args.action == "status":
+        status = server.status()
+        print(status.describe() if status.version else f"no embedded server under {settings.home}")
+        return 0 if status.running else 3
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    from dbops.instance import prepare_environment
+    from dbops.pg.commands import find_program
+
+    prepare_environment(settings)
+    print(f"Dagster UI on http://127.0.0.1:{args.port} (no authentication of its own: keep it on loopback "
+          "or behind an authenticating proxy)")
+    dagster = find_program("dagster", os.path.dirname(sys.executable))  # type: ignore[arg-type]
+    argv = [str(dagster), "dev", "-m", "dbops.definitions", "-h", "127.0.0.1", "-p", str(args.port)]
+    os.execv(argv[0], argv)  # noqa: S606 - replaces this process with dagster dev
+    return 0  # pragma: no cover
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from dbops.instance import prepare_environment
+
+    prepare_environment(settings)
+    import dagster as dg
+
+    from dbops.definitions import defs
+    from dbops.runner import list_definitions, run_selection
+
+    if args.list or not args.selection:
+        print(list_definitions(defs))
+        return 0
+    with dg.DagsterInstance.get() as instance:
+        summary = run_selection(defs, args.selection, instance, args.partition)
+    print(summary.render())
+    return 0 if summary.success else 1
+
+
+def cmd_scorecard(args: argparse.Namespace, settings: Settings) -> int:
+    from dbops.instance import prepare_environment
+
+    prepare_environment(settings)
+    import dagster as dg
+
+    from dbops.scorecard import build_scorecard
+
+    with dg.DagsterInstance.get() as instance:
+        card = build_scorecard(instance)
+    print(card.render())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from dbops.demo import run_demo
+
+    return run_demo(settings, scale=args.scale)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbops", description="PostgreSQL lifecycle operations on Dagster.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    db = sub.add_parser("db", help="the embedded PostgreSQL server: up, down, status, url")
+    db.add_argument("action", choices=["up", "down", "status", "url"])
+    db.set_defaults(func=cmd_db)
+
+    ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+
+    run = sub.add_parser("run", help="materialize a job or asset selection in-process and print a summary")
+    run.add_argument("selection", nargs="?", help="job name, asset key or selection (e.g. group:migrate, '*')")
+    run.add_argument("--partition", help="partition key for partitioned assets")
+    run.add_argument("--list", action="store_true", help="list assets, checks and jobs")
+    run.set_defaults(func=cmd_run)
+
+    score = sub.add_parser("scorecard", help="print each target, what was measured and pass/fail")
+    score.set_defaults(func=cmd_scorecard)
+
+    demo = sub.add_parser("demo", help="start, migrate, seed, run the whole lifecycle and print the scorecard")
+    demo.add_argument("--scale", type=float, default=1.0)
+    demo.set_defaults(func=cmd_demo)
+
+    for group in STEP_COMMANDS:
+        step = sub.add_parser(group, help=f"{group} (see `dbops {group} --help`)", add_help=False)
+        step.add_argument("rest", nargs=argparse.REMAINDER)
+        step.set_defaults(func=None, group=group)
+    return parser
+
+
+def step_main(group: str) -> Callable[[list[str], Settings], int]:
+    module_name, func_name = STEP_COMMANDS[group]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise DbopsError(f"`dbops {group}` is not built yet", "see the open issues") from exc
+        raise
+    return getattr(module, func_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.func is None:
+            return int(step_main(args.group)(args.rest, settings) or 0)
+        return int(args.func(args, settings) or 0)
+    except DbopsError as exc:
+        print(f"error: {redact(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Checks on ``schema_migrations``: history matches the files, nothing pending, and the files lint clean."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dbops.defs.migrate.resources import MigrationsResource
+from dbops.defs.resources import DatabaseResource
+from dbops.errors import DbopsError
+from dbops.migrate import lint_files
+
+MIGRATIONS = dg.AssetKey("schema_migrations")
+
+
+@dg.asset_check(
+    asset=MIGRATIONS,
+    blocking=True,
+    description="History in flyway_schema_history matches the files: no changed checksum, missing file, failed row "
+    "or out-of-order pending version.",
+)
+def migration_history_valid(database: DatabaseResource, migrations: MigrationsResource) -> dg.AssetCheckResult:
+    try:
+        migrations.migrator(database.url).validate()
+    except DbopsError as exc:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"problems": dg.MetadataValue.text(str(exc))}
+        )
+    return dg.AssetCheckResult(passed=True)
+
+
+@dg.asset_check(asset=MIGRATIONS, description="Every migration file has been applied.")
+def no_pending_migrations(database: DatabaseResource, migrations: MigrationsResource) -> dg.AssetCheckResult:
+    pending = migrations.migrator(database.url).pending()
+    return dg.AssetCheckResult(
+        passed=not pending,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "pending_count": dg.MetadataValue.int(len(pending)),
+            "pending": dg.MetadataValue.text(", ".join(p.script for p in pending) or "none"),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=MIGRATIONS,
+    description="squawk finds no error-level problem in the migration files (rules excluded by configuration "
+    "are listed in the metadata).",
+)
+def migrations_lint(migrations: MigrationsResource) -> dg.AssetCheckResult:
+    files = sorted(migrations.path.glob("*.sql"))
+    kwargs = {"exclude": tuple(migrations.lint_exclude)} if migrations.lint_exclude else {}
+    findings = lint_files(files, **kwargs)
+    errors = [f for f in findings if f.level.lower() == "error"]
+    table = "| file | line | level | rule | message |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {f.file} | {f.line} | {f.level} | {f.rule} | {f.message} |" for f in findings
+    )
+    return dg.AssetCheckResult(
+        passed=not errors,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "files": dg.MetadataValue.int(len(files)),
+            "findings": dg.MetadataValue.int(len(findings)),
+            "errors": dg.MetadataValue.int(len(errors)),
+            "report": dg.MetadataValue.md(table if findings else "no findings"),
+        },
+    )

@@ -1,0 +1,81 @@
+"""`dbops demo` (what `make demo` runs): the whole lifecycle on the embedded server, then the scorecard."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+
+from dbops.config import Settings
+from dbops.instance import prepare_environment
+from dbops.pg.connect import connection
+
+
+def _step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.monotonic()
+
+
+def _done(started: float) -> None:
+    print(f"   ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+def orders_present(url: str) -> bool:
+    with connection(url) as conn:
+        exists = conn.execute("SELECT to_regclass('app.orders') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+        if not exists:
+            return False
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM app.orders)").fetchone()[0]  # type: ignore[index]
+
+
+def unpartitioned_selection(defs: dg.Definitions) -> list[dg.AssetKey]:
+    graph = defs.resolve_asset_graph()
+    return sorted(
+        (key for key in graph.get_all_asset_keys() if graph.get(key).is_executable and not graph.get(key).is_partitioned),
+        key=lambda k: k.to_user_string(),
+    )
+
+
+def run_demo(settings: Settings, scale: float = 1.0) -> int:
+    began = time.monotonic()
+    t = _step("embedded PostgreSQL")
+    settings = prepare_environment(settings)
+    _done(t)
+
+    from dbops.definitions import defs
+    from dbops.runner import run_selection
+    from dbops.scorecard import build_scorecard
+
+    failures = 0
+    with dg.DagsterInstance.get() as instance:
+        t = _step("migrate (schema_migrations and its checks)")
+        summary = run_selection(defs, "schema_migrations", instance)
+        print(summary.render())
+        failures += not summary.success
+        _done(t)
+
+        t = _step(f"seed (scale {scale:g})")
+        if orders_present(settings.target_url()):
+            print("   already seeded; keeping the data (`dbops seed --reset` reseeds)")
+        else:
+            from dbops.seed import seed
+
+            result = seed(settings.target_url(), scale)
+            print(f"   {result}")
+        _done(t)
+
+        rest = [k for k in unpartitioned_selection(defs) if k.to_user_string() != "schema_migrations"]
+        if rest:
+            t = _step("lifecycle: " + ", ".join(k.to_user_string() for k in rest))
+            selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
+            summary = run_selection(defs, selection, instance)
+            print(summary.render())
+            failures += not summary.success
+            _done(t)
+
+        t = _step("scorecard")
+        card = build_scorecard(instance)
+        print(card.render())
+        _done(t)
+    print(f"\ndemo finished in {time.monotonic() - began:.1f} s; the runs are in the Dagster UI (`make ui`)")
+    return 1 if failures or card.failed else 0

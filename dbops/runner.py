@@ -1,0 +1,120 @@
+"""`dbops run`: materialize a job or an asset selection in-process against the persistent Dagster instance.
+
+The run is recorded in the same PostgreSQL storage as `dbops ui` uses, so it shows up in the UI afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from dbops.errors import DbopsError
+from dbops.redact import redact
+
+CLI_JOB = "__dbops_cli_run"
+
+
+@dataclass
+class StepOutcome:
+    kind: str  # "asset" or "check"
+    name: str
+    ok: bool
+    detail: str = ""
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    success: bool
+    outcomes: list[StepOutcome]
+    failure: str | None = None
+
+    def render(self) -> str:
+        lines = [f"run {self.run_id}: {'SUCCESS' if self.success else 'FAILURE'}"]
+        for item in self.outcomes:
+            mark = "ok  " if item.ok else "FAIL"
+            figures = ", ".join(f"{k}={v}" for k, v in item.metadata.items())
+            lines.append(f"  {mark} {item.kind:5} {item.name}" + (f"  [{figures}]" if figures else ""))
+            if item.detail:
+                lines.append(f"        {item.detail}")
+        if self.failure:
+            lines.append(f"  error: {self.failure}")
+        return "\n".join(lines)
+
+
+def _plain(value: object) -> object | None:
+    """A printable scalar for a metadata value, or None for tables and markdown."""
+    inner = getattr(value, "value", value)
+    if isinstance(inner, bool | int | float):
+        return inner
+    if isinstance(inner, str) and len(inner) <= 60 and "\n" not in inner:
+        return inner
+    return None
+
+
+def _figures(metadata: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in ((k, _plain(v)) for k, v in metadata.items()) if v is not None}
+
+
+def resolve_job(defs: dg.Definitions, selection: str) -> dg.JobDefinition:
+    """A job by name, else an asset job built from Dagster's selection syntax (``group:migrate``, ``*``, a key)."""
+    job_names = {job.name for job in defs.jobs or []}  # type: ignore[union-attr]
+    if selection in job_names:
+        return defs.resolve_job_def(selection)
+    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(CLI_JOB, selection=selection)]))
+    try:
+        job = merged.resolve_job_def(CLI_JOB)
+    except Exception as exc:  # dagster raises several types for a bad selection
+        raise DbopsError(
+            f"cannot select {selection!r}: {str(exc).splitlines()[0]}",
+            "give a job name, an asset key, or a selection such as 'group:migrate' (see `dbops run --list`)",
+        ) from exc
+    if not job.asset_layer.executable_asset_keys:
+        raise DbopsError(f"selection {selection!r} matches no asset", "see `dbops run --list` for the asset keys")
+    return job
+
+
+def run_selection(
+    defs: dg.Definitions, selection: str, instance: dg.DagsterInstance, partition_key: str | None = None
+) -> RunSummary:
+    job = resolve_job(defs, selection)
+    result = job.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
+    outcomes: list[StepOutcome] = []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            mat = event.event_specific_data.materialization  # type: ignore[union-attr]
+            outcomes.append(StepOutcome("asset", mat.asset_key.to_user_string(), True, "", _figures(mat.metadata)))
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            ev = event.event_specific_data  # type: ignore[assignment]
+            severity = getattr(ev.severity, "value", str(ev.severity))
+            detail = "" if ev.passed else f"severity {severity}"
+            outcomes.append(
+                StepOutcome("check", f"{ev.asset_key.to_user_string()}:{ev.check_name}", ev.passed, detail,
+                            _figures(ev.metadata))
+            )
+        elif event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error  # type: ignore[union-attr]
+            message = error.message.strip().splitlines()[-1] if error else "step failed"
+            cause = error.cause if error else None
+            while cause is not None:
+                message = cause.message.strip().splitlines()[-1]
+                cause = cause.cause
+            outcomes.append(StepOutcome("step", event.step_key or "?", False, redact(message)))
+    failure = None if result.success else next((o.detail for o in outcomes if not o.ok and o.kind == "step"), None)
+    return RunSummary(result.run_id, result.success, outcomes, failure)
+
+
+def list_definitions(defs: dg.Definitions) -> str:
+    graph = defs.resolve_asset_graph()
+    lines = ["assets:"]
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        lines.append(f"  {key.to_user_string():28} group={node.group_name}")
+        for check_key in sorted(node.check_keys, key=lambda c: c.name):
+            lines.append(f"      check {check_key.name}")
+    jobs = sorted(job.name for job in defs.jobs or [])  # type: ignore[union-attr]
+    if jobs:
+        lines.append("jobs: " + ", ".join(jobs))
+    return "\n".join(lines)

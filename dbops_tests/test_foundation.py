@@ -1,0 +1,99 @@
+"""The ground floor: settings, redaction, the embedded server through the CLI, and the Dagster code location."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dbops.config import Settings
+from dbops.errors import ConfigError, ConnectionFailed
+from dbops.pg.connect import connect
+from dbops.pg.server import free_port
+from dbops.redact import redact, redact_url
+from dbops_tests.conftest import run_dbops
+
+
+def test_redact_url_and_text() -> None:
+    url = "postgresql://app:s3cr3t-pw@db.example:5432/shop"
+    assert redact_url(url) == "postgresql://app:***@db.example:5432/shop"
+    assert "s3cr3t-pw" not in redact(f"failed for {url} password=s3cr3t-pw")
+
+
+def test_settings_reject_bad_port_and_url() -> None:
+    with pytest.raises(ConfigError, match="DBOPS_PG_PORT"):
+        Settings.from_env({"DBOPS_PG_PORT": "abc"})
+    with pytest.raises(ConfigError, match="postgresql://"):
+        Settings.from_env({"DBOPS_DATABASE_URL": "mysql://u:p@h/db"})
+
+
+def test_unreachable_server_and_wrong_password_are_clear(pg_server) -> None:
+    with pytest.raises(ConnectionFailed, match="is the server running"):
+        connect(f"postgresql://postgres:pw@127.0.0.1:{free_port()}/postgres")
+    bad = pg_server.url("postgres").replace(pg_server.password, "wrong-password")
+    with pytest.raises(ConnectionFailed, match="password authentication failed") as info:
+        connect(bad)
+    assert "wrong-password" not in str(info.value)
+
+
+def test_db_up_status_url_down_through_the_cli(tmp_path: Path) -> None:
+    """`dbops db up` starts an embedded cluster with the required settings and two databases; down stops it."""
+    home = Path(tempfile.mkdtemp(prefix="dbops-test-cli-"))
+    port = free_port()
+    env = {
+        **__import__("os").environ,
+        "DBOPS_HOME": str(home),
+        "DBOPS_PG_PORT": str(port),
+        "DBOPS_DB_NAME": "shop",
+    }
+    env.pop("DBOPS_DATABASE_URL", None)
+    try:
+        up = run_dbops(["db", "up"], env)
+        assert up.returncode == 0, up.stderr
+        password = (home / "superuser.password").read_text().strip()
+        assert password not in up.stdout + up.stderr
+        url = run_dbops(["db", "url"], env)
+        assert url.stdout.strip() == f"postgresql://postgres:***@127.0.0.1:{port}/shop"
+        assert run_dbops(["db", "status"], env).returncode == 0
+        settings = Settings.from_env(env)
+        with connect(settings.target_url()) as conn:
+            got = dict(conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('shared_preload_libraries', 'wal_level', 'summarize_wal', 'listen_addresses', 'port')"
+            ).fetchall())
+            dbs = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert got == {"shared_preload_libraries": "pg_stat_statements", "wal_level": "replica",
+                       "summarize_wal": "on", "listen_addresses": "127.0.0.1", "port": str(port)}
+        assert {"shop", "dagster"} <= dbs
+        assert (home / "run" / f".s.PGSQL.{port}").exists()  # the Unix socket too
+        again = run_dbops(["db", "up"], env)
+        assert again.returncode == 0 and "already running" in again.stdout
+        down = run_dbops(["db", "down"], env)
+        assert down.returncode == 0 and "stopped" in down.stdout
+        assert run_dbops(["db", "status"], env).returncode == 3
+    finally:
+        run_dbops(["db", "down"], env)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_external_url_means_no_embedded_server(tmp_path: Path, fresh_db: str) -> None:
+    env = {**__import__("os").environ, "DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path / "h")}
+    result = run_dbops(["db", "up"], env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: DBOPS_DATABASE_URL is set")
+    assert not (tmp_path / "h" / "pgdata").exists()
+    status = run_dbops(["db", "status"], env)
+    assert status.returncode == 0 and "***" in status.stdout
+
+
+def test_definitions_load() -> None:
+    from dbops.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert "schema_migrations" in keys
+    checks = {c.name for c in graph.asset_check_keys}
+    assert {"migration_history_valid", "no_pending_migrations", "migrations_lint"} <= checks
+    defs.resolve_all_job_defs()
