@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from dbops.config import DAGSTER_DB_NAME, Settings, project_dir
 from dbops.errors import ConfigError
-from dbops.pg.connect import database_name, ensure_database, with_database
+from dbops.pg.connect import database_name, ensure_database
 from dbops.redact import register_secret
 
 
@@ -53,9 +53,7 @@ def prepare_environment(settings: Settings | None = None) -> Settings:
     ensure_embedded(settings)
     target = settings.target_url()
     dagster_url = settings.dagster_url()
-    if not settings.embedded and not settings.dagster_database_url:
-        ensure_database(target, DAGSTER_DB_NAME)
-        dagster_url = with_database(target, DAGSTER_DB_NAME)
+    ensure_database(dagster_url, database_name(dagster_url))
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     source = project_dir() / "dagster.yaml"
