@@ -56,7 +56,9 @@ class Settings:
             if not 1 <= port <= 65535:
                 raise ValueError
         except ValueError as exc:
-            raise ConfigError(f"DBOPS_PG_PORT={raw_port!r} is not a TCP port", "use a number from 1024 to 65535") from exc
+            raise ConfigError(
+                f"DBOPS_PG_PORT={raw_port!r} is not a TCP port", "use a number from 1024 to 65535"
+            ) from exc
         url = env.get("DBOPS_DATABASE_URL") or None
         if url is not None:
             check_url(url)

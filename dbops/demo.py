@@ -31,7 +31,11 @@ def orders_present(url: str) -> bool:
 def unpartitioned_selection(defs: dg.Definitions) -> list[dg.AssetKey]:
     graph = defs.resolve_asset_graph()
     return sorted(
-        (key for key in graph.get_all_asset_keys() if graph.get(key).is_executable and not graph.get(key).is_partitioned),
+        (
+            key
+            for key in graph.get_all_asset_keys()
+            if graph.get(key).is_executable and not graph.get(key).is_partitioned
+        ),
         key=lambda k: k.to_user_string(),
     )
 

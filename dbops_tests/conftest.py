@@ -20,11 +20,20 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_DIR / "sql" / "migrations"
 
 # Settings that make a throw-away test cluster fast; never used by `dbops db up`.
+# Every temporary directory a test server lives in starts with this prefix, unique to this pytest process, so the
+# leftover-process check at the end sees this session's servers only (not another suite running on the machine).
+TEST_PREFIX = f"dbops-test-{uuid.uuid4().hex[:6]}-"
+
 TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "'128MB'"}
 
 
+def make_test_dir(kind: str) -> Path:
+    """A new temporary directory for a server a test starts (PostgreSQL, SeaweedFS, PgBouncer...)."""
+    return Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}{kind}-"))
+
+
 def start_test_server(bin_dir: Path | None = None, **extra: str) -> EmbeddedServer:
-    home = Path(tempfile.mkdtemp(prefix="dbops-test-"))
+    home = make_test_dir("pg")
     server = EmbeddedServer(home, free_port(), bin_dir, {**TEST_SETTINGS, **extra})
     server.start()
     return server
@@ -39,8 +48,9 @@ def stop_test_server(server: EmbeddedServer) -> None:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[EmbeddedServer]:
-    """One embedded PostgreSQL 18 for the whole session; tests get their own databases on it."""
-    server = start_test_server()
+    """One PostgreSQL for the whole session (the embedded 18, or DBOPS_TEST_PG_BIN's); tests get their own databases."""
+    bin_dir = os.environ.get("DBOPS_TEST_PG_BIN")
+    server = start_test_server(Path(bin_dir) if bin_dir else None)
     try:
         yield server
     finally:
@@ -105,13 +115,13 @@ def run_dbops(args: list[str], env: dict[str, str], timeout: float = 600) -> sub
 
 
 def _leftover_servers() -> list[str]:
-    """Processes started by tests (anything running from a dbops-test- temp directory) that are still alive."""
+    """Processes started by this session's tests (running from a TEST_PREFIX directory) that are still alive."""
     import psutil
 
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = " ".join(proc.info.get("cmdline") or [])
-        if "dbops-test-" in cmdline and proc.info["pid"] != os.getpid():
+        if TEST_PREFIX in cmdline and proc.info["pid"] != os.getpid():
             found.append(f"{proc.info['pid']}: {cmdline[:120]}")
     return found
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from dbops.errors import ConfigError, ConnectionFailed
 from dbops.pg.connect import connect
 from dbops.pg.server import free_port
 from dbops.redact import redact, redact_url
-from dbops_tests.conftest import run_dbops
+from dbops_tests.conftest import make_test_dir, run_dbops
 
 
 def test_redact_url_and_text() -> None:
@@ -40,10 +40,10 @@ def test_unreachable_server_and_wrong_password_are_clear(pg_server) -> None:
 
 def test_db_up_status_url_down_through_the_cli(tmp_path: Path) -> None:
     """`dbops db up` starts an embedded cluster with the required settings and two databases; down stops it."""
-    home = Path(tempfile.mkdtemp(prefix="dbops-test-cli-"))
+    home = make_test_dir("cli")
     port = free_port()
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "DBOPS_HOME": str(home),
         "DBOPS_PG_PORT": str(port),
         "DBOPS_DB_NAME": "shop",
@@ -79,7 +79,7 @@ def test_db_up_status_url_down_through_the_cli(tmp_path: Path) -> None:
 
 
 def test_external_url_means_no_embedded_server(tmp_path: Path, fresh_db: str) -> None:
-    env = {**__import__("os").environ, "DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path / "h")}
+    env = {**os.environ, "DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path / "h")}
     result = run_dbops(["db", "up"], env)
     assert result.returncode == 1
     assert result.stderr.startswith("error: DBOPS_DATABASE_URL is set")
