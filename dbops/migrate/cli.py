@@ -1,0 +1,89 @@
+"""`dbops migrate apply|plan|info|validate|baseline|repair|lint`: the migration runner from a shell."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from dbops.config import Settings
+from dbops.migrate.engine import Migrator
+from dbops.migrate.files import resolve
+from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, lint_files
+from dbops.redact import redact_url
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Plain aligned columns, readable in a terminal and in CI logs."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbops migrate", description=__doc__)
+    parser.add_argument("action", nargs="?", default="apply",
+                        choices=["apply", "plan", "info", "validate", "baseline", "repair", "lint"])
+    parser.add_argument("--locations", type=Path, action="append",
+                        help="folder of V<n>__<name>.sql files (default: DBOPS_MIGRATIONS or sql/migrations)")
+    parser.add_argument("--target", help="apply up to and including this version")
+    parser.add_argument("--out-of-order", action="store_true", help="apply pending versions older than the current")
+    parser.add_argument("--version", default="1", help="baseline version (baseline only)")
+    parser.add_argument("--exclude", action="append", default=[], help="squawk rule to skip (repeatable)")
+    return parser
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    args = build_parser().parse_args(argv)
+    locations = args.locations or [settings.migrations_dir]
+    exclude = DEFAULT_LINT_EXCLUDE + tuple(args.exclude)
+    if args.action == "lint":
+        files = [m.path for m in resolve(locations).versioned + resolve(locations).repeatable]
+        findings = lint_files(files, exclude=exclude)
+        for finding in findings:
+            print(finding)
+        print(f"{len(findings)} finding(s) in {len(files)} file(s)")
+        return 1 if any(f.level == "error" for f in findings) else 0
+
+    from dbops.instance import ensure_embedded
+
+    ensure_embedded(settings)
+    url = settings.target_url()
+    migrator = Migrator(url, locations, out_of_order=args.out_of_order, lint_exclude=exclude)
+    where = redact_url(url)
+    if args.action == "apply":
+        result = migrator.apply(args.target)
+        if result.applied:
+            print(table(["version", "description", "script", "ms"],
+                        [[m.version or "R", m.description, m.script, m.execution_ms] for m in result.applied]))
+        print(f"{len(result.applied)} migration(s) applied to {where} in {result.total_ms} ms; "
+              f"current version {result.current_version or '-'}")
+    elif args.action == "info":
+        print(table(["version", "description", "state", "installed on", "ms", "script"],
+                    [[i.version or "R", i.description, i.state,
+                      i.installed_on.strftime("%Y-%m-%d %H:%M:%S") if i.installed_on else "", i.execution_time,
+                      i.script] for i in migrator.info()]))
+    elif args.action == "validate":
+        migrator.validate()
+        print(f"history of {where} matches the files")
+    elif args.action == "plan":
+        plan = migrator.plan(args.target)
+        if not plan:
+            print(f"nothing pending on {where}")
+        for item in plan:
+            mode = "one transaction" if item.migration.transactional else "no transaction"
+            print(f"{item.migration.script} ({mode}): {len(item.findings)} lint finding(s)")
+            for finding in item.findings:
+                print(f"    line {finding.line}: {finding.level}: {finding.rule}: {finding.message}")
+    elif args.action == "baseline":
+        migrator.baseline(args.version)
+        print(f"baselined {where} at version {args.version}")
+    elif args.action == "repair":
+        result = migrator.repair()
+        print(f"removed {result.removed_failed} failed row(s); realigned {len(result.realigned)} checksum(s)"
+              f"{': ' + ', '.join(result.realigned) if result.realigned else ''}; marked {len(result.marked_deleted)}"
+              f" missing as deleted{': ' + ', '.join(result.marked_deleted) if result.marked_deleted else ''}")
+    return 0

@@ -1,0 +1,500 @@
+"""The migration runner: Flyway's rules on psycopg 3, with per-statement error locations and an advisory lock.
+
+Each transactional file runs in one transaction, statement by statement, so a failure names the file and the line
+of the failing statement and leaves nothing of that file behind (and no history row, as Flyway does on
+PostgreSQL). Files marked ``-- dbops:no-transaction`` (CREATE INDEX CONCURRENTLY and friends) run in autocommit; if
+one fails a ``success = false`` row is written and the next run refuses to go on until the operator repairs.
+
+Concurrent runs (two deploys, a schedule and a manual run) serialise on a session advisory lock and re-read the
+history once they hold it, so every version is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pglast
+import psycopg
+
+from dbops.migrate.files import Callback, MigrationError, Resolved, ResolvedMigration, Version, resolve
+from dbops.migrate.history import BASELINE_DESCRIPTION, AppliedRow, HistoryTable
+from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, LintFinding, lint_files
+from dbops.pg.connect import connect
+from dbops.redact import redact, redact_url
+
+DEFAULT_LOCK_TIMEOUT = "10s"  # a migration waiting longer than this for a lock is blocking live traffic: fail fast
+DEFAULT_STATEMENT_TIMEOUT = "0"  # no limit by default; set one per file with -- dbops:statement_timeout=...
+
+
+@dataclass(frozen=True)
+class MigrationInfo:
+    """One line of ``dbops migrate info``: a file, a history row, or both."""
+
+    version: str | None
+    description: str
+    type: str
+    script: str
+    checksum: int | None
+    applied_checksum: int | None
+    installed_on: datetime | None
+    execution_time: int | None
+    state: str
+    installed_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    version: str | None
+    description: str
+    script: str
+    type: str
+    execution_ms: int
+    checksum: int
+
+
+@dataclass
+class ApplyResult:
+    applied: list[AppliedMigration] = field(default_factory=list)
+    current_version: str | None = None
+    total_ms: int = 0
+
+
+@dataclass
+class RepairResult:
+    removed_failed: int = 0
+    realigned: list[str] = field(default_factory=list)
+    marked_deleted: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlannedMigration:
+    migration: ResolvedMigration
+    findings: list[LintFinding]
+
+
+def statements(text: str) -> list[tuple[int, str]]:
+    """Split SQL into statements with the 1-based line each starts on (comments before a statement skipped)."""
+    try:
+        slices = pglast.split(text, with_parser=False, only_slices=True)
+    except Exception as exc:  # pglast raises its own scanner errors
+        raise MigrationError(f"cannot split SQL into statements: {exc}", "fix the syntax") from exc
+    out = []
+    for piece in slices:
+        body = text[piece]
+        offset = piece.start
+        # Skip leading blank lines and -- comments so the line points at the SQL itself.
+        for line in body.splitlines(keepends=True):
+            stripped = line.strip()
+            if stripped and not stripped.startswith("--"):
+                break
+            offset += len(line)
+        if not text[offset:piece.stop].strip():
+            continue
+        out.append((text.count("\n", 0, offset) + 1, text[offset:piece.stop]))
+    return out
+
+
+def _first_line(message: str) -> str:
+    return (message or "").strip().splitlines()[0] if (message or "").strip() else "unknown error"
+
+
+class Migrator:
+    """Applies and inspects Flyway-style migrations on one database."""
+
+    def __init__(
+        self,
+        url: str,
+        locations: Path | str | list[Path],
+        *,
+        schema: str = "public",
+        table: str = "flyway_schema_history",
+        out_of_order: bool = False,
+        lint_exclude: tuple[str, ...] = DEFAULT_LINT_EXCLUDE,
+        installed_by: str | None = None,
+        lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+        statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT,
+        lock_wait_seconds: float = 900,
+    ) -> None:
+        self.url = url
+        if isinstance(locations, (str, Path)):
+            locations = [Path(locations)]
+        self.locations = [Path(p) for p in locations]
+        self.history = HistoryTable(schema, table)
+        self.out_of_order = out_of_order
+        self.lint_exclude = tuple(lint_exclude)
+        self.installed_by = installed_by
+        self.lock_timeout = lock_timeout
+        self.statement_timeout = statement_timeout
+        self.lock_wait_seconds = lock_wait_seconds
+
+    # ---- reading --------------------------------------------------------------------------------------------
+    def resolve(self) -> Resolved:
+        return resolve(self.locations)
+
+    def _rows(self) -> list[AppliedRow]:
+        with self._connect() as conn:
+            return self.history.rows(conn)
+
+    @contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection[Any]]:
+        conn = connect(self.url)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _effective(rows: list[AppliedRow]) -> tuple[dict[Version, AppliedRow], dict[str, AppliedRow], set[Version]]:
+        """Latest row per version and per repeatable description; versions marked deleted by repair."""
+        versioned: dict[Version, AppliedRow] = {}
+        repeatable: dict[str, AppliedRow] = {}
+        deleted: set[Version] = set()
+        for row in rows:
+            if row.type == "DELETE":
+                if row.version is not None:
+                    deleted.add(row.version)
+                    versioned.pop(row.version, None)
+                else:
+                    repeatable.pop(row.description, None)
+                continue
+            if row.type == "SCHEMA":
+                continue
+            if row.version is not None:
+                versioned[row.version] = row
+                deleted.discard(row.version)
+            else:
+                repeatable[row.description] = row
+        return versioned, repeatable, deleted
+
+    @staticmethod
+    def _current(versioned: dict[Version, AppliedRow]) -> Version | None:
+        done = [v for v, row in versioned.items() if row.success]
+        return max(done) if done else None
+
+    def info(self) -> list[MigrationInfo]:
+        resolved = self.resolve()
+        rows = self._rows()
+        return self._info(resolved, rows)
+
+    def _info(self, resolved: Resolved, rows: list[AppliedRow]) -> list[MigrationInfo]:
+        applied, applied_rep, _deleted = self._effective(rows)
+        current = self._current(applied)
+        baseline = max((v for v, r in applied.items() if r.type == "BASELINE"), default=None)
+        files = resolved.by_version()
+        newest_file = max(files, default=None)
+        out: list[MigrationInfo] = []
+        for version in sorted(set(files) | set(applied)):
+            migration, row = files.get(version), applied.get(version)
+            if row is not None:
+                if row.type == "BASELINE":
+                    state = "baseline"
+                elif not row.success:
+                    state = "failed"
+                elif migration is None:
+                    state = "future" if newest_file is None or version > newest_file else "missing"
+                else:
+                    state = "success"
+            elif baseline is not None and version <= baseline:
+                state = "below baseline"
+            elif current is not None and version < current:
+                state = "ignored"
+            else:
+                state = "pending"
+            out.append(MigrationInfo(
+                version=str(version),
+                description=migration.description if migration else row.description,  # type: ignore[union-attr]
+                type=row.type if row else "SQL",
+                script=migration.script if migration else row.script,  # type: ignore[union-attr]
+                checksum=migration.checksum if migration else None,
+                applied_checksum=row.checksum if row else None,
+                installed_on=row.installed_on if row else None,
+                execution_time=row.execution_time if row else None,
+                state=state,
+                installed_rank=row.installed_rank if row else None,
+            ))
+        by_desc = {m.description: m for m in resolved.repeatable}
+        for desc in sorted(set(by_desc) | set(applied_rep)):
+            migration, row = by_desc.get(desc), applied_rep.get(desc)
+            if row is None:
+                state = "pending"
+            elif not row.success:
+                state = "failed"
+            elif migration is None:
+                state = "missing"
+            elif migration.checksum != row.checksum:
+                state = "outdated"
+            else:
+                state = "success"
+            out.append(MigrationInfo(
+                version=None, description=desc, type=row.type if row else "SQL",
+                script=migration.script if migration else row.script,  # type: ignore[union-attr]
+                checksum=migration.checksum if migration else None,
+                applied_checksum=row.checksum if row else None,
+                installed_on=row.installed_on if row else None,
+                execution_time=row.execution_time if row else None, state=state,
+                installed_rank=row.installed_rank if row else None,
+            ))
+        return out
+
+    def current_version(self) -> str | None:
+        applied, _rep, _del = self._effective(self._rows())
+        current = self._current(applied)
+        return str(current) if current is not None else None
+
+    def _pending(self, resolved: Resolved, rows: list[AppliedRow], target: Version | None) -> list[ResolvedMigration]:
+        states = {(i.version, i.description if i.version is None else None): i.state
+                  for i in self._info(resolved, rows)}
+        todo = []
+        for m in resolved.versioned:
+            state = states.get((str(m.version), None))
+            if state == "pending" or (state == "ignored" and self.out_of_order):
+                if target is None or (m.version is not None and m.version <= target):
+                    todo.append(m)
+        for m in resolved.repeatable:
+            if states.get((None, m.description)) in ("pending", "outdated"):
+                todo.append(m)
+        return todo
+
+    def pending(self, target: str | None = None) -> list[ResolvedMigration]:
+        return self._pending(self.resolve(), self._rows(), Version.parse(target) if target else None)
+
+    def _problems(self, resolved: Resolved, rows: list[AppliedRow]) -> list[str]:
+        problems = []
+        files = resolved.by_version()
+        for item in self._info(resolved, rows):
+            name = item.script
+            if item.state == "failed":
+                problems.append(f"{name} failed in an earlier run (rank {item.installed_rank}): fix the file, undo "
+                                "what it did partly, then run `dbops migrate repair`")
+            elif item.state == "missing":
+                problems.append(f"{name} (version {item.version or 'R'}) was applied but its file is missing: restore "
+                                "it, or run `dbops migrate repair` to mark it deleted")
+            elif item.state == "ignored" and not self.out_of_order:
+                problems.append(f"{name} is pending but older than the current version: renumber it above the "
+                                "current version or run with --out-of-order")
+            elif (item.state == "success" and item.version is not None and item.checksum != item.applied_checksum):
+                migration = files.get(Version.parse(item.version))
+                where = migration.path if migration else name
+                problems.append(f"checksum mismatch for {where}: applied {item.applied_checksum}, file "
+                                f"{item.checksum}: revert the edit (write a new migration instead) or run "
+                                "`dbops migrate repair` if the change is cosmetic")
+        return problems
+
+    def validate(self) -> None:
+        """Raise :class:`MigrationError` when the history and the files disagree (pending files are fine)."""
+        problems = self._problems(self.resolve(), self._rows())
+        if problems:
+            error = MigrationError(
+                f"{len(problems)} problem(s) in {self.history.name}: " + "; ".join(problems)
+            )
+            error.problems = problems  # type: ignore[attr-defined]
+            raise error
+
+    def plan(self, target: str | None = None) -> list[PlannedMigration]:
+        """Pending files with what squawk says about each."""
+        todo = self.pending(target)
+        findings = lint_files([m.path for m in todo], exclude=self.lint_exclude) if todo else []
+        by_file: dict[str, list[LintFinding]] = {}
+        for finding in findings:
+            by_file.setdefault(str(Path(finding.file).resolve()), []).append(finding)
+        return [PlannedMigration(m, by_file.get(str(m.path.resolve()), [])) for m in todo]
+
+    # ---- writing --------------------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection holding the migration advisory lock (session level) for the whole run."""
+        conn = connect(self.url)
+        try:
+            deadline = time.monotonic() + self.lock_wait_seconds
+            key = self.history.lock_key()
+            while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]).fetchone()[0]:  # type: ignore[index]
+                if time.monotonic() > deadline:
+                    raise MigrationError(
+                        f"another migration run has held the lock on {self.history.name} for over "
+                        f"{self.lock_wait_seconds:.0f} s", "wait for it to finish, or find it in pg_locks",
+                    )
+                time.sleep(0.2)
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+        finally:
+            conn.close()
+
+    def _installed_by(self, conn: psycopg.Connection[Any]) -> str:
+        if self.installed_by:
+            return self.installed_by
+        row = conn.execute("SELECT current_user").fetchone()
+        return str(row[0]) if row else "dbops"
+
+    def _set_timeouts(self, conn: psycopg.Connection[Any], migration: ResolvedMigration, local: bool) -> None:
+        settings = {"lock_timeout": self.lock_timeout, "statement_timeout": self.statement_timeout}
+        settings.update(migration.settings())
+        for name, value in settings.items():
+            conn.execute("SELECT set_config(%s, %s, %s)", [name, value, local])
+
+    def _run_sql(self, conn: psycopg.Connection[Any], script: str, text: str) -> None:
+        """Execute statement by statement; a failure names the file and the line of the failing statement."""
+        for line, statement in statements(text):
+            try:
+                conn.execute(statement)  # type: ignore[arg-type]  # no parameters: run as written
+            except psycopg.Error as exc:
+                diag = exc.diag
+                where = line
+                if diag.statement_position:
+                    where = line + statement[: int(diag.statement_position) - 1].count("\n")
+                detail = _first_line(diag.message_primary or str(exc))
+                state = f" [{diag.sqlstate}]" if diag.sqlstate else ""
+                raise MigrationError(
+                    f"{script} line {where}: {redact(detail)}{state}",
+                    "fix the statement and run migrate again (nothing of this file was kept)",
+                ) from exc
+
+    def _callbacks(self, resolved: Resolved, event: str) -> list[Callback]:
+        return [c for c in resolved.callbacks if c.event == event]
+
+    def _apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
+                   installed_by: str) -> AppliedMigration:
+        started = time.monotonic()
+        if migration.transactional:
+            try:
+                with conn.transaction():
+                    self._set_timeouts(conn, migration, local=True)
+                    for cb in self._callbacks(resolved, "beforeEachMigrate"):
+                        self._run_sql(conn, cb.script, cb.sql)
+                    self._run_sql(conn, migration.script, migration.sql)
+                    for cb in self._callbacks(resolved, "afterEachMigrate"):
+                        self._run_sql(conn, cb.script, cb.sql)
+                    elapsed = int((time.monotonic() - started) * 1000)
+                    self.history.insert(conn, version=migration.version, description=migration.description,
+                                        type_=migration.type, script=migration.script, checksum=migration.checksum,
+                                        installed_by=installed_by, execution_ms=elapsed, success=True)
+            except MigrationError:
+                self._error_callbacks(conn, resolved)
+                raise
+        else:
+            try:
+                self._set_timeouts(conn, migration, local=False)
+                for cb in self._callbacks(resolved, "beforeEachMigrate"):
+                    self._run_sql(conn, cb.script, cb.sql)
+                self._run_sql(conn, migration.script, migration.sql)
+                for cb in self._callbacks(resolved, "afterEachMigrate"):
+                    self._run_sql(conn, cb.script, cb.sql)
+            except MigrationError as exc:
+                elapsed = int((time.monotonic() - started) * 1000)
+                self.history.insert(conn, version=migration.version, description=migration.description,
+                                    type_=migration.type, script=migration.script, checksum=migration.checksum,
+                                    installed_by=installed_by, execution_ms=elapsed, success=False)
+                self._error_callbacks(conn, resolved)
+                raise MigrationError(
+                    exc.problem, "it ran outside a transaction, so part of it may have been applied: undo that, "
+                    "fix the file, then run `dbops migrate repair` and migrate again",
+                ) from exc
+            finally:
+                conn.execute("RESET lock_timeout")
+                conn.execute("RESET statement_timeout")
+            elapsed = int((time.monotonic() - started) * 1000)
+            self.history.insert(conn, version=migration.version, description=migration.description,
+                                type_=migration.type, script=migration.script, checksum=migration.checksum,
+                                installed_by=installed_by, execution_ms=elapsed, success=True)
+        return AppliedMigration(str(migration.version) if migration.version is not None else None,
+                                migration.description, migration.script, migration.type, elapsed, migration.checksum)
+
+    def _error_callbacks(self, conn: psycopg.Connection[Any], resolved: Resolved) -> None:
+        for cb in self._callbacks(resolved, "afterEachMigrateError") + self._callbacks(resolved, "afterMigrateError"):
+            try:
+                self._run_sql(conn, cb.script, cb.sql)
+            except MigrationError:
+                pass  # the original failure is what the operator needs to see
+
+    def apply(self, target: str | None = None) -> ApplyResult:
+        """Apply every pending migration (up to ``target``) in order; return what was applied."""
+        resolved = self.resolve()
+        target_version = Version.parse(target) if target else None
+        started = time.monotonic()
+        result = ApplyResult()
+        with self._locked() as conn:
+            with conn.transaction():
+                self.history.create(conn)
+            rows = self.history.rows(conn)
+            problems = self._problems(resolved, rows)
+            if problems:
+                raise MigrationError(
+                    f"migrate refused: {len(problems)} problem(s) in {self.history.name}: " + "; ".join(problems)
+                )
+            todo = self._pending(resolved, rows, target_version)
+            installed_by = self._installed_by(conn)
+            if todo:
+                for cb in self._callbacks(resolved, "beforeMigrate"):
+                    self._run_sql(conn, cb.script, cb.sql)
+            for migration in todo:
+                result.applied.append(self._apply_one(conn, resolved, migration, installed_by))
+            if todo:
+                for cb in self._callbacks(resolved, "afterMigrate"):
+                    self._run_sql(conn, cb.script, cb.sql)
+            applied, _rep, _del = self._effective(self.history.rows(conn))
+            current = self._current(applied)
+            result.current_version = str(current) if current is not None else None
+        result.total_ms = int((time.monotonic() - started) * 1000)
+        return result
+
+    def baseline(self, version: str = "1", description: str = BASELINE_DESCRIPTION) -> None:
+        """Mark an existing database as being at ``version``: older files are never run on it."""
+        baseline_version = Version.parse(version)
+        with self._locked() as conn:
+            with conn.transaction():
+                self.history.create(conn)
+                rows = [r for r in self.history.rows(conn) if r.type != "SCHEMA"]
+                if rows:
+                    raise MigrationError(
+                        f"{self.history.name} already has {len(rows)} row(s) on {redact_url(self.url)}",
+                        "baseline only a database that has never been migrated",
+                    )
+                self.history.insert(conn, version=baseline_version, description=description, type_="BASELINE",
+                                    script=description, checksum=None, installed_by=self._installed_by(conn),
+                                    execution_ms=0, success=True)
+
+    def repair(self) -> RepairResult:
+        """Remove failed rows, realign checksums with the files, mark applied migrations whose file is gone."""
+        resolved = self.resolve()
+        result = RepairResult()
+        with self._locked() as conn:
+            with conn.transaction():
+                if not self.history.exists(conn):
+                    return result
+                result.removed_failed = self.history.delete_failed(conn)
+                rows = self.history.rows(conn)
+                applied, applied_rep, _deleted = self._effective(rows)
+                files = resolved.by_version()
+                newest = max(files, default=None)
+                installed_by = self._installed_by(conn)
+                for version, row in applied.items():
+                    if row.type == "BASELINE":
+                        continue
+                    migration = files.get(version)
+                    if migration is None:
+                        if newest is not None and version > newest:
+                            continue  # future: applied by a newer release, leave it alone
+                        self.history.insert(conn, version=version, description=row.description, type_="DELETE",
+                                            script=row.script, checksum=row.checksum, installed_by=installed_by,
+                                            execution_ms=0, success=True)
+                        result.marked_deleted.append(row.script)
+                    elif migration.checksum != row.checksum or migration.description != row.description:
+                        self.history.realign(conn, row.installed_rank, migration.checksum, migration.description)
+                        result.realigned.append(migration.script)
+                by_desc = {m.description for m in resolved.repeatable}
+                for desc, row in applied_rep.items():
+                    if desc not in by_desc:
+                        self.history.insert(conn, version=None, description=desc, type_="DELETE", script=row.script,
+                                            checksum=row.checksum, installed_by=installed_by, execution_ms=0,
+                                            success=True)
+                        result.marked_deleted.append(row.script)
+        return result
+

@@ -1,0 +1,78 @@
+"""Migration lint with squawk (the squawk-cli wheel): its JSON report parsed into findings.
+
+dbops sets ``lock_timeout`` and ``statement_timeout`` itself around every migration, so squawk's rules asking each
+file to set them are excluded by default (they would fire on every DDL statement and drown the useful findings).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbops.errors import CommandFailed
+from dbops.migrate.files import NO_TRANSACTION, read_sql
+from dbops.pg.commands import run_command
+
+DEFAULT_LINT_EXCLUDE: tuple[str, ...] = ("require-lock-timeout", "require-statement-timeout")
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+    level: str  # warning | error
+    rule: str
+    message: str
+    help: str | None
+
+    def __str__(self) -> str:
+        hint = f" ({self.help})" if self.help else ""
+        return f"{self.file}:{self.line}:{self.column}: {self.level}: {self.rule}: {self.message}{hint}"
+
+
+def squawk_program() -> str:
+    """squawk next to this Python (the venv's wheel), else on PATH."""
+    beside = Path(sys.executable).parent / "squawk"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("squawk")
+    if not found:
+        raise CommandFailed("squawk is not installed", "run `make install` to get the squawk-cli wheel")
+    return found
+
+
+def _run_squawk(files: list[Path], exclude: tuple[str, ...], in_transaction: bool) -> list[LintFinding]:
+    args = [squawk_program(), "--reporter", "json"]
+    if exclude:
+        args += ["--exclude", ",".join(exclude)]
+    if in_transaction:
+        args.append("--assume-in-transaction")
+    proc = run_command([*args, *map(str, files)], timeout=120, check=False, what="squawk")
+    out = (proc.stdout or "").strip()
+    if proc.returncode not in (0, 1) or not out.startswith("["):
+        raise CommandFailed(f"squawk failed (exit {proc.returncode}): {(proc.stderr or out).strip()[:300]}",
+                            "run `squawk` on the file by hand to see why")
+    findings = []
+    for item in json.loads(out):
+        findings.append(LintFinding(
+            file=item.get("file", ""), line=int(item.get("line", 0)) + 1, column=int(item.get("column", 0)) + 1,
+            level=str(item.get("level", "warning")).lower(), rule=item.get("rule_name", ""),
+            message=item.get("message", ""), help=item.get("help"),
+        ))
+    return findings
+
+
+def lint_files(files: list[Path], exclude: tuple[str, ...] = DEFAULT_LINT_EXCLUDE) -> list[LintFinding]:
+    """Lint migration files; transactional ones are linted as if wrapped in a transaction (as dbops runs them)."""
+    transactional = [f for f in files if not NO_TRANSACTION.search(read_sql(f))]
+    autocommit = [f for f in files if f not in transactional]
+    findings: list[LintFinding] = []
+    if transactional:
+        findings += _run_squawk(transactional, exclude, in_transaction=True)
+    if autocommit:
+        findings += _run_squawk(autocommit, exclude, in_transaction=False)
+    return sorted(findings, key=lambda f: (f.file, f.line, f.column, f.rule))
