@@ -1,0 +1,170 @@
+"""Validate a database: fact tables one day at a time, dimension tables as a whole, with a report per batch.
+
+| variable | meaning | default |
+|---|---|---|
+| ``DBOPS_EXPECTATIONS`` | folder of operator rule files (``<table>.yml``) | ``sql/expectations`` |
+| ``DBOPS_ACCESS_CONTROL`` | file declaring ``sensitive:`` columns, masked in sample rows | ``sql/access-control.yml`` |
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from dbops.config import project_dir
+from dbops.pg.connect import connection
+from dbops.validate.catalog import read_tables
+from dbops.validate.rules import load_rules
+from dbops.validate.sensitive import load_sensitive, mask_row
+from dbops.validate.suite import Check, TablePlan, batch_query, plan_tables
+
+SAMPLE_ROWS = 3
+
+
+def expectations_dir() -> Path:
+    return Path(os.environ.get("DBOPS_EXPECTATIONS") or project_dir() / "sql" / "expectations")
+
+
+def access_control_file() -> Path:
+    return Path(os.environ.get("DBOPS_ACCESS_CONTROL") or project_dir() / "sql" / "access-control.yml")
+
+
+@dataclass
+class Failure:
+    table: str
+    rule: str
+    unexpected: int
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of one batch: one day of the fact tables, or the dimension tables."""
+
+    scope: str
+    evaluated: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def unexpected(self) -> int:
+        return sum(f.unexpected for f in self.failures)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def render(self) -> str:
+        head = f"{self.scope}: {self.evaluated} expectations, {self.failed} failed, {self.unexpected} unexpected rows"
+        lines = [head]
+        for f in self.failures:
+            extra = f" ({f.error})" if f.error else ""
+            lines.append(f"  FAIL {f.table} {f.rule}: {f.unexpected} unexpected{extra}")
+            for row in f.samples:
+                lines.append(f"       {row}")
+        return "\n".join(lines)
+
+
+def day_bounds(day: date) -> tuple[str, str]:
+    """[day, day + 1) in UTC, as literals PostgreSQL casts to timestamptz."""
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return start.isoformat(), (start + timedelta(days=1)).isoformat()
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+class IntegrityValidator:
+    """Plans checks from the live catalog and the rule files once, then validates any number of batches."""
+
+    def __init__(
+        self,
+        url: str,
+        rules_dir: Path | None = None,
+        access_control: Path | None = None,
+        schemas: tuple[str, ...] = ("app",),
+    ) -> None:
+        self.url = url
+        self.rules_dir = rules_dir or expectations_dir()
+        rules = load_rules(self.rules_dir)
+        self.sensitive = load_sensitive(access_control or access_control_file())
+        with connection(url) as conn:
+            tables = read_tables(conn, schemas)
+        self.plans = plan_tables(tables, rules, self.rules_dir)
+        self._gx: Any = None
+
+    @property
+    def fact_plans(self) -> list[TablePlan]:
+        return [p for p in self.plans if p.time_column]
+
+    @property
+    def dimension_plans(self) -> list[TablePlan]:
+        return [p for p in self.plans if not p.time_column]
+
+    def _validator(self) -> Any:
+        if self._gx is None:
+            from dbops.validate.gxrun import GxValidator
+
+            self._gx = GxValidator(self.url)
+        return self._gx
+
+    def close(self) -> None:
+        if self._gx is not None:
+            self._gx.close()
+            self._gx = None
+
+    def __enter__(self) -> IntegrityValidator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def validate_day(self, day: date) -> ValidationReport:
+        start, end = day_bounds(day)
+        return self._validate(day.isoformat(), self.fact_plans, start, end)
+
+    def validate_days(self, days: Iterable[date]) -> list[ValidationReport]:
+        return [self.validate_day(d) for d in days]
+
+    def validate_dimensions(self) -> ValidationReport:
+        return self._validate("dimensions", self.dimension_plans, None, None)
+
+    def _validate(self, scope: str, plans: list[TablePlan], start: str | None, end: str | None) -> ValidationReport:
+        started = time.monotonic()
+        report = ValidationReport(scope)
+        for plan in plans:
+            if not plan.checks:
+                continue
+            query = batch_query(plan, start, end)
+            outcome = self._validator().validate(query, plan.checks)
+            report.evaluated += len(outcome.outcomes)
+            for o in outcome.failed:
+                samples = [] if o.error else self.sample(plan, o.check, query)
+                report.failures.append(Failure(plan.name, o.check.rule, o.unexpected, samples, o.error))
+        report.seconds = time.monotonic() - started
+        return report
+
+    def sample(self, plan: TablePlan, check: Check, query: str, limit: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
+        """A few offending rows for the report, sensitive columns masked."""
+        if check.rows_query:
+            inner = check.rows_query.format(batch=f"({query}) AS batch")
+        elif check.predicate:
+            inner = f"SELECT * FROM ({query}) AS batch WHERE {check.predicate}"
+        else:
+            return []
+        with connection(self.url) as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(f"SELECT * FROM ({inner}) AS unexpected LIMIT {int(limit)}").fetchall()
+        return [mask_row(plan.name, row, self.sensitive) for row in rows]
