@@ -372,6 +372,9 @@ class Migrator:
                     self._run_sql(conn, migration.script, migration.sql)
                     for cb in self._callbacks(resolved, "afterEachMigrate"):
                         self._run_sql(conn, cb.script, cb.sql)
+                    # A migration may SET LOCAL ROLE to create objects owned by an owner role; the history row is
+                    # written as the connecting user, who owns the history table.
+                    conn.execute("RESET ROLE")
                     elapsed = int((time.monotonic() - started) * 1000)
                     self.history.insert(conn, version=migration.version, description=migration.description,
                                         type_=migration.type, script=migration.script, checksum=migration.checksum,
@@ -398,6 +401,7 @@ class Migrator:
                     "fix the file, then run `dbops migrate repair` and migrate again",
                 ) from exc
             finally:
+                conn.execute("RESET ROLE")
                 conn.execute("RESET lock_timeout")
                 conn.execute("RESET statement_timeout")
             elapsed = int((time.monotonic() - started) * 1000)
