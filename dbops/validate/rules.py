@@ -141,7 +141,9 @@ def _rule(path: Path, node: yaml.Node) -> Rule:
         try:
             re.compile(str(pattern))
         except re.error as exc:
-            raise _fail(path, m["pattern"], f"pattern {pattern!r} is not a regular expression: {exc}", "fix it")
+            raise _fail(
+                path, m["pattern"], f"pattern {pattern!r} is not a regular expression: {exc}", "fix it"
+            ) from exc
         return Rule(**base, column=_name(path, m["column"], "column"), pattern=str(pattern))
     raise _fail(path, key_node, f"unknown rule {kind!r}", f"use one of {', '.join(RULE_KINDS)}")
 

@@ -12,10 +12,11 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from dbops.config import project_dir
@@ -79,7 +80,7 @@ class ValidationReport:
 
 def day_bounds(day: date) -> tuple[str, str]:
     """[day, day + 1) in UTC, as literals PostgreSQL casts to timestamptz."""
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return start.isoformat(), (start + timedelta(days=1)).isoformat()
 
 
@@ -159,12 +160,14 @@ class IntegrityValidator:
 
     def sample(self, plan: TablePlan, check: Check, query: str, limit: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
         """A few offending rows for the report, sensitive columns masked."""
+        batch = sql.SQL("({}) AS batch").format(sql.SQL(query))  # type: ignore[arg-type]
         if check.rows_query:
-            inner = check.rows_query.format(batch=f"({query}) AS batch")
+            inner = sql.SQL(check.rows_query.format(batch=batch.as_string(None)))  # type: ignore[arg-type]
         elif check.predicate:
-            inner = f"SELECT * FROM ({query}) AS batch WHERE {check.predicate}"
+            inner = sql.SQL("SELECT * FROM {} WHERE {}").format(batch, sql.SQL(check.predicate))  # type: ignore[arg-type]
         else:
             return []
+        stmt = sql.SQL("SELECT * FROM ({}) AS unexpected LIMIT {}").format(inner, sql.Literal(int(limit)))
         with connection(self.url) as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(f"SELECT * FROM ({inner}) AS unexpected LIMIT {int(limit)}").fetchall()
+            rows = cur.execute(stmt).fetchall()
         return [mask_row(plan.name, row, self.sensitive) for row in rows]

@@ -58,35 +58,41 @@ def _ident(*names: str) -> str:
     return sql.Identifier(*names).as_string(None)
 
 
-def _cols(cols: tuple[str, ...] | list[str], alias: str | None = None) -> str:
-    return ", ".join(_ident(alias, c) if alias else _ident(c) for c in cols)
+def _cols(cols: tuple[str, ...] | list[str], alias: str | None = None) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(alias, c) if alias else sql.Identifier(c) for c in cols)
 
 
-def _braces(text: str) -> str:
-    """GX fills ``{batch}`` with str.format: braces of the SQL itself (regex quantifiers) are doubled."""
-    return text.replace("{", "{{").replace("}", "}}")
+# GX fills {batch} with str.format; psycopg's sql.SQL.format would read it as its own placeholder, so it is
+# passed through as a literal piece of SQL text.
+BATCH = sql.SQL("{batch}")
 
 
 def duplicates_query(cols: tuple[str, ...]) -> str:
     """Groups of rows sharing ``cols`` (NULLs are distinct, as in a UNIQUE constraint)."""
-    not_null = " AND ".join(f"{_ident(c)} IS NOT NULL" for c in cols)
-    return (
-        f"SELECT {_cols(cols)}, count(*) AS duplicates FROM {{batch}} WHERE {not_null} "
-        f"GROUP BY {_cols(cols)} HAVING count(*) > 1"
-    )
+    not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in cols)
+    query = sql.SQL(
+        "SELECT {cols}, count(*) AS duplicates FROM {batch} WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1"
+    ).format(cols=_cols(cols), batch=BATCH, not_null=not_null)
+    return query.as_string(None)
 
 
 def orphans_query(con: Constraint) -> str:
     """Rows whose foreign key points nowhere (MATCH SIMPLE: a key with a NULL part is not checked)."""
-    not_null = " AND ".join(f"{_ident('b', c)} IS NOT NULL" for c in con.columns)
-    join = " AND ".join(
-        f"{_ident('r', rc)} = {_ident('b', c)}" for c, rc in zip(con.columns, con.ref_columns, strict=True)
+    not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("b", c)) for c in con.columns)
+    join = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("r", rc), sql.Identifier("b", c))
+        for c, rc in zip(con.columns, con.ref_columns, strict=True)
     )
-    ref = _ident(con.ref_schema or "public", con.ref_table or "")
-    return (
-        f"SELECT b.* FROM (SELECT * FROM {{batch}}) AS b WHERE {not_null} "
-        f"AND NOT EXISTS (SELECT 1 FROM {ref} AS r WHERE {join})"
+    query = sql.SQL(
+        "SELECT b.* FROM (SELECT * FROM {batch}) AS b WHERE {not_null} "
+        "AND NOT EXISTS (SELECT 1 FROM {ref} AS r WHERE {join})"
+    ).format(
+        batch=BATCH,
+        not_null=not_null,
+        ref=sql.Identifier(con.ref_schema or "public", con.ref_table or ""),
+        join=join,
     )
+    return query.as_string(None)
 
 
 def catalog_checks(table: Table) -> list[Check]:
@@ -170,8 +176,9 @@ def plan_tables(tables: list[Table], rules: dict[str, TableRules], rules_dir: Pa
 
 def batch_query(plan: TablePlan, start: str | None = None, end: str | None = None) -> str:
     """The rows of one batch: a range predicate on the time column, which an index or partition pruning serves."""
-    base = f"SELECT * FROM {_ident(plan.table.schema, plan.table.name)}"
+    base = sql.SQL("SELECT * FROM {}").format(sql.Identifier(plan.table.schema, plan.table.name))
     if plan.time_column and start and end:
-        col = _ident(plan.time_column)
-        return f"{base} WHERE {col} >= {_lit(start)} AND {col} < {_lit(end)}"
-    return base
+        base = sql.SQL("{base} WHERE {col} >= {start} AND {col} < {end}").format(
+            base=base, col=sql.Identifier(plan.time_column), start=sql.Literal(start), end=sql.Literal(end)
+        )
+    return base.as_string(None)

@@ -1,0 +1,11 @@
+"""Dagster group ``integrity``."""
+
+import dagster as dg
+
+from dbops.defs.validate.assets import dimension_integrity, index_integrity, integrity_validation
+from dbops.defs.validate.sensors import revalidate_after_migration
+
+defs = dg.Definitions(
+    assets=[integrity_validation, dimension_integrity, index_integrity],
+    sensors=[revalidate_after_migration],
+)
