@@ -1,7 +1,5 @@
 """Resources shared by every lifecycle step. Secrets arrive through ``dg.EnvVar`` and are resolved at launch."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any

@@ -1,7 +1,5 @@
 """The ``schema_migrations`` asset: the managed database's schema, brought to the latest migration."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from dbops.defs.migrate.resources import MigrationsResource

@@ -1,7 +1,5 @@
 """Checks on ``schema_migrations``: history matches the files, nothing pending, and the files lint clean."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from dbops.defs.migrate.resources import MigrationsResource

@@ -1,7 +1,5 @@
 """Where the migrations live and how they are checked; the database itself is the shared ``database`` resource."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

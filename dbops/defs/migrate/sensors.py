@@ -1,7 +1,5 @@
 """Notice new or changed migration files and request a ``schema_migrations`` run (off by default)."""
 
-from __future__ import annotations
-
 import hashlib
 
 import dagster as dg
