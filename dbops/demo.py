@@ -65,7 +65,7 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
             from dbops.seed import seed
 
             result = seed(settings.target_url(), scale)
-            print(f"   {result}")
+            print("\n".join("   " + line for line in result.render().splitlines()))
         _done(t)
 
         rest = [k for k in unpartitioned_selection(defs) if k.to_user_string() != "schema_migrations"]

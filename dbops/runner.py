@@ -5,6 +5,7 @@ The run is recorded in the same PostgreSQL storage as `dbops ui` uses, so it sho
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -80,7 +81,12 @@ def run_selection(
     defs: dg.Definitions, selection: str, instance: dg.DagsterInstance, partition_key: str | None = None
 ) -> RunSummary:
     job = resolve_job(defs, selection)
-    result = job.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
+    # Step-by-step events go to the instance (and the UI); the terminal gets warnings and the summary below.
+    level = os.environ.get("DBOPS_LOG_LEVEL", "WARNING").upper()
+    run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+    result = job.execute_in_process(
+        instance=instance, partition_key=partition_key, raise_on_error=False, run_config=run_config
+    )
     outcomes: list[StepOutcome] = []
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":

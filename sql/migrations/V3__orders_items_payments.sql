@@ -11,7 +11,7 @@ CREATE TABLE app.orders (
     status      text NOT NULL DEFAULT 'pending'
                 CHECK (status IN ('pending', 'paid', 'shipped', 'cancelled', 'refunded')),
     total       numeric(12, 2) NOT NULL CHECK (total >= 0),
-    currency    char(3) NOT NULL DEFAULT 'EUR' CHECK (currency ~ '^[A-Z]{3}$'),
+    currency    text NOT NULL DEFAULT 'EUR' CHECK (currency ~ '^[A-Z]{3}$'),
     created_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT orders_pkey PRIMARY KEY (tenant_id, id, created_at),
     CONSTRAINT orders_user_fkey FOREIGN KEY (tenant_id, user_id) REFERENCES app.users (tenant_id, id)
