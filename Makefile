@@ -38,8 +38,11 @@ system-deps:
 demo: install
 	$(BIN)/dbops demo
 
+# The whole suite on the embedded PostgreSQL 18, then the version-sensitive tests again on Debian's PostgreSQL 15.
+PG15_TESTS ?= dbops_tests/migrate dbops_tests/schema
 test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+	DBOPS_TEST_PG_BIN=/usr/lib/postgresql/15/bin $(BIN)/pytest $(PYTEST_ARGS) $(PG15_TESTS)
 
 ui: install
 	$(BIN)/dbops ui
