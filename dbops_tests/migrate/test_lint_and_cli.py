@@ -54,3 +54,24 @@ def test_cli_apply_info_validate_and_errors(pg_server, fresh_db: str, tmp_path: 
     (d / "V2_bad_name.sql").write_text("SELECT 1;\n")
     bad = run_dbops(["migrate"], env)
     assert bad.returncode == 1 and "malformed migration file name" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_operator_errors_are_one_line_and_exit_1(pg_server, fresh_db: str, tmp_path: Path) -> None:
+    from dbops.pg.server import free_port
+
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "V1__a.sql").write_text("SELECT 1;\n")
+    cases = {
+        "cannot connect to": dict(DBOPS_DATABASE_URL=f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/x",
+                                  DBOPS_MIGRATIONS=str(d)),
+        "password authentication failed": dict(
+            DBOPS_DATABASE_URL=fresh_db.replace(pg_server.password, "secret-pw"), DBOPS_MIGRATIONS=str(d)),
+        "migrations folder": dict(DBOPS_MIGRATIONS=str(tmp_path / "missing")),
+    }
+    for expected, extra in cases.items():
+        result = run_dbops(["migrate"], dbops_env(pg_server, fresh_db, tmp_path, **extra))
+        assert result.returncode == 1, (expected, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], (expected, lines)
+        assert "secret-pw" not in result.stderr
