@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("TQDM_DISABLE", "1")  # GX draws a progress bar per batch: noise in Dagster's and the CLI's logs
 
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 from dbops.validate.suite import Check  # noqa: E402
 
@@ -40,9 +40,9 @@ class ExpectNoUnexpectedRows(gxe.UnexpectedRowsExpectation):
         return {"success": count == 0, "result": {"observed_value": count}}
 
 
-def expectation_for(check: Check) -> gxe.Expectation:
-    """The GX expectation class that states ``check``."""
-    meta = {"table": check.table, "rule": check.rule}
+def expectation_for(check: Check, index: int = 0) -> gxe.Expectation:
+    """The GX expectation class that states ``check``; ``index`` comes back in the result's meta."""
+    meta = {"table": check.table, "rule": check.rule, "dbops_index": index}
     if check.kind == "not_null":
         return gxe.ExpectColumnValuesToNotBeNull(column=check.column, meta=meta)
     if check.kind == "in_set":
@@ -99,6 +99,7 @@ class GxValidator:
         self._env_var = f"DBOPS_GX_URL_{uuid.uuid4().hex[:8].upper()}"
         os.environ[self._env_var] = url.replace("postgres://", "postgresql://", 1)
         self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_postgres(
             name="dbops", connection_string="${" + self._env_var + "}"
         )
@@ -122,10 +123,12 @@ class GxValidator:
         self._n += 1
         asset = self.datasource.add_query_asset(name=f"batch_{self._n}", query=batch_query)
         batch = asset.add_batch_definition_whole_table("all").get_batch()
-        suite = gx.ExpectationSuite(name=f"suite_{self._n}", expectations=[expectation_for(c) for c in checks])
+        suite = gx.ExpectationSuite(
+            name=f"suite_{self._n}", expectations=[expectation_for(c, i) for i, c in enumerate(checks)]
+        )
         results = batch.validate(suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
         outcome = BatchOutcome()
-        for check, result in zip(checks, _in_suite_order(suite, results.results), strict=True):
+        for check, result in zip(checks, _in_check_order(results.results, len(checks)), strict=True):
             error = None
             info = result.exception_info or {}
             if info.get("raised_exception"):
@@ -137,9 +140,7 @@ class GxValidator:
         return outcome
 
 
-def _in_suite_order(suite: gx.ExpectationSuite, results: list[ExpectationValidationResult]) -> list[
-    ExpectationValidationResult
-]:
-    """GX may return results in another order than the suite's: match them back by expectation id."""
-    by_id = {r.expectation_config.id: r for r in results if r.expectation_config is not None}
-    return [by_id[e.id] for e in suite.expectations]
+def _in_check_order(results: list[ExpectationValidationResult], count: int) -> list[ExpectationValidationResult]:
+    """GX does not promise the suite's order (and unsaved expectations have no id): match by our index in meta."""
+    by_index = {int(r.expectation_config.meta["dbops_index"]): r for r in results if r.expectation_config}
+    return [by_index[i] for i in range(count)]
