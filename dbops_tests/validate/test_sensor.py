@@ -1,0 +1,71 @@
+"""A migration that changes the schema makes the sensor request a backfill of the last 30 validation days."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dbops.defs.migrate.assets import schema_migrations
+from dbops.defs.migrate.resources import MigrationsResource
+from dbops.defs.resources import DatabaseResource
+from dbops.defs.validate import defs as validate_defs
+from dbops.defs.validate.assets import dimension_integrity, integrity_validation
+from dbops.defs.validate.resources import backfill_days
+from dbops.defs.validate.sensors import backfill_request, revalidate_after_migration
+from dbops.errors import ConfigError
+from dbops_tests.conftest import MIGRATIONS_DIR
+
+
+def tick(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None) -> dg.SensorExecutionData:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    return revalidate_after_migration.evaluate_tick(context)
+
+
+def test_migration_adding_a_column_requests_backfill(fresh_db: str, tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    resources = {"database": DatabaseResource(url=fresh_db), "migrations": MigrationsResource(locations=str(migrations))}
+    defs = dg.Definitions.merge(validate_defs, dg.Definitions(assets=[schema_migrations], resources=resources))
+
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([schema_migrations], instance=instance, resources=resources).success
+        first = tick(instance, defs, None)
+        cursor = first.cursor
+        assert cursor and len(first.run_requests or []) == 1  # the initial schema counts as a change
+
+        # Nothing pending: the migration asset runs, applies nothing, and no backfill is requested.
+        assert dg.materialize([schema_migrations], instance=instance, resources=resources).success
+        idle = tick(instance, defs, cursor)
+        assert not idle.run_requests and idle.cursor != cursor
+        cursor = idle.cursor
+        assert not tick(instance, defs, cursor).run_requests
+
+        (migrations / "V9999__validation_test_add_column.sql").write_text(
+            "ALTER TABLE app.orders ADD COLUMN coupon text;\n", encoding="utf-8"
+        )
+        assert dg.materialize([schema_migrations], instance=instance, resources=resources).success
+        result = tick(instance, defs, cursor)
+
+    assert len(result.run_requests) == 1
+    subset = result.run_requests[0].asset_graph_subset
+    assert subset is not None
+    keys = sorted(subset.partitions_subsets_by_asset_key[integrity_validation.key].get_partition_keys())
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert len(keys) == 30
+    assert keys[-1] == yesterday.isoformat() and keys[0] == (yesterday - timedelta(days=29)).isoformat()
+    assert subset.non_partitioned_asset_keys == {dimension_integrity.key}
+    assert result.run_requests[0].tags["dbops/reason"] == "schema_migrations"
+
+
+def test_backfill_days_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBOPS_VALIDATION_BACKFILL_DAYS", "7")
+    request = backfill_request(backfill_days())
+    assert request is not None and request.asset_graph_subset is not None
+    assert len(request.asset_graph_subset.partitions_subsets_by_asset_key[integrity_validation.key]) == 7
+    monkeypatch.setenv("DBOPS_VALIDATION_BACKFILL_DAYS", "zero")
+    with pytest.raises(ConfigError, match="DBOPS_VALIDATION_BACKFILL_DAYS='zero'"):
+        backfill_days()
