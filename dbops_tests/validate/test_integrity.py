@@ -39,7 +39,8 @@ def plant_violations(url: str, days: list[date]) -> dict[tuple[str, str, str], i
             )
         # A duplicate (tenant_id, id): the partitioned primary key includes created_at, so PostgreSQL allows it.
         conn.execute(
-            "INSERT INTO app.orders (id, tenant_id, user_id, status, total, currency, created_at) OVERRIDING SYSTEM VALUE "
+            "INSERT INTO app.orders (id, tenant_id, user_id, status, total, currency, created_at) "
+            "OVERRIDING SYSTEM VALUE "
             "SELECT id, tenant_id, user_id, status, total, currency, created_at + interval '1 microsecond' "
             "FROM app.orders WHERE created_at >= %s::date AND created_at < %s::date + 1 ORDER BY created_at LIMIT 1",
             (dup_day, dup_day),
@@ -87,7 +88,10 @@ def test_backfill_clean_then_each_planted_violation_found(seeded_db: str) -> Non
         [integrity_validation, dimension_integrity],
         instance=instance,
         resources=resources,
-        tags={ASSET_PARTITION_RANGE_START_TAG: days[0].isoformat(), ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat()},
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: days[0].isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat(),
+        },
         selection=[integrity_validation.key],
     )
     assert result.success

@@ -28,7 +28,10 @@ def tick(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None)
 def test_migration_adding_a_column_requests_backfill(fresh_db: str, tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
-    resources = {"database": DatabaseResource(url=fresh_db), "migrations": MigrationsResource(locations=str(migrations))}
+    resources = {
+        "database": DatabaseResource(url=fresh_db),
+        "migrations": MigrationsResource(locations=str(migrations)),
+    }
     defs = dg.Definitions.merge(validate_defs, dg.Definitions(assets=[schema_migrations], resources=resources))
 
     with dg.instance_for_test() as instance:
