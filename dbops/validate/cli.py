@@ -1,0 +1,68 @@
+"""`dbops validate [--from DAY --to DAY] [--indexes [--thorough]]`: integrity validation from a shell.
+
+Exit status: 0 when every expectation held, 1 on a violation (or an operator error), as CI expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, date, datetime, timedelta
+
+from dbops.config import Settings
+from dbops.errors import ConfigError
+from dbops.pg.connect import connection
+from dbops.redact import redact_url
+from dbops.validate.amcheck import check_indexes
+from dbops.validate.run import IntegrityValidator, days_between, expectations_dir
+
+
+def parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: use YYYY-MM-DD") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbops validate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="first", type=parse_day, help="first UTC day of the fact tables (default: "
+                        "yesterday)")
+    parser.add_argument("--to", dest="last", type=parse_day, help="last UTC day, inclusive (default: --from)")
+    parser.add_argument("--no-dimensions", action="store_true", help="skip the dimension tables")
+    parser.add_argument("--indexes", action="store_true", help="also check every btree index with amcheck")
+    parser.add_argument("--thorough", action="store_true", help="amcheck with heapallindexed (reads every table)")
+    return parser
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    args = build_parser().parse_args(argv)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    first = args.first or args.last or yesterday
+    last = args.last or first
+    if last < first:
+        raise ConfigError(f"--to {last} is before --from {first}", "swap the two days")
+    url = settings.target_url()
+    print(f"validating {redact_url(url)} from {first} to {last} (rules: {expectations_dir()})")
+    failed = 0
+    with IntegrityValidator(url) as validator:
+        for day in days_between(first, last):
+            report = validator.validate_day(day)
+            failed += report.failed
+            print(report.render())
+        if not args.no_dimensions:
+            report = validator.validate_dimensions()
+            failed += report.failed
+            print(report.render())
+    if args.indexes or args.thorough:
+        with connection(url) as conn:
+            indexes = check_indexes(conn, thorough=args.thorough)
+        mode = "bt_index_check + heapallindexed" if indexes.thorough else "bt_index_check"
+        print(f"indexes: {indexes.checked} checked ({mode}), {len(indexes.problems)} corrupt")
+        for problem in indexes.problems:
+            print(f"  CORRUPT {problem.index} on {problem.table}: {problem.error}")
+        for con in indexes.not_valid:
+            print(f"  NOT VALID {con.table} {con.name}: {con.definition}")
+        failed += len(indexes.problems)
+    print("no integrity violations" if not failed else f"{failed} integrity violation(s)")
+    return 0 if not failed else 1

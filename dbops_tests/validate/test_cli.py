@@ -1,0 +1,47 @@
+"""`dbops validate` from a shell: clean data exits 0, a violation exits 1 and names it, a bad rule file one line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from dbops.config import Settings
+from dbops.pg.connect import connection
+from dbops.validate.cli import main
+
+
+def settings_for(url: str) -> Settings:
+    return Settings.from_env({"DBOPS_DATABASE_URL": url})
+
+
+def test_cli_clean_then_violation(seeded_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    assert main(["--from", day.isoformat(), "--to", (day + timedelta(days=1)).isoformat(), "--indexes"],
+                settings_for(seeded_db)) == 0
+    out = capsys.readouterr().out
+    assert "no integrity violations" in out and "indexes:" in out
+    password = urlsplit(seeded_db).password
+    assert not password or password not in out
+
+    with connection(seeded_db) as conn:
+        conn.execute(
+            "UPDATE app.order_items SET quantity = 5000 WHERE id = (SELECT min(id) FROM app.order_items "
+            "WHERE order_created_at >= %s::date AND order_created_at < %s::date + 1)",
+            (day, day),
+        )
+    assert main(["--from", day.isoformat(), "--no-dimensions"], settings_for(seeded_db)) == 1
+    out = capsys.readouterr().out
+    assert "FAIL app.order_items rule between quantity (order_items.yml:3): 1 unexpected" in out
+    assert "'quantity': 5000" in out
+
+
+def test_cli_bad_rule_file(seeded_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "orders.yml").write_text("rules:\n  - between: {column: totl, max: 1}\n", encoding="utf-8")
+    monkeypatch.setenv("DBOPS_EXPECTATIONS", str(tmp_path))
+    from dbops.validate.rules import RuleFileError
+
+    with pytest.raises(RuleFileError, match=r"orders.yml:2: app.orders has no column 'totl'"):
+        main([], settings_for(seeded_db))
