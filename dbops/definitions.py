@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dbops.defs import migrate
+from dbops.defs import catalog, migrate
+from dbops.defs.catalog.resources import CatalogResource
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import default_resources
 
-STEP_DEFS = [migrate.defs]
+STEP_DEFS = [migrate.defs, catalog.defs]
 
 
 def build_defs() -> dg.Definitions:
-    resources = {**default_resources(), "migrations": MigrationsResource()}
+    resources = {**default_resources(), "migrations": MigrationsResource(), "catalog": CatalogResource()}
     return dg.Definitions.merge(*STEP_DEFS, dg.Definitions(resources=resources))
 
 

@@ -1,0 +1,22 @@
+"""Where the catalog keeps its snapshots and docs, and which schemas it documents."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from dbops.config import Settings
+
+
+class CatalogResource(dg.ConfigurableResource):
+    """``output_dir`` defaults to ``$DBOPS_HOME/catalog``; ``schemas`` empty means every non-system schema."""
+
+    output_dir: str = ""
+    schemas: list[str] = []
+
+    @property
+    def root(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Settings.from_env().home / "catalog"
+
+    @property
+    def schema_filter(self) -> list[str] | None:
+        return list(self.schemas) or None
