@@ -104,6 +104,7 @@ class GxValidator:
             name="dbops", connection_string="${" + self._env_var + "}"
         )
         self._n = 0
+        self._assets: dict[str, tuple[Any, Any]] = {}
 
     def close(self) -> None:
         os.environ.pop(self._env_var, None)
@@ -118,26 +119,49 @@ class GxValidator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def validate(self, batch_query: str, checks: list[Check]) -> BatchOutcome:
-        """Validate one batch (a SELECT with its range predicate) against ``checks``."""
-        self._n += 1
-        asset = self.datasource.add_query_asset(name=f"batch_{self._n}", query=batch_query)
-        batch = asset.add_batch_definition_whole_table("all").get_batch()
-        suite = gx.ExpectationSuite(
-            name=f"suite_{self._n}", expectations=[expectation_for(c, i) for i, c in enumerate(checks)]
-        )
-        results = batch.validate(suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
+    def _batch(self, key: str, batch_query: str) -> Any:
+        """The batch of ``batch_query``. One query asset per table, re-aimed at each day: adding and deleting an
+        asset per batch re-serializes the whole context configuration every time."""
+        if key not in self._assets:
+            self._n += 1
+            asset = self.datasource.add_query_asset(name=f"batch_{self._n}", query=batch_query)
+            self._assets[key] = (asset, asset.add_batch_definition_whole_table("all"))
+        asset, definition = self._assets[key]
+        asset.query = batch_query
+        return definition.get_batch()
+
+    def validate(self, batch_query: str, checks: list[Check], key: str | None = None) -> BatchOutcome:
+        """Validate one batch (a SELECT with its range predicate) against ``checks``.
+
+        Two passes keep the SQL to what the verdict needs: every rule in BOOLEAN_ONLY (column rules share one
+        aggregate query per batch, with no per-column "unexpected values" scans), then only the failing rules again
+        with BASIC to count their unexpected rows.
+        """
+        batch = self._batch(key or batch_query, batch_query)
+        expectations = [expectation_for(c, i) for i, c in enumerate(checks)]
+        suite = gx.ExpectationSuite(name="verdict", expectations=expectations)
+        verdicts = _in_check_order(batch.validate(suite, result_format="BOOLEAN_ONLY").results, len(checks))
         outcome = BatchOutcome()
-        for check, result in zip(checks, _in_check_order(results.results, len(checks)), strict=True):
-            error = None
-            info = result.exception_info or {}
-            if info.get("raised_exception"):
-                error = str(info.get("exception_message") or "exception")
-            outcome.outcomes.append(
-                Outcome(check, bool(result.success) and error is None, _unexpected(result, check), error)
-            )
-        self.datasource.delete_asset(asset.name)
+        failing: list[int] = []
+        for i, (check, result) in enumerate(zip(checks, verdicts, strict=True)):
+            error = _error(result)
+            outcome.outcomes.append(Outcome(check, bool(result.success) and error is None, 0, error))
+            if not result.success and error is None:
+                failing.append(i)
+        if failing:
+            suite = gx.ExpectationSuite(name="counts", expectations=[expectation_for(checks[i], i) for i in failing])
+            counted = batch.validate(suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
+            for result in counted.results:
+                i = int(result.expectation_config.meta["dbops_index"])  # type: ignore[union-attr]
+                outcome.outcomes[i].unexpected = _unexpected(result, checks[i])
         return outcome
+
+
+def _error(result: ExpectationValidationResult) -> str | None:
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "exception")
+    return None
 
 
 def _in_check_order(results: list[ExpectationValidationResult], count: int) -> list[ExpectationValidationResult]:

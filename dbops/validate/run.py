@@ -150,7 +150,7 @@ class IntegrityValidator:
             if not plan.checks:
                 continue
             query = batch_query(plan, start, end)
-            outcome = self._validator().validate(query, plan.checks)
+            outcome = self._validator().validate(query, plan.checks, key=plan.name)
             report.evaluated += len(outcome.outcomes)
             for o in outcome.failed:
                 samples = [] if o.error else self.sample(plan, o.check, query)
