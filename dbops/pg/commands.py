@@ -105,6 +105,52 @@ def run_command(
     return proc
 
 
+def start_process(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    password: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = None,
+    stdout: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a program whose output is streamed (pg_dump into a backup, pg_restore from one).
+
+    Same conventions as :func:`run_command`: the password goes in ``PGPASSWORD``, never on the command line; stderr
+    is captured to a temporary file so a long-running program never blocks on a full pipe.
+    """
+    import tempfile
+
+    argv = [str(a) for a in args]
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    if password is not None:
+        full_env["PGPASSWORD"] = password
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish_process
+    try:
+        proc = subprocess.Popen(argv, env=full_env, stdin=stdin, stdout=stdout, stderr=stderr)  # noqa: S603
+    except FileNotFoundError as exc:
+        stderr.close()
+        raise CommandFailed(f"program not found ({argv[0]})", "install it or set DBOPS_PG_BIN") from exc
+    proc.dbops_stderr = stderr  # type: ignore[attr-defined]
+    return proc
+
+
+def finish_process(proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    """Wait for a streamed program and raise :class:`CommandFailed` with its last error line when it failed."""
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    stderr_file = proc.dbops_stderr  # type: ignore[attr-defined]
+    stderr_file.seek(0)
+    errors = stderr_file.read().decode("utf-8", "replace")
+    stderr_file.close()
+    if code != 0:
+        raise CommandFailed(f"{what} failed (exit {code}): {last_error_line(errors)}")
+
+
 def last_error_line(output: str) -> str:
     """The most telling line of a program's error output, redacted."""
     lines = [line.strip() for line in (output or "").splitlines() if line.strip()]

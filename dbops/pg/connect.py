@@ -35,6 +35,19 @@ def check_url(url: str) -> str:
     return url
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """The URL without its password (safe on a command line) and the password (for PGPASSWORD)."""
+    from urllib.parse import unquote, urlunsplit
+
+    parts = urlsplit(check_url(url))
+    if parts.password is None:
+        return url, None
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    bare = urlunsplit((parts.scheme, f"{user}@{netloc[1]}", parts.path, parts.query, parts.fragment))
+    return bare, unquote(parts.password)
+
+
 def with_database(url: str, database: str) -> str:
     """The same server URL pointing at another database."""
     parts = urlsplit(url)

@@ -51,14 +51,14 @@ def test_diff_reports_added_removed_and_changed_objects(migrated_db: str) -> Non
         conn.execute("CREATE INDEX orders_status_idx ON app.orders (status)")
         conn.execute("ALTER TABLE app.products ADD COLUMN weight_kg numeric(8, 3)")
         conn.execute("ALTER TABLE app.users ALTER COLUMN full_name DROP NOT NULL")
-        conn.execute("DROP POLICY owner_maintenance ON app.payments")
+        conn.execute("DROP POLICY tenant_isolation ON app.payments")
         after = snapshot(conn, ["app"])
     changes = {str(c) for c in diff(before, after)}
     assert "added index app.orders.orders_status_idx: CREATE INDEX orders_status_idx ON ONLY app.orders USING btree " \
            "(status)" in changes
     assert "added column app.products.weight_kg: numeric(8,3)" in changes
     assert "changed column app.users.full_name: not_null True -> False" in changes
-    assert any(c.startswith("removed policy app.payments.owner_maintenance") for c in changes)
+    assert any(c.startswith("removed policy app.payments.tenant_isolation") for c in changes)
     assert diff(after, after) == []
 
 

@@ -15,7 +15,7 @@ BEGIN
                                    ('dbops_app_ro', true), ('dbops_auditor', true)) AS v(name, login)
     LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.name) THEN
-            EXECUTE format('CREATE ROLE %I %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS %s',
+            EXECUTE format('CREATE ROLE %I %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION %s',
                            r.name, CASE WHEN r.login THEN 'LOGIN' ELSE 'NOLOGIN' END,
                            CASE WHEN r.name = 'dbops_migrator' THEN 'NOINHERIT' ELSE 'INHERIT' END);
         END IF;
@@ -24,6 +24,9 @@ END
 $$;
 
 -- The migrator does not inherit the owner's rights: it becomes the owner explicitly (SET ROLE) in each migration.
+-- The owner bypasses row-level security: migrations, maintenance and restores (a materialized view refresh runs as
+-- the owner) must see every tenant's rows; it cannot log in, so no application connection can use it.
+ALTER ROLE dbops_owner BYPASSRLS;
 GRANT dbops_owner TO dbops_migrator;
 GRANT pg_read_all_stats TO dbops_auditor;
 

@@ -1,7 +1,7 @@
 -- Tenant isolation in the database itself: the application sets app.tenant_id per transaction
 -- (SET LOCAL app.tenant_id = '42') and sees, inserts and updates only that tenant's rows. With no tenant set it sees
--- nothing (not an error). FORCE applies the policies to the table owner too; the owner gets an explicit
--- maintenance policy because migrations run as the owner and must see every row (the owner cannot log in).
+-- nothing (not an error). FORCE keeps the policies in force for any role that owns a table by accident; the
+-- owner role itself has BYPASSRLS (see V1) because migrations, maintenance and restores must see every row.
 SET LOCAL ROLE dbops_owner;
 
 CREATE FUNCTION app.current_tenant_id() RETURNS bigint
@@ -14,7 +14,6 @@ ALTER TABLE app.tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.tenants FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON app.tenants TO dbops_app_rw, dbops_app_ro
     USING (id = app.current_tenant_id());
-CREATE POLICY owner_maintenance ON app.tenants TO dbops_owner USING (true) WITH CHECK (true);
 
 DO $$
 DECLARE
@@ -25,7 +24,6 @@ BEGIN
         EXECUTE format('ALTER TABLE app.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON app.%I TO dbops_app_rw, dbops_app_ro '
                        'USING (tenant_id = app.current_tenant_id()) WITH CHECK (tenant_id = app.current_tenant_id())', t);
-        EXECUTE format('CREATE POLICY owner_maintenance ON app.%I TO dbops_owner USING (true) WITH CHECK (true)', t);
     END LOOP;
 END
 $$;
