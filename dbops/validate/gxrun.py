@@ -133,19 +133,35 @@ class GxValidator:
     def validate(self, batch_query: str, checks: list[Check], key: str | None = None) -> BatchOutcome:
         """Validate one batch (a SELECT with its range predicate) against ``checks``.
 
-        Two passes keep the SQL to what the verdict needs: every rule in BOOLEAN_ONLY (column rules share one
-        aggregate query per batch, with no per-column "unexpected values" scans), then only the failing rules again
-        with BASIC to count their unexpected rows.
+        Two passes keep the SQL to what the verdict needs. The verdict pass runs in BOOLEAN_ONLY: column rules share
+        one aggregate query (no per-column "unexpected values" scans) and all CHECK constraints of the table share
+        one unexpected-rows query. Only rules that failed run again, one by one, with BASIC to count their rows.
         """
         batch = self._batch(key or batch_query, batch_query)
-        expectations = [expectation_for(c, i) for i, c in enumerate(checks)]
+        row_checks = [i for i, c in enumerate(checks) if c.kind == "check" and c.predicate]
+        if len(row_checks) < 2:
+            row_checks = []
+        expectations = [expectation_for(c, i) for i, c in enumerate(checks) if i not in row_checks]
+        if row_checks:
+            predicate = " OR ".join(f"({checks[i].predicate})" for i in row_checks)
+            expectations.append(expectation_for(Check(checks[0].table, "checks", "check", predicate=predicate), -1))
         suite = gx.ExpectationSuite(name="verdict", expectations=expectations)
-        verdicts = _in_check_order(batch.validate(suite, result_format="BOOLEAN_ONLY").results, len(checks))
-        outcome = BatchOutcome()
+        verdicts = {
+            int(r.expectation_config.meta["dbops_index"]): r  # type: ignore[union-attr]
+            for r in batch.validate(suite, result_format="BOOLEAN_ONLY").results
+        }
+        outcome = BatchOutcome([Outcome(c, True, 0) for c in checks])
         failing: list[int] = []
-        for i, (check, result) in enumerate(zip(checks, verdicts, strict=True)):
+        for i, result in verdicts.items():
             error = _error(result)
-            outcome.outcomes.append(Outcome(check, bool(result.success) and error is None, 0, error))
+            if i == -1:
+                if error is not None:
+                    for j in row_checks:
+                        outcome.outcomes[j] = Outcome(checks[j], False, 0, error)
+                elif not result.success:
+                    failing += row_checks  # which CHECK failed is settled by the counting pass
+                continue
+            outcome.outcomes[i] = Outcome(checks[i], bool(result.success) and error is None, 0, error)
             if not result.success and error is None:
                 failing.append(i)
         if failing:
@@ -153,7 +169,10 @@ class GxValidator:
             counted = batch.validate(suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
             for result in counted.results:
                 i = int(result.expectation_config.meta["dbops_index"])  # type: ignore[union-attr]
-                outcome.outcomes[i].unexpected = _unexpected(result, checks[i])
+                error = _error(result)
+                outcome.outcomes[i] = Outcome(
+                    checks[i], bool(result.success) and error is None, _unexpected(result, checks[i]), error
+                )
         return outcome
 
 
@@ -162,9 +181,3 @@ def _error(result: ExpectationValidationResult) -> str | None:
     if info.get("raised_exception"):
         return str(info.get("exception_message") or "exception")
     return None
-
-
-def _in_check_order(results: list[ExpectationValidationResult], count: int) -> list[ExpectationValidationResult]:
-    """GX does not promise the suite's order (and unsaved expectations have no id): match by our index in meta."""
-    by_index = {int(r.expectation_config.meta["dbops_index"]): r for r in results if r.expectation_config}
-    return [by_index[i] for i in range(count)]
