@@ -1,0 +1,144 @@
+"""Run pgbench (PostgreSQL's C load generator) with per-transaction logs; no Python in the hot path."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbops.errors import CommandFailed
+from dbops.loadtest.limits import raise_fd_limit
+from dbops.loadtest.stats import ScriptStats, parse_log_files
+from dbops.loadtest.workloads import LoadTestError, Script
+from dbops.pg.commands import find_program, run_command
+from dbops.redact import redact
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where pgbench connects (the server itself or PgBouncer) and as whom."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str | None
+
+
+@dataclass
+class PgbenchRun:
+    clients: int
+    seconds: float
+    rate: float | None
+    scripts: dict[str, ScriptStats]
+    aborted_clients: int = 0
+    error: str | None = None
+    command: list[str] = field(default_factory=list)
+    pgbench_tps: float | None = None
+    connection_ms: float | None = None
+
+
+def pgbench_jobs(clients: int) -> int:
+    """Threads: enough to keep 2 cores busy and spread the sockets of thousands of clients."""
+    cpus = os.cpu_count() or 2
+    return max(1, min(clients, cpus * 2 if clients >= 1000 else cpus))
+
+
+_ABORT = re.compile(r"client \d+ aborted", re.I)
+_TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.M)
+_CONNECTION = re.compile(r"^initial connection time = ([\d.]+) ms", re.M)
+
+
+def run_pgbench(
+    target: Target,
+    scripts: list[Script],
+    variables: dict[str, int],
+    *,
+    clients: int,
+    duration: int,
+    rate: float | None = None,
+    latency_limit_ms: float | None = None,
+    max_tries: int = 3,
+    random_seed: int | None = None,
+    bin_dir: Path | None = None,
+    log_dir: Path | None = None,
+    connect_timeout: float = 120,
+    protocol: str = "prepared",
+) -> PgbenchRun:
+    """One pgbench run of ``duration`` seconds with ``clients`` connections; figures from its ``-l`` logs."""
+    if clients < 1 or duration < 1:
+        raise LoadTestError(f"users ({clients}) and duration ({duration} s) must be at least 1", "pass positive values")
+    program = find_program("pgbench", bin_dir)
+    jobs = pgbench_jobs(clients)
+    raise_fd_limit(clients + 3 + 200)
+    with tempfile.TemporaryDirectory(prefix="dbops-pgbench-", dir=log_dir) as tmp:
+        prefix = Path(tmp) / "txn"
+        argv: list[str] = [
+            str(program), "--no-vacuum", "-h", target.host, "-p", str(target.port), "-U", target.user,
+            "-c", str(clients), "-j", str(jobs), "-T", str(duration), "-M", protocol,
+            "-l", f"--log-prefix={prefix}", f"--max-tries={max_tries}", "--failures-detailed",
+        ]
+        if random_seed is not None:
+            argv.append(f"--random-seed={random_seed}")
+        if rate:
+            argv += ["-R", f"{rate:.3f}"]
+        if latency_limit_ms:
+            argv += ["-L", f"{latency_limit_ms:g}"]
+        for name, value in sorted(variables.items()):
+            argv += ["-D", f"{name}={value}"]
+        for script in scripts:
+            argv += ["-f", script.pgbench_arg()]
+        argv.append(target.dbname)
+        env = {"PGCONNECT_TIMEOUT": "30", "PGAPPNAME": "dbops-loadtest", "PGSSLMODE": "disable"}
+        proc = run_command(argv, password=target.password, env=env, check=False,
+                           timeout=duration + connect_timeout + clients / 100, what="pgbench")
+        output = (proc.stderr or "") + "\n" + (proc.stdout or "")
+        if proc.returncode == 1:
+            raise _explain(output, scripts)
+        names = [s.name for s in scripts]
+        logs = sorted(Path(tmp).glob("txn.*"))
+        stats = parse_log_files(logs, names, rate_limited=bool(rate), max_tries=max_tries)
+    aborted = len(_ABORT.findall(output))
+    ran = sum(s.transactions for s in stats.values())
+    error = None
+    if proc.returncode != 0:
+        error = _first_error(output)
+        if ran == 0:
+            raise _explain(output, scripts)
+    # pgbench starts the clock once every client is connected: its own tps is the reference, and the measured
+    # window is transactions / tps (10,000 SCRAM logins take seconds that must not dilute the figures).
+    tps_match, conn_match = _TPS.search(output), _CONNECTION.search(output)
+    pgbench_tps = float(tps_match[1]) if tps_match else None
+    seconds = ran / pgbench_tps if pgbench_tps and ran else float(duration)
+    return PgbenchRun(clients, seconds, rate, stats, aborted, error, [redact(a) for a in argv], pgbench_tps,
+                      float(conn_match[1]) if conn_match else None)
+
+
+def _first_error(output: str) -> str:
+    for line in output.splitlines():
+        lowered = line.lower()
+        if "error" in lowered or "fatal" in lowered or "aborted" in lowered or "failed" in lowered:
+            return redact(line.strip())
+    lines = [line for line in output.splitlines() if line.strip()]
+    return redact(lines[-1].strip()) if lines else "no output"
+
+
+def _explain(output: str, scripts: list[Script]) -> CommandFailed:
+    """Turn pgbench's complaint into one line with a fix."""
+    line = _first_error(output)
+    lowered = output.lower()
+    if "syntax error" in lowered or "unrecognized" in lowered or "invalid command" in lowered \
+            or "undefined variable" in lowered:
+        where = ", ".join(str(s.path) for s in scripts)
+        return CommandFailed(f"pgbench rejected the workload: {line}", f"fix the script ({where})")
+    if "connection refused" in lowered or "could not connect" in lowered or "connection to server" in lowered:
+        return CommandFailed(f"pgbench cannot connect: {line}",
+                             "is the server (or PgBouncer) running and accepting connections? check host, port, "
+                             "max_connections")
+    if "too many open files" in lowered:
+        return CommandFailed(f"pgbench ran out of file descriptors: {line}", "raise ulimit -n or use fewer users")
+    if "permission denied" in lowered or "row-level security" in lowered:
+        return CommandFailed(f"the workload was refused: {line}", "run `dbops migrate` so the app role has its grants")
+    return CommandFailed(f"pgbench failed: {line}", "see the message; rerun with fewer users to narrow it down")

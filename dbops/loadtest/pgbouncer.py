@@ -1,0 +1,175 @@
+"""A private PgBouncer for one load test: generated config in a temp dir, loopback port, stopped afterwards.
+
+Transaction pooling lets 10,000 clients share a small server pool; ``max_prepared_statements`` keeps pgbench's
+``-M prepared`` working across pooled server connections. Clients authenticate with SCRAM against an auth_file that
+holds only the SCRAM verifier, which PgBouncer then reuses to log in to PostgreSQL (no plain password on disk).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbops.errors import DbopsError
+from dbops.pg.commands import find_program, run_as_user, run_command
+from dbops.pg.server import free_port
+
+
+class PgBouncerError(DbopsError):
+    """PgBouncer is missing or would not start."""
+
+
+def pgbouncer_version(program: Path) -> tuple[int, int]:
+    """(major, minor) of the installed PgBouncer: 1.21 added prepared statements in transaction pooling."""
+    out = run_command([program, "--version"], timeout=10, what="pgbouncer --version").stdout
+    match = re.search(r"PgBouncer (\d+)\.(\d+)", out)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def find_pgbouncer() -> Path:
+    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None)
+    if not found:
+        raise PgBouncerError("pgbouncer is not installed", "apt-get install -y pgbouncer (Debian's package)")
+    return Path(found)
+
+
+@dataclass
+class PgBouncer:
+    """One pgbouncer process in front of ``host:port/dbname``."""
+
+    server_host: str
+    server_port: int
+    dbname: str
+    user: str
+    verifier: str
+    max_client_conn: int = 10_100
+    pool_size: int = 20
+    work_dir: Path | None = None
+    port: int = 0
+    pid: int | None = None
+    version: tuple[int, int] = (0, 0)
+    _own_dir: bool = field(default=False, repr=False)
+
+    @property
+    def supports_prepared(self) -> bool:
+        """pgbench's -M prepared works in transaction pooling only from PgBouncer 1.21 (max_prepared_statements)."""
+        return self.version >= (1, 21)
+
+    def config_text(self) -> str:
+        d = self.work_dir
+        assert d is not None
+        return "\n".join([
+            "[databases]",
+            f"{self.dbname} = host={self.server_host} port={self.server_port} dbname={self.dbname}",
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {self.port}",
+            "unix_socket_dir =",
+            "auth_type = scram-sha-256",
+            f"auth_file = {d / 'userlist.txt'}",
+            "pool_mode = transaction",
+            f"max_client_conn = {self.max_client_conn}",
+            f"default_pool_size = {self.pool_size}",
+            "min_pool_size = 0",
+            "reserve_pool_size = 0",
+            *(["max_prepared_statements = 200"] if self.supports_prepared else []),
+            "server_tls_sslmode = disable",
+            "ignore_startup_parameters = extra_float_digits,options",
+            "listen_backlog = 4096",
+            "log_connections = 0",
+            "log_disconnections = 0",
+            f"logfile = {d / 'pgbouncer.log'}",
+            f"pidfile = {d / 'pgbouncer.pid'}",
+            "",
+        ])
+
+    def start(self, timeout: float = 20) -> PgBouncer:
+        program = find_pgbouncer()
+        self.version = pgbouncer_version(program)
+        if self.work_dir is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="dbops-pgbouncer-"))
+            self._own_dir = True
+        self.port = self.port or free_port()
+        (self.work_dir / "userlist.txt").write_text(f'"{self.user}" "{self.verifier}"\n')
+        os.chmod(self.work_dir / "userlist.txt", 0o600)
+        config = self.work_dir / "pgbouncer.ini"
+        config.write_text(self.config_text())
+        user = run_as_user()  # PgBouncer refuses to run as root
+        if user is not None:
+            from dbops.pg.commands import ensure_os_user
+
+            entry = ensure_os_user(user)
+            for path in (self.work_dir, *self.work_dir.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        run_command([program, "-d", config], user=user, timeout=timeout, what="pgbouncer")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._accepts():
+                self.pid = self._read_pid()
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise PgBouncerError(f"pgbouncer did not start listening on 127.0.0.1:{self.port}: {self.log_tail()}",
+                             "see its log line above")
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _read_pid(self) -> int | None:
+        assert self.work_dir is not None
+        try:
+            return int((self.work_dir / "pgbouncer.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def log_tail(self) -> str:
+        assert self.work_dir is not None
+        try:
+            lines = (self.work_dir / "pgbouncer.log").read_text(errors="replace").strip().splitlines()
+        except FileNotFoundError:
+            return "no log"
+        return lines[-1] if lines else "empty log"
+
+    def stop(self, timeout: float = 10) -> None:
+        pid = self.pid or self._read_pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pid = None
+            deadline = time.monotonic() + timeout
+            while pid and time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        self.pid = None
+        if self._own_dir and self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> PgBouncer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["PgBouncer", "PgBouncerError", "find_pgbouncer", "find_program"]

@@ -1,0 +1,254 @@
+"""A load test: users in steps (a ramp), each step one pgbench run, through PgBouncer when users are many.
+
+Users have think time: with ``think_time_s`` each of N users sends one transaction every ``think_time_s`` seconds on
+average, i.e. pgbench's rate schedule ``-R N/think_time_s`` (Poisson arrivals). Latency is then measured from the
+scheduled start, so queueing counts, and idle time does not (a ``\\sleep`` inside the script would be counted).
+Without think time the users run a closed loop as fast as they can (the throughput figure).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from dbops.errors import DbopsError
+from dbops.loadtest.limits import FD_MARGIN, raise_fd_limit
+from dbops.loadtest.pgbench import PgbenchRun, Target, run_pgbench
+from dbops.loadtest.pgbouncer import PgBouncer
+from dbops.loadtest.role import loadtest_role
+from dbops.loadtest.stats import combined
+from dbops.loadtest.workloads import (
+    LOADTEST_CURRENCY,
+    READ_SCRIPTS,
+    LoadTestError,
+    Script,
+    resolve_profile,
+    workload_variables,
+)
+from dbops.pg.connect import check_url, connection
+from dbops.redact import redact_url
+
+DIRECT_HEADROOM = 20  # connections kept free on the server for everyone else
+
+
+@dataclass
+class LoadTestPlan:
+    profile: str = "mixed"
+    users: list[int] = field(default_factory=lambda: [100])
+    duration_s: int = 30
+    think_time_s: float | None = 5.0
+    rate: float | None = None
+    pooler: str = "auto"
+    pool_size: int = 20
+    max_tries: int = 3
+    warmup_s: int = 0
+    cleanup: bool = True
+    random_seed: int | None = None
+    bin_dir: Path | None = None
+    workloads_dir: Path | None = None
+    work_dir: Path | None = None
+
+    def validate(self) -> None:
+        if not self.users or any(u < 1 for u in self.users):
+            raise LoadTestError(f"users must be positive, got {self.users}", "use e.g. --users 100 or --ramp 100,1000")
+        if self.duration_s < 1:
+            raise LoadTestError(f"duration must be at least 1 s, got {self.duration_s}", "use e.g. --duration 30")
+        if self.pooler not in ("auto", "pgbouncer", "direct"):
+            raise LoadTestError(f"unknown pooler {self.pooler!r}", "use auto, pgbouncer or direct")
+        if self.think_time_s is not None and self.think_time_s < 0:
+            raise LoadTestError("think time cannot be negative", "use 0 for a closed loop")
+
+
+@dataclass
+class StepResult:
+    users: int
+    rate: float | None
+    seconds: float
+    scripts: dict[str, dict[str, float]]
+    reads: dict[str, float]
+    writes: dict[str, float]
+    total: dict[str, float]
+    aborted_clients: int = 0
+    error: str | None = None
+
+
+@dataclass
+class LoadTestResult:
+    profile: str
+    think_time_s: float | None
+    via: str
+    target: str
+    steps: list[StepResult] = field(default_factory=list)
+    cleaned_rows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> int:
+        return int(sum(s.total["failures"] + s.aborted_clients for s in self.steps))
+
+    @property
+    def degradation(self) -> float | None:
+        """p95 at the largest step / p95 at the first step (1.0 = no degradation)."""
+        if len(self.steps) < 2 or not self.steps[0].total["p95_ms"]:
+            return None
+        return round(self.steps[-1].total["p95_ms"] / self.steps[0].total["p95_ms"], 3)
+
+    @property
+    def read_avg_ms(self) -> float | None:
+        values = [s.reads["avg_ms"] for s in self.steps if s.reads["transactions"]]
+        return max(values) if values else None
+
+    @property
+    def write_tps(self) -> float | None:
+        values = [s.writes["tps"] for s in self.steps if s.writes["transactions"]]
+        return max(values) if values else None
+
+    def table(self) -> str:
+        """The ramp as a markdown table (also readable in a terminal)."""
+        think = "closed loop" if not self.think_time_s else f"think time {self.think_time_s:g} s"
+        lines = [f"profile {self.profile}, {think}, via {self.via}",
+                 "",
+                 "| users | tps | read tps | write tps | avg ms | p50 ms | p95 ms | p99 ms | max ms | read avg ms"
+                 " | failures | retries |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in self.steps:
+            t = s.total
+            lines.append(
+                f"| {s.users:,} | {t['tps']:,.1f} | {s.reads['tps']:,.1f} | {s.writes['tps']:,.1f} | {t['avg_ms']:.2f}"
+                f" | {t['p50_ms']:.2f} | {t['p95_ms']:.2f} | {t['p99_ms']:.2f} | {t['max_ms']:.2f}"
+                f" | {s.reads['avg_ms']:.2f} | {int(t['failures']) + s.aborted_clients} | {int(t['retries'])} |")
+        if self.degradation is not None:
+            lines += ["", f"degradation (p95 at {self.steps[-1].users:,} / p95 at {self.steps[0].users:,} users): "
+                          f"{self.degradation:.2f}x"]
+        for s in self.steps:
+            if s.error:
+                lines.append(f"step {s.users:,} users: {s.error}")
+        return "\n".join(lines)
+
+    def metadata(self) -> dict[str, float | int | str]:
+        """Numeric figures with stable keys (the Dagster UI plots them run over run)."""
+        meta: dict[str, float | int | str] = {"failures": self.failures, "cleaned_rows": self.cleaned_rows,
+                                              "seconds": round(self.seconds, 1)}
+        if self.think_time_s is not None:
+            meta["think_time_s"] = self.think_time_s
+        if self.degradation is not None:
+            meta["degradation_p95_ratio"] = self.degradation
+        if self.read_avg_ms is not None:
+            meta["read_avg_ms"] = self.read_avg_ms
+        if self.write_tps is not None:
+            meta["write_tps"] = self.write_tps
+        for s in self.steps:
+            for group, figures in (("all", s.total), ("reads", s.reads), ("writes", s.writes)):
+                if not figures["transactions"]:
+                    continue
+                for key in ("tps", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "failures", "retries"):
+                    meta[f"users_{s.users}/{group}/{key}"] = figures[key]
+        return meta
+
+
+def _step(run: PgbenchRun, scripts: list[Script]) -> StepResult:
+    stats = run.scripts
+    reads = combined([v for k, v in stats.items() if k in READ_SCRIPTS or not _is_write(k, scripts)], "reads")
+    writes = combined([v for k, v in stats.items() if _is_write(k, scripts)], "writes")
+    total = combined(stats.values(), "all")
+    return StepResult(
+        users=run.clients, rate=run.rate, seconds=run.seconds,
+        scripts={k: v.figures(run.seconds) for k, v in stats.items()},
+        reads=reads.figures(run.seconds), writes=writes.figures(run.seconds), total=total.figures(run.seconds),
+        aborted_clients=run.aborted_clients, error=run.error,
+    )
+
+
+def _is_write(name: str, scripts: list[Script]) -> bool:
+    return any(s.name == name and s.is_write for s in scripts)
+
+
+def _server_facts(url: str) -> tuple[int, bool]:
+    with connection(url) as conn:
+        row: Any = conn.execute(
+            "SELECT current_setting('max_connections')::int, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+    return int(row[0]), bool(row[1])
+
+
+def cleanup_rows(url: str) -> int:
+    """Delete what the write workload created: orders marked XTS, their items and payments, and the audit rows
+    written by load test roles. Nothing else is touched."""
+    with connection(url) as conn, conn.transaction():
+        superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        if superuser and superuser[0]:
+            conn.execute("SET LOCAL session_replication_role = replica")  # no audit rows about the clean-up itself
+        deleted = 0
+        for statement in (
+            "DELETE FROM app.payments AS p USING app.orders AS o WHERE o.currency = %(c)s AND p.tenant_id = o.tenant_id"
+            " AND p.order_id = o.id AND p.order_created_at = o.created_at",
+            "DELETE FROM app.order_items AS i USING app.orders AS o WHERE o.currency = %(c)s"
+            " AND i.tenant_id = o.tenant_id AND i.order_id = o.id AND i.order_created_at = o.created_at",
+            "DELETE FROM app.orders WHERE currency = %(c)s",
+            r"DELETE FROM app.audit_log WHERE changed_by LIKE 'dbops\_loadtest\_%%'",
+        ):
+            deleted += conn.execute(statement, {"c": LOADTEST_CURRENCY}).rowcount
+    return deleted
+
+
+def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, allow_production: bool = False,
+                  log: Any = None) -> LoadTestResult:
+    """Run the plan's steps against the database at ``url`` (an admin URL: it creates the run's role)."""
+    plan.validate()
+    check_url(url)
+    if production and not allow_production:
+        raise LoadTestError(f"{redact_url(url)} is marked production: a load test would slow it and write rows",
+                            "run it against a copy, or pass --allow-production (allow_production: true) on purpose")
+    scripts = resolve_profile(plan.profile, plan.workloads_dir)
+    started = time.monotonic()
+    max_connections, _ = _server_facts(url)
+    variables = workload_variables(url)
+    peak = max(plan.users)
+    pooled = plan.pooler == "pgbouncer" or (plan.pooler == "auto" and peak > max_connections - DIRECT_HEADROOM)
+    if plan.pooler == "direct" and peak > max_connections - DIRECT_HEADROOM:
+        raise LoadTestError(f"{peak:,} users exceed the server's max_connections ({max_connections})",
+                            "use --pooler pgbouncer (or auto) for many users")
+    parts = urlsplit(url)
+    host, port, dbname = parts.hostname or "127.0.0.1", parts.port or 5432, unquote(parts.path.lstrip("/"))
+    result = LoadTestResult(plan.profile, plan.think_time_s, "pgbouncer" if pooled else "direct", redact_url(url))
+    say = log or (lambda message: None)
+    with loadtest_role(url) as role:
+        bouncer: PgBouncer | None = None
+        protocol = "prepared"
+        try:
+            if pooled:
+                raise_fd_limit(peak * 2 + plan.pool_size + FD_MARGIN)
+                bouncer = PgBouncer(host, port, dbname, role.name, role.verifier,
+                                    max_client_conn=max(peak + 100, 10_100 if peak >= 10_000 else peak + 100),
+                                    pool_size=plan.pool_size, work_dir=plan.work_dir).start()
+                target = Target("127.0.0.1", bouncer.port, dbname, role.name, role.password)
+                if not bouncer.supports_prepared:
+                    protocol = "extended"
+                    say(f"PgBouncer {bouncer.version[0]}.{bouncer.version[1]} has no max_prepared_statements:"
+                        " pgbench uses -M extended")
+            else:
+                target = Target(host, port, dbname, role.name, role.password)
+            common: dict[str, Any] = dict(max_tries=plan.max_tries, random_seed=plan.random_seed,
+                                          bin_dir=plan.bin_dir, log_dir=plan.work_dir, protocol=protocol)
+            if plan.warmup_s:
+                say(f"warm-up {plan.warmup_s} s")
+                run_pgbench(target, scripts, variables, clients=min(peak, 8), duration=plan.warmup_s, **common)
+            for users in plan.users:
+                rate = users / plan.think_time_s if plan.think_time_s else plan.rate
+                say(f"{users:,} users for {plan.duration_s} s" + (f" at {rate:,.0f} tps" if rate else ""))
+                run = run_pgbench(target, scripts, variables, clients=users, duration=plan.duration_s,
+                                  rate=rate, **common)
+                result.steps.append(_step(run, scripts))
+        finally:
+            if bouncer is not None:
+                bouncer.stop()
+            if plan.cleanup and any(s.is_write for s in scripts):
+                try:
+                    result.cleaned_rows = cleanup_rows(url)
+                except DbopsError:
+                    raise
+    result.seconds = time.monotonic() - started
+    return result
