@@ -29,7 +29,7 @@ from dbops.pg.connect import connect
 from dbops.redact import redact, redact_url
 
 DEFAULT_LOCK_TIMEOUT = "10s"  # a migration waiting longer than this for a lock is blocking live traffic: fail fast
-DEFAULT_STATEMENT_TIMEOUT = "0"  # no limit by default; set one per file with -- dbops:statement_timeout=...
+DEFAULT_STATEMENT_TIMEOUT = "30min"  # a runaway statement must not hold locks forever; raise per file via header
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,8 @@ class Migrator:
 
     def info(self) -> list[MigrationInfo]:
         resolved = self.resolve()
-        rows = self._rows()
-        return self._info(resolved, rows)
+        with self._connect() as conn, self._event(conn, resolved, "Info"):
+            return self._info(resolved, self.history.rows(conn))
 
     def _info(self, resolved: Resolved, rows: list[AppliedRow]) -> list[MigrationInfo]:
         applied, applied_rep, _deleted = self._effective(rows)
@@ -288,7 +288,11 @@ class Migrator:
 
     def validate(self) -> None:
         """Raise :class:`MigrationError` when the history and the files disagree (pending files are fine)."""
-        problems = self._problems(self.resolve(), self._rows())
+        resolved = self.resolve()
+        with self._connect() as conn, self._event(conn, resolved, "Validate"):
+            self._raise_problems(self._problems(resolved, self.history.rows(conn)))
+
+    def _raise_problems(self, problems: list[str]) -> None:
         if problems:
             error = MigrationError(
                 f"{len(problems)} problem(s) in {self.history.name}: " + "; ".join(problems)
@@ -359,6 +363,25 @@ class Migrator:
 
     def _callbacks(self, resolved: Resolved, event: str) -> list[Callback]:
         return [c for c in resolved.callbacks if c.event == event]
+
+    def _run_callbacks(self, conn: psycopg.Connection[Any], resolved: Resolved, event: str) -> None:
+        for cb in self._callbacks(resolved, event):
+            self._run_sql(conn, cb.script, cb.sql)
+
+    @contextmanager
+    def _event(self, conn: psycopg.Connection[Any], resolved: Resolved, name: str) -> Iterator[None]:
+        """Flyway's ``before<Name>`` / ``after<Name>`` / ``after<Name>Error`` callbacks around one command."""
+        self._run_callbacks(conn, resolved, f"before{name}")
+        try:
+            yield
+        except MigrationError:
+            if not conn.closed and not conn.broken:
+                try:
+                    self._run_callbacks(conn, resolved, f"after{name}Error")
+                except MigrationError:
+                    pass  # the original failure is what the operator needs to see
+            raise
+        self._run_callbacks(conn, resolved, f"after{name}")
 
     def _apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
                    installed_by: str) -> AppliedMigration:
@@ -435,14 +458,21 @@ class Migrator:
                 )
             todo = self._pending(resolved, rows, target_version)
             installed_by = self._installed_by(conn)
-            if todo:
-                for cb in self._callbacks(resolved, "beforeMigrate"):
-                    self._run_sql(conn, cb.script, cb.sql)
-            for migration in todo:
+            # As in Flyway: beforeMigrate/afterMigrate on every run, afterMigrateApplied only when something ran,
+            # afterVersioned between the versioned and the repeatable ones, beforeRepeatables before those.
+            self._run_callbacks(conn, resolved, "beforeMigrate")
+            versioned = [m for m in todo if not m.repeatable]
+            repeatable = [m for m in todo if m.repeatable]
+            for migration in versioned:
                 result.applied.append(self._apply_one(conn, resolved, migration, installed_by))
-            if todo:
-                for cb in self._callbacks(resolved, "afterMigrate"):
-                    self._run_sql(conn, cb.script, cb.sql)
+            self._run_callbacks(conn, resolved, "afterVersioned")
+            if repeatable:
+                self._run_callbacks(conn, resolved, "beforeRepeatables")
+            for migration in repeatable:
+                result.applied.append(self._apply_one(conn, resolved, migration, installed_by))
+            if result.applied:
+                self._run_callbacks(conn, resolved, "afterMigrateApplied")
+            self._run_callbacks(conn, resolved, "afterMigrate")
             applied, _rep, _del = self._effective(self.history.rows(conn))
             current = self._current(applied)
             result.current_version = str(current) if current is not None else None
@@ -452,7 +482,8 @@ class Migrator:
     def baseline(self, version: str = "1", description: str = BASELINE_DESCRIPTION) -> None:
         """Mark an existing database as being at ``version``: older files are never run on it."""
         baseline_version = Version.parse(version)
-        with self._locked() as conn:
+        resolved = self.resolve()
+        with self._locked() as conn, self._event(conn, resolved, "Baseline"):
             with conn.transaction():
                 self.history.create(conn)
                 rows = [r for r in self.history.rows(conn) if r.type != "SCHEMA"]
@@ -469,7 +500,7 @@ class Migrator:
         """Remove failed rows, realign checksums with the files, mark applied migrations whose file is gone."""
         resolved = self.resolve()
         result = RepairResult()
-        with self._locked() as conn:
+        with self._locked() as conn, self._event(conn, resolved, "Repair"):
             with conn.transaction():
                 if not self.history.exists(conn):
                     return result

@@ -20,11 +20,21 @@ class MigrationError(DbopsError):
     """A migration file, the history table or a run is not what it must be."""
 
 
-CALLBACK_EVENTS = ("beforeMigrate", "beforeEachMigrate", "afterEachMigrate", "afterMigrate", "afterMigrateError",
-                   "afterEachMigrateError")
+# Flyway's SQL callback events. dbops runs the migrate, validate, repair, baseline and info ones; the rest are
+# recognised (so a Flyway project resolves unchanged) but never run, like Flyway's own events dbops has no command for.
+CALLBACK_EVENTS = (
+    "beforeMigrate", "beforeEachMigrate", "beforeEachMigrateStatement", "afterEachMigrateStatement",
+    "afterEachMigrateStatementError", "afterEachMigrate", "afterEachMigrateError", "afterMigrate",
+    "afterMigrateApplied", "afterVersioned", "afterMigrateError", "beforeRepeatables",
+    "beforeValidate", "afterValidate", "afterValidateError", "beforeRepair", "afterRepair", "afterRepairError",
+    "beforeBaseline", "afterBaseline", "afterBaselineError", "beforeInfo", "afterInfo", "afterInfoError",
+    "beforeClean", "afterClean", "afterCleanError", "beforeUndo", "beforeEachUndo", "afterEachUndo",
+    "afterEachUndoError", "afterUndo", "afterUndoError", "createSchema", "beforeConnect", "afterConnect",
+)
 _VERSIONED = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<desc>.+)\.sql$")
 _REPEATABLE = re.compile(r"^R__(?P<desc>.+)\.sql$")
-_CALLBACK = re.compile(r"^(?P<event>" + "|".join(CALLBACK_EVENTS) + r")(?:__(?P<desc>.+))?\.sql$")
+_CALLBACK = re.compile(r"^(?P<event>" + "|".join(sorted(CALLBACK_EVENTS, key=len, reverse=True))
+                       + r")(?:__(?P<desc>.+))?\.sql$")
 _UNDO = re.compile(r"^U\d+(?:[._]\d+)*__.+\.sql$")  # Flyway Teams' undo files: recognised, never run by dbops
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -119,7 +129,9 @@ class ResolvedMigration:
 
     @property
     def transactional(self) -> bool:
-        return not NO_TRANSACTION.search(_header(self.sql))
+        """False with ``-- dbops:no-transaction`` in the header or Flyway's ``<script>.conf`` saying
+        ``executeInTransaction=false``."""
+        return runs_in_transaction(self.path, self.sql)
 
     def settings(self) -> dict[str, str]:
         """Per-file lock_timeout / statement_timeout from ``-- dbops:lock_timeout=30s`` header comments."""
@@ -132,6 +144,31 @@ class Callback:
     path: Path
     script: str
     sql: str = field(repr=False)
+
+
+def runs_in_transaction(path: Path, sql: str) -> bool:
+    """False for ``-- dbops:no-transaction`` in the header or ``executeInTransaction=false`` in ``<script>.conf``."""
+    if NO_TRANSACTION.search(_header(sql)):
+        return False
+    return script_config(path).get("executeInTransaction", "true").lower() != "false"
+
+
+def script_config(path: Path) -> dict[str, str]:
+    """Flyway's per-script config ``V2__x.sql.conf`` (``key=value`` lines, ``#`` comments); empty when absent."""
+    conf = path.with_name(path.name + ".conf")
+    if not conf.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for number, raw in enumerate(read_sql(conf).splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise MigrationError(f"{conf} line {number}: expected key=value, got {line!r}",
+                                 "write e.g. executeInTransaction=false")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _header(sql: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbops.errors import CommandFailed
-from dbops.migrate.files import NO_TRANSACTION, read_sql
+from dbops.migrate.files import read_sql, runs_in_transaction
 from dbops.pg.commands import run_command
 
 DEFAULT_LINT_EXCLUDE: tuple[str, ...] = ("require-lock-timeout", "require-statement-timeout")
@@ -68,7 +68,7 @@ def _run_squawk(files: list[Path], exclude: tuple[str, ...], in_transaction: boo
 
 def lint_files(files: list[Path], exclude: tuple[str, ...] = DEFAULT_LINT_EXCLUDE) -> list[LintFinding]:
     """Lint migration files; transactional ones are linted as if wrapped in a transaction (as dbops runs them)."""
-    transactional = [f for f in files if not NO_TRANSACTION.search(read_sql(f))]
+    transactional = [f for f in files if runs_in_transaction(f, read_sql(f))]
     autocommit = [f for f in files if f not in transactional]
     findings: list[LintFinding] = []
     if transactional:

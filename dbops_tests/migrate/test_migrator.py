@@ -102,13 +102,16 @@ def test_repeatable_reapplied_only_when_changed_and_callbacks_not_recorded(fresh
     write(d, "V1__t.sql", "CREATE TABLE t (id int); CREATE TABLE calls (event text);\n")
     write(d, "R__view.sql", "CREATE OR REPLACE VIEW v AS SELECT id FROM t;\n")
     write(d, "afterMigrate.sql", "INSERT INTO calls VALUES ('after');\n")
+    write(d, "afterMigrateApplied__count.sql", "INSERT INTO calls VALUES ('applied');\n")
     Migrator(fresh_db, d).apply()
     assert Migrator(fresh_db, d).apply().applied == []
     write(d, "R__view.sql", "CREATE OR REPLACE VIEW v AS SELECT id, id * 2 AS twice FROM t;\n")
     again = Migrator(fresh_db, d).apply()
     assert [(m.version, m.script) for m in again.applied] == [(None, "R__view.sql")]
     assert scalar(fresh_db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'v'") == 2
-    assert scalar(fresh_db, "SELECT count(*) FROM calls") == 2  # ran after each run that applied something
+    # As in Flyway: afterMigrate after every run, afterMigrateApplied only after runs that applied something.
+    assert scalar(fresh_db, "SELECT count(*) FILTER (WHERE event = 'after') FROM calls") == 3
+    assert scalar(fresh_db, "SELECT count(*) FILTER (WHERE event = 'applied') FROM calls") == 2
     scripts = [r[4] for r in history(fresh_db)]
     assert scripts == ["V1__t.sql", "R__view.sql", "R__view.sql"]
     assert [i.state for i in Migrator(fresh_db, d).info()] == ["success", "success"]
@@ -307,3 +310,56 @@ def test_history_written_by_flyway_validates_under_dbops(fresh_db: str, tmp_path
     migrator.validate()
     assert [m.version for m in migrator.apply().applied] == ["2"]
     assert [r[0] for r in history(fresh_db)] == [1, 2, 3]
+
+
+def test_flyway_script_conf_execute_in_transaction_false(fresh_db: str, tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    write(d, "V1__t.sql", "CREATE TABLE t (id bigint PRIMARY KEY, note text);\n")
+    write(d, "V2__idx.sql", "CREATE INDEX CONCURRENTLY t_note_idx ON t (note);\n")
+    write(d, "V2__idx.sql.conf", "# Flyway per-script config\nexecuteInTransaction=false\n")
+    with pytest.raises(MigrationError, match=r"V2__idx.sql line 1: CREATE INDEX CONCURRENTLY cannot run inside"):
+        Migrator(fresh_db, _without_conf(d)).apply()
+    Migrator(fresh_db, d).apply()
+    assert scalar(fresh_db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_note_idx'::regclass")
+
+
+def _without_conf(d: Path) -> Path:
+    """A copy of ``d`` without its .conf files: the same script must then fail inside a transaction."""
+    other = d.parent / (d.name + "_noconf")
+    for path in d.glob("*.sql"):
+        write(other, path.name, path.read_text())
+    return other
+
+
+def test_default_timeouts_and_per_file_overrides(fresh_db: str, tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    write(d, "V1__t.sql", "CREATE TABLE seen (v text, lock text, stmt text);\n"
+          "INSERT INTO seen VALUES ('1', current_setting('lock_timeout'), current_setting('statement_timeout'));\n")
+    write(d, "V2__slow.sql", "-- dbops:lock_timeout=3s\n-- dbops:statement_timeout=1h\n"
+          "INSERT INTO seen VALUES ('2', current_setting('lock_timeout'), current_setting('statement_timeout'));\n")
+    Migrator(fresh_db, d).apply()
+    with connection(fresh_db) as conn:
+        rows = conn.execute("SELECT v, lock, stmt FROM seen ORDER BY v").fetchall()
+    assert rows == [("1", "10s", "30min"), ("2", "3s", "1h")]
+
+
+def test_validate_info_baseline_and_repair_callbacks_run_in_name_order(fresh_db: str, tmp_path: Path) -> None:
+    with connection(fresh_db) as conn:
+        conn.execute("CREATE TABLE calls (n serial, event text)")
+    d = tmp_path / "m"
+    for event in ("beforeBaseline", "afterBaseline", "beforeValidate", "afterValidate", "beforeInfo", "afterInfo",
+                  "beforeRepair", "afterRepair"):
+        write(d, f"{event}.sql", f"INSERT INTO calls (event) VALUES ('{event}');\n")  # noqa: S608 - test fixture text
+    write(d, "afterValidate__b.sql", "INSERT INTO calls (event) VALUES ('afterValidate__b');\n")
+    write(d, "afterValidate__a.sql", "INSERT INTO calls (event) VALUES ('afterValidate__a');\n")
+    write(d, "V2__t.sql", "CREATE TABLE t (id int);\n")
+    m = Migrator(fresh_db, d)
+    m.baseline("1")
+    m.validate()
+    m.info()
+    m.repair()
+    with connection(fresh_db) as conn:
+        events = [r[0] for r in conn.execute("SELECT event FROM calls ORDER BY n")]
+    assert events == ["beforeBaseline", "afterBaseline", "beforeValidate", "afterValidate", "afterValidate__a",
+                      "afterValidate__b", "beforeInfo", "afterInfo", "beforeRepair", "afterRepair"]
+    assert [r[4] for r in history(fresh_db)] == ["<< Flyway Baseline >>"]  # callbacks are never recorded
