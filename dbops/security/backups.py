@@ -1,0 +1,78 @@
+"""Encryption at rest: every backup manifest says AES-256-GCM, and the master key is not stored beside the backups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dbops.backup.keys import KEY_ENV, KEY_FILE_ENV
+from dbops.backup.manifest import list_backups
+from dbops.backup.store import LocalStore, Store, StoreError
+from dbops.security.findings import A02_CRYPTO, Finding, Severity
+
+KEY_LIKE_SUFFIXES = (".key", ".pem", ".b64")
+KEY_LIKE_WORDS = ("master", "backup-key", "backup_key", "secret")
+SMALL_OBJECT = 4096
+
+
+def _master_key_text(env: dict[str, str]) -> str | None:
+    if env.get(KEY_ENV):
+        return env[KEY_ENV].strip()
+    if env.get(KEY_FILE_ENV):
+        try:
+            return Path(env[KEY_FILE_ENV]).read_text().strip()
+        except OSError:
+            return None
+    return None
+
+
+def audit_backups(store: Store | None, env: dict[str, str] | None = None) -> list[Finding]:
+    """Findings about the backups in ``store`` (None: no store configured)."""
+    env = dict(os.environ) if env is None else env
+    if store is None:
+        return [Finding("SEC030", "no backups found", Severity.INFO, A02_CRYPTO, "backups",
+                        "no backup store configured: encryption at rest not verified",
+                        "set DBOPS_BACKUP_STORE / DBOPS_BACKUP_DIR and take a backup (`dbops backup run`)")]
+    try:
+        manifests = list_backups(store)
+        names = store.list("")
+    except StoreError as exc:
+        return [Finding("SEC030", "backup store unreadable", Severity.INFO, A02_CRYPTO, store.describe(),
+                        str(exc), "fix the backup store settings")]
+    if not manifests:
+        return [Finding("SEC030", "no backups found", Severity.INFO, A02_CRYPTO, store.describe(),
+                        f"no complete backup in {store.describe()}: encryption at rest not verified",
+                        "take a backup (`dbops backup run`) and audit again")]
+    out = []
+    for manifest in manifests:
+        encryption = manifest.get("encryption") or {}
+        if encryption.get("algorithm") != "AES-256-GCM" or not encryption.get("wrapped_key", True):
+            out.append(Finding("SEC031", "backup not encrypted", Severity.HIGH, A02_CRYPTO,
+                               f"backup {manifest.get('id')}",
+                               f"manifest says encryption = {encryption.get('algorithm', 'none')}",
+                               "set DBOPS_BACKUP_KEY and take a new encrypted backup; delete the plain one"))
+        if any(k in encryption for k in ("key", "data_key", "plain_key")):
+            out.append(Finding("SEC032", "backup data key stored in clear", Severity.CRITICAL, A02_CRYPTO,
+                               f"backup {manifest.get('id')}", "the manifest holds an unwrapped data key",
+                               "delete the backup and take a new one with envelope encryption"))
+    key_text = _master_key_text(env)
+    beside: list[str] = []
+    if env.get(KEY_FILE_ENV) and isinstance(store, LocalStore):
+        key_file = Path(env[KEY_FILE_ENV]).resolve()
+        if store.root.resolve() in key_file.parents:
+            beside.append(f"{KEY_FILE_ENV} points inside the store ({key_file.name})")
+    for name in names:
+        base = name.rsplit("/", 1)[-1].lower()
+        if base.endswith(KEY_LIKE_SUFFIXES) or any(w in base for w in KEY_LIKE_WORDS):
+            beside.append(f"object {name} looks like a key file")
+            continue
+        if key_text and isinstance(store, LocalStore):
+            path = store.root / name
+            if path.stat().st_size <= SMALL_OBJECT and key_text.encode() in path.read_bytes():
+                beside.append(f"object {name} contains the master key")
+    for where in beside:
+        out.append(Finding("SEC033", "backup key stored beside the backups", Severity.CRITICAL, A02_CRYPTO,
+                           store.describe(), where,
+                           "move the key to a secret store (environment/KMS), delete it from the backup store and"
+                           " rotate it"))
+    return out

@@ -1,0 +1,482 @@
+"""The audit rules. Each reads the catalog of one database (and its cluster) and returns findings.
+
+Rules that need a superuser's view (pg_authid, pg_hba_file_rules) report an ``info`` finding when the auditing role
+cannot read it, rather than passing silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from dbops.security.findings import (
+    A01_ACCESS,
+    A02_CRYPTO,
+    A05_MISCONFIG,
+    A07_AUTH,
+    A09_LOGGING,
+    Finding,
+    Severity,
+)
+from dbops.security.matrix import AccessMatrix
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1", ""}
+RISKY_EXTENSIONS = {
+    "dblink": "opens connections from the server to any host, as the server",
+    "postgres_fdw": "opens connections from the server to any host",
+    "file_fdw": "reads server files and runs programs (with the right grants)",
+    "adminpack": "writes and deletes server files",
+    "lo": "large objects bypass row-level security",
+    "pageinspect": "reads raw pages, bypassing every privilege",
+    "pg_surgery": "edits tuples in place",
+}
+TLS_ORDER = ["", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+
+
+def q(ident: str) -> str:
+    """A quoted identifier for remediation text (SQL we print, never execute here)."""
+    return sql.Identifier(ident).as_string(None)
+
+
+def q_qualified(name: str) -> str:
+    return ".".join(q(part) for part in name.split("."))
+
+
+@dataclass
+class AuditContext:
+    conn: psycopg.Connection[Any]
+    matrix: AccessMatrix
+    # None: TLS is required when ssl is on or the server listens beyond loopback
+    require_tls: bool | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    is_superuser: bool = False
+
+    def load(self) -> AuditContext:
+        self.settings = dict(self.conn.execute("SELECT name, setting FROM pg_settings").fetchall())
+        self.is_superuser = self.settings.get("is_superuser") == "on" or bool(
+            self.conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        )
+        return self
+
+    def rows(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        return self.conn.execute(query, params).fetchall()
+
+    @property
+    def listens_beyond_loopback(self) -> bool:
+        addresses = {a.strip() for a in self.settings.get("listen_addresses", "").split(",")}
+        return not addresses <= LOOPBACK
+
+    @property
+    def tls_required(self) -> bool:
+        if self.require_tls is not None:
+            return self.require_tls
+        return self.settings.get("ssl") == "on" or self.listens_beyond_loopback
+
+
+Rule = Callable[[AuditContext], list[Finding]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def not_checked(rule_id: str, title: str, owasp: str, why: str) -> Finding:
+    return Finding(rule_id, title, Severity.INFO, owasp, "(not checked)", why,
+                   "audit as a superuser to check this rule")
+
+
+# ---- roles and authentication ---------------------------------------------------------------------------------
+@rule
+def extra_superusers(ctx: AuditContext) -> list[Finding]:
+    rows = ctx.rows("SELECT rolname FROM pg_roles WHERE rolsuper AND oid <> 10 ORDER BY 1")
+    return [
+        Finding("SEC001", "superuser beyond the bootstrap role", Severity.CRITICAL, A01_ACCESS, name,
+                f"role {name} has SUPERUSER (only the bootstrap role should)",
+                f"ALTER ROLE {q(name)} NOSUPERUSER", (f"ALTER ROLE {q(name)} NOSUPERUSER;",))
+        for (name,) in rows
+    ]
+
+
+@rule
+def login_passwords(ctx: AuditContext) -> list[Finding]:
+    if not ctx.is_superuser:
+        return [not_checked("SEC002", "login role passwords", A07_AUTH, "pg_authid is readable by superusers only")]
+    out = []
+    for name, password in ctx.rows(
+        "SELECT rolname, rolpassword FROM pg_authid WHERE rolcanlogin AND oid <> 10 ORDER BY 1"
+    ):
+        if password is None:
+            out.append(Finding(
+                "SEC002", "login role without a password", Severity.LOW, A07_AUTH, name,
+                f"role {name} can log in but has no password (it cannot authenticate under scram-sha-256 and"
+                " needs none under trust, peer or cert)",
+                f"set a password from a secret store (ALTER ROLE {q(name)} PASSWORD ...) or ALTER ROLE {q(name)}"
+                " NOLOGIN"))
+        elif password.startswith("md5"):
+            out.append(Finding(
+                "SEC003", "password stored as an MD5 hash", Severity.HIGH, A02_CRYPTO, name,
+                f"role {name} has an md5 password hash (unsalted beyond the role name, fast to brute-force)",
+                f"with password_encryption = scram-sha-256, reset it: ALTER ROLE {q(name)} PASSWORD ..."))
+    return out
+
+
+@rule
+def password_encryption(ctx: AuditContext) -> list[Finding]:
+    value = ctx.settings.get("password_encryption", "")
+    if value == "scram-sha-256":
+        return []
+    return [Finding("SEC004", "password_encryption is not scram-sha-256", Severity.HIGH, A02_CRYPTO,
+                    "password_encryption", f"password_encryption = {value}: new passwords are stored as md5",
+                    "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; SELECT pg_reload_conf()",
+                    ("ALTER SYSTEM SET password_encryption = 'scram-sha-256';", "SELECT pg_reload_conf();"), True)]
+
+
+@rule
+def hba_rules(ctx: AuditContext) -> list[Finding]:
+    try:
+        rows = ctx.rows(
+            "SELECT line_number, type, database, user_name, address, auth_method, error FROM pg_hba_file_rules"
+            " ORDER BY line_number"
+        )
+    except psycopg.errors.InsufficientPrivilege:
+        return [not_checked("SEC005", "pg_hba.conf rules", A07_AUTH, "pg_hba_file_rules needs superuser")]
+    out = []
+    weak = {
+        "trust": (Severity.CRITICAL, "connects without any password"),
+        "password": (Severity.HIGH, "sends the password in clear text"),
+        "md5": (Severity.MEDIUM, "accepts md5 challenge-response (and md5 hashes)"),
+    }
+    for line, kind, databases, users, address, method, error in rows:
+        where = f"pg_hba.conf line {line}: {kind} {','.join(databases or [])} {','.join(users or [])} "
+        where += f"{address or ''} {method}".rstrip()
+        subject = f"pg_hba line {line}"
+        if error:
+            out.append(Finding("SEC005", "pg_hba.conf line in error", Severity.MEDIUM, A05_MISCONFIG, subject,
+                               f"{where}: {error}", "fix the line; a reload ignores the whole file otherwise"))
+            continue
+        if method in weak and (kind != "local" or method == "trust"):
+            severity, why = weak[method]
+            if kind == "local":  # trust over the Unix socket: any OS user of the host, as any role
+                severity = Severity.HIGH
+            out.append(Finding("SEC005", f"pg_hba.conf uses {method}", severity, A07_AUTH, subject,
+                               f"{where} ({why})", "use scram-sha-256 (or cert) on this line and reload"))
+        if kind in ("host", "hostnossl") and ctx.tls_required:
+            out.append(Finding("SEC006", "pg_hba.conf accepts connections without TLS", Severity.HIGH, A02_CRYPTO,
+                               subject, f"{where}: TLS is required but this line accepts plain TCP",
+                               "change the line to hostssl and reload"))
+    return out
+
+
+@rule
+def tls_settings(ctx: AuditContext) -> list[Finding]:
+    if ctx.settings.get("ssl") != "on":
+        exposed = ctx.listens_beyond_loopback or ctx.require_tls
+        severity = Severity.HIGH if exposed else Severity.MEDIUM
+        where = ("listens on " + ctx.settings.get("listen_addresses", "?")) if ctx.listens_beyond_loopback else (
+            "loopback only" + (", but TLS is required" if ctx.require_tls else ""))
+        return [Finding("SEC007", "TLS is off", severity, A02_CRYPTO, "ssl",
+                        f"ssl = off ({where}): connections and passwords travel unencrypted",
+                        "install a certificate and key, set ssl = on and ssl_min_protocol_version = 'TLSv1.2'")]
+    version = ctx.settings.get("ssl_min_protocol_version", "")
+    if version not in TLS_ORDER or TLS_ORDER.index(version) < TLS_ORDER.index("TLSv1.2"):
+        return [Finding("SEC008", "TLS minimum version below TLSv1.2", Severity.HIGH, A02_CRYPTO,
+                        "ssl_min_protocol_version", f"ssl_min_protocol_version = {version or '(any)'}",
+                        "ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1.2'; SELECT pg_reload_conf()",
+                        ("ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1.2';", "SELECT pg_reload_conf();"),
+                        True)]
+    return []
+
+
+# ---- privileges -------------------------------------------------------------------------------------------------
+@rule
+def public_schema_create(ctx: AuditContext) -> list[Finding]:
+    rows = ctx.rows(
+        "SELECT n.nspname FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
+        " WHERE a.grantee = 0 AND a.privilege_type = 'CREATE' ORDER BY 1"
+    )
+    return [
+        Finding("SEC009", "PUBLIC may create objects in a schema", Severity.HIGH, A01_ACCESS, f"schema {name}",
+                f"CREATE on schema {name} is granted to PUBLIC: any role can plant functions and operators that"
+                " others resolve through search_path",
+                f"REVOKE CREATE ON SCHEMA {q(name)} FROM PUBLIC", (f"REVOKE CREATE ON SCHEMA {q(name)} FROM PUBLIC;",))
+        for (name,) in rows
+    ]
+
+
+OWNED_OBJECTS = """
+SELECT pg_get_userbyid(c.relowner), CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'v' THEN 'VIEW'
+       WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+       format('%%I.%%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%%' AND pg_get_userbyid(c.relowner) = ANY(%(roles)s)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND c.relkind = 'S')
+UNION ALL
+SELECT pg_get_userbyid(p.proowner), CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+       format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE pg_get_userbyid(p.proowner) = ANY(%(roles)s)
+UNION ALL
+SELECT pg_get_userbyid(n.nspowner), 'SCHEMA', format('%%I', n.nspname)
+FROM pg_namespace n WHERE pg_get_userbyid(n.nspowner) = ANY(%(roles)s)
+UNION ALL
+SELECT pg_get_userbyid(d.datdba), 'DATABASE', format('%%I', d.datname)
+FROM pg_database d WHERE d.datname = current_database() AND pg_get_userbyid(d.datdba) = ANY(%(roles)s)
+ORDER BY 1, 3
+"""
+
+DDL_RIGHTS = """
+SELECT r.rolname, 'CREATE ON SCHEMA ' || format('%%I', n.nspname)
+FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a JOIN pg_roles r ON r.oid = a.grantee
+WHERE a.privilege_type = 'CREATE' AND r.rolname = ANY(%(roles)s) AND a.grantee <> n.nspowner
+UNION ALL
+SELECT r.rolname, 'CREATE ON DATABASE ' || format('%%I', d.datname)
+FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a JOIN pg_roles r ON r.oid = a.grantee
+WHERE d.datname = current_database() AND a.privilege_type = 'CREATE' AND r.rolname = ANY(%(roles)s)
+  AND a.grantee <> d.datdba
+UNION ALL
+SELECT rolname, 'CREATEDB' FROM pg_roles WHERE rolcreatedb AND rolname = ANY(%(roles)s)
+UNION ALL
+SELECT rolname, 'CREATEROLE' FROM pg_roles WHERE rolcreaterole AND rolname = ANY(%(roles)s)
+ORDER BY 1, 2
+"""
+
+
+@rule
+def application_role_ddl(ctx: AuditContext) -> list[Finding]:
+    roles = sorted(ctx.matrix.application_roles)
+    out = []
+    owner = next(iter(sorted(ctx.matrix.owner_roles)), None)
+    for role, kind, name in ctx.rows(OWNED_OBJECTS, {"roles": roles}):
+        fix = f"ALTER {kind} {name} OWNER TO {q(owner)};" if owner else ""
+        out.append(Finding("SEC010", "application role owns objects", Severity.HIGH, A01_ACCESS,
+                           f"{role}: {kind.lower()} {name}",
+                           f"{role} owns {kind.lower()} {name}: owners bypass grants, can ALTER/DROP it and"
+                           " disable its row-level security",
+                           fix or "give the object to the schema owner role", (fix,) if fix else ()))
+    for role, right in ctx.rows(DDL_RIGHTS, {"roles": roles}):
+        if right in ("CREATEDB", "CREATEROLE"):
+            fix = f"ALTER ROLE {q(role)} NO{right};"
+        else:
+            fix = f"REVOKE {right} FROM {q(role)};"
+        out.append(Finding("SEC011", "application role holds DDL rights", Severity.HIGH, A01_ACCESS,
+                           f"{role}: {right}", f"{role} has {right}", fix, (fix,)))
+    return out
+
+
+ACTUAL_GRANTS = """
+WITH rels AS (
+    SELECT c.oid, c.relowner, c.relacl, format('%%I.%%I', n.nspname, c.relname) AS name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+)
+SELECT a.grantee, r.name, a.privilege_type
+FROM rels r, aclexplode(coalesce(r.relacl, acldefault('r', r.relowner))) a WHERE a.grantee <> r.relowner
+UNION ALL
+SELECT a.grantee, r.name || '(' || att.attname || ')', a.privilege_type
+FROM rels r JOIN pg_attribute att ON att.attrelid = r.oid AND att.attnum > 0 AND NOT att.attisdropped
+     , aclexplode(att.attacl) a
+WHERE att.attacl IS NOT NULL AND a.grantee <> r.relowner
+UNION ALL
+SELECT a.grantee, format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+       a.privilege_type
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
+     aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+WHERE n.nspname = ANY(%(schemas)s) AND a.grantee <> p.proowner
+"""
+
+
+def _unquote_name(name: str) -> str:
+    """Matrix names are written unquoted (app.users); catalog names come back from format('%I')."""
+    return name.replace('"', "")
+
+
+@rule
+def grants_match_matrix(ctx: AuditContext) -> list[Finding]:
+    role_names = dict(ctx.rows("SELECT oid, rolname FROM pg_roles"))
+    role_names[0] = "PUBLIC"
+    actual = {
+        (role_names.get(grantee, str(grantee)), _unquote_name(obj), priv)
+        for grantee, obj, priv in ctx.rows(ACTUAL_GRANTS, {"schemas": sorted(ctx.matrix.schemas)})
+    }
+    # a whole-table grant covers its columns: do not report the column-level echo
+    actual = {g for g in actual if not (_is_column(g) and (g[0], g[1].split("(")[0], g[2]) in actual)}
+    declared = set(ctx.matrix.grants)
+    out = []
+    for role, obj, priv in sorted(actual - declared):
+        if _is_column((role, obj, priv)) and (role, obj.split("(")[0], priv) in declared:
+            continue
+        target = _grant_target(obj, priv)
+        grantee = "PUBLIC" if role == "PUBLIC" else q(role)
+        fix = f"REVOKE {target} FROM {grantee};"
+        out.append(Finding("SEC012", "grant not in the access-control matrix", Severity.HIGH, A01_ACCESS,
+                           f"{role}: {priv} on {obj}", f"{role} holds {priv} on {obj}, which the matrix does not"
+                           " declare", fix, (fix,)))
+    for role, obj, priv in sorted(declared - actual):
+        target = _grant_target(obj, priv)
+        fix = f"GRANT {target} TO {q(role)};"
+        out.append(Finding("SEC013", "declared grant missing", Severity.LOW, A01_ACCESS, f"{role}: {priv} on {obj}",
+                           f"the matrix grants {priv} on {obj} to {role}, the database does not",
+                           fix, (fix,)))
+    return out
+
+
+def _is_column(grant: tuple[str, str, str]) -> bool:
+    return grant[2] != "EXECUTE" and grant[1].endswith(")")
+
+
+def _grant_target(obj: str, priv: str) -> str:
+    if priv == "EXECUTE":
+        return f"EXECUTE ON FUNCTION {q_qualified(obj.split('(')[0])}({obj.split('(', 1)[1]}"
+    if obj.endswith(")"):
+        table, column = obj[:-1].split("(", 1)
+        return f"{priv} ({q(column)}) ON {q_qualified(table)}"
+    return f"{priv} ON {q_qualified(obj)}"
+
+
+TENANT_TABLES = """
+SELECT format('%%I.%%I', n.nspname, c.relname), c.relrowsecurity, c.relforcerowsecurity,
+       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+ORDER BY 1
+"""
+
+
+@rule
+def tenant_row_security(ctx: AuditContext) -> list[Finding]:
+    out = []
+    for name, enabled, forced, policies in ctx.rows(TENANT_TABLES, {"schemas": sorted(ctx.matrix.schemas)}):
+        if _unquote_name(name) in ctx.matrix.cross_tenant:
+            continue
+        if not enabled:
+            fix = f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;"
+            out.append(Finding("SEC014", "tenant table without row-level security", Severity.HIGH, A01_ACCESS,
+                               name, f"{name} has tenant_id but row-level security is off ({policies} policies):"
+                               " any role with SELECT reads every tenant", fix + " (and a tenant policy)", (fix,)))
+        elif not forced:
+            fix = f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY;"
+            out.append(Finding("SEC015", "row-level security not forced", Severity.MEDIUM, A01_ACCESS, name,
+                               f"{name} has row-level security enabled but not forced: its owner sees every tenant",
+                               fix, (fix,)))
+    return out
+
+
+@rule
+def security_definer_search_path(ctx: AuditContext) -> list[Finding]:
+    rows = ctx.rows(
+        "SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),"
+        " format('%I.%I', n.nspname, p.proname), pg_get_function_identity_arguments(p.oid)"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        " AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) c WHERE c LIKE 'search\\_path=%')"
+        " ORDER BY 1"
+    )
+    out = []
+    for signature, name, args in rows:
+        fix = f"ALTER FUNCTION {name}({args}) SET search_path = pg_catalog, pg_temp;"
+        out.append(Finding("SEC016", "SECURITY DEFINER function without a fixed search_path", Severity.HIGH,
+                           A01_ACCESS, signature, f"{signature} runs with its owner's rights and resolves names"
+                           " through the caller's search_path", fix, (fix,)))
+    return out
+
+
+@rule
+def untrusted_languages_and_extensions(ctx: AuditContext) -> list[Finding]:
+    out = []
+    for (name,) in ctx.rows(
+        "SELECT lanname FROM pg_language WHERE NOT lanpltrusted AND lanname NOT IN ('c', 'internal') ORDER BY 1"
+    ):
+        fix = f"DROP LANGUAGE {q(name)};"
+        out.append(Finding("SEC017", "untrusted procedural language installed", Severity.HIGH, A05_MISCONFIG,
+                           f"language {name}", f"language {name} is untrusted: its functions run arbitrary code as"
+                           " the server's OS user", fix + " (after dropping its functions)", (fix,)))
+    for name, version in ctx.rows("SELECT extname, extversion FROM pg_extension ORDER BY 1"):
+        if name in RISKY_EXTENSIONS:
+            fix = f"DROP EXTENSION {q(name)};"
+            out.append(Finding("SEC018", "risky extension installed", Severity.MEDIUM, A05_MISCONFIG,
+                               f"extension {name}", f"extension {name} {version}: {RISKY_EXTENSIONS[name]}",
+                               fix + " (unless the application needs it)", (fix,)))
+    return out
+
+
+@rule
+def server_file_roles(ctx: AuditContext) -> list[Finding]:
+    rows = ctx.rows(
+        "SELECT g.rolname, m.rolname FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid"
+        " JOIN pg_roles m ON m.oid = am.member"
+        " WHERE g.rolname IN ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')"
+        " ORDER BY 1, 2"
+    )
+    out = []
+    for group, member in rows:
+        severity = Severity.CRITICAL if group == "pg_execute_server_program" else Severity.HIGH
+        fix = f"REVOKE {q(group)} FROM {q(member)};"
+        out.append(Finding("SEC019", f"member of {group}", severity, A01_ACCESS, f"{member} in {group}",
+                           f"{member} is a member of {group}: it can "
+                           + ("run programs on the server" if severity is Severity.CRITICAL
+                              else "read or write any file the server can"), fix, (fix,)))
+    return out
+
+
+# ---- logging and audit trail --------------------------------------------------------------------------------------
+@rule
+def connection_logging(ctx: AuditContext) -> list[Finding]:
+    out = []
+    for name in ("log_connections", "log_disconnections"):
+        value = ctx.settings.get(name, "")
+        if value in ("off", "", "false"):
+            out.append(Finding("SEC020", f"{name} is off", Severity.MEDIUM, A09_LOGGING, name,
+                               f"{name} = {value or '(empty)'}: who connected, from where and when is not logged",
+                               f"ALTER SYSTEM SET {name} = 'on'; SELECT pg_reload_conf()",
+                               (f"ALTER SYSTEM SET {name} = 'on';", "SELECT pg_reload_conf();"), True))
+    return out
+
+
+AUDIT_TRIGGERS = """
+SELECT format('%%I.%%I', pn.nspname, p.proname), t.tgtype, t.tgenabled
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE t.tgrelid = %(table)s::regclass AND NOT t.tgisinternal
+"""
+ROW, BEFORE, INSERT, DELETE, UPDATE = 1, 2, 4, 8, 16
+
+
+@rule
+def audit_trail(ctx: AuditContext) -> list[Finding]:
+    out = []
+    for table in sorted(ctx.matrix.sensitive):
+        exists = ctx.rows("SELECT to_regclass(%s) IS NOT NULL", (table,))[0][0]
+        if not exists:
+            out.append(Finding("SEC021", "sensitive table missing", Severity.LOW, A09_LOGGING, table,
+                               f"the matrix declares {table} sensitive but it does not exist",
+                               "fix the matrix or apply the migrations"))
+            continue
+        covered = 0
+        disabled = False
+        for function, tgtype, enabled in ctx.rows(AUDIT_TRIGGERS, {"table": table}):
+            if _unquote_name(function) not in ctx.matrix.audit_functions or not tgtype & ROW or tgtype & BEFORE:
+                continue
+            if enabled == "D":
+                disabled = True
+                continue
+            covered |= tgtype & (INSERT | UPDATE | DELETE)
+        if covered != INSERT | UPDATE | DELETE:
+            function = sorted(ctx.matrix.audit_functions)[0]
+            name = table.split(".")[-1] + "_audit"
+            fix = (f"CREATE TRIGGER {q(name)} AFTER INSERT OR UPDATE OR DELETE ON {q_qualified(table)}"
+                   f" FOR EACH ROW EXECUTE FUNCTION {q_qualified(function)}();")
+            if disabled:
+                fix = f"ALTER TABLE {q_qualified(table)} ENABLE TRIGGER {q(name)};"
+            missing = [op for op, bit in (("INSERT", INSERT), ("UPDATE", UPDATE), ("DELETE", DELETE))
+                       if not covered & bit]
+            out.append(Finding("SEC022", "no audit trail on a sensitive table", Severity.HIGH, A09_LOGGING, table,
+                               f"{table} is declared sensitive but {', '.join(missing)} are not audited"
+                               f"{' (its audit trigger is disabled)' if disabled else ''}", fix, (fix,)))
+    return out
