@@ -34,6 +34,13 @@ def pgbouncer_version(program: Path) -> tuple[int, int]:
 
 
 def find_pgbouncer() -> Path:
+    """``DBOPS_PGBOUNCER`` if set, else pgbouncer on PATH or in /usr/sbin (Debian's package)."""
+    explicit = os.environ.get("DBOPS_PGBOUNCER")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise PgBouncerError(f"DBOPS_PGBOUNCER={explicit} is not an executable pgbouncer",
+                                 "fix the path, or unset it and apt-get install -y pgbouncer")
+        return Path(explicit)
     found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None)
     if not found:
         raise PgBouncerError("pgbouncer is not installed", "apt-get install -y pgbouncer (Debian's package)")

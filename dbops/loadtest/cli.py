@@ -1,0 +1,71 @@
+"""`dbops loadtest`: run a workload profile with N users (or a ramp) and print the figures table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from dbops.config import Settings
+from dbops.errors import DbopsError
+from dbops.loadtest.runner import LoadTestPlan, run_load_test
+from dbops.loadtest.workloads import PROFILES, LoadTestError
+
+
+def _ramp(text: str) -> list[int]:
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad ramp {text!r}: use e.g. 100,1000,5000,10000") from exc
+    if not values:
+        raise argparse.ArgumentTypeError("empty ramp")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbops loadtest", description=__doc__)
+    parser.add_argument("--profile", default="mixed",
+                        help=f"{', '.join(sorted(PROFILES))}, or script files a.sql@10,b.sql@1 (default mixed)")
+    parser.add_argument("--users", type=int, default=100, help="concurrent users = pgbench clients (default 100)")
+    parser.add_argument("--ramp", type=_ramp, help="user steps, e.g. 100,1000,5000,10000 (overrides --users)")
+    parser.add_argument("--duration", type=int, default=30, help="seconds per step (default 30)")
+    parser.add_argument("--think-time", type=float, default=5.0,
+                        help="seconds between a user's transactions (default 5; 0 = closed loop, full speed)")
+    parser.add_argument("--rate", type=float, help="total transactions/s for a closed-loop run (pgbench -R)")
+    parser.add_argument("--pooler", choices=["auto", "pgbouncer", "direct"], default="auto",
+                        help="auto: PgBouncer when users exceed the server's max_connections")
+    parser.add_argument("--pool-size", type=int, default=20, help="PgBouncer server connections (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="warm-up seconds, discarded (default 5)")
+    parser.add_argument("--seed", type=int, help="pgbench --random-seed, to repeat a run exactly")
+    parser.add_argument("--keep-rows", action="store_true", help="keep the rows the write workload created")
+    parser.add_argument("--allow-production", action="store_true",
+                        help="run even though DBOPS_PRODUCTION marks the target as production")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    return parser
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    args = build_parser().parse_args(argv)
+    plan = LoadTestPlan(
+        profile=args.profile, users=args.ramp or [args.users], duration_s=args.duration,
+        think_time_s=args.think_time or None, rate=args.rate, pooler=args.pooler, pool_size=args.pool_size,
+        warmup_s=args.warmup, cleanup=not args.keep_rows, random_seed=args.seed, bin_dir=settings.pg_bin,
+    )
+    production = os.environ.get("DBOPS_PRODUCTION", "").lower() in ("1", "true", "yes")
+    try:
+        if settings.embedded:
+            from dbops.instance import ensure_embedded
+
+            ensure_embedded(settings)
+        result = run_load_test(settings.target_url(), plan, production=production,
+                               allow_production=args.allow_production,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (DbopsError, LoadTestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.metadata(), indent=2))
+    else:
+        print(result.table())
+    return 1 if result.failures else 0

@@ -1,0 +1,68 @@
+"""`dbops loadtest` prints the table; the Dagster asset records figures and evaluates its four checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dbops.config import Settings
+from dbops.defs.loadtest import defs
+from dbops.defs.loadtest.assets import load_test
+from dbops.defs.resources import DatabaseResource
+from dbops.loadtest.cli import main
+
+
+def test_cli_prints_the_table(seeded_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings.from_env({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path)})
+    code = main(["--profile", "read", "--ramp", "5,10", "--duration", "2", "--think-time", "0.5",
+                 "--warmup", "0"], settings)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "| users | tps |" in out.out and "| 10 |" in out.out and "degradation" in out.out
+    assert "postgres:" not in out.out + out.err or "***" in out.out + out.err
+    code = main(["--profile", "write", "--users", "2", "--duration", "1", "--think-time", "0", "--warmup", "0",
+                 "--json"], settings)
+    figures = json.loads(capsys.readouterr().out)
+    assert code == 0 and figures["write_tps"] > 0 and figures["failures"] == 0
+
+
+def test_cli_bad_profile_exits_1(seeded_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings.from_env({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path)})
+    assert main(["--profile", "heavy", "--duration", "1"], settings) == 1
+    assert "unknown profile 'heavy'" in capsys.readouterr().err
+
+
+def test_load_test_asset_and_checks(seeded_url: str) -> None:
+    loaded = dg.Definitions.merge(defs, dg.Definitions(resources={"database": DatabaseResource(url=seeded_url)}))
+    assert loaded.resolve_assets_def("load_test") is not None
+    schedule = loaded.resolve_schedule_def("weekly_load_test")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    config = {"ramp": [4, 8], "duration_s": 2, "think_time_s": 0.5, "capacity_users": 2,
+              "capacity_duration_s": 2, "warmup_s": 0, "write_tps_target": 1.0}
+    result = dg.materialize(
+        [load_test], resources={"database": DatabaseResource(url=seeded_url)},
+        run_config={"ops": {"load_test": {"config": config}}}, instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["capacity/write_tps"].value > 1.0
+    assert meta["ramp/users_8/all/p95_ms"].value > 0
+    assert "| 8 |" in meta["ramp_table"].value
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["write_throughput_over_target"] and checks["no_failed_transactions"]
+    assert checks["read_latency_avg_under_target"]
+    assert "degradation_within_bound" in checks
+
+
+def test_asset_refuses_production(seeded_url: str) -> None:
+    result = dg.materialize(
+        [load_test], resources={"database": DatabaseResource(url=seeded_url, production=True)},
+        run_config={"ops": {"load_test": {"config": {"ramp": [2], "duration_s": 1, "capacity_users": 0}}}},
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure.cause is not None and "marked production" in failure.cause.message
