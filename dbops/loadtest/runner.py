@@ -220,7 +220,7 @@ def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, all
         protocol = "prepared"
         try:
             if pooled:
-                raise_fd_limit(peak * 2 + plan.pool_size + FD_MARGIN)
+                raise_fd_limit(peak + plan.pool_size + FD_MARGIN)  # each process needs its own
                 bouncer = PgBouncer(host, port, dbname, role.name, role.verifier,
                                     max_client_conn=max(peak + 100, 10_100 if peak >= 10_000 else peak + 100),
                                     pool_size=plan.pool_size, work_dir=plan.work_dir).start()
