@@ -158,7 +158,7 @@ def hba_rules(ctx: AuditContext) -> list[Finding]:
         subject = f"pg_hba line {line}"
         if error:
             out.append(Finding("SEC005", "pg_hba.conf line in error", Severity.MEDIUM, A05_MISCONFIG, subject,
-                               f"{where}: {error}", "fix the line; a reload ignores the whole file otherwise"))
+                               f"{where} — {error}", "fix the line; a reload ignores the whole file otherwise"))
             continue
         if method in weak and (kind != "local" or method == "trust"):
             severity, why = weak[method]
@@ -168,7 +168,7 @@ def hba_rules(ctx: AuditContext) -> list[Finding]:
                                f"{where} ({why})", "use scram-sha-256 (or cert) on this line and reload"))
         if kind in ("host", "hostnossl") and ctx.tls_required:
             out.append(Finding("SEC006", "pg_hba.conf accepts connections without TLS", Severity.HIGH, A02_CRYPTO,
-                               subject, f"{where}: TLS is required but this line accepts plain TCP",
+                               subject, f"{where} — TLS is required but this line accepts plain TCP",
                                "change the line to hostssl and reload"))
     return out
 
@@ -359,7 +359,7 @@ def tenant_row_security(ctx: AuditContext) -> list[Finding]:
         if not enabled:
             fix = f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;"
             out.append(Finding("SEC014", "tenant table without row-level security", Severity.HIGH, A01_ACCESS,
-                               name, f"{name} has tenant_id but row-level security is off ({policies} policies):"
+                               name, f"{name} has tenant_id but row-level security is off (policies: {policies}):"
                                " any role with SELECT reads every tenant", fix + " (and a tenant policy)", (fix,)))
         elif not forced:
             fix = f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY;"
@@ -377,6 +377,9 @@ def security_definer_search_path(ctx: AuditContext) -> list[Finding]:
         " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
         " WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
         " AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) c WHERE c LIKE 'search\\_path=%')"
+        # an extension's functions are fixed by the extension (and reported by SEC018), not by ALTER FUNCTION
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid"
+        " AND d.deptype = 'e')"
         " ORDER BY 1"
     )
     out = []
