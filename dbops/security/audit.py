@@ -34,6 +34,7 @@ def audit_database(
     with connection(url) as conn:
         conn.execute("SET statement_timeout = '60s'")
         ctx = AuditContext(conn, matrix, require_tls).load()
+        report.tls = tls_state(ctx)
         for rule in RULES:
             report.findings.extend(_clean(f) for f in rule(ctx))
     if check_backups:
@@ -49,3 +50,17 @@ def _clean(finding: Finding) -> Finding:
 
     return replace(finding, evidence=redact(finding.evidence), remediation=redact(finding.remediation),
                    subject=redact(finding.subject))
+
+
+def tls_state(ctx: AuditContext) -> dict[str, object]:
+    """What the server enforces and what this very connection got (pg_stat_ssl)."""
+    row = ctx.conn.execute("SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    encrypted, version, cipher = row if row else (False, None, None)
+    return {
+        "ssl": ctx.settings.get("ssl"),
+        "ssl_min_protocol_version": ctx.settings.get("ssl_min_protocol_version"),
+        "tls_required": ctx.tls_required,
+        "connection_encrypted": bool(encrypted),
+        "connection_protocol": version,
+        "connection_cipher": cipher,
+    }

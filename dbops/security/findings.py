@@ -57,6 +57,8 @@ class Finding:
 class AuditReport:
     target: str  # redacted URL
     findings: list[Finding] = field(default_factory=list)
+    # the server's TLS settings and whether the audit's own connection was encrypted
+    tls: dict[str, Any] = field(default_factory=dict)
 
     def sorted(self) -> list[Finding]:
         return sorted(self.findings, key=lambda f: (f.severity.rank, f.rule, f.subject))
