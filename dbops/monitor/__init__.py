@@ -1,0 +1,1 @@
+"""Health metrics of the managed database, its targets, and their Prometheus exposition."""

@@ -1,0 +1,188 @@
+"""Health figures of the managed database (and of its host when it is local), sampled once a minute.
+
+Counters (commits, deadlocks, WAL position...) only mean something as rates, so every sample carries its raw
+counters and the next one turns them into per-second or per-minute figures. Names follow postgres_exporter's
+meaning so the thresholds of awesome-prometheus-alerts / postgres_mixin carry over.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+import psycopg
+
+from dbops.errors import DbopsError
+from dbops.pg.connect import connection
+from dbops.redact import redact
+
+# Figures a sample can hold, with a one-line meaning (also the Prometheus help text).
+METRICS: dict[str, str] = {
+    "up": "1 when the database answered, 0 when it did not",
+    "connections_used": "client connections on the server",
+    "max_connections": "the server's max_connections",
+    "connections_used_ratio": "client connections / max_connections",
+    "active_sessions": "sessions running a statement in this database",
+    "idle_in_transaction_sessions": "sessions idle inside an open transaction in this database",
+    "longest_transaction_seconds": "age of the oldest open transaction in this database",
+    "lock_waits": "sessions waiting on a lock in this database",
+    "deadlocks_per_minute": "deadlocks detected per minute since the previous sample",
+    "commits_per_second": "commits per second since the previous sample",
+    "rollbacks_per_second": "rollbacks per second since the previous sample",
+    "rollback_ratio": "rollbacks / (commits + rollbacks) since the previous sample",
+    "cache_hit_ratio": "shared buffer hits / block requests (since the previous sample when there were any)",
+    "temp_bytes_per_second": "bytes written to temporary files per second",
+    "wal_bytes_per_second": "WAL generated per second (server-wide)",
+    "checkpoints_timed_ratio": "timed checkpoints / all checkpoints since the statistics reset",
+    "checkpoints_requested": "requested checkpoints since the statistics reset",
+    "database_size_bytes": "size of this database",
+    "database_growth_bytes_per_second": "change of the database size per second since the previous sample",
+    "wraparound_age": "age(datfrozenxid) of this database, in transactions",
+    "wraparound_transactions_left": "transactions left before the wraparound limit (2^31 - age)",
+    "replication_lag_seconds": "largest replay lag among streaming replicas (absent when there are none)",
+    "host_cpu_percent": "host CPU use (local servers only)",
+    "host_memory_percent": "host memory use (local servers only)",
+    "host_disk_read_bytes_per_second": "host disk reads per second (local servers only)",
+    "host_disk_write_bytes_per_second": "host disk writes per second (local servers only)",
+}
+COUNTERS = ("xact_commit", "xact_rollback", "deadlocks", "blks_hit", "blks_read", "temp_bytes", "wal_bytes",
+            "database_size_bytes", "disk_read_bytes", "disk_write_bytes")
+WRAPAROUND_LIMIT = 2**31
+
+_SQL = """
+SELECT
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections_used,
+  current_setting('max_connections')::int AS max_connections,
+  (SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()) AS active_sessions,
+  (SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database() AND state LIKE 'idle in transaction%') AS idle_in_transaction_sessions,
+  (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0) FROM pg_stat_activity
+    WHERE datname = current_database() AND xact_start IS NOT NULL AND pid <> pg_backend_pid())
+    AS longest_transaction_seconds,
+  (SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database() AND wait_event_type = 'Lock') AS lock_waits,
+  d.xact_commit, d.xact_rollback, d.deadlocks, d.blks_hit, d.blks_read, d.temp_bytes,
+  pg_database_size(current_database()) AS database_size_bytes,
+  (SELECT age(datfrozenxid) FROM pg_database WHERE datname = current_database()) AS wraparound_age,
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') END AS wal_bytes,
+  (SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication) AS replication_lag_seconds,
+  (SELECT count(*) FROM pg_stat_replication) AS replicas
+FROM pg_stat_database d WHERE d.datname = current_database()
+"""
+_CHECKPOINTER_17 = "SELECT num_timed AS timed, num_requested AS requested FROM pg_stat_checkpointer"
+_CHECKPOINTER_OLD = "SELECT checkpoints_timed AS timed, checkpoints_req AS requested FROM pg_stat_bgwriter"
+
+
+@dataclass
+class HealthSample:
+    """One sample: the figures to record, and the raw counters the next sample needs for its rates."""
+
+    at: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def state(self) -> dict[str, Any]:
+        """What to keep between samples (a sensor cursor)."""
+        return {"at": self.at, "counters": self.counters}
+
+
+def is_local(url: str) -> bool:
+    """True when the server runs on this host, so host CPU, memory and disk figures describe it."""
+    host = urlsplit(url).hostname or ""
+    return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+
+
+def _host_figures() -> tuple[dict[str, float], dict[str, float]]:
+    metrics = {
+        "host_cpu_percent": float(psutil.cpu_percent(interval=0.1)),
+        "host_memory_percent": float(psutil.virtual_memory().percent),
+    }
+    counters: dict[str, float] = {}
+    io = psutil.disk_io_counters()
+    if io is not None:
+        counters = {"disk_read_bytes": float(io.read_bytes), "disk_write_bytes": float(io.write_bytes)}
+    return metrics, counters
+
+
+def _rate(now: dict[str, float], before: dict[str, float], name: str, seconds: float) -> float | None:
+    if name not in now or name not in before or seconds <= 0:
+        return None
+    return max(now[name] - before[name], 0.0) / seconds
+
+
+def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bool | None = None,
+                   now: float | None = None) -> HealthSample:
+    """Sample the database at ``url``; ``previous`` is the ``state()`` of the last sample (rates need it).
+
+    A server that does not answer gives ``up = 0`` and the error, never an exception: being down is a figure.
+    """
+    at = time.time() if now is None else now
+    sample = HealthSample(at=at)
+    try:
+        with connection(url, autocommit=True) as conn:
+            cur = conn.execute(_SQL)
+            row = cur.fetchone()
+            if row is None:
+                raise DbopsError("pg_stat_database has no row for this database", "check the database URL")
+            values = dict(zip([c.name for c in cur.description or []], row, strict=True))
+            query = _CHECKPOINTER_17 if conn.info.server_version >= 170000 else _CHECKPOINTER_OLD
+            timed, requested = conn.execute(query).fetchone() or (0, 0)
+    except (DbopsError, psycopg.Error) as exc:
+        sample.metrics["up"] = 0.0
+        sample.error = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return sample
+    m = sample.metrics
+    m["up"] = 1.0
+    for name in ("connections_used", "max_connections", "active_sessions", "idle_in_transaction_sessions",
+                 "longest_transaction_seconds", "lock_waits", "database_size_bytes", "wraparound_age"):
+        m[name] = float(values[name] or 0)
+    m["connections_used_ratio"] = m["connections_used"] / m["max_connections"] if m["max_connections"] else 0.0
+    m["wraparound_transactions_left"] = float(WRAPAROUND_LIMIT - m["wraparound_age"])
+    total_checkpoints = float(timed or 0) + float(requested or 0)
+    m["checkpoints_requested"] = float(requested or 0)
+    if total_checkpoints:
+        m["checkpoints_timed_ratio"] = float(timed or 0) / total_checkpoints
+    if values["replicas"]:
+        m["replication_lag_seconds"] = float(values["replication_lag_seconds"] or 0)
+    counters = sample.counters
+    for name in ("xact_commit", "xact_rollback", "deadlocks", "blks_hit", "blks_read", "temp_bytes",
+                 "database_size_bytes"):
+        counters[name] = float(values[name] or 0)
+    if values["wal_bytes"] is not None:
+        counters["wal_bytes"] = float(values["wal_bytes"])
+    if host if host is not None else is_local(url):
+        host_metrics, host_counters = _host_figures()
+        m.update(host_metrics)
+        counters.update(host_counters)
+
+    before = (previous or {}).get("counters") or {}
+    seconds = at - float((previous or {}).get("at") or at)
+    hits, reads = counters["blks_hit"], counters["blks_read"]
+    d_hits, d_reads = _rate(counters, before, "blks_hit", 1), _rate(counters, before, "blks_read", 1)
+    if seconds > 0 and d_hits is not None and d_reads is not None and d_hits + d_reads > 0:
+        hits, reads = d_hits, d_reads
+    m["cache_hit_ratio"] = hits / (hits + reads) if hits + reads else 1.0
+    rates = {
+        "commits_per_second": ("xact_commit", 1),
+        "rollbacks_per_second": ("xact_rollback", 1),
+        "deadlocks_per_minute": ("deadlocks", 60),
+        "temp_bytes_per_second": ("temp_bytes", 1),
+        "wal_bytes_per_second": ("wal_bytes", 1),
+        "host_disk_read_bytes_per_second": ("disk_read_bytes", 1),
+        "host_disk_write_bytes_per_second": ("disk_write_bytes", 1),
+    }
+    for metric, (counter, scale) in rates.items():
+        value = _rate(counters, before, counter, seconds)
+        if value is not None:
+            m[metric] = value * scale
+    if "database_size_bytes" in before and seconds > 0:
+        m["database_growth_bytes_per_second"] = (counters["database_size_bytes"] - before["database_size_bytes"]) / seconds
+    commits, rollbacks = m.get("commits_per_second"), m.get("rollbacks_per_second")
+    if commits is not None and rollbacks is not None and commits + rollbacks > 0:
+        m["rollback_ratio"] = rollbacks / (commits + rollbacks)
+    return sample

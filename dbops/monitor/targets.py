@@ -1,0 +1,203 @@
+"""The declarative targets file (``monitoring/targets.yml``): validated at load time so a typo fails loudly, once."""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbops.config import project_dir
+from dbops.errors import ConfigError
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+SEVERITIES = ("critical", "warning")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class TargetsError(ConfigError):
+    """The targets file is missing or malformed."""
+
+
+def default_targets_path() -> Path:
+    """``DBOPS_TARGETS``, else ``monitoring/targets.yml`` of the checkout."""
+    explicit = os.environ.get("DBOPS_TARGETS")
+    return Path(explicit) if explicit else project_dir() / "monitoring" / "targets.yml"
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from ``90``, ``30s``, ``2m``, ``1h``: the same spelling as Prometheus' ``for:``."""
+    if isinstance(value, bool):
+        raise TargetsError(f"{where}: {value!r} is not a duration", "write e.g. 30s, 2m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise TargetsError(f"{where}: {value!r} is not a duration", "write e.g. 30s, 2m or 1h")
+        seconds = float(match[1]) * _UNIT_S[match[2]]
+    if seconds < 0:
+        raise TargetsError(f"{where}: negative duration {value!r}", "use 0s or more")
+    return seconds
+
+
+@dataclass(frozen=True)
+class MetricTarget:
+    """A health figure that must stay on the right side of a threshold."""
+
+    metric: str
+    op: str
+    threshold: float
+    for_seconds: float
+    severity: str
+    cooldown_seconds: float
+    summary: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"metric:{self.metric}{self.op}{self.threshold:g}"
+
+    def missed(self, value: float) -> bool:
+        return OPS[self.op](value, self.threshold)
+
+    def describe(self, value: float | None) -> str:
+        shown = "n/a" if value is None else f"{value:.4g}"
+        return f"{self.metric} = {shown} (target: not {self.op} {self.threshold:g})"
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    """An asset check that must pass: its latest evaluation failing is a missed target."""
+
+    asset: str
+    check: str
+    severity: str
+    for_seconds: float
+    cooldown_seconds: float
+    summary: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"check:{self.asset}/{self.check}"
+
+
+@dataclass(frozen=True)
+class Targets:
+    metrics: tuple[MetricTarget, ...]
+    checks: tuple[CheckTarget, ...]
+    source: str = "<memory>"
+
+    def metric_names(self) -> set[str]:
+        return {t.metric for t in self.metrics}
+
+    def by_key(self) -> dict[str, MetricTarget | CheckTarget]:
+        return {t.key: t for t in (*self.metrics, *self.checks)}
+
+
+def _require_mapping(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TargetsError(f"{where} must be a mapping, got {type(value).__name__}", "see monitoring/targets.yml")
+    return value
+
+
+def _severity(raw: dict[str, Any], default: str, where: str) -> str:
+    severity = str(raw.get("severity", default))
+    if severity not in SEVERITIES:
+        raise TargetsError(f"{where}: severity {severity!r} is unknown", f"use one of {', '.join(SEVERITIES)}")
+    return severity
+
+
+def _unknown_keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise TargetsError(f"{where}: unknown key(s) {', '.join(extra)}", f"allowed: {', '.join(sorted(allowed))}")
+
+
+def parse_targets(data: object, source: str = "<memory>") -> Targets:
+    """Validate the parsed YAML; every error names the file, the entry and the fix."""
+    doc = _require_mapping(data, source)
+    _unknown_keys(doc, {"defaults", "metrics", "checks"}, source)
+    defaults = _require_mapping(doc.get("defaults") or {}, f"{source}: defaults")
+    _unknown_keys(defaults, {"cooldown", "severity", "for"}, f"{source}: defaults")
+    default_cooldown = parse_duration(defaults.get("cooldown", "15m"), f"{source}: defaults.cooldown")
+    default_for = parse_duration(defaults.get("for", 0), f"{source}: defaults.for")
+    default_severity = _severity(defaults, "warning", f"{source}: defaults")
+
+    metrics: list[MetricTarget] = []
+    raw_metrics = doc.get("metrics") or []
+    if not isinstance(raw_metrics, list):
+        raise TargetsError(f"{source}: metrics must be a list", "write '- metric: name' entries")
+    for i, item in enumerate(raw_metrics, 1):
+        where = f"{source}: metrics[{i}]"
+        raw = _require_mapping(item, where)
+        _unknown_keys(raw, {"metric", "op", "threshold", "for", "severity", "cooldown", "summary"}, where)
+        name = raw.get("metric")
+        if not isinstance(name, str) or not name:
+            raise TargetsError(f"{where}: 'metric' is missing", "name a database_health figure")
+        op = str(raw.get("op", ">"))
+        if op not in OPS:
+            raise TargetsError(f"{where} ({name}): operator {op!r} is unknown", f"use one of {' '.join(OPS)}")
+        threshold = raw.get("threshold")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise TargetsError(f"{where} ({name}): threshold {threshold!r} is not a number", "write e.g. 0.8")
+        metrics.append(MetricTarget(
+            metric=name, op=op, threshold=float(threshold),
+            for_seconds=parse_duration(raw.get("for", default_for), f"{where} ({name}).for"),
+            severity=_severity(raw, default_severity, f"{where} ({name})"),
+            cooldown_seconds=parse_duration(raw.get("cooldown", default_cooldown), f"{where} ({name}).cooldown"),
+            summary=str(raw.get("summary", "")),
+        ))
+
+    checks: list[CheckTarget] = []
+    raw_checks = doc.get("checks") or []
+    if not isinstance(raw_checks, list):
+        raise TargetsError(f"{source}: checks must be a list", "write '- {asset: a, check: c}' entries")
+    for i, item in enumerate(raw_checks, 1):
+        where = f"{source}: checks[{i}]"
+        raw = _require_mapping(item, where)
+        _unknown_keys(raw, {"asset", "check", "severity", "for", "cooldown", "summary"}, where)
+        asset, name = raw.get("asset"), raw.get("check")
+        if not isinstance(asset, str) or not asset or not isinstance(name, str) or not name:
+            raise TargetsError(f"{where}: needs both 'asset' and 'check'", "e.g. {asset: load_test, check: ...}")
+        checks.append(CheckTarget(
+            asset=asset, check=name,
+            severity=_severity(raw, default_severity, f"{where} ({asset}/{name})"),
+            for_seconds=parse_duration(raw.get("for", 0), f"{where}.for"),
+            cooldown_seconds=parse_duration(raw.get("cooldown", default_cooldown), f"{where}.cooldown"),
+            summary=str(raw.get("summary", "")),
+        ))
+    targets = Targets(tuple(metrics), tuple(checks), source)
+    seen: set[str] = set()
+    for key in [t.key for t in (*targets.metrics, *targets.checks)]:
+        if key in seen:
+            raise TargetsError(f"{source}: target {key} is listed twice", "keep one entry")
+        seen.add(key)
+    return targets
+
+
+def load_targets(path: Path | str | None = None) -> Targets:
+    """Read and validate a targets file."""
+    file = Path(path) if path else default_targets_path()
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise TargetsError(f"cannot read targets file {file}: {exc.strerror}", "set DBOPS_TARGETS to a file") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise TargetsError(f"targets file {file}{line}: {problem}", "fix the YAML syntax") from exc
+    return parse_targets(data, str(file))

@@ -1,0 +1,157 @@
+"""The alert state machine, the targets file and the sinks, with a real HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from dbops.alerts.engine import FIRING, RESOLVED, AlertEngine, metric_readings
+from dbops.alerts.notify import alert_tick
+from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
+from dbops.monitor.targets import TargetsError, load_targets, parse_targets
+
+TARGETS = {
+    "defaults": {"cooldown": "10m"},
+    "metrics": [
+        {"metric": "connections_used_ratio", "op": ">", "threshold": 0.8, "for": "2m", "severity": "critical"},
+    ],
+    "checks": [{"asset": "integrity_validation", "check": "no_integrity_violations", "severity": "critical"}],
+}
+
+
+class Receiver:
+    """A real HTTP server in a thread that records what it was POSTed (or answers 500 when ``down``)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.down = False
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.down:
+                    self.send_response(500)
+                else:
+                    receiver.bodies.append(json.loads(body))
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/T0KEN-secret"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def test_breach_must_last_before_it_fires_once_then_resolves() -> None:
+    engine = AlertEngine(parse_targets(TARGETS))
+    t0 = 1_000_000.0
+    # a single one-minute spike: never pages
+    assert engine.observe(metric_readings(engine.targets, {"connections_used_ratio": 0.95}, t0)) == []
+    assert engine.observe(metric_readings(engine.targets, {"connections_used_ratio": 0.10}, t0 + 60)) == []
+    # a sustained breach: fires once at the 2-minute mark, not again while it lasts
+    fired = []
+    for i in range(6):
+        fired += engine.observe(metric_readings(engine.targets, {"connections_used_ratio": 0.9}, t0 + 120 + 60 * i))
+    assert [a.status for a in fired] == [FIRING]
+    assert fired[0].at - fired[0].started_at == 120
+    resolved = engine.observe(metric_readings(engine.targets, {"connections_used_ratio": 0.5}, t0 + 600))
+    assert [a.status for a in resolved] == [RESOLVED]
+    assert resolved[0].incident == fired[0].incident
+    # flapping right after: within the 10-minute cooldown, neither firing nor resolved is sent again
+    again = []
+    for i in range(4):
+        again += engine.observe(metric_readings(engine.targets, {"connections_used_ratio": 0.9}, t0 + 660 + 60 * i))
+    again += engine.observe(metric_readings(engine.targets, {"connections_used_ratio": 0.1}, t0 + 960))
+    assert again == []
+    # after the cooldown a new incident pages again
+    later = []
+    for i in range(4):
+        later += engine.observe(metric_readings(engine.targets, {"connections_used_ratio": 0.9}, t0 + 2000 + 60 * i))
+    assert [a.status for a in later] == [FIRING]
+
+
+def test_engine_state_survives_a_json_round_trip() -> None:
+    targets = parse_targets(TARGETS)
+    engine = AlertEngine(targets)
+    engine.observe(metric_readings(targets, {"connections_used_ratio": 0.9}, 0))
+    engine = AlertEngine(targets, json.loads(json.dumps(engine.state)))
+    assert [a.status for a in engine.observe(metric_readings(targets, {"connections_used_ratio": 0.9}, 200))] == [
+        FIRING]
+
+
+def test_a_sink_that_is_down_does_not_lose_the_alert_for_the_others(receiver: Receiver, tmp_path: Path) -> None:
+    dead = Receiver()
+    dead.down = True
+    closed_port = JsonWebhookSink("http://127.0.0.1:9/refused", name="refused", timeout=1)
+    log_file = tmp_path / "alerts.log"
+    try:
+        sinks = [closed_port, JsonWebhookSink(dead.url, name="dead"), SlackWebhookSink(receiver.url),
+                 LogFileSink(log_file)]
+        engine = AlertEngine(parse_targets({**TARGETS, "metrics": [{**TARGETS["metrics"][0], "for": 0}]}))
+        readings = metric_readings(engine.targets, {"connections_used_ratio": 0.99}, 100.0)
+        result = alert_tick(engine, readings, sinks, retries=2, backoff=0.05)
+        assert [a.status for a in result.alerts] == [FIRING]
+        assert {d.sink for d in result.failed} == {"refused", "dead"}
+        assert all(d.attempts == 2 for d in result.failed)
+        assert "T0KEN-secret" not in " ".join(d.error for d in result.failed)
+        assert len(receiver.bodies) == 1 and "CRITICAL" in receiver.bodies[0]["text"]
+        assert json.loads(log_file.read_text().splitlines()[0])["status"] == FIRING
+        # the dead receiver comes back: it gets the owed alert next tick, the others no duplicate
+        dead.down = False
+        result = alert_tick(engine, [], sinks, retries=1, backoff=0.01)
+        assert len(dead.bodies) == 1 and dead.bodies[0]["status"] == FIRING
+        assert len(receiver.bodies) == 1 and len(log_file.read_text().splitlines()) == 1
+        assert [p["sink"] for p in engine.state["pending"]] == ["refused"]
+    finally:
+        dead.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("metrics: [\n  - metric: x\n    op: '>'\n  threshold: 1\n", "line"),
+        ("metrics:\n  - {metric: cache_hit_ratio, op: '<', threshold: high}\n", "threshold 'high' is not a number"),
+        ("metrics:\n  - {metric: cache_hit_ratio, op: '=~', threshold: 1}\n", "operator '=~' is unknown"),
+        ("metrics:\n  - {metric: up, op: '<', threshold: 1, for: soon}\n", "'soon' is not a duration"),
+        ("checks:\n  - {asset: load_test}\n", "needs both 'asset' and 'check'"),
+        ("checks:\n  - {asset: a, check: b, severity: urgent}\n", "severity 'urgent' is unknown"),
+        ("metric:\n  - {metric: up}\n", "unknown key(s) metric"),
+        ("- just a list\n", "must be a mapping"),
+    ],
+)
+def test_a_malformed_targets_file_fails_at_load_time(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "targets.yml"
+    path.write_text(text)
+    with pytest.raises(TargetsError) as info:
+        load_targets(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_the_shipped_targets_file_loads() -> None:
+    targets = load_targets()
+    assert {"connections_used_ratio", "cache_hit_ratio", "longest_transaction_seconds"} <= targets.metric_names()
+    assert ("integrity_validation", "no_integrity_violations") in {(c.asset, c.check) for c in targets.checks}
