@@ -1,0 +1,72 @@
+"""`dbops security harden --plan` fixes what SQL can fix once applied as a migration; the CLI exits by severity and
+never prints a password."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from dbops.migrate import Migrator
+from dbops.pg.server import EmbeddedServer
+from dbops.security import audit_database
+from dbops.security.harden import plan, write_plan
+from dbops_tests.conftest import MIGRATIONS_DIR, PROJECT_DIR
+from dbops_tests.security.conftest import REF_DB
+
+MATRIX = PROJECT_DIR / "sql" / "access-control.yml"
+
+
+def run_security(args: list[str], url: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBOPS_")}
+    env.update(DBOPS_DATABASE_URL=url, DBOPS_HOME=str(tmp_path / "home"), **extra)
+    return subprocess.run([sys.executable, "-m", "dbops.security.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=PROJECT_DIR, check=False)
+
+
+def test_harden_plan_applied_as_migration_leaves_only_manual_findings(weak_server: EmbeddedServer,
+                                                                       tmp_path: Path) -> None:
+    url = weak_server.url(REF_DB)
+    before = audit_database(url, MATRIX, check_backups=False)
+    hardening = plan(before)
+    assert any(s.startswith("-- review first: DROP LANGUAGE") for s in hardening.transactional)
+    assert any("hostssl" in m for m in hardening.manual)
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    written = write_plan(hardening, migrations, before.target)
+    assert [p.name for p in written] == ["V9__security_hardening.sql", "V10__security_settings.sql"]
+    assert written[1].read_text().startswith("-- dbops:no-transaction")
+    Migrator(url, migrations).apply()
+    after = audit_database(url, MATRIX, check_backups=False)
+    remaining = sorted((f.rule, f.subject) for f in after.findings)
+    assert remaining == [
+        ("SEC002", "nopass"), ("SEC003", "legacy_md5"),
+        ("SEC005", "pg_hba line 2"), ("SEC005", "pg_hba line 3"), ("SEC005", "pg_hba line 4"),
+        ("SEC006", "pg_hba line 2"), ("SEC006", "pg_hba line 3"), ("SEC006", "pg_hba line 4"),
+        ("SEC017", "language plevil"), ("SEC018", "extension dblink"),
+    ], after.table_markdown()
+
+
+def test_cli_audit_exit_codes_and_no_password_anywhere(weak_server: EmbeddedServer, tls_server: EmbeddedServer,
+                                                       tmp_path: Path) -> None:
+    weak_url, password = weak_server.url(REF_DB), weak_server.password
+    weak = run_security(["audit"], weak_url, tmp_path)
+    assert weak.returncode == 1, weak.stderr
+    assert "| critical | SEC005 | A07:2021" in weak.stdout  # the trust line (fixed by hand only)
+    assert run_security(["audit", "--fail-on", "critical"], tls_server.url(REF_DB), tmp_path).returncode == 0
+    high = run_security(["audit", "--fail-on", "low", "--format", "json"], tls_server.url(REF_DB), tmp_path)
+    assert high.returncode == 1 and '"critical": 0' in high.stdout and '"high": 0' in high.stdout
+    plan_run = run_security(["harden", "--plan"], weak_url, tmp_path)
+    assert plan_run.returncode == 0 and '-- review first: DROP LANGUAGE "plevil";' in plan_run.stdout
+    refused = run_security(["harden"], weak_url, tmp_path)
+    assert refused.returncode == 1 and "reviewed migration" in refused.stderr
+    # a wrong, known password in the URL: one redacted line
+    known = "Known-S3cret-pw-4711"
+    bad_url = weak_url.replace(password, known).replace("@127.0.0.1:", "@localhost:")
+    failed = run_security(["audit"], bad_url.replace(f":{weak_server.port}/", f":{weak_server.port + 1}/"), tmp_path)
+    assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
+    for run in (weak, high, plan_run, refused, failed):
+        assert password not in run.stdout + run.stderr
+        assert known not in run.stdout + run.stderr
