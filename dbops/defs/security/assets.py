@@ -1,0 +1,71 @@
+"""``security_audit``: the OWASP-mapped findings of the managed database, with its two gates as checks."""
+
+import dagster as dg
+
+from dbops.defs.resources import DatabaseResource
+from dbops.defs.security.resources import SecurityResource
+from dbops.redact import redact
+from dbops.security.audit import audit_database
+from dbops.security.findings import Severity
+
+_MAX_ROWS_SHOWN = 200
+
+
+@dg.asset(
+    group_name="security",
+    deps=["schema_migrations"],
+    kinds={"postgres"},
+    check_specs=[
+        dg.AssetCheckSpec("no_critical_findings", asset="security_audit",
+                          description="No critical finding (superusers, trust logins, keys beside backups...)."),
+        dg.AssetCheckSpec("no_high_findings", asset="security_audit",
+                          description="No high finding; warns only, so the fix can go through a reviewed migration."),
+    ],
+    description="Audits roles, authentication, pg_hba.conf, TLS, grants against sql/access-control.yml, row-level "
+    "security, SECURITY DEFINER functions, languages and extensions, connection logging, the audit trail and backup "
+    "encryption; each finding graded and mapped to the OWASP Top 10 (2021). `dbops security harden --plan` proposes "
+    "the fixes.",
+)
+def security_audit(
+    context: dg.AssetExecutionContext, database: DatabaseResource, security: SecurityResource
+) -> dg.MaterializeResult:
+    report = audit_database(
+        database.url,
+        security.matrix_path,
+        require_tls=security.require_tls,
+        backups=security.backup_store() if security.check_backups else None,
+        check_backups=security.check_backups,
+    )
+    counts = report.counts()
+    context.log.info(f"security audit of {report.target}: {report.summary()}")
+
+    def gate(name: str, severity: Severity, level: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+        hits = [f for f in report.sorted() if f.severity is severity]
+        return dg.AssetCheckResult(
+            check_name=name,
+            passed=not hits,
+            severity=level,
+            metadata={
+                "count": dg.MetadataValue.int(len(hits)),
+                "findings": dg.MetadataValue.md(redact("\n".join(
+                    f"- **{f.rule}** {f.subject}: {f.title} — fix: {f.remediation}" for f in hits) or "none")),
+            },
+        )
+
+    findings = report.sorted()
+    table = report.table_markdown()
+    if len(findings) > _MAX_ROWS_SHOWN:
+        table = "\n".join(table.splitlines()[: _MAX_ROWS_SHOWN + 2]) + f"\n\n({len(findings)} findings in all)"
+    return dg.MaterializeResult(
+        metadata={
+            **{f"findings_{level}": dg.MetadataValue.int(n) for level, n in counts.items()},
+            "findings_total": dg.MetadataValue.int(len(findings)),
+            "findings": dg.MetadataValue.md(redact(table)),
+            "target": dg.MetadataValue.text(report.target),
+            "tls": dg.MetadataValue.json({k: v for k, v in report.tls.items()}),
+        },
+        check_results=[
+            gate("no_critical_findings", Severity.CRITICAL, dg.AssetCheckSeverity.ERROR),
+            gate("no_high_findings", Severity.HIGH, dg.AssetCheckSeverity.WARN),
+        ],
+    )
