@@ -1,0 +1,133 @@
+"""Index advice: findings on existing indexes, candidates from the top statements, verification, review migrations.
+
+Ranking: verified candidates that helped (by measured speedup) first, then findings on existing indexes
+(unindexed foreign keys, duplicates, unused), then candidates that could not be verified or did not help.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from dbops.pg.connect import connection
+from dbops.profile.candidates import Candidate, ColumnResolver, analyze_statement, candidates_for, is_covered
+from dbops.profile.indexes import Finding, index_findings, list_indexes
+from dbops.profile.review import write_migration
+from dbops.profile.statements import QueryProfile, StatementStats
+from dbops.profile.verify import Measurement, measure_candidate, sample_parameters, scratch_copy
+
+MIN_TABLE_ROWS = 10_000  # below this a sequential scan is as good as an index
+
+
+@dataclass
+class Advice:
+    candidate: Candidate
+    queries: list[StatementStats]
+    measurement: Measurement | None = None
+    migration: Path | None = None
+    note: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.measurement is not None and self.measurement.helped
+
+
+@dataclass
+class AdviceReport:
+    advice: list[Advice] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    scratch_method: str | None = None
+
+    @property
+    def verified(self) -> list[Advice]:
+        return [a for a in self.advice if a.verified]
+
+
+def propose(conn: psycopg.Connection[Any], statements: list[StatementStats]) -> list[Advice]:
+    """Candidates for the given statements, merged per index, minus those an existing index already covers."""
+    resolver = ColumnResolver(conn)
+    existing = [(f"{i.schema}.{i.table}", i.columns) for i in list_indexes(conn) if i.method == "btree"]
+    big = {
+        r[0] for r in conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p', 'm') AND (CASE WHEN c.relkind = 'p' THEN (SELECT sum(greatest(p.reltuples,"
+            " 0)) FROM pg_inherits AS i JOIN pg_class AS p ON p.oid = i.inhrelid WHERE i.inhparent = c.oid)"
+            " ELSE c.reltuples END) >= %s",
+            (MIN_TABLE_ROWS,),
+        ).fetchall()
+    }
+    merged: dict[Candidate, Advice] = {}
+    for stmt in statements:
+        shape = analyze_statement(resolver, stmt.query)
+        if shape is None:
+            continue
+        for cand in candidates_for(shape):
+            if cand.table not in big or is_covered(cand, existing):
+                continue
+            merged.setdefault(cand, Advice(cand, [])).queries.append(stmt)
+    return list(merged.values())
+
+
+def _param_count(query: str) -> int:
+    numbers = [int(n) for n in re.findall(r"\$(\d+)", query)]
+    return max(numbers, default=0)
+
+
+def verify(target_url: str, advice: list[Advice], *, scratch_url: str | None = None,
+           bin_dir: Path | None = None) -> str | None:
+    """Measure every candidate on a scratch copy (or the given restored copy); returns how the copy was made."""
+    if not advice:
+        return None
+
+    def run(url: str) -> None:
+        with connection(url) as conn:
+            resolver = ColumnResolver(conn)
+            for item in advice:
+                workload = []
+                for stmt in item.queries:
+                    shape = analyze_statement(resolver, stmt.query)
+                    if shape is None or not shape.read_only:
+                        continue
+                    params = sample_parameters(conn, shape, _param_count(stmt.query))
+                    if params is not None:
+                        workload.append((stmt.query, params))
+                if not workload:
+                    item.note = "not verified: no read-only statement with sampleable parameters"
+                    continue
+                try:
+                    item.measurement = measure_candidate(conn, item.candidate, workload)
+                except psycopg.Error as exc:
+                    item.note = f"not verified: {str(exc).strip().splitlines()[0]}"
+                    continue
+                if not item.measurement.helped:
+                    item.note = f"measured {item.measurement.speedup:.1f}x: not worth an index"
+
+    if scratch_url:
+        run(scratch_url)
+        return "given copy"
+    with scratch_copy(target_url, bin_dir) as (url, method):
+        run(url)
+    return method
+
+
+def advise(target_url: str, prof: QueryProfile, *, review_dir: Path, migrations_dir: Path | None = None,
+           scratch_url: str | None = None, bin_dir: Path | None = None, verify_candidates: bool = True,
+           ) -> AdviceReport:
+    """The whole advice: findings, candidates for the top statements, verification, review migrations."""
+    with connection(target_url) as conn:
+        findings = index_findings(conn)
+        advice = propose(conn, prof.top)
+    report = AdviceReport(findings=findings)
+    if verify_candidates:
+        report.scratch_method = verify(target_url, advice, scratch_url=scratch_url, bin_dir=bin_dir)
+    for item in advice:
+        m = item.measurement
+        if m is not None and m.helped:
+            item.migration = write_migration(review_dir, migrations_dir, item.candidate, m.speedup, m.before_ms,
+                                             m.after_ms, m.index_bytes)
+    report.advice = sorted(advice, key=lambda a: (not a.verified, -(a.measurement.speedup if a.measurement else 0)))
+    return report

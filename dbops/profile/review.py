@@ -1,0 +1,53 @@
+"""Migration files for verified advice, written for an operator's review and never applied by dbops.
+
+Format of dbops migrations: ``V<version>__<description>.sql``, first line ``-- dbops:no-transaction`` because
+``CREATE INDEX CONCURRENTLY`` cannot run inside a transaction. The version continues after the highest one found in
+the migrations folder and the review folder, so the file can be moved into ``sql/migrations`` as is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from psycopg import sql
+
+from dbops.profile.candidates import Candidate
+
+_VERSION = re.compile(r"^V(\d+)__")
+
+
+def next_version(*folders: Path) -> int:
+    highest = 0
+    for folder in folders:
+        if folder and Path(folder).is_dir():
+            for path in Path(folder).glob("V*__*.sql"):
+                match = _VERSION.match(path.name)
+                if match:
+                    highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
+def migration_text(candidate: Candidate, speedup: float, before_ms: float, after_ms: float, size: int) -> str:
+    ident = sql.Identifier(candidate.name).as_string(None)
+    table = sql.Identifier(*candidate.table.split(".", 1)).as_string(None)
+    cols = ", ".join(sql.Identifier(c).as_string(None) for c in candidate.columns)
+    return (
+        "-- dbops:no-transaction\n"
+        f"-- Verified by dbops advise on a scratch copy: {before_ms:.2f} ms -> {after_ms:.2f} ms"
+        f" ({speedup:.1f}x faster) for the affected queries; index size {size:,} bytes.\n"
+        "-- Review before moving this file into sql/migrations: dbops never applies it by itself.\n"
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident} ON {table} ({cols});\n"
+    )
+
+
+def write_migration(review_dir: Path, migrations_dir: Path | None, candidate: Candidate, speedup: float,
+                    before_ms: float, after_ms: float, size: int) -> Path:
+    """Write (or rewrite, keeping its version) the review migration for one candidate."""
+    review_dir = Path(review_dir)
+    review_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f"__add_index_{candidate.name}.sql"
+    existing = sorted(review_dir.glob(f"V*{suffix}"))
+    path = existing[0] if existing else review_dir / f"V{next_version(review_dir, migrations_dir)}{suffix}"
+    path.write_text(migration_text(candidate, speedup, before_ms, after_ms, size))
+    return path
