@@ -7,7 +7,8 @@ delays or loses the alert for the others; what still failed is returned so the c
 |---|---|
 | ``DBOPS_ALERT_SLACK_WEBHOOK`` | Slack (or Mattermost/Rocket.Chat) incoming webhook URL: ``{"text": ...}`` |
 | ``DBOPS_ALERT_WEBHOOK_URL`` | any HTTP endpoint: the alert as a JSON object |
-| ``DBOPS_ALERT_SMTP_HOST`` / ``_PORT`` (25) / ``_FROM`` / ``_TO`` (comma-separated) / ``_USER`` / ``_PASSWORD`` / ``_STARTTLS`` (1) | email |
+| ``DBOPS_ALERT_SMTP_HOST`` / ``_PORT`` (25) / ``_FROM`` / ``_TO`` (comma-separated) | email |
+| ``DBOPS_ALERT_SMTP_USER`` / ``_PASSWORD`` / ``_STARTTLS`` (1) | email login |
 | ``DBOPS_ALERT_LOG_FILE`` | JSON lines file (default ``$DBOPS_HOME/alerts.log``) |
 """
 

@@ -181,7 +181,8 @@ def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bo
         if value is not None:
             m[metric] = value * scale
     if "database_size_bytes" in before and seconds > 0:
-        m["database_growth_bytes_per_second"] = (counters["database_size_bytes"] - before["database_size_bytes"]) / seconds
+        growth = counters["database_size_bytes"] - before["database_size_bytes"]
+        m["database_growth_bytes_per_second"] = growth / seconds
     commits, rollbacks = m.get("commits_per_second"), m.get("rollbacks_per_second")
     if commits is not None and rollbacks is not None and commits + rollbacks > 0:
         m["rollback_ratio"] = rollbacks / (commits + rollbacks)

@@ -1,0 +1,68 @@
+"""The latest lifecycle figures, read from the Dagster instance: what the other steps recorded, for alerts and
+Prometheus alike (backup age, drill RTO, load-test latency, audit findings, integrity violations...)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from dbops.monitor.targets import CheckTarget
+
+LIFECYCLE_ASSETS = ("schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test",
+                    "logical_backup", "base_backup", "restore_drill", "backup_retention", "integrity_validation",
+                    "index_integrity", "security_audit")
+BACKUP_ASSETS = ("logical_backup", "base_backup")
+
+
+@dataclass
+class LifecycleFigures:
+    """Per asset: when it last materialized and its numeric metadata; per check: passed (1) or failed (0)."""
+
+    materialized_at: dict[str, float] = field(default_factory=dict)
+    numbers: dict[str, dict[str, float]] = field(default_factory=dict)
+    checks: dict[tuple[str, str], tuple[bool, float]] = field(default_factory=dict)
+    backup_age_seconds: float | None = None
+
+
+def _numeric(value: object) -> float | None:
+    raw = getattr(value, "value", value)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    return float(raw)
+
+
+def check_outcome(instance: dg.DagsterInstance, asset: str, check: str) -> tuple[bool, float] | None:
+    """(passed, when) of a check's latest completed evaluation; None when it never ran (or its asset is absent)."""
+    record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(dg.AssetKey(asset), check))
+    if record is None or record.status == AssetCheckExecutionRecordStatus.PLANNED:
+        return None
+    evaluation = record.evaluation
+    passed = evaluation.passed if evaluation is not None else record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+    return bool(passed), float(record.event.timestamp if record.event else record.create_timestamp)
+
+
+def lifecycle_figures(instance: dg.DagsterInstance, checks: tuple[CheckTarget, ...] = (),
+                      now: float | None = None) -> LifecycleFigures:
+    figures = LifecycleFigures()
+    for asset in LIFECYCLE_ASSETS:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        if event is None or event.asset_materialization is None:
+            continue
+        figures.materialized_at[asset] = float(event.timestamp)
+        numbers = {}
+        for key, value in event.asset_materialization.metadata.items():
+            number = _numeric(value)
+            if number is not None:
+                numbers[key] = number
+        figures.numbers[asset] = numbers
+    backups = [figures.materialized_at[a] for a in BACKUP_ASSETS if a in figures.materialized_at]
+    if backups:
+        figures.backup_age_seconds = (time.time() if now is None else now) - max(backups)
+    for target in checks:
+        outcome = check_outcome(instance, target.asset, target.check)
+        if outcome is not None:
+            figures.checks[(target.asset, target.check)] = outcome
+    return figures
