@@ -129,3 +129,25 @@ def test_matrix_errors_name_the_entry(tmp_path: Path) -> None:
         load_matrix(bad)
     with pytest.raises(MatrixError, match="no access-control file"):
         load_matrix(tmp_path / "missing.yml")
+
+
+def test_audit_as_unprivileged_auditor_says_what_it_could_not_check(plain_server: EmbeddedServer) -> None:
+    from urllib.parse import quote
+
+    from psycopg import sql
+
+    from dbops.pg.connect import connection
+
+    password = "Auditor-Pw-9931"
+    with connection(plain_server.url(REF_DB)) as conn:
+        conn.execute(sql.SQL("ALTER ROLE dbops_auditor PASSWORD {}").format(sql.Literal(password)))
+    url = f"postgresql://dbops_auditor:{quote(password)}@127.0.0.1:{plain_server.port}/{REF_DB}"
+    try:
+        report = audit_database(url, MATRIX, check_backups=False)
+    finally:
+        with connection(plain_server.url(REF_DB)) as conn:
+            conn.execute("ALTER ROLE dbops_auditor PASSWORD NULL")
+    found = findings_map(report)
+    assert found[("SEC002", "(not checked)")] == (Severity.INFO, A07_AUTH)
+    assert found[("SEC005", "(not checked)")] == (Severity.INFO, A07_AUTH)
+    assert report.count(Severity.CRITICAL) == 0 and report.count(Severity.HIGH) == 0
