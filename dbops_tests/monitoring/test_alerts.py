@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from dbops.alerts.engine import FIRING, RESOLVED, AlertEngine, metric_readings
 from dbops.alerts.notify import alert_tick
 from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
 from dbops.monitor.targets import TargetsError, load_targets, parse_targets
+from dbops_tests.monitoring.conftest import Receiver
 
 TARGETS = {
     "defaults": {"cooldown": "10m"},
@@ -22,46 +20,6 @@ TARGETS = {
     ],
     "checks": [{"asset": "integrity_validation", "check": "no_integrity_violations", "severity": "critical"}],
 }
-
-
-class Receiver:
-    """A real HTTP server in a thread that records what it was POSTed (or answers 500 when ``down``)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        self.down = False
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if receiver.down:
-                    self.send_response(500)
-                else:
-                    receiver.bodies.append(json.loads(body))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/T0KEN-secret"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def test_breach_must_last_before_it_fires_once_then_resolves() -> None:

@@ -1,0 +1,184 @@
+"""A synthetic load spike against real PostgreSQL while the two sensors tick: alerted exactly once to a real HTTP
+receiver, "resolved" once after; a single short spike never pages; a planted integrity violation raises an alert."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+
+from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
+from dbops.defs.monitoring.sensors import DATABASE_HEALTH, build_alert_sensor, database_health_sensor
+from dbops.defs.resources import DatabaseResource
+from dbops.monitor.targets import parse_targets
+from dbops_tests.monitoring.conftest import Receiver
+
+SESSIONS = 20
+TARGETS = parse_targets({
+    "defaults": {"cooldown": "10m"},
+    "metrics": [
+        # breach must last 2 s here (2 m in production) so a one-tick spike does not page
+        {"metric": "idle_in_transaction_sessions", "op": ">", "threshold": 10, "for": "2s", "severity": "critical",
+         "summary": "sessions idle in transaction"},
+        {"metric": "up", "op": "<", "threshold": 1, "for": 0},
+    ],
+    "checks": [{"asset": "integrity_validation", "check": "no_integrity_violations", "severity": "critical"}],
+})
+
+
+@contextmanager
+def open_transactions(url: str, count: int) -> Iterator[None]:
+    """``count`` sessions in threads, each inside an open transaction until the block ends."""
+    release = threading.Event()
+    ready = threading.Barrier(count + 1, timeout=30)
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with psycopg.connect(url) as conn:
+                conn.execute("SELECT count(*) FROM pg_class")
+                ready.wait()
+                release.wait(60)
+                conn.rollback()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the test below
+            errors.append(exc)
+            ready.abort()
+
+    threads = [threading.Thread(target=hold, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    try:
+        ready.wait()
+        yield
+    finally:
+        release.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors
+
+
+class Ticker:
+    """Drives both sensors the way the daemon does: health observation recorded, then the alert sensor."""
+
+    def __init__(self, url: str, sinks: list[Any]) -> None:
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.resources = {"database": DatabaseResource(url=url)}
+        self.alert_sensor = build_alert_sensor(lambda: TARGETS, lambda: sinks, backoff=0.05)
+        self.health_cursor: str | None = None
+        self.alert_cursor: str | None = None
+        self.observations: list[dict[str, float]] = []
+
+    def tick(self) -> None:
+        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.health_cursor, resources=self.resources)
+        result = database_health_sensor(ctx)
+        assert isinstance(result, dg.SensorResult) and not result.run_requests
+        self.health_cursor = result.cursor
+        for event in result.asset_events:
+            self.instance.report_runless_asset_event(event)
+            self.observations.append({k: v.value for k, v in event.metadata.items()})
+        self.alerts()
+
+    def alerts(self) -> None:
+        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.alert_cursor)
+        result = self.alert_sensor(ctx)
+        assert isinstance(result, dg.SensorResult) and not result.run_requests
+        self.alert_cursor = result.cursor
+
+
+@pytest.fixture
+def ticker(fresh_db: str, receiver: Receiver, tmp_path: Any) -> Iterator[Ticker]:
+    t = Ticker(fresh_db, [SlackWebhookSink(receiver.url), LogFileSink(tmp_path / "alerts.log")])
+    try:
+        yield t
+    finally:
+        t.instance.dispose()
+
+
+def test_spike_alerts_once_then_resolves(fresh_db: str, receiver: Receiver, ticker: Ticker) -> None:
+    ticker.tick()
+    assert ticker.observations[-1]["up"] == 1.0
+    # a one-tick spike: recorded, not paged
+    with open_transactions(fresh_db, SESSIONS):
+        ticker.tick()
+    assert ticker.observations[-1]["idle_in_transaction_sessions"] >= SESSIONS
+    ticker.tick()
+    assert receiver.bodies == []
+    # a sustained spike: one alert, however many ticks it lasts
+    with open_transactions(fresh_db, SESSIONS):
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:
+            ticker.tick()
+            time.sleep(0.5)
+        assert ticker.observations[-1]["longest_transaction_seconds"] >= 4
+    assert len(receiver.bodies) == 1, receiver.bodies
+    assert "[dbops CRITICAL] sessions idle in transaction" in receiver.bodies[0]["text"]
+    ticker.tick()
+    ticker.tick()
+    assert len(receiver.bodies) == 2
+    assert receiver.bodies[1]["text"].startswith("[dbops RESOLVED] sessions idle in transaction")
+    # the figures a UI plots: rates exist from the second sample on, host figures because the server is local
+    last = ticker.observations[-1]
+    for name in ("connections_used_ratio", "commits_per_second", "cache_hit_ratio", "wal_bytes_per_second",
+                 "database_size_bytes", "wraparound_transactions_left", "host_cpu_percent", "lock_waits"):
+        assert name in last, name
+    assert 0 < last["connections_used_ratio"] < 1 and last["idle_in_transaction_sessions"] == 0
+    recorded = ticker.instance.fetch_observations(DATABASE_HEALTH, limit=100).records
+    assert len(recorded) == len(ticker.observations)
+
+
+def test_a_failed_asset_check_raises_an_alert_and_its_fix_resolves_it(
+    fresh_db: str, receiver: Receiver, ticker: Ticker
+) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, customer_id int)")  # FK left out on purpose
+        conn.execute("INSERT INTO customers VALUES (1); INSERT INTO orders VALUES (1, 1), (2, 999)")
+
+    @dg.asset(name="integrity_validation")
+    def integrity_validation() -> None:
+        """Stands in for the integrity step: same asset and check keys, a real query."""
+
+    @dg.asset_check(asset=integrity_validation, name="no_integrity_violations")
+    def no_integrity_violations() -> dg.AssetCheckResult:
+        with psycopg.connect(fresh_db) as conn:
+            row = conn.execute("SELECT count(*) FROM orders o LEFT JOIN customers c ON c.id = o.customer_id "
+                               "WHERE c.id IS NULL").fetchone()
+        orphans = row[0] if row else 0
+        return dg.AssetCheckResult(passed=orphans == 0, metadata={"orphan_orders": orphans},
+                                   severity=dg.AssetCheckSeverity.ERROR)
+
+    ticker.alerts()
+    assert receiver.bodies == []
+    result = dg.materialize([integrity_validation, no_integrity_violations], instance=ticker.instance,
+                            raise_on_error=False)
+    assert not result.get_asset_check_evaluations()[0].passed
+    ticker.alerts()
+    ticker.alerts()
+    assert len(receiver.bodies) == 1
+    assert "integrity_validation/no_integrity_violations" in receiver.bodies[0]["text"]
+    assert "CRITICAL" in receiver.bodies[0]["text"]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM orders WHERE customer_id = 999")
+    dg.materialize([integrity_validation, no_integrity_violations], instance=ticker.instance)
+    ticker.alerts()
+    assert len(receiver.bodies) == 2 and receiver.bodies[1]["text"].startswith("[dbops RESOLVED]")
+    state = json.loads(ticker.alert_cursor or "{}")
+    assert state["engine"]["pending"] == []
+
+
+def test_a_server_that_is_down_is_a_figure_and_pages(receiver: Receiver, tmp_path: Any) -> None:
+    ticker = Ticker("postgresql://nobody@127.0.0.1:9/none", [JsonWebhookSink(receiver.url)])
+    try:
+        ticker.tick()
+    finally:
+        ticker.instance.dispose()
+    assert ticker.observations[-1]["up"] == 0.0
+    assert "error" in ticker.observations[-1]
+    assert [b["key"] for b in receiver.bodies] == ["metric:up<1"]
