@@ -90,3 +90,17 @@ def explain(conn: psycopg.Connection[Any], query: str, read_only: bool,
     report.total_cost = float(plan["Plan"].get("Total Cost", 0))
     report.flags = anti_patterns(conn, plan["Plan"], mode == "analyze")
     return report
+
+
+def explain_top(conn: psycopg.Connection[Any], statements: list[Any]) -> dict[str, PlanReport]:
+    """Plans of the given statements (``StatementStats``), keyed by statement key; read-only decided by pglast."""
+    from dbops.profile.candidates import ColumnResolver, analyze_statement
+
+    resolver = ColumnResolver(conn)
+    out = {}
+    for stmt in statements:
+        shape = analyze_statement(resolver, stmt.query)
+        if shape is None:
+            continue  # utility statements (BEGIN, SET...) have no plan worth reading
+        out[stmt.key] = explain(conn, stmt.query, shape.read_only)
+    return out

@@ -1,0 +1,90 @@
+"""`dbops profile` (top statements, plans, health) and `dbops advise` (index advice verified on a scratch copy).
+
+Environment: ``DBOPS_REVIEW_DIR`` (where review migrations go, default ``review/migrations``),
+``DBOPS_SCRATCH_URL`` (a restored copy to verify on instead of a clone of the target; it holds a password, so it is
+read from the environment only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from dbops.config import Settings, project_dir
+from dbops.pg.connect import connection, database_name
+from dbops.redact import redact_url
+
+
+def review_dir(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("DBOPS_REVIEW_DIR") or project_dir() / "review" / "migrations")
+
+
+def _target(settings: Settings) -> str:
+    if settings.embedded:
+        from dbops.instance import ensure_embedded
+
+        ensure_embedded(settings)
+    return settings.target_url()
+
+
+def profile_main(argv: list[str], settings: Settings) -> int:
+    from dbops.profile.health import health
+    from dbops.profile.plans import explain_top
+    from dbops.profile.report import health_table, profile_table, render_text, summary_lines
+    from dbops.profile.statements import SnapshotStore, profile
+
+    parser = argparse.ArgumentParser(prog="dbops profile", description="Top statements since the last profile"
+                                     " (or the stats reset), their plans' anti-patterns, and health facts.")
+    parser.add_argument("--top", type=int, default=20, help="how many statements to show (default 20)")
+    parser.add_argument("--since-reset", action="store_true",
+                        help="cumulative since the pg_stat_statements reset; do not update the stored snapshot")
+    parser.add_argument("--no-plans", action="store_true", help="skip EXPLAIN of the top statements")
+    args = parser.parse_args(argv)
+    url = _target(settings)
+    store = None if args.since_reset else SnapshotStore(settings.home / "profile", database_name(url))
+    with connection(url) as conn:
+        prof = profile(conn, store, args.top)
+        plans = {} if args.no_plans else explain_top(conn, prof.top)
+        facts = health(conn)
+    print(f"query profile of {redact_url(url)}")
+    print("\n".join(summary_lines(prof, facts)))
+    print()
+    print(render_text("top statements by total time", profile_table(prof, plans)))
+    print()
+    print(render_text("tables", health_table(facts)))
+    return 0
+
+
+def advise_main(argv: list[str], settings: Settings) -> int:
+    from dbops.profile.advise import advise
+    from dbops.profile.report import advice_table, render_text
+    from dbops.profile.statements import profile
+
+    parser = argparse.ArgumentParser(prog="dbops advise", description="Index advice for the top statements since"
+                                     " the stats reset, verified by measurement on a scratch copy; migrations for"
+                                     " verified advice are written for review, never applied.")
+    parser.add_argument("--top", type=int, default=20, help="how many top statements to derive candidates from")
+    parser.add_argument("--review-dir", help="where to write migrations (default $DBOPS_REVIEW_DIR or"
+                        " review/migrations)")
+    parser.add_argument("--no-verify", action="store_true", help="propose only; no scratch copy, no migration")
+    args = parser.parse_args(argv)
+    url = _target(settings)
+    with connection(url) as conn:
+        prof = profile(conn, None, args.top)
+    report = advise(url, prof, review_dir=review_dir(args.review_dir), migrations_dir=settings.migrations_dir,
+                    scratch_url=os.environ.get("DBOPS_SCRATCH_URL") or None, bin_dir=settings.pg_bin,
+                    verify_candidates=not args.no_verify)
+    print(f"index advice for {redact_url(url)}" + (f" (verified on a {report.scratch_method} copy)"
+                                                   if report.scratch_method else ""))
+    print(render_text("advice, verified first", advice_table(report)))
+    return 0
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    """`profile ...` or `advise ...` (the first argument picks the command)."""
+    if argv and argv[0] == "advise":
+        return advise_main(argv[1:], settings)
+    if argv and argv[0] == "profile":
+        return profile_main(argv[1:], settings)
+    return profile_main(argv, settings)
