@@ -4,27 +4,17 @@ Prometheus alike (backup age, drill RTO, load-test latency, audit findings, inte
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from dbops.monitor.lifecycle import LifecycleFigures
 from dbops.monitor.targets import CheckTarget
 
 LIFECYCLE_ASSETS = ("schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test",
                     "logical_backup", "base_backup", "restore_drill", "backup_retention", "integrity_validation",
                     "index_integrity", "security_audit")
 BACKUP_ASSETS = ("logical_backup", "base_backup")
-
-
-@dataclass
-class LifecycleFigures:
-    """Per asset: when it last materialized and its numeric metadata; per check: passed (1) or failed (0)."""
-
-    materialized_at: dict[str, float] = field(default_factory=dict)
-    numbers: dict[str, dict[str, float]] = field(default_factory=dict)
-    checks: dict[tuple[str, str], tuple[bool, float]] = field(default_factory=dict)
-    backup_age_seconds: float | None = None
 
 
 def _numeric(value: object) -> float | None:
