@@ -75,6 +75,12 @@ def check_indexes(
             report.problems.append(IndexProblem(f"{schema}.{index}", f"{schema}.{table}", _first_line(exc)))
         except psycopg.errors.DataCorrupted as exc:
             report.problems.append(IndexProblem(f"{schema}.{index}", f"{schema}.{table}", _first_line(exc)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise AmcheckUnavailable(
+                f"not allowed to run bt_index_check on {schema}.{index}: {_first_line(exc)}",
+                "GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO the dbops role, and "
+                "pg_read_all_data (or ownership) on the tables",
+            ) from exc
         report.checked += 1
     report.not_valid = not_valid_constraints(conn, schemas)
     report.seconds = time.monotonic() - started
