@@ -1,0 +1,127 @@
+"""``query_profile`` and ``index_advice`` (group ``performance``) with their checks; the work is in dbops.profile."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from dbops.config import Settings
+from dbops.defs.resources import DatabaseResource
+from dbops.pg.connect import database_name
+from dbops.profile.advise import advise
+from dbops.profile.cli import review_dir
+from dbops.profile.health import health
+from dbops.profile.plans import explain_top
+from dbops.profile.report import advice_table, health_table, profile_table, render_markdown
+from dbops.profile.statements import SLOW_MEAN_MS, SnapshotStore, profile
+
+CACHE_HIT_TARGET = 0.99
+
+
+class ProfileConfig(dg.Config):
+    top: int = 20
+    snapshot_dir: str = ""  # default: $DBOPS_HOME/profile
+
+
+class AdviceConfig(dg.Config):
+    top: int = 20
+    review_dir: str = ""  # default: $DBOPS_REVIEW_DIR or review/migrations
+    verify: bool = True
+
+
+@dg.asset(
+    group_name="performance",
+    kinds={"postgres"},
+    check_specs=[
+        dg.AssetCheckSpec("slow_queries_under_target", asset="query_profile",
+                          description=f"mean time of the slowest 10 % of statements < {SLOW_MEAN_MS:.0f} ms"),
+        dg.AssetCheckSpec("cache_hit_ratio", asset="query_profile",
+                          description=f"buffer cache hit ratio >= {CACHE_HIT_TARGET}"),
+    ],
+    description="Top statements from pg_stat_statements since the previous materialization (or the stats reset), "
+    "their plans' anti-patterns, and health facts (cache hits, vacuum, wraparound, sequences, bloat).",
+)
+def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
+                  database: DatabaseResource) -> dg.MaterializeResult:
+    root = Path(config.snapshot_dir) if config.snapshot_dir else Settings.from_env().home / "profile"
+    store = SnapshotStore(root, database_name(database.url))
+    with database.connect() as conn:
+        prof = profile(conn, store, config.top)
+        plans = explain_top(conn, prof.top)
+        facts = health(conn)
+    flags = sum(len(p.flags) for p in plans.values())
+    context.log.info(f"{prof.statements} statements, {prof.calls} calls, slowest 10 % mean "
+                     f"{prof.slowest_10pct_mean_ms:.2f} ms, {flags} plan flags")
+    hit = facts.cache_hit_ratio
+    return dg.MaterializeResult(
+        metadata={
+            "top_statements": dg.MetadataValue.md(render_markdown(profile_table(prof, plans))),
+            "tables": dg.MetadataValue.md(render_markdown(health_table(facts))),
+            "dagster/row_count": dg.MetadataValue.int(prof.statements),
+            "calls": dg.MetadataValue.int(prof.calls),
+            "total_time_ms": dg.MetadataValue.float(prof.total_ms),
+            "p95_mean_ms": dg.MetadataValue.float(prof.p95_mean_ms),
+            "slowest_10pct_mean_ms": dg.MetadataValue.float(prof.slowest_10pct_mean_ms),
+            "plan_flags": dg.MetadataValue.int(flags),
+            "cache_hit_ratio": dg.MetadataValue.float(hit if hit is not None else 1.0),
+            "xid_age": dg.MetadataValue.int(facts.xid_age),
+            "sequences_in_danger": dg.MetadataValue.int(len(facts.sequences_in_danger)),
+            "stats_reset": dg.MetadataValue.bool(prof.stats_reset),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="slow_queries_under_target",
+                passed=prof.slowest_10pct_mean_ms < SLOW_MEAN_MS,
+                metadata={"slowest_10pct_mean_ms": prof.slowest_10pct_mean_ms, "target_ms": SLOW_MEAN_MS},
+            ),
+            dg.AssetCheckResult(
+                check_name="cache_hit_ratio",
+                passed=hit is None or hit >= CACHE_HIT_TARGET,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"cache_hit_ratio": hit if hit is not None else 1.0, "target": CACHE_HIT_TARGET},
+            ),
+        ],
+    )
+
+
+@dg.asset(
+    group_name="performance",
+    kinds={"postgres"},
+    deps=[query_profile],
+    check_specs=[dg.AssetCheckSpec("no_unindexed_foreign_keys", asset="index_advice",
+                                   description="every foreign key is served by an index")],
+    description="Unused, duplicate and redundant indexes, unindexed foreign keys, and candidate indexes for the top "
+    "statements (since the stats reset) measured on a scratch copy; verified advice ranks first and gets a "
+    "CREATE INDEX CONCURRENTLY migration in the review folder, never applied.",
+)
+def index_advice(context: dg.AssetExecutionContext, config: AdviceConfig,
+                 database: DatabaseResource) -> dg.MaterializeResult:
+    settings = Settings.from_env()
+    with database.connect() as conn:
+        prof = profile(conn, None, config.top)
+    report = advise(database.url, prof, review_dir=review_dir(config.review_dir or None),
+                    migrations_dir=settings.migrations_dir, scratch_url=os.environ.get("DBOPS_SCRATCH_URL") or None,
+                    bin_dir=settings.pg_bin, verify_candidates=config.verify)
+    unindexed = [f for f in report.findings if f.kind == "unindexed_fk"]
+    best = max((a.measurement.speedup for a in report.verified if a.measurement), default=0.0)
+    context.log.info(f"{len(report.verified)} verified of {len(report.advice)} candidates "
+                     f"(copy: {report.scratch_method}); {len(report.findings)} findings on existing indexes")
+    return dg.MaterializeResult(
+        metadata={
+            "advice": dg.MetadataValue.md(render_markdown(advice_table(report))),
+            "candidates": dg.MetadataValue.int(len(report.advice)),
+            "verified": dg.MetadataValue.int(len(report.verified)),
+            "best_speedup": dg.MetadataValue.float(best),
+            "unused_indexes": dg.MetadataValue.int(sum(f.kind == "unused" for f in report.findings)),
+            "duplicate_indexes": dg.MetadataValue.int(
+                sum(f.kind in ("duplicate", "redundant") for f in report.findings)),
+            "unindexed_foreign_keys": dg.MetadataValue.int(len(unindexed)),
+            "review_migrations": dg.MetadataValue.json([str(a.migration) for a in report.verified if a.migration]),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name="no_unindexed_foreign_keys",
+            passed=not unindexed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unindexed": dg.MetadataValue.json([f.detail for f in unindexed])},
+        )],
+    )
