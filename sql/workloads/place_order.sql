@@ -7,7 +7,9 @@
 \set p2 :tenants * random(0, :products_per_tenant - 1) + :t
 \set q1 random(1, 3)
 \set q2 random(1, 3)
+\startpipeline
 BEGIN;
 SELECT set_config('app.tenant_id', :t, true);
 WITH line AS (SELECT p.id AS product_id, l.q AS quantity, p.price FROM (VALUES (:p1::bigint, :q1::int), (:p2::bigint, :q2::int)) AS l (pid, q) JOIN app.products AS p ON p.tenant_id = :t::bigint AND p.id = l.pid), ord AS (INSERT INTO app.orders (tenant_id, user_id, status, total, currency) SELECT :t::bigint, :u::bigint, 'paid', sum(quantity * price), 'XTS' FROM line RETURNING tenant_id, id, created_at, total), item AS (INSERT INTO app.order_items (tenant_id, order_id, order_created_at, product_id, quantity, unit_price) SELECT ord.tenant_id, ord.id, ord.created_at, line.product_id, line.quantity, line.price FROM ord, line) INSERT INTO app.payments (tenant_id, order_id, order_created_at, amount, method, status) SELECT tenant_id, id, created_at, total, 'card', 'captured' FROM ord;
 COMMIT;
+\endpipeline
