@@ -95,7 +95,7 @@ def migrated(server: EmbeddedServer, database: str = REF_DB) -> str:
     return url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def certificates() -> Iterator[Certificates]:
     directory = make_test_dir("certs")
     try:
@@ -112,7 +112,7 @@ HARDENED_HBA = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tls_server(certificates: Certificates) -> Iterator[EmbeddedServer]:
     """PostgreSQL 15 accepting TLS only (TLSv1.2+), with the reference schema in database ``ref``."""
     server = start_test_server(PG15_BIN)
@@ -124,7 +124,7 @@ def tls_server(certificates: Certificates) -> Iterator[EmbeddedServer]:
         stop_test_server(server)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def plain_server() -> Iterator[EmbeddedServer]:
     """The embedded PostgreSQL 18 as dbops runs it (loopback, SCRAM, no TLS), with the reference schema."""
     server = start_test_server()
@@ -179,8 +179,7 @@ WEAKENING_SQL = [
 REFERENCE_LOGIN_ROLES = ["dbops_migrator", "dbops_app_rw", "dbops_app_ro", "dbops_auditor"]
 
 
-@pytest.fixture(scope="module")
-def weak_server(certificates: Certificates) -> Iterator[EmbeddedServer]:
+def start_weak_server(certificates: Certificates) -> EmbeddedServer:
     """PostgreSQL 15 with the reference schema in ``ref`` and every flaw of WEAKENING_SQL/WEAK_HBA planted."""
     server = start_test_server(PG15_BIN)
     try:
@@ -192,6 +191,27 @@ def weak_server(certificates: Certificates) -> Iterator[EmbeddedServer]:
             for statement in WEAKENING_SQL:
                 conn.execute(statement)
         configure(server, WEAK_HBA, WEAK_SETTINGS, certificates)
+    except BaseException:
+        stop_test_server(server)
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def weak_server(certificates: Certificates) -> Iterator[EmbeddedServer]:
+    """The weakened cluster, shared by the tests that only read it."""
+    server = start_weak_server(certificates)
+    try:
+        yield server
+    finally:
+        stop_test_server(server)
+
+
+@pytest.fixture
+def weak_server_to_harden(certificates: Certificates) -> Iterator[EmbeddedServer]:
+    """A weakened cluster of its own, for a test that changes it."""
+    server = start_weak_server(certificates)
+    try:
         yield server
     finally:
         stop_test_server(server)

@@ -26,9 +26,9 @@ def run_security(args: list[str], url: str, tmp_path: Path, **extra: str) -> sub
                           text=True, timeout=120, cwd=PROJECT_DIR, check=False)
 
 
-def test_harden_plan_applied_as_migration_leaves_only_manual_findings(weak_server: EmbeddedServer,
+def test_harden_plan_applied_as_migration_leaves_only_manual_findings(weak_server_to_harden: EmbeddedServer,
                                                                        tmp_path: Path) -> None:
-    url = weak_server.url(REF_DB)
+    url = weak_server_to_harden.url(REF_DB)
     before = audit_database(url, MATRIX, check_backups=False)
     hardening = plan(before)
     assert any(s.startswith("-- review first: DROP LANGUAGE") for s in hardening.transactional)
@@ -54,12 +54,13 @@ def test_cli_audit_exit_codes_and_no_password_anywhere(weak_server: EmbeddedServ
     weak_url, password = weak_server.url(REF_DB), weak_server.password
     weak = run_security(["audit"], weak_url, tmp_path)
     assert weak.returncode == 1, weak.stderr
-    assert "| critical | SEC005 | A07:2021" in weak.stdout  # the trust line (fixed by hand only)
+    assert "| critical | SEC001 | A01:2021" in weak.stdout and "| critical | SEC005 | A07:2021" in weak.stdout
     assert run_security(["audit", "--fail-on", "critical"], tls_server.url(REF_DB), tmp_path).returncode == 0
     high = run_security(["audit", "--fail-on", "low", "--format", "json"], tls_server.url(REF_DB), tmp_path)
     assert high.returncode == 1 and '"critical": 0' in high.stdout and '"high": 0' in high.stdout
     plan_run = run_security(["harden", "--plan"], weak_url, tmp_path)
-    assert plan_run.returncode == 0 and '-- review first: DROP LANGUAGE "plevil";' in plan_run.stdout
+    assert plan_run.returncode == 0 and 'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC;' in plan_run.stdout
+    assert '-- review first: DROP LANGUAGE "plevil";' in plan_run.stdout
     refused = run_security(["harden"], weak_url, tmp_path)
     assert refused.returncode == 1 and "reviewed migration" in refused.stderr
     # a wrong, known password in the URL: one redacted line
