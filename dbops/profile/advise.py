@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from dbops.pg.connect import connection
 from dbops.profile.candidates import Candidate, ColumnResolver, analyze_statement, candidates_for, is_covered
@@ -72,6 +73,17 @@ def propose(conn: psycopg.Connection[Any], statements: list[StatementStats]) -> 
     return list(merged.values())
 
 
+def partitions_of(conn: psycopg.Connection[Any], table: str) -> list[str]:
+    """Direct partitions of a partitioned table (empty for a plain table)."""
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname FROM pg_partition_tree(to_regclass(%s)) AS t"
+        " JOIN pg_class AS c ON c.oid = t.relid JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE t.level = 1 ORDER BY 1",  # one level: sub-partitioned trees are not handled
+        (psycopg.sql.Identifier(*table.split(".", 1)).as_string(conn),),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def _param_count(query: str) -> int:
     numbers = [int(n) for n in re.findall(r"\$(\d+)", query)]
     return max(numbers, default=0)
@@ -127,7 +139,9 @@ def advise(target_url: str, prof: QueryProfile, *, review_dir: Path, migrations_
     for item in advice:
         m = item.measurement
         if m is not None and m.helped:
+            with connection(target_url) as conn:
+                parts = partitions_of(conn, item.candidate.table)
             item.migration = write_migration(review_dir, migrations_dir, item.candidate, m.speedup, m.before_ms,
-                                             m.after_ms, m.index_bytes)
+                                             m.after_ms, m.index_bytes, parts)
     report.advice = sorted(advice, key=lambda a: (not a.verified, -(a.measurement.speedup if a.measurement else 0)))
     return report

@@ -28,26 +28,40 @@ def next_version(*folders: Path) -> int:
     return highest + 1
 
 
-def migration_text(candidate: Candidate, speedup: float, before_ms: float, after_ms: float, size: int) -> str:
-    ident = sql.Identifier(candidate.name).as_string(None)
-    table = sql.Identifier(*candidate.table.split(".", 1)).as_string(None)
-    cols = ", ".join(sql.Identifier(c).as_string(None) for c in candidate.columns)
-    return (
+def _q(*parts: str) -> str:
+    return sql.Identifier(*parts).as_string(None)
+
+
+def migration_text(candidate: Candidate, speedup: float, before_ms: float, after_ms: float, size: int,
+                   partitions: list[str] | None = None) -> str:
+    """The migration; a partitioned table gets the documented pattern (CONCURRENTLY is refused on its parent):
+    an invalid index ``ON ONLY`` the parent, each partition's index built concurrently, then attached."""
+    cols = ", ".join(_q(c) for c in candidate.columns)
+    head = (
         "-- dbops:no-transaction\n"
         f"-- Verified by dbops advise on a scratch copy: {before_ms:.2f} ms -> {after_ms:.2f} ms"
         f" ({speedup:.1f}x faster) for the affected queries; index size {size:,} bytes.\n"
         "-- Review before moving this file into sql/migrations: dbops never applies it by itself.\n"
-        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {ident} ON {table} ({cols});\n"
     )
+    table = _q(*candidate.table.split(".", 1))
+    if not partitions:
+        return head + f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_q(candidate.name)} ON {table} ({cols});\n"
+    lines = [f"CREATE INDEX IF NOT EXISTS {_q(candidate.name)} ON ONLY {table} ({cols});"]
+    for part in partitions:
+        child = Candidate(part, candidate.columns)
+        lines.append(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_q(child.name)} ON {_q(*part.split('.', 1))} ({cols});")
+        lines.append(f"ALTER INDEX {_q(candidate.schema, candidate.name)} ATTACH PARTITION"
+                     f" {_q(child.schema, child.name)};")
+    return head + "\n".join(lines) + "\n"
 
 
 def write_migration(review_dir: Path, migrations_dir: Path | None, candidate: Candidate, speedup: float,
-                    before_ms: float, after_ms: float, size: int) -> Path:
+                    before_ms: float, after_ms: float, size: int, partitions: list[str] | None = None) -> Path:
     """Write (or rewrite, keeping its version) the review migration for one candidate."""
     review_dir = Path(review_dir)
     review_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"__add_index_{candidate.name}.sql"
     existing = sorted(review_dir.glob(f"V*{suffix}"))
     path = existing[0] if existing else review_dir / f"V{next_version(review_dir, migrations_dir)}{suffix}"
-    path.write_text(migration_text(candidate, speedup, before_ms, after_ms, size))
+    path.write_text(migration_text(candidate, speedup, before_ms, after_ms, size, partitions))
     return path
