@@ -51,7 +51,7 @@ def connect_allowance(clients: int) -> int:
     return 0 if clients <= 200 else 2 + clients // 500
 
 
-_ABORT = re.compile(r"client \d+ aborted", re.I)
+_ABORT = re.compile(r"client \d+ (?:script \d+ )?aborted", re.I)
 _TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.M)
 _CONNECTION = re.compile(r"^initial connection time = ([\d.]+) ms", re.M)
 

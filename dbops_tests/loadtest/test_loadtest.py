@@ -146,3 +146,13 @@ def test_missing_pgbouncer_and_too_few_descriptors(seeded_url: str, monkeypatch:
         with pytest.raises(DbopsError, match="too few file descriptors.*ulimit -Hn"):
             raise_fd_limit(hard + 1)
     assert raise_fd_limit(64) >= 64
+
+
+def test_failed_transactions_are_counted(seeded_url: str, tmp_path: Path) -> None:
+    flaky = tmp_path / "flaky.sql"
+    flaky.write_text("\\set x random(0, 9)\nSELECT 1 / :x;\n")  # one transaction in ten fails: its client aborts
+    result = run_load_test(seeded_url, LoadTestPlan(profile=str(flaky), users=[4], duration_s=1, think_time_s=None,
+                                                    random_seed=3))
+    step = result.steps[0]
+    assert step.total["transactions"] > 0 and result.failures >= 1
+    assert step.error and "division by zero" in step.error
