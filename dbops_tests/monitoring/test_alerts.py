@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from pathlib import Path
 
 import pytest
 
-from dbops.alerts.engine import FIRING, RESOLVED, AlertEngine, metric_readings
+from dbops.alerts.engine import FIRING, RESOLVED, AlertEngine, Reading, metric_readings
 from dbops.alerts.notify import alert_tick
-from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
+from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink, sinks_from_env
+from dbops.errors import ConfigError
 from dbops.monitor.targets import TargetsError, load_targets, parse_targets
-from dbops_tests.monitoring.conftest import Receiver
+from dbops_tests.monitoring.conftest import Receiver, SmtpReceiver
 
 TARGETS = {
     "defaults": {"cooldown": "10m"},
@@ -113,3 +116,29 @@ def test_the_shipped_targets_file_loads() -> None:
     targets = load_targets()
     assert {"connections_used_ratio", "cache_hit_ratio", "longest_transaction_seconds"} <= targets.metric_names()
     assert ("integrity_validation", "no_integrity_violations") in {(c.asset, c.check) for c in targets.checks}
+
+
+def test_sinks_from_env_email_webhook_slack_and_log(receiver: Receiver, smtp_receiver: SmtpReceiver,
+                                                    tmp_path: Path) -> None:
+    env = {
+        "DBOPS_ALERT_SLACK_WEBHOOK": receiver.url,
+        "DBOPS_ALERT_WEBHOOK_URL": receiver.url + "/json",
+        "DBOPS_ALERT_SMTP_HOST": "127.0.0.1",
+        "DBOPS_ALERT_SMTP_PORT": str(smtp_receiver.port),
+        "DBOPS_ALERT_SMTP_FROM": "dbops@example.org",
+        "DBOPS_ALERT_SMTP_TO": "dba@example.org, oncall@example.org",
+        "DBOPS_ALERT_LOG_FILE": str(tmp_path / "a.log"),
+    }
+    sinks = sinks_from_env(env)
+    assert [s.name for s in sinks] == ["slack", "webhook", "email", "logfile"]
+    engine = AlertEngine(parse_targets(TARGETS))
+    result = alert_tick(engine, [Reading("check:integrity_validation/no_integrity_violations", True, 5.0, 1.0,
+                                         "asset check integrity_validation/no_integrity_violations failed")], sinks)
+    assert [d.ok for d in result.deliveries] == [True] * 4
+    assert sorted(b.get("status", "slack") for b in receiver.bodies) == ["firing", "slack"]
+    assert len(smtp_receiver.messages) == 1
+    mail = email.message_from_string(smtp_receiver.messages[0], policy=email.policy.default)
+    assert mail["Subject"] == "[dbops CRITICAL] asset check integrity_validation/no_integrity_violations failed"
+    assert mail["To"] == "dba@example.org, oncall@example.org"
+    with pytest.raises(ConfigError, match="DBOPS_ALERT_SMTP_FROM or DBOPS_ALERT_SMTP_TO"):
+        sinks_from_env({"DBOPS_ALERT_SMTP_HOST": "127.0.0.1"})
