@@ -424,8 +424,9 @@ def server_file_roles(ctx: AuditContext) -> list[Finding]:
         fix = f"REVOKE {q(group)} FROM {q(member)};"
         out.append(Finding("SEC019", f"member of {group}", severity, A01_ACCESS, f"{member} in {group}",
                            f"{member} is a member of {group}: it can "
-                           + ("run programs on the server" if severity is Severity.CRITICAL
-                              else "read or write any file the server can"), fix, (fix,)))
+                           + {"pg_execute_server_program": "run programs on the server as its OS user",
+                              "pg_read_server_files": "read any file the server can",
+                              "pg_write_server_files": "write any file the server can"}[group], fix, (fix,)))
     return out
 
 
