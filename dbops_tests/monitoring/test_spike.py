@@ -18,6 +18,9 @@ from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
 from dbops.defs.monitoring.sensors import DATABASE_HEALTH, build_alert_sensor, database_health_sensor
 from dbops.defs.resources import DatabaseResource
 from dbops.monitor.targets import parse_targets
+from dbops.pg.connect import drop_database
+from dbops.pg.server import EmbeddedServer
+from dbops_tests.conftest import new_database, start_test_server, stop_test_server
 from dbops_tests.monitoring.conftest import Receiver
 
 SESSIONS = 20
@@ -27,6 +30,8 @@ TARGETS = parse_targets({
         # breach must last 2 s here (2 m in production) so a one-tick spike does not page
         {"metric": "idle_in_transaction_sessions", "op": ">", "threshold": 10, "for": "2s", "severity": "critical",
          "summary": "sessions idle in transaction"},
+        {"metric": "connections_used_ratio", "op": ">", "threshold": 0.8, "for": "2s", "severity": "critical",
+         "summary": "more than 80 % of max_connections in use"},
         {"metric": "up", "op": "<", "threshold": 1, "for": 0},
     ],
     "checks": [{"asset": "integrity_validation", "check": "no_integrity_violations", "severity": "critical"}],
@@ -92,6 +97,25 @@ class Ticker:
         self.alert_cursor = result.cursor
 
 
+@pytest.fixture(scope="module")
+def spike_server() -> Iterator[EmbeddedServer]:
+    """A server of its own with max_connections = 25, so 20 sessions cross the 80 % connections target."""
+    server = start_test_server(max_connections="25")
+    try:
+        yield server
+    finally:
+        stop_test_server(server)
+
+
+@pytest.fixture
+def spike_db(spike_server: EmbeddedServer) -> Iterator[str]:
+    url = new_database(spike_server.url("postgres"))
+    try:
+        yield url
+    finally:
+        drop_database(spike_server.url("postgres"), url.rsplit("/", 1)[1])
+
+
 @pytest.fixture
 def ticker(fresh_db: str, receiver: Receiver, tmp_path: Any) -> Iterator[Ticker]:
     t = Ticker(fresh_db, [SlackWebhookSink(receiver.url), LogFileSink(tmp_path / "alerts.log")])
@@ -101,28 +125,40 @@ def ticker(fresh_db: str, receiver: Receiver, tmp_path: Any) -> Iterator[Ticker]
         t.instance.dispose()
 
 
-def test_spike_alerts_once_then_resolves(fresh_db: str, receiver: Receiver, ticker: Ticker) -> None:
+def test_spike_alerts_once_then_resolves(spike_db: str, receiver: Receiver, tmp_path: Any) -> None:
+    ticker = Ticker(spike_db, [SlackWebhookSink(receiver.url), LogFileSink(tmp_path / "alerts.log")])
+    try:
+        spike(ticker, spike_db, receiver)
+    finally:
+        ticker.instance.dispose()
+
+
+def spike(ticker: Ticker, url: str, receiver: Receiver) -> None:
     ticker.tick()
     assert ticker.observations[-1]["up"] == 1.0
     # a one-tick spike: recorded, not paged
-    with open_transactions(fresh_db, SESSIONS):
+    with open_transactions(url, SESSIONS):
         ticker.tick()
     assert ticker.observations[-1]["idle_in_transaction_sessions"] >= SESSIONS
     ticker.tick()
     assert receiver.bodies == []
     # a sustained spike: one alert, however many ticks it lasts
-    with open_transactions(fresh_db, SESSIONS):
+    with open_transactions(url, SESSIONS):
         started = time.monotonic()
         while time.monotonic() - started < 4.5:
             ticker.tick()
             time.sleep(0.5)
         assert ticker.observations[-1]["longest_transaction_seconds"] >= 4
-    assert len(receiver.bodies) == 1, receiver.bodies
-    assert "[dbops CRITICAL] sessions idle in transaction" in receiver.bodies[0]["text"]
+    texts = sorted(b["text"] for b in receiver.bodies)
+    assert len(texts) == 2, texts
+    assert texts[0].startswith("[dbops CRITICAL] more than 80 % of max_connections in use: connections_used_ratio")
+    assert texts[1].startswith("[dbops CRITICAL] sessions idle in transaction: idle_in_transaction_sessions = 20")
     ticker.tick()
     ticker.tick()
-    assert len(receiver.bodies) == 2
-    assert receiver.bodies[1]["text"].startswith("[dbops RESOLVED] sessions idle in transaction")
+    resolved = sorted(b["text"] for b in receiver.bodies[2:])
+    assert len(resolved) == 2, resolved
+    assert resolved[0].startswith("[dbops RESOLVED] more than 80 % of max_connections")
+    assert resolved[1].startswith("[dbops RESOLVED] sessions idle in transaction")
     # the figures a UI plots: rates exist from the second sample on, host figures because the server is local
     last = ticker.observations[-1]
     for name in ("connections_used_ratio", "commits_per_second", "cache_hit_ratio", "wal_bytes_per_second",
