@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,14 +14,16 @@ import pytest
 class Receiver:
     """A real HTTP server in a thread that records what it was POSTed (or answers 500 when ``down``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.bodies: list[dict] = []
         self.down = False
+        self.delay = delay
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(receiver.delay)
                 if receiver.down:
                     self.send_response(500)
                 else:
@@ -32,6 +35,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/T0KEN-secret"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,19 @@ def test_sinks_from_env_email_webhook_slack_and_log(receiver: Receiver, smtp_rec
     assert mail["To"] == "dba@example.org, oncall@example.org"
     with pytest.raises(ConfigError, match="DBOPS_ALERT_SMTP_FROM or DBOPS_ALERT_SMTP_TO"):
         sinks_from_env({"DBOPS_ALERT_SMTP_HOST": "127.0.0.1"})
+
+
+def test_a_hanging_sink_times_out_without_delaying_the_others(receiver: Receiver) -> None:
+    hanging = Receiver(delay=3.0)
+    try:
+        engine = AlertEngine(parse_targets({**TARGETS, "metrics": [{**TARGETS["metrics"][0], "for": 0}]}))
+        sinks = [JsonWebhookSink(hanging.url, name="hanging", timeout=0.5), JsonWebhookSink(receiver.url)]
+        started = time.monotonic()
+        result = alert_tick(engine, metric_readings(engine.targets, {"connections_used_ratio": 0.9}, 1.0), sinks,
+                            retries=2, backoff=0.1)
+        elapsed = time.monotonic() - started
+    finally:
+        hanging.close()
+    assert len(receiver.bodies) == 1
+    assert [d.sink for d in result.failed] == ["hanging"] and "timed out" in result.failed[0].error
+    assert elapsed < 2.5, elapsed
