@@ -7,6 +7,7 @@ column it is compared with, so verification can sample real values for it from t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,10 @@ class Candidate:
     def name(self) -> str:
         """A deterministic name within PostgreSQL's 63-byte limit."""
         base = f"{self.relname}_{'_'.join(self.columns)}_idx"
-        return base if len(base) <= 63 else base[:54] + f"_{abs(hash(base)) % 10**6:06d}_idx"[:9]
+        if len(base.encode()) <= 63:
+            return base
+        digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+        return base.encode()[:50].decode(errors="ignore") + f"_{digest}_idx"
 
     def describe(self) -> str:
         return f"{self.table} ({', '.join(self.columns)})"

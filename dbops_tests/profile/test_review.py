@@ -55,3 +55,26 @@ def test_verification_copies_with_pg_dump_while_the_operator_is_connected(plante
     with connection(planted_db) as conn:  # the scratch database is gone
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'dbops_scratch_%'").fetchone()[0]
         assert left == 0
+
+
+def test_verification_on_a_given_restored_copy(planted_db: str, server_url: str, tmp_path: Path) -> None:
+    from psycopg import sql
+
+    from dbops.pg.connect import database_name, drop_database, with_database
+
+    run_workload(planted_db, range(1, 11))
+    copy = "t_restored_copy_profile"
+    with connection(server_url) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(copy), sql.Identifier(database_name(planted_db))))
+    try:
+        with connection(planted_db) as conn:
+            prof = profile(conn, None)
+        report = advise(planted_db, prof, review_dir=tmp_path / "review",
+                        scratch_url=with_database(server_url, copy))
+        assert report.scratch_method == "given copy"
+        assert report.verified and report.verified[0].measurement.speedup > 10
+        with connection(with_database(server_url, copy)) as conn:  # the candidate was dropped after measuring
+            assert conn.execute("SELECT to_regclass('shop.visits_customer_id_idx')").fetchone()[0] is None
+    finally:
+        drop_database(server_url, copy)

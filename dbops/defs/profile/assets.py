@@ -27,6 +27,7 @@ class AdviceConfig(dg.Config):
     top: int = 20
     review_dir: str = ""  # default: $DBOPS_REVIEW_DIR or review/migrations
     verify: bool = True
+    allow_scratch_on_production: bool = False  # a scratch clone costs the production server I/O and disk
 
 
 @dg.asset(
@@ -97,11 +98,17 @@ def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
 def index_advice(context: dg.AssetExecutionContext, config: AdviceConfig,
                  database: DatabaseResource) -> dg.MaterializeResult:
     settings = Settings.from_env()
+    scratch_url = os.environ.get("DBOPS_SCRATCH_URL") or None
+    verify = config.verify
+    if verify and database.production and not scratch_url and not config.allow_scratch_on_production:
+        context.log.warning("production target and no DBOPS_SCRATCH_URL (restored copy): candidates are proposed, "
+                            "not verified; set allow_scratch_on_production to clone on the production server")
+        verify = False
     with database.connect() as conn:
         prof = profile(conn, None, config.top)
     report = advise(database.url, prof, review_dir=review_dir(config.review_dir or None),
-                    migrations_dir=settings.migrations_dir, scratch_url=os.environ.get("DBOPS_SCRATCH_URL") or None,
-                    bin_dir=settings.pg_bin, verify_candidates=config.verify)
+                    migrations_dir=settings.migrations_dir, scratch_url=scratch_url, bin_dir=settings.pg_bin,
+                    verify_candidates=verify)
     unindexed = [f for f in report.findings if f.kind == "unindexed_fk"]
     best = max((a.measurement.speedup for a in report.verified if a.measurement), default=0.0)
     context.log.info(f"{len(report.verified)} verified of {len(report.advice)} candidates "
