@@ -97,15 +97,21 @@ def is_local(url: str) -> bool:
     return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
 
 
-def _host_figures() -> tuple[dict[str, float], dict[str, float]]:
-    metrics = {
-        "host_cpu_percent": float(psutil.cpu_percent(interval=0.1)),
-        "host_memory_percent": float(psutil.virtual_memory().percent),
-    }
-    counters: dict[str, float] = {}
+def _host_figures(before: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Host CPU over the interval since the previous sample (a minute's average, not a 0.1 s glimpse), memory now,
+    and disk counters for the rates."""
+    cpu = psutil.cpu_times()
+    total = float(sum(cpu))
+    busy = total - float(cpu.idle + getattr(cpu, "iowait", 0.0))
+    counters = {"cpu_busy_seconds": busy, "cpu_total_seconds": total}
+    if before.get("cpu_total_seconds") is not None and total > before["cpu_total_seconds"]:
+        cpu_percent = 100.0 * (busy - before["cpu_busy_seconds"]) / (total - before["cpu_total_seconds"])
+    else:
+        cpu_percent = float(psutil.cpu_percent(interval=0.1))
+    metrics = {"host_cpu_percent": cpu_percent, "host_memory_percent": float(psutil.virtual_memory().percent)}
     io = psutil.disk_io_counters()
     if io is not None:
-        counters = {"disk_read_bytes": float(io.read_bytes), "disk_write_bytes": float(io.write_bytes)}
+        counters.update(disk_read_bytes=float(io.read_bytes), disk_write_bytes=float(io.write_bytes))
     return metrics, counters
 
 
@@ -155,12 +161,11 @@ def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bo
         counters[name] = float(values[name] or 0)
     if values["wal_bytes"] is not None:
         counters["wal_bytes"] = float(values["wal_bytes"])
+    before = (previous or {}).get("counters") or {}
     if host if host is not None else is_local(url):
-        host_metrics, host_counters = _host_figures()
+        host_metrics, host_counters = _host_figures(before)
         m.update(host_metrics)
         counters.update(host_counters)
-
-    before = (previous or {}).get("counters") or {}
     seconds = at - float((previous or {}).get("at") or at)
     hits, reads = counters["blks_hit"], counters["blks_read"]
     d_hits, d_reads = _rate(counters, before, "blks_hit", 1), _rate(counters, before, "blks_read", 1)

@@ -165,6 +165,7 @@ def spike(ticker: Ticker, url: str, receiver: Receiver) -> None:
                  "database_size_bytes", "wraparound_transactions_left", "host_cpu_percent", "lock_waits"):
         assert name in last, name
     assert 0 < last["connections_used_ratio"] < 1 and last["idle_in_transaction_sessions"] == 0
+    assert 0 <= last["host_cpu_percent"] <= 100 and 0 < last["host_memory_percent"] <= 100
     recorded = ticker.instance.fetch_observations(DATABASE_HEALTH, limit=100).records
     assert len(recorded) == len(ticker.observations)
 
