@@ -1,0 +1,1 @@
+"""Backups: stores (local, S3), envelope encryption, manifests, and logical backups."""

@@ -1,0 +1,95 @@
+"""Envelope encryption keys: a master key from the environment wraps a random data key per backup.
+
+The master key is 32 bytes, given base64-encoded in ``DBOPS_BACKUP_KEY`` or as a file named by
+``DBOPS_BACKUP_KEY_FILE``. Its id (a hash prefix) is written in each manifest, so a restore with the wrong key says so
+instead of failing deep inside decryption, and rotating the master key only re-wraps the small data keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from dbops.errors import ConfigError, DbopsError
+
+KEY_ENV = "DBOPS_BACKUP_KEY"
+KEY_FILE_ENV = "DBOPS_BACKUP_KEY_FILE"
+
+
+class BackupIntegrityError(DbopsError):
+    """A stored backup is damaged, incomplete, or not what its manifest says."""
+
+
+def generate_key() -> str:
+    """A new master key, base64, for ``DBOPS_BACKUP_KEY``."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    secret: bytes
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> MasterKey:
+        env = dict(os.environ) if env is None else env
+        raw = env.get(KEY_ENV)
+        if not raw and env.get(KEY_FILE_ENV):
+            try:
+                raw = Path(env[KEY_FILE_ENV]).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the backup key file {env[KEY_FILE_ENV]}: {exc.strerror}",
+                                  f"fix {KEY_FILE_ENV} or set {KEY_ENV}") from exc
+        if not raw:
+            raise ConfigError(f"no backup encryption key: {KEY_ENV} and {KEY_FILE_ENV} are unset",
+                              f"set {KEY_ENV} to 32 random bytes in base64 (`dbops backup keygen` prints one)")
+        try:
+            secret = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError(f"{KEY_ENV} is not valid base64", "use `dbops backup keygen` to make a key") from exc
+        if len(secret) != 32:
+            raise ConfigError(f"{KEY_ENV} must decode to 32 bytes, got {len(secret)}",
+                              "use `dbops backup keygen` to make a key")
+        return cls(secret)
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(b"dbops-key-id:" + self.secret).hexdigest()[:16]
+
+    def wrap(self, data_key: bytes, backup_id: str) -> dict[str, str]:
+        nonce = os.urandom(12)
+        wrapped = AESGCM(self.secret).encrypt(nonce, data_key, b"dbops-data-key:" + backup_id.encode())
+        return {"key_id": self.key_id, "nonce": base64.b64encode(nonce).decode(),
+                "wrapped_key": base64.b64encode(wrapped).decode()}
+
+    def unwrap(self, wrapped: dict[str, str], backup_id: str) -> bytes:
+        if wrapped.get("key_id") != self.key_id:
+            raise BackupIntegrityError(
+                f"backup {backup_id} was encrypted with master key id {wrapped.get('key_id')}, but the key given has "
+                f"id {self.key_id}", f"set {KEY_ENV} to the key that made this backup",
+            )
+        try:
+            return AESGCM(self.secret).decrypt(base64.b64decode(wrapped["nonce"]),
+                                               base64.b64decode(wrapped["wrapped_key"]),
+                                               b"dbops-data-key:" + backup_id.encode())
+        except (InvalidTag, KeyError, ValueError) as exc:
+            raise BackupIntegrityError(f"the data key of backup {backup_id} cannot be unwrapped",
+                                       "the manifest was altered or the key is wrong") from exc
+
+    def sign(self, document: dict[str, Any]) -> str:
+        """HMAC over the canonical JSON of a manifest (without its signature): edits by hand are detected."""
+        body = json.dumps({k: v for k, v in document.items() if k != "signature"}, sort_keys=True,
+                          separators=(",", ":")).encode()
+        return hmac.new(hashlib.sha256(b"dbops-manifest:" + self.secret).digest(), body, hashlib.sha256).hexdigest()
+
+    def verify_signature(self, document: dict[str, Any]) -> bool:
+        return hmac.compare_digest(self.sign(document), str(document.get("signature", "")))

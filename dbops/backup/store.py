@@ -1,0 +1,260 @@
+"""Where backups live: a local directory or an S3 bucket, behind one small interface.
+
+Objects are written as streams: the local store writes ``<name>.partial`` and renames it when complete; the S3 store
+uses a multipart upload with bounded part buffers and aborts it on any failure. Neither ever holds a whole backup in
+memory or writes a full-size temporary file, and a failed write leaves nothing behind under the final name.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbops.errors import ConfigError, DbopsError
+from dbops.redact import redact
+
+Progress = Callable[[int], None]  # called with the bytes stored so far
+
+
+class StoreError(DbopsError):
+    """The backup store cannot be read or written."""
+
+
+@dataclass
+class PutResult:
+    size: int
+    sha256: str
+
+
+class Store:
+    kind = "abstract"
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def put(self, key: str, chunks: Iterable[bytes], progress: Progress | None = None) -> PutResult:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, [data])
+
+    def read_bytes(self, key: str) -> bytes:
+        return b"".join(self.get(key))
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        raise NotImplementedError
+
+
+class LocalStore(Store):
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def describe(self) -> str:
+        return f"local directory {self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise StoreError(f"object name {key!r} escapes the store", "use names inside the store")
+        return path
+
+    def put(self, key: str, chunks: Iterable[bytes], progress: Progress | None = None) -> PutResult:
+        path = self._path(key)
+        partial = path.with_name(path.name + ".partial")
+        digest, size = hashlib.sha256(), 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if progress:
+                        progress(size)
+                out.flush()
+                os.fsync(out.fileno())
+            partial.replace(path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise StoreError(f"the local store {self.root} is full while writing {key}",
+                                 "free space or prune old backups (`dbops backup prune`)") from exc
+            raise StoreError(f"cannot write {key} in {self.root}: {exc.strerror}", "check the directory") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return PutResult(size, digest.hexdigest())
+
+    def get(self, key: str) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below, generator-owned
+        except FileNotFoundError as exc:
+            raise StoreError(f"object {key} is missing from {self.root}", "the backup is incomplete") from exc
+        with handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()
+                      and not p.name.endswith(".partial"))
+
+
+class S3Store(Store):
+    kind = "s3"
+    PART_SIZE = 8 << 20
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
+                 sse: str | None = None, part_size: int = PART_SIZE) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.sse = sse
+        self.part_size = max(part_size, 5 << 20)
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+        )
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
+        return StoreError(f"S3 {action} of {key} in {self.describe()} failed: {redact(str(exc)).splitlines()[0]}",
+                          "check the endpoint, the bucket and the credentials (AWS_ACCESS_KEY_ID...)")
+
+    def put(self, key: str, chunks: Iterable[bytes], progress: Progress | None = None) -> PutResult:
+        full = self._key(key)
+        extra = {"ServerSideEncryption": self.sse} if self.sse else {}
+        digest, size = hashlib.sha256(), 0
+        upload_id = None
+        try:
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=full, **extra)["UploadId"]
+            parts, buffer, number = [], bytearray(), 1
+
+            def flush_part() -> None:
+                nonlocal number
+                response = self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                                   PartNumber=number, Body=bytes(buffer))
+                parts.append({"ETag": response["ETag"], "PartNumber": number})
+                number += 1
+                buffer.clear()
+
+            for chunk in chunks:
+                buffer += chunk
+                digest.update(chunk)
+                size += len(chunk)
+                if len(buffer) >= self.part_size:
+                    flush_part()
+                    if progress:
+                        progress(size)
+            if buffer or not parts:
+                flush_part()
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+            if progress:
+                progress(size)
+        except BaseException as exc:
+            if upload_id:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+                except Exception:  # noqa: S110 - the server may be the thing that failed
+                    pass
+            if isinstance(exc, DbopsError) or not isinstance(exc, Exception):
+                raise
+            raise self._fail("upload", key, exc) from exc
+        return PutResult(size, digest.hexdigest())
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        try:
+            extra = {"ServerSideEncryption": self.sse} if self.sse else {}
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        except Exception as exc:
+            raise self._fail("upload", key, exc) from exc
+
+    def get(self, key: str) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except self.client.exceptions.NoSuchKey as exc:
+            raise StoreError(f"object {key} is missing from {self.describe()}", "the backup is incomplete") from exc
+        except Exception as exc:
+            raise self._fail("download", key, exc) from exc
+        try:
+            yield from body.iter_chunks(1 << 20)
+        except Exception as exc:
+            raise self._fail("download", key, exc) from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception:
+            return False
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._fail("delete", key, exc) from exc
+
+    def list(self, prefix: str) -> list[str]:
+        out = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    out.append(key[len(self.prefix) + 1:] if self.prefix else key)
+        except Exception as exc:
+            raise self._fail("listing", prefix, exc) from exc
+        return sorted(out)
+
+
+def store_from_env(env: dict[str, str] | None = None, default_root: Path | None = None) -> Store:
+    """``DBOPS_BACKUP_STORE`` = ``local`` (``DBOPS_BACKUP_DIR``) or ``s3`` (``DBOPS_BACKUP_BUCKET``, ``_PREFIX``,
+    ``_S3_ENDPOINT``, ``_S3_REGION``, ``_S3_SSE``; credentials from the usual AWS_* variables)."""
+    env = dict(os.environ) if env is None else env
+    kind = env.get("DBOPS_BACKUP_STORE", "local").lower()
+    if kind == "local":
+        root = env.get("DBOPS_BACKUP_DIR") or (str(default_root) if default_root else "")
+        if not root:
+            raise ConfigError("no backup directory", "set DBOPS_BACKUP_DIR")
+        return LocalStore(Path(root))
+    if kind == "s3":
+        bucket = env.get("DBOPS_BACKUP_BUCKET")
+        if not bucket:
+            raise ConfigError("DBOPS_BACKUP_STORE=s3 but DBOPS_BACKUP_BUCKET is unset", "set the bucket name")
+        return S3Store(bucket, env.get("DBOPS_BACKUP_PREFIX", ""), endpoint_url=env.get("DBOPS_BACKUP_S3_ENDPOINT"),
+                       region=env.get("DBOPS_BACKUP_S3_REGION"), sse=env.get("DBOPS_BACKUP_S3_SSE"))
+    raise ConfigError(f"DBOPS_BACKUP_STORE={kind!r} is not a store kind", "use local or s3")
