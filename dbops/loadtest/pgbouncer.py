@@ -100,9 +100,9 @@ class PgBouncer:
     def start(self, timeout: float = 20) -> PgBouncer:
         program = find_pgbouncer()
         self.version = pgbouncer_version(program)
-        if self.work_dir is None:
-            self.work_dir = Path(tempfile.mkdtemp(prefix="dbops-pgbouncer-"))
-            self._own_dir = True
+        # A private directory (inside work_dir when given): handed to PgBouncer's OS user, removed at stop.
+        self.work_dir = Path(tempfile.mkdtemp(prefix="dbops-pgbouncer-", dir=self.work_dir))
+        self._own_dir = True
         self.port = self.port or free_port()
         (self.work_dir / "userlist.txt").write_text(f'"{self.user}" "{self.verifier}"\n')
         os.chmod(self.work_dir / "userlist.txt", 0o600)
@@ -113,6 +113,9 @@ class PgBouncer:
             from dbops.pg.commands import ensure_os_user
 
             entry = ensure_os_user(user)
+            parent = self.work_dir.parent
+            if parent != Path(tempfile.gettempdir()):  # PgBouncer's user must traverse it (search bit only)
+                os.chmod(parent, parent.stat().st_mode | 0o001)
             for path in (self.work_dir, *self.work_dir.iterdir()):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         run_command([program, "-d", config], user=user, timeout=timeout, what="pgbouncer")

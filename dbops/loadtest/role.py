@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -53,6 +54,7 @@ def loadtest_role(admin_url: str, member_of: str = APP_ROLE) -> Iterator[LoadTes
     """Create the run's login role (as a member of the app role) and drop it afterwards."""
     password = secrets.token_urlsafe(32)
     register_secret(password)
+    expiry = datetime.now(UTC) + timedelta(days=1)  # a role left by a killed run cannot log in for long
     role = LoadTestRole(f"dbops_loadtest_{secrets.token_hex(4)}", password, scram_verifier(password))
     with connection(admin_url) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [member_of]).fetchone()
@@ -61,7 +63,7 @@ def loadtest_role(admin_url: str, member_of: str = APP_ROLE) -> Iterator[LoadTes
         try:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS INHERIT "
                                  "PASSWORD {} VALID UNTIL {} IN ROLE {}").format(
-                sql.Identifier(role.name), sql.Literal(role.verifier), sql.Literal("infinity"),
+                sql.Identifier(role.name), sql.Literal(role.verifier), sql.Literal(expiry.isoformat()),
                 sql.Identifier(member_of)))
         except Exception as exc:
             raise DbopsError(f"cannot create the load test role: {str(exc).splitlines()[0]}",

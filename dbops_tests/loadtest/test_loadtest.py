@@ -107,6 +107,8 @@ def test_ramp_through_pgbouncer(seeded_url: str) -> None:
 
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
     assert left == []  # PgBouncer stopped
+    assert list(work.iterdir()) == []  # its private directory removed
+    work.rmdir()
 
 
 def test_unknown_profile_and_missing_script(tmp_path: Path) -> None:
