@@ -91,17 +91,24 @@ def run_sql(url: str, plans: list[TablePlan], days: list[date] | None) -> dict[s
 
 
 def worker(url: str) -> None:
-    """Child process: validate every seeded day and the dimensions with GX; print timings and peak RSS."""
+    """Child process: validate every seeded day and the dimensions with GX; print timings and peak RSS.
+
+    ``setup_seconds`` (importing GX, planning from the catalog, creating the ephemeral context) is paid once per
+    process and reported apart from ``seconds``, the validation itself.
+    """
     started = time.monotonic()
     evaluated = failed = 0
     with IntegrityValidator(url) as validator:
+        validator._validator()  # noqa: SLF001 - import GX and build the context before the clock starts
+        setup = time.monotonic() - started
+        started = time.monotonic()
         for report in [*validator.validate_days(seeded_days()), validator.validate_dimensions()]:
             evaluated += report.evaluated
             failed += report.failed
     seconds = time.monotonic() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": round(seconds, 2), "expectations": evaluated, "failed": failed,
-                      "peak_rss_mib": round(peak_kib / 1024, 1)}))
+    print(json.dumps({"seconds": round(seconds, 2), "setup_seconds": round(setup, 2), "expectations": evaluated,
+                      "failed": failed, "peak_rss_mib": round(peak_kib / 1024, 1)}))
 
 
 def run_gx(url: str) -> dict[str, Any]:
@@ -155,6 +162,9 @@ def measure(server: EmbeddedServer, rows: int) -> dict[str, Any]:
         "sql_whole_range": whole,
         "ratio_vs_sql_per_day": round(gx["seconds"] / max(per_day["seconds"], 1e-9), 2),
         "ratio_vs_sql_whole_range": round(gx["seconds"] / max(whole["seconds"], 1e-9), 2),
+        "ratio_with_setup_vs_sql_whole_range": round(
+            (gx["seconds"] + gx["setup_seconds"]) / max(whole["seconds"], 1e-9), 2
+        ),
     }
 
 

@@ -155,12 +155,16 @@ class GxValidator:
     def validate(self, batch_query: str, checks: list[Check], key: str | None = None) -> BatchOutcome:
         """Validate one batch (a SELECT with its range predicate) against ``checks``.
 
-        Two passes keep the SQL to what the verdict needs. The verdict pass runs in BOOLEAN_ONLY: column rules share
-        one aggregate query (no per-column "unexpected values" scans) and all CHECK constraints of the table share
-        one unexpected-rows query. Only rules that failed run again, one by one, with BASIC to count their rows.
+        Two passes keep the SQL to what the verdict needs. The verdict pass runs in BOOLEAN_ONLY: all row-level rules
+        of the table share one unexpected-rows query, and each multi-row rule (duplicates, orphans) has its own. Only
+        when something failed do the rules run again through their own GX expectation classes
+        (ExpectColumnValuesToNotBeNull, ...ToBeInSet, ...ToBeBetween, ...ToMatchRegex, unexpected rows) with BASIC,
+        to name the failing rule and count its rows.
         """
         batch = self._batch(key or batch_query, batch_query)
-        row_checks = [i for i, c in enumerate(checks) if c.kind == "check" and c.predicate]
+        # Every row-level rule (NOT NULL, CHECK, value set, range, pattern) is one predicate on one row: the verdict
+        # asks for all of them in a single scan, as a hand-written query would.
+        row_checks = [i for i, c in enumerate(checks) if c.predicate and c.kind != "row_count"]
         if len(row_checks) < 2:
             row_checks = []
         expectations = [expectation_for(c, i) for i, c in enumerate(checks) if i not in row_checks]
@@ -181,7 +185,7 @@ class GxValidator:
                     for j in row_checks:
                         outcome.outcomes[j] = Outcome(checks[j], False, 0, error)
                 elif not result.success:
-                    failing += row_checks  # which CHECK failed is settled by the counting pass
+                    failing += row_checks  # which rule failed is settled by the counting pass
                 continue
             outcome.outcomes[i] = Outcome(checks[i], bool(result.success) and error is None, 0, error)
             if not result.success and error is None:
