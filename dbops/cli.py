@@ -19,6 +19,12 @@ from dbops.redact import redact, redact_url
 STEP_COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("dbops.migrate.cli", "main"),
     "seed": ("dbops.seed.cli", "main"),
+    "validate": ("dbops.validate.cli", "main"),
+    "security": ("dbops.security.cli", "main"),
+    "profile": ("dbops.profile.cli", "profile_main"),
+    "advise": ("dbops.profile.cli", "advise_main"),
+    "metrics": ("dbops.monitor.cli", "metrics_main"),
+    "alerts": ("dbops.monitor.cli", "alerts_main"),
 }
 
 

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dbops.defs import catalog, migrate
+from dbops.defs import catalog, migrate, monitoring, profile, security, validate
 from dbops.defs.catalog.resources import CatalogResource
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import default_resources
+from dbops.defs.security.resources import SecurityResource
 
-STEP_DEFS = [migrate.defs, catalog.defs]
+STEP_DEFS = [migrate.defs, catalog.defs, profile.defs, validate.defs, security.defs, monitoring.defs]
 
 
 def build_defs() -> dg.Definitions:
-    resources = {**default_resources(), "migrations": MigrationsResource(), "catalog": CatalogResource()}
-    return dg.Definitions.merge(*STEP_DEFS, dg.Definitions(resources=resources))
+    resources = {
+        **default_resources(),
+        "migrations": MigrationsResource(),
+        "catalog": CatalogResource(),
+        "security": SecurityResource(),
+    }
+    merged = dg.Definitions.merge(*STEP_DEFS, dg.Definitions(resources=resources))
+    # The lifecycle schedules are built once every step's assets are known (a schedule for a missing step is skipped).
+    # A step that ships its own schedule keeps it.
+    keys = merged.resolve_asset_graph().get_all_asset_keys()
+    own = {s.name for s in merged.schedules or []}
+    extra = [s for s in monitoring.build_schedules(keys) if s.name not in own]
+    return dg.Definitions.merge(merged, dg.Definitions(schedules=extra))
 
 
 defs = build_defs()

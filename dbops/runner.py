@@ -34,12 +34,22 @@ class RunSummary:
 
     def render(self) -> str:
         lines = [f"run {self.run_id}: {'SUCCESS' if self.success else 'FAILURE'}"]
+        previous, repeats = None, 0
         for item in self.outcomes:
             mark = "ok  " if item.ok else "FAIL"
             figures = ", ".join(f"{k}={v}" for k, v in item.metadata.items())
-            lines.append(f"  {mark} {item.kind:5} {item.name}" + (f"  [{figures}]" if figures else ""))
+            line = f"  {mark} {item.kind:5} {item.name}" + (f"  [{figures}]" if figures else "")
+            if line == previous and not item.detail:  # one line per asset for a ranged run over many partitions
+                repeats += 1
+                continue
+            if repeats:
+                lines[-1] += f"  (x{repeats + 1} partitions)"
+            previous, repeats = line, 0
+            lines.append(line)
             if item.detail:
                 lines.append(f"        {item.detail}")
+        if repeats:
+            lines[-1] += f"  (x{repeats + 1} partitions)"
         if self.failure:
             lines.append(f"  error: {self.failure}")
         return "\n".join(lines)
@@ -78,14 +88,24 @@ def resolve_job(defs: dg.Definitions, selection: str) -> dg.JobDefinition:
 
 
 def run_selection(
-    defs: dg.Definitions, selection: str, instance: dg.DagsterInstance, partition_key: str | None = None
+    defs: dg.Definitions,
+    selection: str,
+    instance: dg.DagsterInstance,
+    partition_key: str | None = None,
+    partition_range: tuple[str, str] | None = None,
 ) -> RunSummary:
+    """Materialize ``selection`` in-process; ``partition_range`` (first, last) makes one ranged run (a backfill)."""
     job = resolve_job(defs, selection)
     # Step-by-step events go to the instance (and the UI); the terminal gets warnings and the summary below.
     level = os.environ.get("DBOPS_LOG_LEVEL", "WARNING").upper()
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+    tags = {}
+    if partition_range is not None:
+        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+        tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
     result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, raise_on_error=False, run_config=run_config
+        instance=instance, partition_key=partition_key, raise_on_error=False, run_config=run_config, tags=tags
     )
     outcomes: list[StepOutcome] = []
     for event in result.all_events:

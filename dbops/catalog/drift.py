@@ -53,9 +53,18 @@ def replay_snapshot(url: str, locations: Path | list[Path], *, schemas: list[str
         drop_database(url, scratch)
 
 
+# Extensions dbops' own steps create in the databases they inspect (profile, integrity); not schema drift.
+TOOL_EXTENSIONS = ("amcheck", "pg_stat_statements", "pgstattuple", "pg_buffercache")
+
+
 def detect_drift(url: str, locations: Path | list[Path], *, schemas: list[str] | None = None) -> DriftReport:
-    """Compare the live schema of ``url`` with a fresh replay of ``locations`` (partitions ignored: jobs add them)."""
+    """Compare the live schema of ``url`` with a fresh replay of ``locations``.
+
+    Partitions are ignored (a daily job adds them) and so are dbops' own tool extensions.
+    """
     expected, version = replay_snapshot(url, locations, schemas=schemas)
     with connection(url) as conn:
         live = snapshot(conn, schemas)
+    for snap in (expected, live):
+        snap["extensions"] = {k: v for k, v in snap["extensions"].items() if k not in TOOL_EXTENSIONS}
     return DriftReport(diff(expected, live, partitions=False), version)

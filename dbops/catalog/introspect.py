@@ -36,6 +36,8 @@ SELECT n.nspname, c.relname, c.relkind::text, obj_description(c.oid, 'pg_class')
        c.relacl::text[]
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND @SCHEMA_FILTER@
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
 ORDER BY 1, 2
 """
 
