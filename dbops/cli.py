@@ -19,6 +19,9 @@ from dbops.redact import redact, redact_url
 STEP_COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("dbops.migrate.cli", "main"),
     "seed": ("dbops.seed.cli", "main"),
+    "backup": ("dbops.backup.cli", "backup_main"),
+    "restore": ("dbops.backup.cli", "restore_main"),
+    "drill": ("dbops.backup.cli", "drill_main"),
     "validate": ("dbops.validate.cli", "main"),
     "security": ("dbops.security.cli", "main"),
     "profile": ("dbops.profile.cli", "profile_main"),

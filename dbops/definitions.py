@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dbops.defs import catalog, migrate, monitoring, profile, security, validate
+from dbops.defs import backup, catalog, migrate, monitoring, profile, security, validate
+from dbops.defs.backup.resources import BackupResource
 from dbops.defs.catalog.resources import CatalogResource
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import default_resources
 from dbops.defs.security.resources import SecurityResource
 
-STEP_DEFS = [migrate.defs, catalog.defs, profile.defs, validate.defs, security.defs, monitoring.defs]
+STEP_DEFS = [migrate.defs, catalog.defs, profile.defs, backup.defs, validate.defs, security.defs, monitoring.defs]
 
 
 def build_defs() -> dg.Definitions:
@@ -19,6 +20,7 @@ def build_defs() -> dg.Definitions:
         "migrations": MigrationsResource(),
         "catalog": CatalogResource(),
         "security": SecurityResource(),
+        "backups": BackupResource(),
     }
     merged = dg.Definitions.merge(*STEP_DEFS, dg.Definitions(resources=resources))
     # The lifecycle schedules are built once every step's assets are known (a schedule for a missing step is skipped).

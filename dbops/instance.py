@@ -47,10 +47,30 @@ def dagster_storage_env(url: str) -> dict[str, str]:
     }
 
 
+def ensure_demo_backup_key(settings: Settings) -> None:
+    """On the embedded server only: a generated backup key in $DBOPS_HOME/secrets (0600) when none is configured.
+
+    A real deployment sets DBOPS_BACKUP_KEY (or DBOPS_BACKUP_KEY_FILE) from its secret store, never beside the
+    backups.
+    """
+    if not settings.embedded or os.environ.get("DBOPS_BACKUP_KEY") or os.environ.get("DBOPS_BACKUP_KEY_FILE"):
+        return
+    from dbops.backup.keys import generate_key
+
+    path = settings.home / "secrets" / "backup.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(generate_key() + "\n")
+    os.environ["DBOPS_BACKUP_KEY_FILE"] = str(path)
+
+
 def prepare_environment(settings: Settings | None = None) -> Settings:
     """Make the current process (and its children) ready to load dbops' definitions against the right database."""
     settings = settings or Settings.from_env()
     ensure_embedded(settings)
+    ensure_demo_backup_key(settings)
     target = settings.target_url()
     dagster_url = settings.dagster_url()
     ensure_database(dagster_url, database_name(dagster_url))

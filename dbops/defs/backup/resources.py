@@ -1,0 +1,43 @@
+"""Where backups go and which key protects them; every secret from the environment."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from dbops.backup.keys import MasterKey
+from dbops.backup.store import Store, store_from_env
+from dbops.config import Settings
+
+
+class BackupResource(dg.ConfigurableResource):
+    """Store and key settings; empty fields fall back to the DBOPS_BACKUP_* environment variables.
+
+    ``rto_target_seconds`` is the recovery-time objective every drill is checked against; ``max_age_hours`` how old
+    the newest complete backup may be before ``backup_fresh`` fails.
+    """
+
+    store: str = ""  # local | s3
+    directory: str = ""
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str = ""
+    rto_target_seconds: float = 1800.0
+    max_age_hours: float = 26.0
+
+    def open_store(self) -> Store:
+        env = dict(os.environ)
+        for field, var in (("store", "DBOPS_BACKUP_STORE"), ("directory", "DBOPS_BACKUP_DIR"),
+                           ("bucket", "DBOPS_BACKUP_BUCKET"), ("prefix", "DBOPS_BACKUP_PREFIX"),
+                           ("endpoint_url", "DBOPS_BACKUP_S3_ENDPOINT")):
+            value = getattr(self, field)
+            if value:
+                env[var] = value
+        return store_from_env(env, default_root=Settings.from_env().home / "backups")
+
+    def master_key(self) -> MasterKey:
+        return MasterKey.from_env()
+
+    @property
+    def bin_dir(self) -> Path | None:
+        return Settings.from_env().pg_bin
