@@ -40,6 +40,9 @@ def test_load_test_asset_and_checks(seeded_url: str) -> None:
     assert loaded.resolve_assets_def("load_test") is not None
     schedule = loaded.resolve_schedule_def("weekly_load_test")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    request = schedule.evaluate_tick(dg.build_schedule_context()).run_requests[0]
+    dg.validate_run_config(loaded.resolve_job_def("load_test_job"), request.run_config)  # the 10k ramp config is valid
+    assert request.run_config["ops"]["load_test"]["config"]["ramp"][-1] == 10_000
     config = {"ramp": [4, 8], "duration_s": 2, "think_time_s": 0.5, "capacity_users": 2,
               "capacity_duration_s": 2, "warmup_s": 0, "write_tps_target": 1.0}
     result = dg.materialize(
