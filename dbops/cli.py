@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from dbops.config import Settings
@@ -19,6 +20,7 @@ from dbops.redact import redact, redact_url
 STEP_COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("dbops.migrate.cli", "main"),
     "seed": ("dbops.seed.cli", "main"),
+    "loadtest": ("dbops.loadtest.cli", "main"),
     "backup": ("dbops.backup.cli", "backup_main"),
     "restore": ("dbops.backup.cli", "restore_main"),
     "drill": ("dbops.backup.cli", "drill_main"),
@@ -158,6 +160,9 @@ def step_main(group: str) -> Callable[[list[str], Settings], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Dagster marks some parameters (e.g. backfill_policy) as beta; that note is for developers, not operators, and
+    # would break the one-line error contract of the CLI.
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)

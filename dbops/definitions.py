@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dbops.defs import backup, catalog, migrate, monitoring, profile, security, validate
+from dbops.defs import backup, catalog, loadtest, migrate, monitoring, profile, security, validate
 from dbops.defs.backup.resources import BackupResource
 from dbops.defs.catalog.resources import CatalogResource
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import default_resources
 from dbops.defs.security.resources import SecurityResource
 
-STEP_DEFS = [migrate.defs, catalog.defs, profile.defs, backup.defs, validate.defs, security.defs, monitoring.defs]
+STEP_DEFS = [
+    migrate.defs, catalog.defs, profile.defs, loadtest.defs, backup.defs, validate.defs, security.defs, monitoring.defs,
+]
 
 
 def build_defs() -> dg.Definitions:

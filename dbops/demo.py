@@ -41,6 +41,10 @@ def unpartitioned_selection(defs: dg.Definitions) -> list[dg.AssetKey]:
     )
 
 
+# The demo's load test: the 10,000-user ramp through PgBouncer, with short steps so the demo stays a few minutes.
+DEMO_LOAD_TEST = {"load_test": {"config": {"ramp": [100, 10000], "duration_s": 15, "capacity_duration_s": 15}}}
+
+
 def integrity_window(days: int = 30) -> tuple[str, str]:
     """The last ``days`` complete UTC days: the seed data spans the 60 days before today's midnight."""
     today = datetime.now(UTC).date()
@@ -79,7 +83,7 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
         if rest:
             t = _step("lifecycle: " + ", ".join(k.to_user_string() for k in rest))
             selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
-            summary = run_selection(defs, selection, instance)
+            summary = run_selection(defs, selection, instance, ops_config=DEMO_LOAD_TEST)
             print(summary.render())
             failures += not summary.success
             _done(t)
@@ -97,4 +101,7 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
         print(card.render())
         _done(t)
     print(f"\ndemo finished in {time.monotonic() - began:.1f} s; the runs are in the Dagster UI (`make ui`)")
-    return 1 if failures or card.failed else 0
+    if card.failed:
+        print("targets missed: " + ", ".join(r.target.metric for r in card.failed) + " (measured, see above)")
+    # A missed target is a finding, reported above; the demo fails only when a step could not run.
+    return 1 if failures else 0

@@ -15,9 +15,17 @@ _KW_PASSWORD = re.compile(r"(?P<key>\b(?:password|passwd|pwd)\s*[=:]\s*)(?P<q>['
 _known_secrets: set[str] = set()
 
 
+MIN_SECRET_LENGTH = 8
+
+
 def register_secret(secret: str | None) -> None:
-    """Remember a secret value so :func:`redact` masks it wherever it appears."""
-    if secret and len(secret) >= 4:
+    """Remember a secret value so :func:`redact` masks it wherever it appears.
+
+    Values shorter than 8 characters are not registered: masking a common word ("refused", "admin") everywhere would
+    corrupt every message, and such short values are reported as weak by the security audit anyway. URLs and
+    ``password=`` pairs are still masked by pattern whatever the length.
+    """
+    if secret and len(secret) >= MIN_SECRET_LENGTH:
         _known_secrets.add(secret)
 
 

@@ -93,12 +93,15 @@ def run_selection(
     instance: dg.DagsterInstance,
     partition_key: str | None = None,
     partition_range: tuple[str, str] | None = None,
+    ops_config: dict | None = None,
 ) -> RunSummary:
     """Materialize ``selection`` in-process; ``partition_range`` (first, last) makes one ranged run (a backfill)."""
     job = resolve_job(defs, selection)
     # Step-by-step events go to the instance (and the UI); the terminal gets warnings and the summary below.
     level = os.environ.get("DBOPS_LOG_LEVEL", "WARNING").upper()
-    run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
+    if ops_config:
+        run_config["ops"] = ops_config
     tags = {}
     if partition_range is not None:
         from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG

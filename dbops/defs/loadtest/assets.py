@@ -102,6 +102,12 @@ def load_test(context: dg.AssetExecutionContext, config: LoadTestConfig,
         metadata.update({f"capacity/{k}": v for k, v in capacity.metadata().items()})
         metadata["capacity_table"] = dg.MetadataValue.md(capacity.table())
     metadata["ramp_table"] = dg.MetadataValue.md(ramp.table())
+    # Flat figures for the scorecard: the largest user count reached without errors, and read p99 there.
+    clean_steps = [st for st in ramp.steps if not st.error]
+    if clean_steps:
+        metadata["max_users"] = clean_steps[-1].users
+        if clean_steps[-1].reads["transactions"]:
+            metadata["read_p99_ms_at_max_users"] = clean_steps[-1].reads["p99_ms"]
     metadata["database"] = dg.MetadataValue.text(database.display_url)
     return dg.MaterializeResult(metadata=metadata, check_results=_check_results(config, capacity, ramp))
 
