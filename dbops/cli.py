@@ -165,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in STEP_COMMANDS:
+        # A step's own parser handles everything after the group name, --help included.
+        args = argparse.Namespace(func=None, group=argv[0], rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         if args.func is None:

@@ -97,3 +97,11 @@ def test_definitions_load() -> None:
     checks = {c.name for c in graph.asset_check_keys}
     assert {"migration_history_valid", "no_pending_migrations", "migrations_lint"} <= checks
     defs.resolve_all_job_defs()
+
+
+def test_step_groups_get_their_own_help() -> None:
+    import os
+
+    for group in ("migrate", "seed", "backup", "validate"):
+        result = run_dbops([group, "--help"], dict(os.environ))
+        assert result.returncode == 0 and f"usage: dbops {group}" in result.stdout, (group, result.stderr)
