@@ -105,3 +105,17 @@ def test_step_groups_get_their_own_help() -> None:
     for group in ("migrate", "seed", "backup", "validate"):
         result = run_dbops([group, "--help"], dict(os.environ))
         assert result.returncode == 0 and f"usage: dbops {group}" in result.stdout, (group, result.stderr)
+
+
+def test_every_alerting_target_names_a_check_that_exists() -> None:
+    """monitoring/targets.yml pages on asset checks; a typo there would silently never page."""
+    import yaml
+
+    from dbops.definitions import defs
+    from dbops_tests.conftest import PROJECT_DIR
+
+    declared = {(c["asset"], c["check"]) for c in yaml.safe_load((PROJECT_DIR / "monitoring" / "targets.yml")
+                                                                  .read_text())["checks"]}
+    existing = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    assert declared <= existing, declared - existing
+    assert existing <= declared, existing - declared
