@@ -50,8 +50,9 @@ STEP_SCHEDULES: tuple[StepSchedule, ...] = (
                  defined_in="dbops/defs/validate/schedules.py"),
     StepSchedule("integrity", "index_integrity_weekly", ("index_integrity",), "0 3 * * 6", RUNNING,
                  "amcheck over every B-tree index"),
-    StepSchedule("security", "security_audit_daily", ("security_audit",), "0 5 * * *", RUNNING,
-                 "nightly audit of roles, grants, settings and pg_hba"),
+    StepSchedule("security", "security_audit_daily", ("security_audit",), "15 5 * * *", STOPPED,
+                 "nightly audit of roles, grants, settings and pg_hba",
+                 defined_in="dbops/defs/security/schedules.py"),
 )
 
 
