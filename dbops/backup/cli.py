@@ -1,4 +1,4 @@
-"""`dbops backup run|list|verify|keygen`, `dbops restore`, `dbops drill`."""
+"""`dbops backup run|list|verify|prune|keygen`, `dbops restore`, `dbops drill`: :func:`main` dispatches."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _size(n: int) -> str:
 
 def backup_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops backup")
-    parser.add_argument("action", choices=["run", "list", "verify", "keygen"])
+    parser.add_argument("action", choices=["run", "list", "verify", "prune", "keygen"])
+    parser.add_argument("--dry-run", action="store_true", help="prune: list what would be deleted")
     parser.add_argument("backup_id", nargs="?", help="backup to verify (default: every backup)")
     args = parser.parse_args(argv)
     if args.action == "keygen":
@@ -37,6 +38,14 @@ def backup_main(argv: list[str], settings: Settings) -> int:
         for m in list_backups(store):
             print(f"{m['id']}  {m['kind']}  {m['finished_at']}  raw {_size(m['raw_bytes'])}  "
                   f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}")
+        return 0
+    if args.action == "prune":
+        from dbops.backup.retention import prune
+        from dbops.backup.settings import BackupSettings
+
+        conf = BackupSettings.from_env(home=settings.home)
+        for backup_id in prune(store, conf.keep_last, conf.keep_days, dry_run=args.dry_run):
+            print(f"{'would delete' if args.dry_run else 'deleted'} {backup_id}")
         return 0
     key = MasterKey.from_env()
     if args.action == "verify":
@@ -97,3 +106,12 @@ def drill_main(argv: list[str], settings: Settings) -> int:
     for problem in result.problems:
         print(f"  MISMATCH {problem}")
     return 0 if result.data_matches else 1
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    """``argv`` starts with the group: ``backup ...``, ``restore ...`` or ``drill ...``."""
+    groups = {"backup": backup_main, "restore": restore_main, "drill": drill_main}
+    if not argv or argv[0] not in groups:
+        print("usage: dbops {backup run|list|verify|prune|keygen, restore ID --target URL, drill}")
+        return 2
+    return groups[argv[0]](argv[1:], settings)

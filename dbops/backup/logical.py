@@ -56,6 +56,7 @@ def logical_backup(
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+        conn.execute("SET lock_timeout = '5min'")  # an exclusive lock held elsewhere fails the backup, never hangs it
         info = conn.execute(
             "SELECT pg_export_snapshot(), current_setting('server_version'), "
             "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text"
