@@ -35,6 +35,5 @@ def test_materialize_backup_and_drill_with_checks(seeded_small: str, tmp_path: P
 def test_defs_load() -> None:
     full = dg.Definitions.merge(defs, dg.Definitions(resources={
         "database": DatabaseResource(url="postgresql://u@127.0.0.1:1/x"), "backups": BackupResource()}))
-    assert {s.name for s in full.schedules} == {"nightly_logical_backup", "weekly_restore_drill"}
     assert {k.to_user_string() for k in full.resolve_asset_graph().get_all_asset_keys()} >= {
         "logical_backup", "restore_drill"}

@@ -1,0 +1,32 @@
+"""`dbops backup run|list|verify|prune` and `dbops drill` through :func:`dbops.backup.cli.main`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbops.backup.cli import main
+from dbops.backup.keys import generate_key
+from dbops.config import Settings
+
+
+def test_cli_run_list_verify_drill_prune(seeded_small: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"DBOPS_DATABASE_URL": seeded_small, "DBOPS_BACKUP_DIR": str(tmp_path / "store"),
+           "DBOPS_BACKUP_KEY": generate_key(), "DBOPS_BACKUP_KEEP_LAST": "1", "DBOPS_HOME": str(tmp_path)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = Settings.from_env()
+    assert main(["backup", "run"], settings) == 0
+    assert main(["backup", "run"], settings) == 0
+    assert main(["backup", "list"], settings) == 0
+    assert main(["backup", "verify"], settings) == 0
+    assert main(["drill"], settings) == 0
+    assert main(["backup", "prune", "--dry-run"], settings) == 0
+    out = capsys.readouterr().out
+    assert out.count("object(s) intact") == 2 and "would delete" in out and "RTO" in out
+    assert main(["backup", "prune"], settings) == 0
+    main(["backup", "list"], settings)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # "deleted X" + one listed backup
+    assert "password" not in out.lower() or "***" in out
