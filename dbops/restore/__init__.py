@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
 from dbops.backup.figures import compare_figures, table_figures
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import latest, load_manifest, object_key, verify_objects
@@ -185,7 +183,3 @@ def restored_copy(url: str, store: Store, key: MasterKey, backup_id: str | None 
     finally:
         drop_database(url, result.restored_url.rsplit("/", 1)[-1])  # type: ignore[union-attr]
 
-
-def drop_scratch(url: str, name: str) -> None:
-    with connection(with_database(url, "postgres")) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
