@@ -383,6 +383,21 @@ class Migrator:
             raise
         self._run_callbacks(conn, resolved, f"after{name}")
 
+    def _run_migration(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration) -> None:
+        """The file itself between the beforeEachMigrate and afterEachMigrate callbacks."""
+        self._run_callbacks(conn, resolved, "beforeEachMigrate")
+        self._run_sql(conn, migration.script, migration.sql)
+        self._run_callbacks(conn, resolved, "afterEachMigrate")
+
+    def _record(self, conn: psycopg.Connection[Any], migration: ResolvedMigration, installed_by: str,
+                started: float, success: bool) -> int:
+        """Write the history row for ``migration``; return its execution time in ms."""
+        elapsed = int((time.monotonic() - started) * 1000)
+        self.history.insert(conn, version=migration.version, description=migration.description,
+                            type_=migration.type, script=migration.script, checksum=migration.checksum,
+                            installed_by=installed_by, execution_ms=elapsed, success=success)
+        return elapsed
+
     def _apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
                    installed_by: str) -> AppliedMigration:
         started = time.monotonic()
@@ -390,34 +405,20 @@ class Migrator:
             try:
                 with conn.transaction():
                     self._set_timeouts(conn, migration, local=True)
-                    for cb in self._callbacks(resolved, "beforeEachMigrate"):
-                        self._run_sql(conn, cb.script, cb.sql)
-                    self._run_sql(conn, migration.script, migration.sql)
-                    for cb in self._callbacks(resolved, "afterEachMigrate"):
-                        self._run_sql(conn, cb.script, cb.sql)
+                    self._run_migration(conn, resolved, migration)
                     # A migration may SET LOCAL ROLE to create objects owned by an owner role; the history row is
                     # written as the connecting user, who owns the history table.
                     conn.execute("RESET ROLE")
-                    elapsed = int((time.monotonic() - started) * 1000)
-                    self.history.insert(conn, version=migration.version, description=migration.description,
-                                        type_=migration.type, script=migration.script, checksum=migration.checksum,
-                                        installed_by=installed_by, execution_ms=elapsed, success=True)
+                    elapsed = self._record(conn, migration, installed_by, started, success=True)
             except MigrationError:
                 self._error_callbacks(conn, resolved)
                 raise
         else:
             try:
                 self._set_timeouts(conn, migration, local=False)
-                for cb in self._callbacks(resolved, "beforeEachMigrate"):
-                    self._run_sql(conn, cb.script, cb.sql)
-                self._run_sql(conn, migration.script, migration.sql)
-                for cb in self._callbacks(resolved, "afterEachMigrate"):
-                    self._run_sql(conn, cb.script, cb.sql)
+                self._run_migration(conn, resolved, migration)
             except MigrationError as exc:
-                elapsed = int((time.monotonic() - started) * 1000)
-                self.history.insert(conn, version=migration.version, description=migration.description,
-                                    type_=migration.type, script=migration.script, checksum=migration.checksum,
-                                    installed_by=installed_by, execution_ms=elapsed, success=False)
+                self._record(conn, migration, installed_by, started, success=False)
                 self._error_callbacks(conn, resolved)
                 raise MigrationError(
                     exc.problem, "it ran outside a transaction, so part of it may have been applied: undo that, "
@@ -427,10 +428,7 @@ class Migrator:
                 conn.execute("RESET ROLE")
                 conn.execute("RESET lock_timeout")
                 conn.execute("RESET statement_timeout")
-            elapsed = int((time.monotonic() - started) * 1000)
-            self.history.insert(conn, version=migration.version, description=migration.description,
-                                type_=migration.type, script=migration.script, checksum=migration.checksum,
-                                installed_by=installed_by, execution_ms=elapsed, success=True)
+            elapsed = self._record(conn, migration, installed_by, started, success=True)
         return AppliedMigration(str(migration.version) if migration.version is not None else None,
                                 migration.description, migration.script, migration.type, elapsed, migration.checksum)
 

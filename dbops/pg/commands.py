@@ -56,6 +56,16 @@ def ensure_os_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
+def child_environment(env: Mapping[str, str] | None, password: str | None) -> dict[str, str]:
+    """This process's environment plus ``env``, with the password as ``PGPASSWORD`` (never on a command line)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    if password is not None:
+        full_env["PGPASSWORD"] = password
+    return full_env
+
+
 def run_command(
     args: Sequence[str | os.PathLike[str]],
     *,
@@ -73,11 +83,7 @@ def run_command(
     ``password`` is handed over as ``PGPASSWORD``; ``user`` runs the program as that OS user (we must be root).
     """
     argv = [str(a) for a in args]
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    if password is not None:
-        full_env["PGPASSWORD"] = password
+    full_env = child_environment(env, password)
     label = what or Path(argv[0]).name
     kwargs: dict[str, object] = {}
     if user is not None:
@@ -121,11 +127,7 @@ def start_process(
     import tempfile
 
     argv = [str(a) for a in args]
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    if password is not None:
-        full_env["PGPASSWORD"] = password
+    full_env = child_environment(env, password)
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish_process
     try:
         proc = subprocess.Popen(argv, env=full_env, stdin=stdin, stdout=stdout, stderr=stderr)  # noqa: S603
