@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from dbops.text import aligned
+
 OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
                                                     ">=": operator.ge, "==": operator.eq}
 
@@ -60,11 +62,7 @@ class Scorecard:
     def render(self) -> str:
         headers = ("target", "goal", "measured", "status")
         data = [(r.target.metric, r.target.goal, r.measured, r.status) for r in self.rows]
-        widths = [max(len(h), *(len(row[i]) for row in data)) for i, h in enumerate(headers)]
-        line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-        out = ["dbops scorecard", line, "  ".join("-" * w for w in widths)]
-        out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in data]
-        return "\n".join(out)
+        return "\n".join(["dbops scorecard", *aligned(headers, data)])
 
     @property
     def failed(self) -> list[Row]:

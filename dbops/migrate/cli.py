@@ -11,16 +11,11 @@ from dbops.migrate.engine import Migrator
 from dbops.migrate.files import resolve
 from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, lint_files
 from dbops.redact import redact_url
+from dbops.text import aligned
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Plain aligned columns, readable in a terminal and in CI logs."""
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
+    return "\n".join(aligned(headers, rows))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from dbops.profile.advise import AdviceReport
 from dbops.profile.health import Health
 from dbops.profile.plans import PlanReport
 from dbops.profile.statements import QueryProfile
+from dbops.text import aligned
 
 Table = tuple[list[str], list[list[Any]]]
 QUERY_WIDTH = 90
@@ -65,11 +66,7 @@ def advice_table(report: AdviceReport) -> Table:
 
 def render_text(title: str, table: Table) -> str:
     head, rows = table
-    cells = [[str(c) for c in head]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells[1:]]
+    lines = [title, *aligned(head, rows)]
     if not rows:
         lines.append("(none)")
     return "\n".join(lines)
