@@ -19,7 +19,7 @@ import psycopg
 
 from dbops.backup.figures import table_figures
 from dbops.backup.keys import MasterKey
-from dbops.backup.manifest import latest, object_key, save_manifest
+from dbops.backup.manifest import object_key, save_manifest
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, compress, encrypt
 from dbops.pg.commands import find_program, finish_process, start_process
@@ -123,6 +123,3 @@ def _discard(store: Store, key: str) -> None:
     except Exception:  # noqa: S110 - e.g. the S3 server is the thing that went away
         pass
 
-
-def latest_logical(store: Store) -> dict[str, Any] | None:
-    return latest(store, "logical")

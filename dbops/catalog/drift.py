@@ -8,7 +8,6 @@ altered outside a migration, a policy dropped in a hurry. The scratch database i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,16 @@ class DriftReport:
                 for c in self.changes]
 
 
-def replay_snapshot(url: str, locations: Path | list[Path], *, schemas: list[str] | None = None,
-                    migrator_factory: Callable[..., Any] | None = None) -> tuple[dict[str, Any], str | None]:
+def replay_snapshot(url: str, locations: Path | list[Path], *,
+                    schemas: list[str] | None = None) -> tuple[dict[str, Any], str | None]:
     """Apply every migration to a new scratch database on ``url``'s server and snapshot it; drop it after."""
-    if migrator_factory is None:
-        from dbops.migrate import Migrator
+    from dbops.migrate import Migrator
 
-        migrator_factory = Migrator
     scratch = f"dbops_replay_{uuid.uuid4().hex[:10]}"
     ensure_database(url, scratch)
     try:
         scratch_url = with_database(url, scratch)
-        result = migrator_factory(scratch_url, locations).apply()
+        result = Migrator(scratch_url, locations).apply()
         with connection(scratch_url) as conn:
             return snapshot(conn, schemas), result.current_version
     finally:
