@@ -9,6 +9,8 @@
 | ``DBOPS_DB_NAME`` | name of the managed database on the embedded server | ``dbops`` |
 | ``DBOPS_PG_BIN`` | PostgreSQL bin directory to use instead of the embedded build | |
 | ``DBOPS_MIGRATIONS`` | folder of versioned SQL migrations | ``sql/migrations`` |
+| ``DBOPS_WAL_ARCHIVE`` | ``on``/``off``: the embedded server archives WAL into ``$DBOPS_HOME/wal-spool`` | ``on`` |
+| ``DBOPS_WAL_SPOOL`` | spool directory a server's ``archive_command`` copies WAL into (external servers) | |
 """
 
 from __future__ import annotations
@@ -89,7 +91,17 @@ class Settings:
                 "DBOPS_DATABASE_URL is set, so dbops does not run a server of its own",
                 "unset DBOPS_DATABASE_URL to use the embedded server",
             )
-        return EmbeddedServer(self.home, self.port, self.pg_bin)
+        return EmbeddedServer(self.home, self.port, self.pg_bin, wal_spool=self.wal_spool)
+
+    @property
+    def wal_spool(self) -> Path | None:
+        """Where the server's archive_command leaves WAL for `dbops wal push --spool` (None: no spool)."""
+        explicit = os.environ.get("DBOPS_WAL_SPOOL")
+        if explicit:
+            return Path(explicit).absolute()
+        if self.embedded and os.environ.get("DBOPS_WAL_ARCHIVE", "on").lower() not in ("off", "0", "false", "no"):
+            return self.home / "wal-spool"
+        return None
 
     def target_url(self) -> str:
         """URL of the managed database (with its password: never print it, use ``redact_url``)."""

@@ -85,9 +85,13 @@ class EmbeddedServer:
     port: int
     bin_dir: Path | None = None
     extra_settings: dict[str, str] = field(default_factory=dict)
+    # When set, finished WAL files are archived into this spool directory (see dbops.backup.wal).
+    wal_spool: Path | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
+        if self.wal_spool is not None:
+            self.wal_spool = Path(self.wal_spool).absolute()
 
     # ---- layout ---------------------------------------------------------------------------------------------
     @property
@@ -226,6 +230,11 @@ class EmbeddedServer:
         }
         if self.major_version() >= 17:
             settings["summarize_wal"] = "on"
+        if self.wal_spool is not None:
+            from dbops.backup.wal import archive_command
+
+            settings.update(archive_mode="on", archive_command="'" + archive_command(self.wal_spool).replace("'", "''") + "'",
+                            archive_timeout="'5min'")
         settings.update(self.extra_settings)
         body = "# written by dbops on every start; change DBOPS_* settings instead of editing\n"
         body += "".join(f"{key} = {value}\n" for key, value in settings.items())
@@ -271,8 +280,10 @@ class EmbeddedServer:
                 "set DBOPS_PG_PORT to a free port",
             )
         user = run_as_user()
+        if self.wal_spool is not None:
+            self.wal_spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         if user:
-            self._hand_over(user)
+            self._hand_over(user, *([self.wal_spool] if self.wal_spool is not None else []))
         try:
             run_command(
                 [self.program("pg_ctl"), "-D", self.data_dir, "-l", self.log_file, "-w", "-t", str(int(timeout)),

@@ -1,0 +1,180 @@
+"""Physical base backups (full and incremental), WAL archiving and point-in-time recovery, on real servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dbops.backup import wal
+from dbops.backup.keys import BackupIntegrityError, MasterKey
+from dbops.backup.manifest import object_key
+from dbops.backup.physical import BASE_OBJECT, base_backup, physical_backups
+from dbops.backup.store import LocalStore
+from dbops.errors import ConfigError
+from dbops.pg.connect import connection
+from dbops.pg.server import EmbeddedServer, free_port
+from dbops.restore.physical import physical_drill, restore_physical
+from dbops_tests.conftest import TEST_SETTINGS, make_test_dir, stop_test_server
+
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def start_archiving_server(bin_dir: Path | None = None) -> EmbeddedServer:
+    home = make_test_dir("pg")
+    server = EmbeddedServer(home, free_port(), bin_dir, dict(TEST_SETTINGS), wal_spool=home / "wal-spool")
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def archiving_server() -> Iterator[EmbeddedServer]:
+    server = start_archiving_server()
+    try:
+        yield server
+    finally:
+        stop_test_server(server)
+
+
+def _write(url: str, table: str, rows: int) -> None:
+    with connection(url) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, payload text)")
+        conn.execute(f"INSERT INTO {table} SELECT m.top + g, md5(g::text) FROM generate_series(1, %s) g, "
+                     f"(SELECT coalesce(max(id), 0) AS top FROM {table}) m", [rows])
+
+
+def _count(url: str, table: str) -> int:
+    with connection(url) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+
+
+def test_full_incremental_chain_and_pitr_drill(archiving_server: EmbeddedServer, tmp_path: Path,
+                                               master_key: MasterKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    url = archiving_server.url("postgres")
+    spool = archiving_server.wal_spool
+    assert spool is not None
+    _write(url, "public.ledger", 20_000)
+
+    full = base_backup(url, store, master_key)
+    assert full["kind"] == "full" and full["parent"] is None
+    assert full["start_lsn"] and full["end_lsn"] and full["start_wal_file"]
+    assert {o["name"] for o in full["objects"]} == {BASE_OBJECT, "backup_manifest.zst.enc"}
+    assert full["raw_bytes"] > full["stored_bytes"] > 0
+
+    _write(url, "public.ledger", 5_000)
+    incr = base_backup(url, store, master_key, incremental=True)
+    assert incr["kind"] == "incremental" and incr["parent"] == full["id"]
+    assert incr["raw_bytes"] < full["raw_bytes"]  # only the changed blocks
+    assert [m["id"] for m in physical_backups(store)] == [full["id"], incr["id"]]
+
+    _write(url, "public.ledger", 1_000)  # after the last backup: only the WAL archive has it
+    pushed = wal.push_spool(store, master_key, spool)
+    assert pushed and wal.list_wal(store)
+
+    result = physical_drill(url, store, master_key, spool=spool, scratch_root=tmp_path)
+    assert result.data_matches, result.problems
+    assert result.chain == [full["id"], incr["id"]]
+    assert result.wal_files_replayed > 0
+    assert {"download_verify", "decrypt_unpack", "combine", "pg_verifybackup", "replay", "verify"} <= set(
+        result.phases)
+    assert result.indexes_checked > 0
+    assert result.rows_checked >= 26_000  # ledger rows from before the target time
+    assert not any(p.name.startswith("dbops-drill-") for p in tmp_path.iterdir())  # scratch cluster removed
+
+
+def test_restore_keeps_the_backup_data_and_pg_verifybackup_passes(archiving_server: EmbeddedServer,
+                                                                  tmp_path: Path, master_key: MasterKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    url = archiving_server.url("postgres")
+    _write(url, "public.accounts", 3_000)
+    manifest = base_backup(url, store, master_key)
+    target = tmp_path / "restored"
+    phases = restore_physical(store, master_key, manifest, target)
+    assert "pg_verifybackup" in phases
+    assert (target / "PG_VERSION").exists() and (target / "backup_label").exists()
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file").write_text("x")
+    with pytest.raises(Exception, match="not empty"):
+        restore_physical(store, master_key, manifest, tmp_path / "other")
+
+
+def test_flipped_byte_in_a_base_backup_is_named(archiving_server: EmbeddedServer, tmp_path: Path,
+                                                master_key: MasterKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    manifest = base_backup(archiving_server.url("postgres"), store, master_key)
+    path = store.root / object_key(manifest["id"], BASE_OBJECT)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BackupIntegrityError, match=f"{BASE_OBJECT} of backup {manifest['id']}"):
+        restore_physical(store, master_key, manifest, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").iterdir())
+
+
+def test_wal_objects_are_encrypted_and_authenticated(archiving_server: EmbeddedServer, tmp_path: Path,
+                                                     master_key: MasterKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    segment = tmp_path / "000000010000000000000042"
+    segment.write_bytes(os.urandom(1 << 16) + b"secret-wal-content" * 1000)
+    assert wal.push_file(store, master_key, segment)
+    assert not wal.push_file(store, master_key, segment)  # archived twice: kept once
+    stored = (store.root / wal.wal_key(segment.name)).read_bytes()
+    assert b"secret-wal-content" not in stored
+    assert b"".join(wal.fetch(store, master_key, segment.name)) == segment.read_bytes()
+    (store.root / wal.wal_key(segment.name)).write_bytes(stored[:-10] + bytes(10))
+    with pytest.raises(BackupIntegrityError, match="000000010000000000000042"):
+        b"".join(wal.fetch(store, master_key, segment.name))
+    with pytest.raises(Exception, match="not a WAL file name"):
+        wal.push_file(store, master_key, tmp_path / "notes.txt")
+
+
+def test_incremental_without_a_full_backup_is_refused(archiving_server: EmbeddedServer, tmp_path: Path,
+                                                      master_key: MasterKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(ConfigError, match="no earlier base backup"):
+        base_backup(archiving_server.url("postgres"), store, master_key, incremental=True)
+    assert store.list("backups/") == []
+
+
+def test_postgresql_15_full_and_wal_only(tmp_path: Path, master_key: MasterKey) -> None:
+    server = start_archiving_server(PG15_BIN)
+    try:
+        store = LocalStore(tmp_path / "store")
+        url = server.url("postgres")
+        _write(url, "public.orders15", 2_000)
+        with pytest.raises(ConfigError, match="PostgreSQL 17 or newer"):
+            base_backup(url, store, master_key, incremental=True, bin_dir=PG15_BIN)
+        full = base_backup(url, store, master_key, bin_dir=PG15_BIN)
+        assert full["server_version"].startswith("15")
+        _write(url, "public.orders15", 500)
+        result = physical_drill(url, store, master_key, bin_dir=PG15_BIN, spool=server.wal_spool,
+                                scratch_root=tmp_path)
+        assert result.data_matches, result.problems
+        assert result.wal_files_replayed > 0
+    finally:
+        stop_test_server(server)
+
+
+def test_pg_basebackup_killed_mid_way_leaves_nothing_visible(archiving_server: EmbeddedServer, tmp_path: Path,
+                                                             master_key: MasterKey,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "store")
+    original = subprocess.Popen
+
+    class KilledEarly(original):  # type: ignore[misc, valid-type]
+        def __init__(self, args, **kwargs):  # type: ignore[no-untyped-def]
+            super().__init__(args, **kwargs)
+            if "pg_basebackup" in str(args[0]):
+                self.kill()
+
+    monkeypatch.setattr(subprocess, "Popen", KilledEarly)
+    with pytest.raises(Exception, match="pg_basebackup"):
+        base_backup(archiving_server.url("postgres"), store, master_key)
+    monkeypatch.undo()
+    assert physical_backups(store) == []
+    assert not [n for n in store.list("backups/") if not n.endswith(".partial")]
