@@ -2,7 +2,9 @@
 
 Encrypted stream layout: ``DBOPSENC1`` + an 8-byte random nonce prefix, then chunks, each ``length (4 bytes) +
 ciphertext``. Chunk *i* uses nonce ``prefix + i`` and authenticates its index and whether it is the last one, so a
-flipped byte, reordered chunks or a truncated stream (no final chunk) are all detected.
+flipped byte, reordered chunks or a truncated stream (no final chunk) are all detected. A backup made of several
+objects under one data key (a directory-format dump) also binds each object's name (``context``), so two objects
+cannot be swapped unnoticed; a single-object backup uses an empty context.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ CHUNK = 1 << 20  # plaintext bytes per encrypted chunk
 READ_SIZE = 1 << 20
 
 
-def _aad(header: bytes, index: int, final: bool) -> bytes:
-    return header + index.to_bytes(8, "big") + (b"\x01" if final else b"\x00")
+def _aad(header: bytes, index: int, final: bool, context: bytes) -> bytes:
+    return header + context + index.to_bytes(8, "big") + (b"\x01" if final else b"\x00")
 
 
 def compress(chunks: Iterable[bytes], level: int = 3) -> Iterator[bytes]:
@@ -49,7 +51,7 @@ def decompress(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
         raise BackupIntegrityError(f"{name} ends before its compressed stream does", "the object is truncated")
 
 
-def encrypt(chunks: Iterable[bytes], data_key: bytes) -> Iterator[bytes]:
+def encrypt(chunks: Iterable[bytes], data_key: bytes, context: bytes = b"") -> Iterator[bytes]:
     aead = AESGCM(data_key)
     header = MAGIC + os.urandom(8)
     yield header
@@ -58,7 +60,7 @@ def encrypt(chunks: Iterable[bytes], data_key: bytes) -> Iterator[bytes]:
 
     def seal(plain: bytes, final: bool) -> bytes:
         nonce = header[len(MAGIC):] + index.to_bytes(4, "big")
-        sealed = aead.encrypt(nonce, plain, _aad(header, index, final))
+        sealed = aead.encrypt(nonce, plain, _aad(header, index, final, context))
         return len(sealed).to_bytes(4, "big") + sealed
 
     for chunk in chunks:
@@ -88,7 +90,7 @@ class _Reader:
         return out
 
 
-def decrypt(chunks: Iterable[bytes], data_key: bytes, name: str) -> Iterator[bytes]:
+def decrypt(chunks: Iterable[bytes], data_key: bytes, name: str, context: bytes = b"") -> Iterator[bytes]:
     aead = AESGCM(data_key)
     reader = _Reader(chunks)
     header = reader.read(len(MAGIC) + 8)
@@ -106,7 +108,7 @@ def decrypt(chunks: Iterable[bytes], data_key: bytes, name: str) -> Iterator[byt
         nonce = header[len(MAGIC):] + index.to_bytes(4, "big")
         for final in (False, True):
             try:
-                plain = aead.decrypt(nonce, sealed, _aad(header, index, final))
+                plain = aead.decrypt(nonce, sealed, _aad(header, index, final, context))
                 break
             except InvalidTag:
                 continue
