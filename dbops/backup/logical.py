@@ -1,32 +1,52 @@
-"""Logical backups: pg_dump (custom format) in an exported snapshot, streamed through zstd and AES-256-GCM.
+"""Logical backups: pg_dump in an exported snapshot, streamed through zstd and AES-256-GCM into the store.
+
+Two dump formats:
+
+- **custom** (the default): one ``pg_dump --format=custom`` stream piped straight through compression and encryption
+  into one object. Nothing is written to local disk.
+- **directory** (``jobs=N``): ``pg_dump --format=directory --jobs=N`` dumps N tables at a time. pg_dump can only write
+  this format to a local directory, so **this mode stages the dump files in a temporary directory on this machine**
+  (pg_dump's own compression off; ``staging_root`` or the system temp dir). Each file is compressed, encrypted
+  (its name bound into the authenticated data) and uploaded as its own object as soon as pg_dump has closed it, then
+  deleted; the staging directory is removed at the end, also on failure. Staging needs at most the raw size of the
+  dump in free space (less while uploads keep up).
 
 The figures the restore drill compares (rows and content checksum per table) are read in the same snapshot that
-pg_dump dumps, so they describe exactly the data in the backup, even while the application keeps writing.
+pg_dump dumps, on the exporting connection while pg_dump runs, so they describe exactly the data in the backup, even
+while the application keeps writing.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from dbops.backup.figures import table_figures
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import object_key, save_manifest
 from dbops.backup.store import Store
-from dbops.backup.stream import CHUNK, compress, encrypt
+from dbops.backup.stream import CHUNK, compress, encrypt, read_file
 from dbops.pg.commands import find_program, finish_process, start_process
 from dbops.pg.connect import connect, database_name, split_password
 
 DUMP_OBJECT = "dump.pgc.zst.enc"
+DIRECTORY_PREFIX = "dump.d/"  # objects of a directory-format dump: dump.d/<pg_dump's file name>.zst.enc
+OBJECT_SUFFIX = ".zst.enc"
 ZSTD_LEVEL = 3
+POLL_SECONDS = 0.2
+DUMP_TIMEOUT = 6 * 3600.0
 
 
 def new_backup_id(kind: str) -> str:
@@ -37,6 +57,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def directory_object_name(file_name: str) -> str:
+    return f"{DIRECTORY_PREFIX}{file_name}{OBJECT_SUFFIX}"
+
+
 def logical_backup(
     url: str,
     store: Store,
@@ -45,14 +69,23 @@ def logical_backup(
     bin_dir: Path | None = None,
     progress: Callable[[int], None] | None = None,
     extra_args: list[str] | None = None,
+    jobs: int | None = None,
+    staging_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Take a logical backup of ``url`` into ``store``; return its manifest (already stored, so now "latest")."""
+    """Take a logical backup of ``url`` into ``store``; return its manifest (already stored, so now "latest").
+
+    ``jobs`` (≥ 1) selects the directory format dumped by that many pg_dump workers, staged locally (see above).
+    """
+    if jobs is not None and jobs < 1:
+        raise ValueError("jobs must be at least 1")
     backup_id = new_backup_id("logical")
     started = time.monotonic()
     data_key = os.urandom(32)
     bare_url, password = split_password(url)
     conn = connect(url, autocommit=False)
-    stored_key = object_key(backup_id, DUMP_OBJECT)
+    stored: list[str] = []  # object keys written so far: removed again if the backup fails
+    figures_future: Future[dict[str, dict[str, Any]]] | None = None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbops-figures")
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -63,35 +96,44 @@ def logical_backup(
         ).fetchone()
         snapshot_id, server_version, lsn = info  # type: ignore[misc]
         started_at = _now()
-        figures = table_figures(conn)
-        args = [find_program("pg_dump", bin_dir), "--format=custom", "-Z", "0", f"--snapshot={snapshot_id}",
-                "--no-password", f"--dbname={bare_url}", *(extra_args or [])]
-        proc = start_process(args, password=password, stdout=subprocess.PIPE)
-        raw = {"bytes": 0}
-
-        def dump_chunks():  # type: ignore[no-untyped-def]
-            assert proc.stdout is not None
-            while block := proc.stdout.read(CHUNK):
-                raw["bytes"] += len(block)
-                yield block
-            # pg_dump's failure must stop the upload before the object is completed.
-            finish_process(proc, "pg_dump")
-
-        try:
-            result = store.put(stored_key, encrypt(compress(dump_chunks(), ZSTD_LEVEL), data_key), progress)
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            _discard(store, stored_key)
-            raise
-    finally:
+        common = ["-Z", "0", f"--snapshot={snapshot_id}", "--no-password", f"--dbname={bare_url}", *(extra_args or [])]
+        pg_dump = find_program("pg_dump", bin_dir)
+        if jobs is None:
+            proc = start_process([pg_dump, "--format=custom", *common], password=password, stdout=subprocess.PIPE)
+            figures_future = pool.submit(table_figures, conn)  # the exporting transaction, while pg_dump runs
+            objects = [_stream_custom(proc, store, backup_id, data_key, progress, stored)]
+            tool = "pg_dump --format=custom -Z 0"
+        else:
+            staging = Path(tempfile.mkdtemp(prefix="dbops-pgdump-", dir=staging_root))
+            try:
+                dump_dir = staging / "dump"
+                proc = start_process([pg_dump, "--format=directory", f"--jobs={jobs}", f"--file={dump_dir}", *common],
+                                     password=password, stdout=subprocess.DEVNULL)
+                figures_future = pool.submit(table_figures, conn)
+                objects = _upload_directory(proc, dump_dir, store, backup_id, data_key, progress, stored)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            tool = f"pg_dump --format=directory --jobs={jobs} -Z 0"
+        figures = figures_future.result()
+    except BaseException:
+        if figures_future is not None and not figures_future.done():
+            conn.cancel_safe()  # stop the figures query; its error is not the one to report
+        pool.shutdown(wait=True)
         conn.close()
+        for name in stored:
+            _discard(store, name)
+        raise
+    pool.shutdown(wait=True)
+    conn.close()
 
+    raw_bytes = sum(o["raw_size"] for o in objects)
+    stored_bytes = sum(o["size"] for o in objects)
     manifest: dict[str, Any] = {
         "format": 1,
         "id": backup_id,
         "kind": "logical",
+        "dump_format": "custom" if jobs is None else "directory",
+        "jobs": jobs or 1,
         "parent": None,
         "database": database_name(url),
         "server_version": server_version,
@@ -100,10 +142,10 @@ def logical_backup(
         "started_at": started_at,
         "finished_at": _now(),
         "duration_seconds": round(time.monotonic() - started, 3),
-        "tool": "pg_dump --format=custom -Z 0",
-        "objects": [{"name": DUMP_OBJECT, "size": result.size, "sha256": result.sha256, "raw_size": raw["bytes"]}],
-        "raw_bytes": raw["bytes"],
-        "stored_bytes": result.size,
+        "tool": tool,
+        "objects": objects,
+        "raw_bytes": raw_bytes,
+        "stored_bytes": stored_bytes,
         "compression": {"algorithm": "zstd", "level": ZSTD_LEVEL},
         "encryption": {"algorithm": "AES-256-GCM", "chunk_bytes": CHUNK, **key.wrap(data_key, backup_id)},
         "tables": figures,
@@ -111,9 +153,109 @@ def logical_backup(
     try:
         save_manifest(store, key, manifest)
     except BaseException:
-        _discard(store, stored_key)
+        for name in stored:
+            _discard(store, name)
         raise
     return manifest
+
+
+def _stream_custom(proc: subprocess.Popen[bytes], store: Store, backup_id: str, data_key: bytes,
+                   progress: Callable[[int], None] | None, stored: list[str]) -> dict[str, Any]:
+    """pg_dump's stdout → zstd → AES-GCM → one object; pg_dump's failure fails the upload before it completes."""
+    raw = 0
+
+    def dump_chunks() -> Iterator[bytes]:
+        nonlocal raw
+        assert proc.stdout is not None
+        while block := proc.stdout.read(CHUNK):
+            raw += len(block)
+            yield block
+        finish_process(proc, "pg_dump", timeout=DUMP_TIMEOUT)
+
+    stored_key = object_key(backup_id, DUMP_OBJECT)
+    stored.append(stored_key)
+    try:
+        result = store.put(stored_key, encrypt(compress(dump_chunks(), ZSTD_LEVEL), data_key), progress)
+    except BaseException:
+        _stop(proc)
+        raise
+    return {"name": DUMP_OBJECT, "size": result.size, "sha256": result.sha256, "raw_size": raw}
+
+
+def _upload_directory(proc: subprocess.Popen[bytes], dump_dir: Path, store: Store, backup_id: str, data_key: bytes,
+                      progress: Callable[[int], None] | None, stored: list[str]) -> list[dict[str, Any]]:
+    """Upload each file of pg_dump's directory once pg_dump has closed it; the rest (toc.dat) when it exits."""
+    objects: list[dict[str, Any]] = []
+    total = 0
+
+    def upload(path: Path) -> None:
+        nonlocal total
+        name = directory_object_name(path.name)
+        stored_key = object_key(backup_id, name)
+        stored.append(stored_key)
+        base = total
+        report = (lambda n: progress(base + n)) if progress else None
+        with open(path, "rb") as handle:
+            chunks = encrypt(compress(read_file(handle), ZSTD_LEVEL), data_key, name.encode())
+            result = store.put(stored_key, chunks, report)
+        objects.append({"name": name, "file": path.name, "size": result.size, "sha256": result.sha256,
+                        "raw_size": path.stat().st_size})
+        total += result.size
+        path.unlink()  # keep the staging area small: it only holds what is not uploaded yet
+
+    deadline = time.monotonic() + DUMP_TIMEOUT
+    try:
+        while proc.poll() is None:
+            for path in _closed_files(dump_dir, proc):
+                upload(path)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(POLL_SECONDS)
+        finish_process(proc, "pg_dump", timeout=10)
+        for path in sorted(p for p in dump_dir.iterdir() if p.is_file()):
+            upload(path)
+    except BaseException:
+        _stop(proc)
+        raise
+    return objects
+
+
+def _closed_files(dump_dir: Path, proc: subprocess.Popen[bytes]) -> list[Path]:
+    """Files pg_dump (leader and workers) created and no longer holds open: complete, as it never reopens one."""
+    if not dump_dir.is_dir():
+        return []
+    present = sorted(p for p in dump_dir.iterdir() if p.is_file())  # listed *before* looking at open files
+    if not present:
+        return []
+    open_now: set[str] = set()
+    try:
+        leader = psutil.Process(proc.pid)
+        for member in [leader, *leader.children(recursive=True)]:
+            try:
+                open_now.update(f.path for f in member.open_files())
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+    except psutil.NoSuchProcess:
+        return []  # pg_dump just exited: its remaining files are uploaded after its exit status is known
+    return [p for p in present if str(p) not in open_now and str(p.resolve()) not in open_now]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill pg_dump and its parallel workers (forked children), and reap them."""
+    if proc.poll() is not None:
+        return
+    try:
+        workers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    proc.kill()
+    for worker in workers:
+        try:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            continue
+    proc.wait()
+    psutil.wait_procs(workers, timeout=10)
 
 
 def _discard(store: Store, key: str) -> None:
@@ -122,4 +264,3 @@ def _discard(store: Store, key: str) -> None:
         store.delete(key)
     except Exception:  # noqa: S110 - e.g. the S3 server is the thing that went away
         pass
-
