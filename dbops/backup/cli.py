@@ -28,6 +28,8 @@ def backup_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops backup")
     parser.add_argument("action", choices=["run", "list", "verify", "prune", "keygen"])
     parser.add_argument("--dry-run", action="store_true", help="prune: list what would be deleted")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="run: parallel pg_dump --format=directory with N workers (stages the dump files locally)")
     parser.add_argument("backup_id", nargs="?", help="backup to verify (default: every backup)")
     args = parser.parse_args(argv)
     if args.action == "keygen":
@@ -66,7 +68,9 @@ def backup_main(argv: list[str], settings: Settings) -> int:
             last["mib"] = stored >> 28
             print(f"  {stored >> 20} MiB stored", flush=True)
 
-    manifest = logical_backup(url, store, key, bin_dir=settings.pg_bin, progress=progress)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    manifest = logical_backup(url, store, key, bin_dir=settings.pg_bin, progress=progress, jobs=args.jobs)
     print(f"backup {manifest['id']} of {redact_url(url)} in {store.describe()}: raw {_size(manifest['raw_bytes'])}, "
           f"stored {_size(manifest['stored_bytes'])}, {manifest['duration_seconds']} s")
     return 0
