@@ -24,6 +24,7 @@ STEP_COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("dbops.backup.cli", "backup_main"),
     "restore": ("dbops.backup.cli", "restore_main"),
     "drill": ("dbops.backup.cli", "drill_main"),
+    "wal": ("dbops.backup.cli", "wal_main"),
     "validate": ("dbops.validate.cli", "main"),
     "security": ("dbops.security.cli", "main"),
     "profile": ("dbops.profile.cli", "profile_main"),

@@ -1,4 +1,5 @@
-"""`dbops backup run|list|verify|prune|keygen`, `dbops restore`, `dbops drill`: :func:`main` dispatches."""
+"""`dbops backup run|list|verify|prune|keygen`, `dbops restore`, `dbops drill`, `dbops wal push|list|status`:
+:func:`main` dispatches."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def _size(n: int) -> str:
 def backup_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops backup")
     parser.add_argument("action", choices=["run", "list", "verify", "prune", "keygen"])
+    parser.add_argument("--kind", choices=["logical", "full", "incremental"], default="logical",
+                        help="run: pg_dump (logical) or pg_basebackup full/incremental (physical)")
     parser.add_argument("--dry-run", action="store_true", help="prune: list what would be deleted")
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="run: parallel pg_dump --format=directory with N workers (stages the dump files locally)")
@@ -38,16 +41,22 @@ def backup_main(argv: list[str], settings: Settings) -> int:
     store = _store(settings)
     if args.action == "list":
         for m in list_backups(store):
+            parent = f"  parent {m['parent']}" if m.get("parent") else ""
             print(f"{m['id']}  {m['kind']}  {m['finished_at']}  raw {_size(m['raw_bytes'])}  "
-                  f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}")
+                  f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}{parent}")
         return 0
     if args.action == "prune":
         from dbops.backup.retention import prune
         from dbops.backup.settings import BackupSettings
 
         conf = BackupSettings.from_env(home=settings.home)
-        for backup_id in prune(store, conf.keep_last, conf.keep_days, dry_run=args.dry_run):
-            print(f"{'would delete' if args.dry_run else 'deleted'} {backup_id}")
+        result = prune(store, conf.keep_last, conf.keep_days, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        for backup_id in result.ids:
+            print(f"{verb} {backup_id}")
+        if result.wal:
+            print(f"{verb} {len(result.wal)} archived WAL file(s), {result.wal[0]} to {result.wal[-1]}")
+        print(f"kept {len(result.kept)} backup(s)")
         return 0
     key = MasterKey.from_env()
     if args.action == "verify":
@@ -68,6 +77,19 @@ def backup_main(argv: list[str], settings: Settings) -> int:
             last["mib"] = stored >> 28
             print(f"  {stored >> 20} MiB stored", flush=True)
 
+    if args.kind != "logical":
+        from dbops.backup.physical import base_backup
+        from dbops.backup.wal import push_spool
+
+        manifest = base_backup(url, store, key, incremental=args.kind == "incremental", bin_dir=settings.pg_bin,
+                               progress=progress)
+        if settings.wal_spool:
+            push_spool(store, key, settings.wal_spool)
+        parent = f" on {manifest['parent']}" if manifest["parent"] else ""
+        print(f"{args.kind} base backup {manifest['id']}{parent} in {store.describe()}: raw "
+              f"{_size(manifest['raw_bytes'])}, stored {_size(manifest['stored_bytes'])}, "
+              f"{manifest['duration_seconds']} s")
+        return 0
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
     manifest = logical_backup(url, store, key, bin_dir=settings.pg_bin, progress=progress, jobs=args.jobs)
@@ -81,14 +103,44 @@ def restore_main(argv: list[str], settings: Settings) -> int:
 
     parser = argparse.ArgumentParser(prog="dbops restore")
     parser.add_argument("backup_id")
-    parser.add_argument("--target", required=True, help="URL of the (empty) database to restore into")
+    parser.add_argument("--target", required=True,
+                        help="logical: URL of the (empty) database; physical: the (empty) data directory to create")
+    parser.add_argument("--pitr", metavar="TIMESTAMP",
+                        help="physical: replay archived WAL up to this time (e.g. '2026-11-25 08:00:00+00')")
     parser.add_argument("--force", action="store_true", help="restore even if the target is not empty")
     args = parser.parse_args(argv)
     store, key = _store(settings), MasterKey.from_env()
     manifest = load_manifest(store, args.backup_id, key)
+    if manifest["kind"] != "logical":
+        return _restore_physical(store, key, manifest, args, settings)
+    if args.pitr:
+        print("--pitr needs a physical base backup; logical backups restore as they were taken")
+        return 2
     verify_objects(store, manifest)
     phases = restore_logical(store, key, manifest, args.target, force=args.force, bin_dir=settings.pg_bin)
     print(f"restored {args.backup_id} into {redact_url(args.target)}: {phases}")
+    return 0
+
+
+def _restore_physical(store: Store, key: MasterKey, manifest: dict, args: argparse.Namespace,
+                      settings: Settings) -> int:
+    from pathlib import Path
+
+    from dbops.restore.physical import prepare_recovery, restore_physical, write_recovery_conf
+
+    if "://" in args.target:
+        print(f"backup {manifest['id']} is a physical base backup: --target must be a data directory, not a URL")
+        return 2
+    target = Path(args.target).absolute()
+    phases = restore_physical(store, key, manifest, target, bin_dir=settings.pg_bin, force=args.force)
+    recovery, staged, count = prepare_recovery(store, key, manifest, target, args.pitr)
+    if recovery:
+        write_recovery_conf(target, recovery)
+    print(f"restored {manifest['id']} into {target}: {phases}")
+    if staged:
+        until = f"until {args.pitr}" if args.pitr else "to the end of the archive"
+        print(f"{count} archived WAL file(s) staged in {staged}; on start the server replays them {until}, then "
+              "promotes. Set its port and start it with pg_ctl.")
     return 0
 
 
@@ -99,8 +151,25 @@ def drill_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops drill")
     parser.add_argument("--backup", help="backup id (default: the latest)")
     parser.add_argument("--keep", action="store_true", help="keep the restored scratch database")
+    parser.add_argument("--physical", action="store_true",
+                        help="drill the latest base backup in a scratch cluster, with WAL replay to a target time")
+    parser.add_argument("--no-pitr", action="store_true", help="physical: no canary rows, no WAL replay target")
     args = parser.parse_args(argv)
     ensure_embedded(settings)
+    if args.physical:
+        from dbops.restore.physical import physical_drill
+
+        presult = physical_drill(settings.target_url(), _store(settings), MasterKey.from_env(),
+                                 backup_id=args.backup, bin_dir=settings.pg_bin, pitr=not args.no_pitr,
+                                 spool=settings.wal_spool, keep=args.keep)
+        print(f"physical drill of {' + '.join(presult.chain)}: RTO {presult.rto_seconds} s {presult.phases}; "
+              f"{presult.wal_files_replayed} WAL file(s) replayed to {presult.target_time or 'the backup end'}; "
+              f"{presult.tables_checked} tables, {presult.rows_checked} rows, {presult.indexes_checked} indexes")
+        if presult.restored_url:
+            print(f"restored cluster kept at {redact_url(presult.restored_url)}")
+        for problem in presult.problems:
+            print(f"  MISMATCH {problem}")
+        return 0 if presult.data_matches else 1
     result = drill(settings.target_url(), _store(settings), MasterKey.from_env(), backup_id=args.backup,
                    keep=args.keep, bin_dir=settings.pg_bin)
     print(f"drill of {result.backup_id}: RTO {result.rto_seconds} s {result.phases}; {result.tables_checked} tables,"
@@ -112,10 +181,47 @@ def drill_main(argv: list[str], settings: Settings) -> int:
     return 0 if result.data_matches else 1
 
 
+def wal_main(argv: list[str], settings: Settings) -> int:
+    """`dbops wal push PATH` (an archive_command), `dbops wal push --spool DIR`, `dbops wal list|status`."""
+    from pathlib import Path
+
+    from dbops.backup import wal
+
+    parser = argparse.ArgumentParser(prog="dbops wal")
+    parser.add_argument("action", choices=["push", "list", "status"])
+    parser.add_argument("path", nargs="?", help="push: the WAL file (archive_command = 'dbops wal push %%p')")
+    parser.add_argument("--spool", help="push: every finished file of this spool directory (default: the "
+                                        "embedded server's, or DBOPS_WAL_SPOOL)")
+    args = parser.parse_args(argv)
+    store = _store(settings)
+    if args.action == "list":
+        for name in wal.list_wal(store):
+            print(name)
+        return 0
+    spool = Path(args.spool) if args.spool else settings.wal_spool
+    if args.action == "status":
+        backlog = wal.spool_backlog(spool) if spool else []
+        archived = wal.list_wal(store)
+        print(f"{len(archived)} WAL file(s) in {store.describe()}, newest {archived[-1] if archived else 'none'}; "
+              f"{len(backlog)} waiting in the spool {spool or '(none)'}")
+        return 0
+    key = MasterKey.from_env()
+    if args.path:
+        stored = wal.push_file(store, key, Path(args.path))
+        print(f"{Path(args.path).name} {'archived' if stored else 'already archived'}")
+        return 0
+    if spool is None:
+        print("dbops wal push: give a WAL file path or --spool DIR (no spool is configured: set DBOPS_WAL_SPOOL)")
+        return 2
+    pushed = wal.push_spool(store, key, spool)
+    print(f"{len(pushed)} WAL file(s) moved from {spool} to {store.describe()}")
+    return 0
+
+
 def main(argv: list[str], settings: Settings) -> int:
-    """``argv`` starts with the group: ``backup ...``, ``restore ...`` or ``drill ...``."""
-    groups = {"backup": backup_main, "restore": restore_main, "drill": drill_main}
+    """``argv`` starts with the group: ``backup ...``, ``restore ...``, ``drill ...`` or ``wal ...``."""
+    groups = {"backup": backup_main, "restore": restore_main, "drill": drill_main, "wal": wal_main}
     if not argv or argv[0] not in groups:
-        print("usage: dbops {backup run|list|verify|prune|keygen, restore ID --target URL, drill}")
+        print("usage: dbops {backup run|list|verify|prune|keygen, restore ID --target URL|DIR, drill, wal push|list}")
         return 2
     return groups[argv[0]](argv[1:], settings)

@@ -21,6 +21,7 @@ import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.store import Store, StoreError
@@ -160,3 +161,45 @@ def prune_wal(store: Store, oldest_needed: str, *, dry_run: bool = False) -> lis
         for name in doomed:
             store.delete(wal_key(name))
     return doomed
+
+
+def _position_number(name: str, segment_bytes: int) -> int:
+    per_log = 0x100000000 // segment_bytes
+    return int(name[8:16], 16) * per_log + int(name[16:24], 16)
+
+
+def archive_status(url: str, store: Store, spool: Path | None) -> dict[str, Any]:
+    """How far the archive (the store) is behind the server: the recovery point objective, measured.
+
+    ``segments_behind`` counts finished WAL files the store does not have yet (0: only the file being written is at
+    risk, and archive_timeout bounds its age); ``failing`` is true while the server's last archive attempt failed.
+    """
+    from dbops.pg.connect import connection
+
+    with connection(url) as conn:
+        row = conn.execute(
+            "SELECT current_setting('archive_mode'), pg_walfile_name(pg_current_wal_lsn()), "
+            "(SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 END "
+            "   FROM pg_settings WHERE name = 'wal_segment_size'), "
+            "archived_count, last_archived_wal, extract(epoch FROM now() - last_archived_time), failed_count, "
+            "coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver"
+        ).fetchone()
+    mode, current, segment_bytes, archived, last_wal, last_age, failed, failing = row  # type: ignore[misc]
+    stored = [n for n in list_wal(store) if SEGMENT.match(n)]
+    backlog = spool_backlog(spool) if spool else []
+    behind = None
+    if stored:
+        behind = max(0, _position_number(current, segment_bytes) - _position_number(stored[-1], segment_bytes) - 1)
+    return {
+        "archive_mode": mode,
+        "current_wal": current,
+        "newest_stored_wal": stored[-1] if stored else None,
+        "stored_wal_files": len(stored),
+        "segments_behind": behind,
+        "spool_backlog": len(backlog),
+        "archived_count": int(archived or 0),
+        "failed_count": int(failed or 0),
+        "failing": bool(failing),
+        "last_archived_wal": last_wal,
+        "last_archived_age_seconds": round(float(last_age), 1) if last_age is not None else None,
+    }

@@ -233,8 +233,8 @@ class EmbeddedServer:
         if self.wal_spool is not None:
             from dbops.backup.wal import archive_command
 
-            settings.update(archive_mode="on", archive_command="'" + archive_command(self.wal_spool).replace("'", "''") + "'",
-                            archive_timeout="'5min'")
+            command = archive_command(self.wal_spool).replace("'", "''")
+            settings.update(archive_mode="on", archive_command=f"'{command}'", archive_timeout="'5min'")
         settings.update(self.extra_settings)
         body = "# written by dbops on every start; change DBOPS_* settings instead of editing\n"
         body += "".join(f"{key} = {value}\n" for key, value in settings.items())

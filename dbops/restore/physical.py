@@ -37,7 +37,7 @@ from dbops.errors import DbopsError
 from dbops.pg.commands import ensure_os_user, find_program, run_as_user, run_command
 from dbops.pg.connect import connection
 
-CANARY_TABLE = "dbops_pitr_canary"
+CANARY_TABLE = "dbops_pitr_canary"  # in the postgres maintenance database
 # Settings of a restored scratch cluster: never archive into the production archive, modest memory.
 SCRATCH_SETTINGS = {"archive_mode": "off", "shared_buffers": "'256MB'",
                     "log_connections": "off", "log_disconnections": "off"}
@@ -169,13 +169,13 @@ def plant_canaries(url: str, *, gap_seconds: float = 0.2) -> dict[str, str]:
     """
     tag = uuid.uuid4().hex[:10]
     with connection(_maintenance_url(url)) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS public.{CANARY_TABLE} "
+        conn.execute("CREATE TABLE IF NOT EXISTS public.dbops_pitr_canary "
                      "(id text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT clock_timestamp())")
-        conn.execute(f"INSERT INTO public.{CANARY_TABLE} (id) VALUES (%s)", [f"before-{tag}"])
+        conn.execute("INSERT INTO public.dbops_pitr_canary (id) VALUES (%s)", [f"before-{tag}"])
         time.sleep(gap_seconds)
         target = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         time.sleep(gap_seconds)
-        conn.execute(f"INSERT INTO public.{CANARY_TABLE} (id) VALUES (%s)", [f"after-{tag}"])
+        conn.execute("INSERT INTO public.dbops_pitr_canary (id) VALUES (%s)", [f"after-{tag}"])
         last = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]  # type: ignore[index]
         conn.execute("SELECT pg_switch_wal()")
     return {"before": f"before-{tag}", "after": f"after-{tag}", "target_time": target.isoformat(), "last_wal": last}
@@ -322,7 +322,7 @@ def _wait_promoted(url: str, timeout: float = 3600) -> None:
 
 def _check_canaries(url: str, canaries: dict[str, str]) -> list[str]:
     with connection(_maintenance_url(url)) as conn:
-        present = {r[0] for r in conn.execute(f"SELECT id FROM public.{CANARY_TABLE} WHERE id = ANY(%s)",
+        present = {r[0] for r in conn.execute("SELECT id FROM public.dbops_pitr_canary WHERE id = ANY(%s)",
                                               [[canaries["before"], canaries["after"]]]).fetchall()}
     problems = []
     if canaries["before"] not in present:

@@ -27,6 +27,8 @@ def test_cli_run_list_verify_drill_prune(seeded_small: str, tmp_path: Path, monk
     out = capsys.readouterr().out
     assert out.count("object(s) intact") == 2 and "would delete" in out and "RTO" in out
     assert main(["backup", "prune"], settings) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("deleted ") and lines[1] == "kept 1 backup(s)"
     main(["backup", "list"], settings)
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # "deleted X" + one listed backup
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
     assert "password" not in out.lower() or "***" in out

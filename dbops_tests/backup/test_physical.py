@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from dbops.backup import wal
 from dbops.backup.keys import BackupIntegrityError, MasterKey
@@ -40,15 +41,11 @@ def archiving_server() -> Iterator[EmbeddedServer]:
 
 
 def _write(url: str, table: str, rows: int) -> None:
+    name = sql.Identifier(*table.split("."))
     with connection(url) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, payload text)")
-        conn.execute(f"INSERT INTO {table} SELECT m.top + g, md5(g::text) FROM generate_series(1, %s) g, "
-                     f"(SELECT coalesce(max(id), 0) AS top FROM {table}) m", [rows])
-
-
-def _count(url: str, table: str) -> int:
-    with connection(url) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, payload text)").format(name))
+        conn.execute(sql.SQL("INSERT INTO {} SELECT m.top + g, md5(g::text) FROM generate_series(1, %s) g, "
+                             "(SELECT coalesce(max(id), 0) AS top FROM {}) m").format(name, name), [rows])
 
 
 def test_full_incremental_chain_and_pitr_drill(archiving_server: EmbeddedServer, tmp_path: Path,
@@ -178,3 +175,48 @@ def test_pg_basebackup_killed_mid_way_leaves_nothing_visible(archiving_server: E
     monkeypatch.undo()
     assert physical_backups(store) == []
     assert not [n for n in store.list("backups/") if not n.endswith(".partial")]
+
+
+def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: EmbeddedServer, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from dbops.backup.keys import generate_key
+    from dbops.defs.backup.assets import backup_retention, restore_drill, wal_archive
+    from dbops.defs.backup.assets import base_backup as base_backup_asset
+    from dbops.defs.backup.resources import BackupResource
+    from dbops.defs.resources import DatabaseResource
+
+    monkeypatch.setenv("DBOPS_BACKUP_KEY", generate_key())
+    monkeypatch.setenv("DBOPS_WAL_SPOOL", str(archiving_server.wal_spool))
+    monkeypatch.setenv("DBOPS_BACKUP_KEEP_LAST", "1")
+    url = archiving_server.url("postgres")
+    _write(url, "public.dagster_ledger", 5_000)
+    resources = {"database": DatabaseResource(url=url),
+                 "backups": BackupResource(store="local", directory=str(tmp_path / "store"))}
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(assets: list, kind: str = "full") -> dg.ExecuteInProcessResult:  # type: ignore[type-arg]
+        config = {"ops": {"base_backup": {"config": {"kind": kind}}}} if base_backup_asset in assets else None
+        result = dg.materialize(assets, instance=instance, resources=resources, run_config=config)
+        assert result.success
+        return result
+
+    first = run([base_backup_asset, wal_archive])
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in first.get_asset_check_evaluations()}
+    assert checks == {("base_backup", "backup_fresh"): True, ("wal_archive", "wal_archive_current"): True}
+    run([base_backup_asset], kind="incremental")
+    _write(url, "public.dagster_ledger", 1_000)
+
+    drill = dg.materialize([restore_drill], instance=instance, resources=resources,
+                           run_config={"ops": {"restore_drill": {"config": {"logical": False}}}})
+    assert drill.success
+    checks = {e.check_name: e.passed for e in drill.get_asset_check_evaluations()}
+    assert checks == {"drill_data_matches": True, "drill_rto_under_target": True}
+    meta = drill.asset_materializations_for_node("restore_drill")[0].metadata
+    assert meta["physical_wal_files_replayed"].value > 0 and meta["physical_rto_seconds"].value > 0
+    assert meta["physical_phase_combine_seconds"].value >= 0
+
+    run([base_backup_asset])  # a second full chain: keep_last=1 drops the first chain and the WAL before it
+    pruned = run([backup_retention]).asset_materializations_for_node("backup_retention")[0].metadata
+    assert pruned["deleted_backups"].value == 2 and pruned["deleted_wal_files"].value > 0

@@ -43,7 +43,8 @@ def test_monitoring_defs_load_with_schedules_for_present_assets() -> None:
 def test_every_lifecycle_asset_has_a_schedule_row() -> None:
     named = {a for s in STEP_SCHEDULES for a in s.assets}
     assert named == {"schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test",
-                     "logical_backup", "base_backup", "restore_drill", "backup_retention", "integrity_validation",
+                     "logical_backup", "base_backup", "wal_archive", "restore_drill", "backup_retention",
+                     "integrity_validation",
                      "index_integrity", "security_audit"}
     assert build_schedules(named)  # all present: every step without its own module schedule is built
     assert not {s.name for s in build_schedules(named)} & {"weekly_load_test", "integrity_daily"}

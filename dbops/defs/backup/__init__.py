@@ -1,10 +1,23 @@
-"""Dagster group ``backup``: logical_backup and restore_drill with their checks.
+"""Dagster group ``backup``: logical and base backups, the WAL archive, retention and restore drills.
 
-Their schedules (``logical_backup_daily``, ``restore_drill_weekly``) are built in ``dbops/definitions.py``.
+The base backup schedules live in ``schedules.py``; the others (``logical_backup_daily``, ``wal_archive_every_15_min``,
+``backup_retention_daily``, ``restore_drill_weekly``) are built with every step's in ``dbops/definitions.py``.
 """
 
 import dagster as dg
 
-from dbops.defs.backup.assets import logical_backup, restore_drill
+from dbops.defs.backup.assets import (
+    backup_retention,
+    base_backup,
+    logical_backup,
+    restore_drill,
+    wal_archive,
+    wal_archive_sensor,
+)
+from dbops.defs.backup.schedules import base_backup_hourly_incremental, base_backup_nightly_full
 
-defs = dg.Definitions(assets=[logical_backup, restore_drill])
+defs = dg.Definitions(
+    assets=[logical_backup, base_backup, wal_archive, backup_retention, restore_drill],
+    sensors=[wal_archive_sensor],
+    schedules=[base_backup_nightly_full, base_backup_hourly_incremental],
+)

@@ -14,7 +14,8 @@ class BackupResource(dg.ConfigurableResource):
     """Store and key settings; empty fields fall back to the DBOPS_BACKUP_* environment variables.
 
     ``rto_target_seconds`` is the recovery-time objective every drill is checked against; ``max_age_hours`` how old
-    the newest complete backup may be before ``backup_fresh`` fails.
+    the newest complete backup may be before ``backup_fresh`` fails; ``max_wal_segments_behind`` how many finished
+    WAL files may be missing from the archive before ``wal_archive_current`` fails.
     """
 
     store: str = ""  # local | s3
@@ -24,6 +25,7 @@ class BackupResource(dg.ConfigurableResource):
     endpoint_url: str = ""
     rto_target_seconds: float = 1800.0
     max_age_hours: float = 26.0
+    max_wal_segments_behind: int = 2
 
     def open_store(self) -> Store:
         env = dict(os.environ)
@@ -41,3 +43,8 @@ class BackupResource(dg.ConfigurableResource):
     @property
     def bin_dir(self) -> Path | None:
         return Settings.from_env().pg_bin
+
+    @property
+    def wal_spool(self) -> Path | None:
+        """The spool the server's archive_command fills (the embedded server's, or DBOPS_WAL_SPOOL)."""
+        return Settings.from_env().wal_spool
