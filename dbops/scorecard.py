@@ -42,7 +42,9 @@ TARGETS: list[Target] = [
     Target("integrity violations (last 30 daily partitions)", "0", "integrity_validation", "violations", "==", 0,
            check="no_integrity_violations"),
     Target("security audit critical findings", "0", "security_audit", "findings_critical", "==", 0),
-    Target("restore from backup (RTO)", "< 30 min", "restore_drill", "rto_seconds", "<", 1800, "s"),
+    Target("restore RTO: logical backup drill", "< 30 min", "restore_drill", "logical_rto_seconds", "<", 1800, "s"),
+    Target("restore RTO: base backup + WAL replay (PITR) drill", "< 30 min", "restore_drill", "physical_rto_seconds",
+           "<", 1800, "s"),
     Target("pending migrations after migrate", "0", "schema_migrations", "pending_count", "==", 0,
            check="no_pending_migrations"),
 ]

@@ -220,3 +220,66 @@ def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: E
     run([base_backup_asset])  # a second full chain: keep_last=1 drops the first chain and the WAL before it
     pruned = run([backup_retention]).asset_materializations_for_node("backup_retention")[0].metadata
     assert pruned["deleted_backups"].value == 2 and pruned["deleted_wal_files"].value > 0
+
+
+def test_base_backup_to_s3_and_drill_from_it(archiving_server: EmbeddedServer, s3_store, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                             master_key: MasterKey) -> None:
+    url = archiving_server.url("postgres")
+    _write(url, "public.s3_ledger", 5_000)
+    full = base_backup(url, s3_store, master_key)
+    assert s3_store.exists(object_key(full["id"], BASE_OBJECT))
+    wal.push_spool(s3_store, master_key, archiving_server.wal_spool)  # type: ignore[arg-type]
+    result = physical_drill(url, s3_store, master_key, spool=archiving_server.wal_spool, scratch_root=tmp_path)
+    assert result.data_matches, result.problems
+    assert result.wal_files_replayed > 0
+
+
+def test_cli_physical_backup_restore_pitr_and_wal(archiving_server: EmbeddedServer, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from dbops.backup.cli import main
+    from dbops.backup.keys import generate_key
+    from dbops.config import Settings
+    from dbops.restore.physical import PhysicalRestoreError
+
+    url = archiving_server.url("postgres")
+    env = {"DBOPS_DATABASE_URL": url, "DBOPS_BACKUP_DIR": str(tmp_path / "store"), "DBOPS_BACKUP_KEY": generate_key(),
+           "DBOPS_HOME": str(tmp_path), "DBOPS_WAL_SPOOL": str(archiving_server.wal_spool)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    assert main(["backup", "run", "--kind", "full"], settings) == 0
+    assert main(["backup", "run", "--kind", "incremental"], settings) == 0
+    _write(url, "public.cli_ledger", 2_000)
+    with connection(url) as conn:
+        conn.execute("SELECT pg_switch_wal()")
+    assert main(["drill", "--physical"], settings) == 0  # plants canaries, archives, restores, replays
+    assert main(["wal", "push"], settings) == 0
+    assert main(["wal", "status"], settings) == 0
+    out = capsys.readouterr().out
+    assert "incremental base backup" in out and " on " in out and "physical drill of" in out
+    assert "WAL file(s) in" in out
+
+    store = LocalStore(tmp_path / "store")
+    newest = physical_backups(store)[-1]
+    target = tmp_path / "restored"
+    assert main(["restore", newest["id"], "--target", str(target), "--pitr", "2999-01-01 00:00:00+00"], settings) == 0
+    assert (target / "recovery.signal").exists()
+    assert "recovery_target_time = '2999-01-01 00:00:00+00'" in (target / "postgresql.auto.conf").read_text()
+    assert any((tmp_path / "restored.wal").iterdir())
+    with pytest.raises(PhysicalRestoreError, match="not empty"):
+        main(["restore", newest["id"], "--target", str(target)], settings)
+    assert main(["restore", newest["id"], "--target", "postgresql://x@127.0.0.1/db"], settings) == 2
+
+
+def test_pitr_without_archived_wal_is_refused(archiving_server: EmbeddedServer, tmp_path: Path,
+                                              master_key: MasterKey) -> None:
+    from dbops.restore.physical import PhysicalRestoreError, prepare_recovery
+
+    store = LocalStore(tmp_path / "store")
+    manifest = base_backup(archiving_server.url("postgres"), store, master_key)
+    target = tmp_path / "restored"
+    restore_physical(store, master_key, manifest, target)
+    with pytest.raises(PhysicalRestoreError, match="no archived WAL after backup"):
+        prepare_recovery(store, master_key, manifest, target, "2026-11-25 00:00:00+00")
+    assert not (target / "recovery.signal").exists()
