@@ -217,6 +217,13 @@ def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: E
     assert meta["physical_wal_files_replayed"].value > 0 and meta["physical_rto_seconds"].value > 0
     assert meta["physical_phase_combine_seconds"].value >= 0
 
+    full_id = first.asset_materializations_for_node("base_backup")[0].metadata["backup_id"].value
+    chosen = dg.materialize([restore_drill], instance=instance, resources=resources,
+                            run_config={"ops": {"restore_drill": {"config": {"backup_id": full_id, "pitr": False}}}})
+    chosen_meta = chosen.asset_materializations_for_node("restore_drill")[0].metadata
+    assert chosen.success and chosen_meta["physical_backup_id"].value == full_id
+    assert "logical_backup_id" not in chosen_meta and "physical_phase_combine_seconds" not in chosen_meta
+
     run([base_backup_asset])  # a second full chain: keep_last=1 drops the first chain and the WAL before it
     pruned = run([backup_retention]).asset_materializations_for_node("backup_retention")[0].metadata
     assert pruned["deleted_backups"].value == 2 and pruned["deleted_wal_files"].value > 0

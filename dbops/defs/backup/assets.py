@@ -9,7 +9,7 @@ from pydantic import Field
 
 from dbops.backup import wal
 from dbops.backup.logical import logical_backup as take_logical_backup
-from dbops.backup.manifest import list_backups
+from dbops.backup.manifest import list_backups, load_manifest
 from dbops.backup.physical import PHYSICAL_KINDS
 from dbops.backup.physical import base_backup as take_base_backup
 from dbops.backup.retention import prune
@@ -176,6 +176,7 @@ def backup_retention(context: dg.AssetExecutionContext, backups: BackupResource)
 
 
 class RestoreDrillConfig(dg.Config):
+    backup_id: str = Field(default="", description="drill this backup only (default: the latest of each kind)")
     logical: bool = Field(default=True, description="drill the latest logical backup (if there is one)")
     physical: bool = Field(default=True, description="drill the latest base backup chain (if there is one)")
     pitr: bool = Field(default=True, description="physical: canary rows and WAL replay to a target time")
@@ -200,13 +201,15 @@ class RestoreDrillConfig(dg.Config):
 def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig, database: DatabaseResource,
                   backups: BackupResource):
     store, key = backups.open_store(), backups.master_key()
-    present = {m.get("kind") for m in list_backups(store)}
+    chosen = load_manifest(store, config.backup_id, key) if config.backup_id else None
+    present = {chosen["kind"]} if chosen else {m.get("kind") for m in list_backups(store)}
     results: dict[str, Any] = {}
-    if config.logical and "logical" in present:
-        results["logical"] = drill(database.url, store, key, bin_dir=backups.bin_dir)
-    if config.physical and present & set(PHYSICAL_KINDS):
-        results["physical"] = physical_drill(database.url, store, key, bin_dir=backups.bin_dir, pitr=config.pitr,
-                                             spool=backups.wal_spool)
+    if (config.logical or chosen) and "logical" in present:
+        results["logical"] = drill(database.url, store, key, backup_id=config.backup_id or None,
+                                   bin_dir=backups.bin_dir)
+    if (config.physical or chosen) and present & set(PHYSICAL_KINDS):
+        results["physical"] = physical_drill(database.url, store, key, backup_id=config.backup_id or None,
+                                             bin_dir=backups.bin_dir, pitr=config.pitr, spool=backups.wal_spool)
     if not results:
         raise dg.Failure(f"there is no backup to drill in {store.describe()}: materialize logical_backup or "
                          "base_backup first")
