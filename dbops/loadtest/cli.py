@@ -9,7 +9,7 @@ import sys
 
 from dbops.config import Settings
 from dbops.errors import DbopsError
-from dbops.loadtest.runner import LoadTestPlan, run_load_test
+from dbops.loadtest.runner import DEFAULT_THINK_TIME_S, LoadTestPlan, run_load_test
 from dbops.loadtest.workloads import PROFILES, LoadTestError
 
 
@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=100, help="concurrent users = pgbench clients (default 100)")
     parser.add_argument("--ramp", type=_ramp, help="user steps, e.g. 100,1000,5000,10000 (overrides --users)")
     parser.add_argument("--duration", type=int, default=30, help="seconds per step (default 30)")
-    parser.add_argument("--think-time", type=float, default=5.0,
-                        help="seconds between a user's transactions (default 5; 0 = closed loop, full speed)")
+    parser.add_argument("--think-time", type=float, default=DEFAULT_THINK_TIME_S,
+                        help="seconds between a user's transactions (default 10; 0 = closed loop, full speed)")
     parser.add_argument("--rate", type=float, help="total transactions/s for a closed-loop run (pgbench -R)")
     parser.add_argument("--pooler", choices=["auto", "pgbouncer", "direct"], default="auto",
                         help="auto: PgBouncer when users exceed the server's max_connections")

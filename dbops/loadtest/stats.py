@@ -6,6 +6,9 @@ of transactions, and a percentile is off by at most 0.5 %.
 
 Log line fields: client_id transaction_no time script_no time_epoch time_us [schedule_lag] [retries]; ``time`` is
 the latency in µs, or ``skipped`` / ``failed`` (``serialization``, ``deadlock``, ``other`` with --failures-detailed).
+With a rate schedule (``-R``) ``time`` counts from the scheduled start, so it includes ``schedule_lag``, the delay
+before pgbench could send the transaction: that lag is kept apart too, to show whether the load generator itself
+fell behind.
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ class ScriptStats:
     total_us: int = 0
     max_us: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
+    lag_histogram: dict[int, int] = field(default_factory=dict)
 
-    def add(self, latency_us: int, retries: int = 0) -> None:
+    def add(self, latency_us: int, retries: int = 0, lag_us: int | None = None) -> None:
+        if lag_us is not None:
+            lag_key = bucket(lag_us)
+            self.lag_histogram[lag_key] = self.lag_histogram.get(lag_key, 0) + 1
         self.transactions += 1
         self.total_us += latency_us
         self.max_us = max(self.max_us, latency_us)
@@ -54,18 +61,16 @@ class ScriptStats:
         self.max_us = max(self.max_us, other.max_us)
         for key, count in other.histogram.items():
             self.histogram[key] = self.histogram.get(key, 0) + count
+        for key, count in other.lag_histogram.items():
+            self.lag_histogram[key] = self.lag_histogram.get(key, 0) + count
 
     def percentile_ms(self, q: float) -> float:
         """Nearest-rank percentile (q in 0..100) in milliseconds; 0 when nothing ran."""
-        if not self.transactions:
-            return 0.0
-        rank = max(1, math.ceil(q / 100 * self.transactions))
-        seen = 0
-        for key in sorted(self.histogram):
-            seen += self.histogram[key]
-            if seen >= rank:
-                return key / 1000
-        return self.max_us / 1000
+        return _percentile(self.histogram, self.transactions, q, self.max_us)
+
+    def lag_percentile_ms(self, q: float) -> float:
+        """Percentile of pgbench's schedule lag (rate-limited runs only; 0 otherwise)."""
+        return _percentile(self.lag_histogram, sum(self.lag_histogram.values()), q, 0)
 
     @property
     def avg_ms(self) -> float:
@@ -84,7 +89,20 @@ class ScriptStats:
             "failures": self.failures,
             "skipped": self.skipped,
             "retries": self.retries,
+            "lag_p95_ms": self.lag_percentile_ms(95),
         }
+
+
+def _percentile(histogram: dict[int, int], count: int, q: float, fallback_us: int) -> float:
+    if not count:
+        return 0.0
+    rank = max(1, math.ceil(q / 100 * count))
+    seen = 0
+    for key in sorted(histogram):
+        seen += histogram[key]
+        if seen >= rank:
+            return key / 1000
+    return fallback_us / 1000
 
 
 def parse_log_lines(lines: Iterable[str], names: list[str], stats: dict[str, ScriptStats] | None = None,
@@ -110,7 +128,8 @@ def parse_log_lines(lines: Iterable[str], names: list[str], stats: dict[str, Scr
             script.failures += 1
             script.retries += retries
             continue
-        script.add(int(time_field), retries)
+        lag = int(fields[6]) if rate_limited and len(fields) > 6 and fields[6].isdigit() else None
+        script.add(int(time_field), retries, lag)
     return stats
 
 

@@ -19,7 +19,7 @@ class LoadTestConfig(dg.Config):
     profile: str = "mixed"
     ramp: list[int] = [100, 1000]
     duration_s: int = 30
-    think_time_s: float = 5.0
+    think_time_s: float = 10.0
     capacity_profile: str = "write"
     capacity_users: int = 8
     capacity_duration_s: int = 15
