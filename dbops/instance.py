@@ -82,6 +82,8 @@ def prepare_environment(settings: Settings | None = None) -> Settings:
     shutil.copyfile(source, home / "dagster.yaml")
     os.environ.update(dagster_storage_env(dagster_url))
     os.environ["DBOPS_DATABASE_URL"] = target
+    if settings.wal_spool is not None:  # the URL above makes later Settings "external": keep the embedded spool
+        os.environ["DBOPS_WAL_SPOOL"] = str(settings.wal_spool)
     os.environ["DBOPS_MIGRATIONS"] = str(settings.migrations_dir)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

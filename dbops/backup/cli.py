@@ -167,6 +167,8 @@ def drill_main(argv: list[str], settings: Settings) -> int:
               f"{presult.tables_checked} tables, {presult.rows_checked} rows, {presult.indexes_checked} indexes")
         if presult.restored_url:
             print(f"restored cluster kept at {redact_url(presult.restored_url)}")
+        for note in presult.notes:
+            print(f"  note: {note}")
         for problem in presult.problems:
             print(f"  MISMATCH {problem}")
         return 0 if presult.data_matches else 1

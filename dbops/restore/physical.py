@@ -213,6 +213,7 @@ class PhysicalDrillResult:
     rows_checked: int = 0
     indexes_checked: int = 0
     restored_url: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rto_seconds(self) -> float:
@@ -221,6 +222,11 @@ class PhysicalDrillResult:
     @property
     def data_matches(self) -> bool:
         return not self.problems
+
+
+def _archive_mode(url: str) -> str:
+    with connection(url) as conn:
+        return str(conn.execute("SELECT current_setting('archive_mode')").fetchone()[0])  # type: ignore[index]
 
 
 def _scratch_url(source_url: str, port: int) -> str:
@@ -254,6 +260,9 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
     manifest = choose_physical(store, key, backup_id)
     result = PhysicalDrillResult(manifest["id"], [m["id"] for m in chain(store, key, manifest)])
     canaries = None
+    if pitr and _archive_mode(url) == "off":
+        result.notes.append("WAL archiving is off on the server: restored to the end of the backup, no PITR")
+        pitr = False
     if pitr:
         canaries = plant_canaries(url)
         wait_archived(url, canaries["last_wal"])

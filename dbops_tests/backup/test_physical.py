@@ -290,3 +290,13 @@ def test_pitr_without_archived_wal_is_refused(archiving_server: EmbeddedServer, 
     with pytest.raises(PhysicalRestoreError, match="no archived WAL after backup"):
         prepare_recovery(store, master_key, manifest, target, "2026-11-25 00:00:00+00")
     assert not (target / "recovery.signal").exists()
+
+
+def test_drill_of_a_server_without_archiving_restores_to_the_backup_end(pg_server: EmbeddedServer, tmp_path: Path,
+                                                                         master_key: MasterKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    url = pg_server.url("postgres")
+    base_backup(url, store, master_key)
+    result = physical_drill(url, store, master_key, scratch_root=tmp_path)
+    assert result.data_matches and result.target_time is None and result.wal_files_replayed == 0
+    assert result.notes == ["WAL archiving is off on the server: restored to the end of the backup, no PITR"]

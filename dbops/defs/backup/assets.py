@@ -227,6 +227,8 @@ def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig,
     if "physical" in results:
         metadata["physical_wal_files_replayed"] = dg.MetadataValue.int(results["physical"].wal_files_replayed)
         metadata["physical_target_time"] = dg.MetadataValue.text(results["physical"].target_time or "backup end")
+        for note in results["physical"].notes:
+            context.log.warning(note)
     rto = max(r.rto_seconds for r in results.values())
     first = next(iter(results.values()))
     metadata.update({
