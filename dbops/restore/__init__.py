@@ -11,19 +11,21 @@ restored copy.
 
 from __future__ import annotations
 
+import queue
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbops.backup.figures import compare_figures, leaf_tables, table_figure
+from dbops.backup.figures import compare_figures, hash_methods, leaf_tables, table_figure
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import latest, load_manifest, object_key, verify_objects
 from dbops.backup.store import Store
@@ -79,23 +81,54 @@ def database_is_empty(url: str) -> bool:
         return row[0] == 0  # type: ignore[index]
 
 
-class _Timed:
-    """Wraps a chunk iterator and adds up the time spent producing chunks (decrypt + decompress + download)."""
+class _Prefetched:
+    """Produces chunks (download + decrypt + decompress) in a thread, a few ahead, so pg_restore works on one chunk
+    while the next is being decrypted; ``waited`` is the time the consumer still had to wait for data.
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.seconds = 0.0
+    At most ``depth`` chunks are queued: memory stays bounded. ``close`` stops the producer early.
+    """
+
+    _END = object()
+
+    def __init__(self, chunks: Iterable[bytes], depth: int = 4) -> None:
+        self.waited = 0.0
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(chunks,), name="dbops-restore-read", daemon=True)
+        self._thread.start()
+
+    def _produce(self, chunks: Iterable[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                if not self._offer(chunk):
+                    return
+            self._offer(self._END)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            self._offer(exc)
+
+    def _offer(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
             began = time.monotonic()
-            try:
-                chunk = next(self.chunks)
-            except StopIteration:
-                self.seconds += time.monotonic() - began
+            item = self._queue.get()
+            self.waited += time.monotonic() - began
+            if item is self._END:
                 return
-            self.seconds += time.monotonic() - began
-            yield chunk
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], target_url: str, *, force: bool = False,
@@ -115,26 +148,30 @@ def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], targ
                                   jobs=jobs or int(manifest.get("jobs", 2)), staging_root=staging_root)
     obj = manifest["objects"][0]
     name = f"object {obj['name']} of backup {manifest['id']}"
-    stream = _Timed(decompress(decrypt(store.get(object_key(manifest["id"], obj["name"])), data_key, name), name))
     bare_url, password = split_password(target_url)
     began = time.monotonic()
-    proc = start_process([find_program("pg_restore", bin_dir), "--single-transaction", "--exit-on-error",
-                          "--no-password", f"--dbname={bare_url}"],
-                         password=password, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert proc.stdin is not None
+    stream = _Prefetched(decompress(decrypt(store.get(object_key(manifest["id"], obj["name"])), data_key, name), name))
     try:
-        for chunk in stream:
-            proc.stdin.write(chunk)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # pg_restore stopped early: its own error is reported below
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+        proc = start_process([find_program("pg_restore", bin_dir), "--single-transaction", "--exit-on-error",
+                              "--no-password", f"--dbname={bare_url}"],
+                             password=password, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert proc.stdin is not None
+        try:
+            for chunk in stream:
+                proc.stdin.write(chunk)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # pg_restore stopped early: its own error is reported below
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        stream.close()
     finish_process(proc, "pg_restore", timeout=RESTORE_TIMEOUT)
     total = time.monotonic() - began
-    return {"decrypt_decompress": round(stream.seconds, 3), "restore": round(total - stream.seconds, 3)}
+    # Decryption overlaps pg_restore; only the time pg_restore was kept waiting for data is counted as its phase.
+    return {"decrypt_decompress": round(stream.waited, 3), "restore": round(total - stream.waited, 3)}
 
 
 def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], target_url: str, *,
@@ -145,7 +182,8 @@ def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], 
         dump_dir = staging / "dump"
         dump_dir.mkdir()
         began = time.monotonic()
-        for obj in manifest["objects"]:
+
+        def stage(obj: dict[str, Any]) -> None:
             name = f"object {obj['name']} of backup {manifest['id']}"
             file_name = str(obj.get("file", ""))
             if not file_name or Path(file_name).name != file_name or file_name.startswith("."):
@@ -159,6 +197,17 @@ def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], 
                 raise RestoreError(f"cannot stage {name} in {staging}: {exc.strerror}",
                                    "free space in the temporary directory (TMPDIR) or restore a custom-format "
                                    "backup, which needs no local space") from exc
+
+        biggest_first = sorted(manifest["objects"], key=lambda o: -int(o.get("size", 0)))
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="dbops-stage") as pool:
+            futures = [pool.submit(stage, obj) for obj in biggest_first]
+            try:
+                for done in futures:
+                    done.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # those not started yet; the running ones finish, then staging is removed
+                raise
         staged = time.monotonic() - began
         bare_url, password = split_password(target_url)
         began = time.monotonic()
@@ -189,13 +238,16 @@ def amcheck_all(url: str) -> int:
         return len(indexes)
 
 
-def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS) -> tuple[dict[str, dict[str, Any]], int]:
+def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS,
+                    methods: dict[str, str] | None = None) -> tuple[dict[str, dict[str, Any]], int]:
     """Figures of every table and bt_index_check of every btree index, shared out over ``connections``.
 
     The same checks as :func:`~dbops.backup.figures.table_figures` plus :func:`amcheck_all`, run side by side:
     the biggest relations first, each connection taking the next one when it is free, so they finish together.
-    Returns the figures and the number of indexes checked; raises the first error (corruption included).
+    ``methods`` gives the row hash per table (a manifest's). Returns the figures and the number of indexes
+    checked; raises the first error (corruption included).
     """
+    methods = methods or {}
     with connection(url) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
         tasks: list[tuple[int, str, tuple[str, ...]]] = [(size, "table", (schema, table))
@@ -216,7 +268,7 @@ def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS) -> tuple[di
                             return
                         _, kind, names = tasks.pop(0)
                     if kind == "table":
-                        figure = table_figure(conn, *names)
+                        figure = table_figure(conn, *names, methods.get(".".join(names), "record"))
                         with lock:
                             figures[".".join(names)] = figure
                     else:
@@ -250,7 +302,7 @@ def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = Non
     try:
         result.phases.update(restore_logical(store, key, manifest, scratch_url, bin_dir=bin_dir, jobs=jobs))
         t1 = time.monotonic()
-        actual, result.indexes_checked = verify_restored(scratch_url)
+        actual, result.indexes_checked = verify_restored(scratch_url, methods=hash_methods(manifest["tables"]))
         result.problems = compare_figures(manifest["tables"], actual)
         result.tables_checked = len(actual)
         result.rows_checked = sum(t["rows"] for t in actual.values())
