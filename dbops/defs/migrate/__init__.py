@@ -2,12 +2,19 @@
 
 import dagster as dg
 
-from dbops.defs.migrate.assets import schema_migrations
+from dbops.defs.migrate.assets import build_schema_migrations, schema_migrations
 from dbops.defs.migrate.checks import migration_history_valid, migrations_lint, no_pending_migrations
+from dbops.defs.migrate.rehearsal import REHEARSAL, migration_rehearsal, rehearsal_enabled
 from dbops.defs.migrate.sensors import new_migration_files
 
-defs = dg.Definitions(
-    assets=[schema_migrations],
-    asset_checks=[migration_history_valid, no_pending_migrations, migrations_lint],
-    sensors=[new_migration_files],
-)
+
+def build_migrate_defs(rehearsal: bool) -> dg.Definitions:
+    """With ``rehearsal``, production ``schema_migrations`` waits for ``migration_rehearsal`` and its blocking check."""
+    return dg.Definitions(
+        assets=[migration_rehearsal, build_schema_migrations([REHEARSAL.path[-1]]) if rehearsal else schema_migrations],
+        asset_checks=[migration_history_valid, no_pending_migrations, migrations_lint],
+        sensors=[new_migration_files],
+    )
+
+
+defs = build_migrate_defs(rehearsal_enabled())

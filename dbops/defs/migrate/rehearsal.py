@@ -1,0 +1,93 @@
+"""``migration_rehearsal``: the pending migrations run first on the latest backup, restored into a scratch copy.
+
+When the rehearsal is on (``DBOPS_REHEARSAL``, read when the definitions are built, default ``on``),
+``schema_migrations`` depends on it and its blocking check ``rehearsal_safe`` keeps a dangerous migration from running
+in production in the same run. The rehearsal reads the newest backup from the store but does not depend on
+``logical_backup`` (which depends on ``schema_migrations``): the graph stays acyclic.
+"""
+
+import os
+
+import dagster as dg
+
+from dbops.defs.backup.resources import BackupResource
+from dbops.defs.migrate.resources import MigrationsResource
+from dbops.defs.resources import DatabaseResource
+from dbops.errors import ConfigError
+from dbops.migrate.rehearsal import RehearsalReport, Thresholds, rehearse
+
+REHEARSAL = dg.AssetKey("migration_rehearsal")
+_ON, _OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
+
+
+def rehearsal_enabled(env: dict[str, str] | None = None) -> bool:
+    """``DBOPS_REHEARSAL=on|off`` (default on): whether production ``schema_migrations`` waits for the rehearsal."""
+    raw = (os.environ if env is None else env).get("DBOPS_REHEARSAL", "on").strip().lower() or "on"
+    if raw not in _ON + _OFF:
+        raise ConfigError(f"DBOPS_REHEARSAL={raw!r} is neither on nor off",
+                          "set DBOPS_REHEARSAL=on (gate production migrations) or off")
+    return raw in _ON
+
+
+def _metadata(report: RehearsalReport, thresholds: Thresholds) -> dict[str, dg.MetadataValue]:
+    judged = [m for m in report.migrations if not m.in_production]
+    return {
+        "pending_count": dg.MetadataValue.int(len(report.pending)),
+        "rehearsed_count": dg.MetadataValue.int(len(report.migrations)),
+        "unsafe_count": dg.MetadataValue.int(sum(not m.safe for m in judged)),
+        "max_migration_seconds": dg.MetadataValue.float(max((m.seconds for m in judged), default=0.0)),
+        "max_access_exclusive_seconds": dg.MetadataValue.float(
+            max((m.max_exclusive_seconds for m in judged), default=0.0)),
+        "rewritten_tables": dg.MetadataValue.int(sum(1 for m in judged for r in m.rewrites if r.kind == "table")),
+        "rewritten_bytes": dg.MetadataValue.int(sum(m.rewritten_bytes for m in judged)),
+        "restore_seconds": dg.MetadataValue.float(report.restore_seconds),
+        "total_seconds": dg.MetadataValue.float(report.total_seconds),
+        "large_table_bytes": dg.MetadataValue.int(thresholds.large_table_bytes),
+        "max_lock_seconds": dg.MetadataValue.float(thresholds.max_exclusive_seconds),
+        "backup_id": dg.MetadataValue.text(report.backup_id or "none"),
+        "note": dg.MetadataValue.text(report.note or "rehearsed"),
+        "report": dg.MetadataValue.md(report.markdown()),
+    }
+
+
+@dg.asset(
+    group_name="migrate",
+    kinds={"postgres", "sql"},
+    check_specs=[dg.AssetCheckSpec(
+        "rehearsal_safe", asset=REHEARSAL, blocking=True,
+        description="On a restored copy of production, no pending migration holds ACCESS EXCLUSIVE on a large table "
+        "longer than allowed, rewrites a large table, or fails. Blocks schema_migrations in the same run.",
+    )],
+    description="Restores the newest logical backup into a scratch database, applies the pending migrations there "
+    "while sampling pg_locks and comparing relfilenodes, and reports per migration its duration, strongest lock per "
+    "table and how long it was held, and the tables it rewrote. The scratch copy is dropped afterwards.",
+)
+def migration_rehearsal(
+    context: dg.AssetExecutionContext, database: DatabaseResource, migrations: MigrationsResource,
+    backups: BackupResource,
+) -> dg.MaterializeResult:
+    thresholds = migrations.rehearsal_thresholds()
+    if not migrations.migrator(database.url).pending():
+        report = RehearsalReport(thresholds, note="nothing pending in production: nothing to rehearse")
+    else:
+        report = rehearse(database.url, backups.open_store(), backups.master_key(), migrations.path, thresholds,
+                          server_url=migrations.rehearsal_server(database.url), out_of_order=migrations.out_of_order)
+    for item in report.migrations:
+        context.log.info(f"rehearsed {item.script} in {item.seconds:.2f} s: "
+                         + ("; ".join(item.problems) if item.problems else "safe"))
+    if report.note:
+        context.log.info(report.note)
+    problems = report.problems
+    return dg.MaterializeResult(
+        metadata=_metadata(report, thresholds),
+        check_results=[dg.AssetCheckResult(
+            check_name="rehearsal_safe",
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(problems) if problems else (report.note or "every pending migration is safe"),
+            metadata={
+                "unsafe_count": dg.MetadataValue.int(sum(not m.safe for m in report.migrations)),
+                "problems": dg.MetadataValue.text("\n".join(problems) or "none"),
+            },
+        )],
+    )
