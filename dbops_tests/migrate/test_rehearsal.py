@@ -1,0 +1,253 @@
+"""Migration rehearsal on a real restored backup of a 1,000,000-row table: what rewrites and locks it, what passes,
+and that a failing ``rehearsal_safe`` keeps production ``schema_migrations`` from running in the same run."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dbops.backup.keys import MasterKey, generate_key
+from dbops.backup.logical import logical_backup
+from dbops.backup.store import LocalStore
+from dbops.defs.backup.resources import BackupResource
+from dbops.defs.migrate import build_migrate_defs
+from dbops.defs.migrate.assets import build_schema_migrations
+from dbops.defs.migrate.rehearsal import migration_rehearsal, rehearsal_enabled
+from dbops.defs.migrate.resources import MigrationsResource
+from dbops.defs.resources import DatabaseResource
+from dbops.errors import ConfigError
+from dbops.migrate import Migrator
+from dbops.migrate.rehearsal import HeldLock, MigrationRehearsal, Rewrite, Thresholds, lock_label, rehearse
+from dbops.pg.connect import connection, drop_database
+from dbops.pg.server import EmbeddedServer
+from dbops_tests.conftest import new_database
+
+ROWS = 1_000_000
+BIG = """
+CREATE TABLE big AS SELECT g AS id, g % 1000 AS val FROM generate_series(1, 1000000) g;
+ALTER TABLE big ADD PRIMARY KEY (id);
+"""
+VOLATILE_DEFAULT = "ALTER TABLE big ADD COLUMN c timestamptz DEFAULT clock_timestamp();\n"
+CONCURRENT_INDEX = "-- dbops:no-transaction\nCREATE INDEX CONCURRENTLY big_val_idx ON big (val);\n"
+
+
+@dataclass
+class Production:
+    """A production database at V1 (the big table) with one logical backup of it in a local store."""
+
+    url: str
+    server_url: str
+    store: LocalStore
+    key_text: str
+    base: Path
+
+    @property
+    def key(self) -> MasterKey:
+        return MasterKey.from_env({"DBOPS_BACKUP_KEY": self.key_text})
+
+    def migrations(self, folder: Path, **extra: str) -> Path:
+        """V1 plus ``extra`` files (name -> SQL) in ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.base / "V1__big.sql", folder)
+        for name, text in extra.items():
+            (folder / name).write_text(text)
+        return folder
+
+    def scratch_databases(self) -> list[str]:
+        with connection(self.server_url) as conn:
+            return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'dbops_drill_%'")]
+
+    def state(self) -> tuple[list[str], list[str]]:
+        """Applied versions and the columns of big."""
+        with connection(self.url) as conn:
+            versions = [r[0] for r in conn.execute(
+                "SELECT version FROM flyway_schema_history WHERE success ORDER BY installed_rank")]
+            columns = [r[0] for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'big'::regclass AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum")]
+        return versions, columns
+
+
+@pytest.fixture(scope="module")
+def production(pg_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]:
+    server_url = pg_server.url("postgres")
+    url = new_database(server_url)
+    root = tmp_path_factory.mktemp("rehearsal")
+    base = root / "base"
+    base.mkdir()
+    (base / "V1__big.sql").write_text(BIG)
+    key_text = generate_key()
+    prod = Production(url, server_url, LocalStore(root / "store"), key_text, base)
+    try:
+        began = time.monotonic()
+        Migrator(url, base).apply()
+        manifest = logical_backup(url, prod.store, prod.key)
+        print(f"\n1M-row table created and backed up in {time.monotonic() - began:.1f} s "
+              f"({manifest['raw_bytes']} bytes raw)")
+        yield prod
+    finally:
+        drop_database(server_url, url.rsplit("/", 1)[1])
+
+
+def _materialize(prod: Production, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dg.ExecuteInProcessResult:
+    monkeypatch.setenv("DBOPS_BACKUP_KEY", prod.key_text)
+    return dg.materialize(
+        [migration_rehearsal, build_schema_migrations(["migration_rehearsal"])],
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "database": DatabaseResource(url=prod.url),
+            "migrations": MigrationsResource(locations=str(folder)),
+            "backups": BackupResource(store="local", directory=str(prod.store.root)),
+        },
+        raise_on_error=False,
+    )
+
+
+def _figures(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    meta = result.asset_materializations_for_node("migration_rehearsal")[0].metadata
+    return {k: v.value for k, v in meta.items()}
+
+
+def test_volatile_default_rewrites_the_table_and_blocks_the_production_migrate(
+        production: Production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = production.migrations(tmp_path / "m", **{"V2__add_volatile_default.sql": VOLATILE_DEFAULT})
+    began = time.monotonic()
+    result = _materialize(production, folder, monkeypatch)
+    wall = time.monotonic() - began
+
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["rehearsal_safe"].passed is False
+    figures = _figures(result)
+    print(f"\nvolatile default: wall {wall:.1f} s, " + ", ".join(
+        f"{k}={figures[k]}" for k in ("restore_seconds", "total_seconds", "max_migration_seconds",
+                                      "max_access_exclusive_seconds", "rewritten_tables", "rewritten_bytes")))
+    print(figures["report"])
+    assert figures["unsafe_count"] == 1 and figures["rewritten_tables"] == 1
+    assert figures["rewritten_bytes"] > 10 * 1048576  # the whole table, with its primary key
+    assert figures["max_access_exclusive_seconds"] > 0.1
+    assert "public.big: ACCESS EXCLUSIVE" in figures["report"] and "UNSAFE" in figures["report"]
+    detail = str(checks["rehearsal_safe"].metadata["problems"].value)
+    assert "rewrites public.big" in detail and f"{ROWS} rows" in detail
+
+    # The blocking check stopped the production migrate: it never ran and production is as it was.
+    assert not result.asset_materializations_for_node("schema_migrations")
+    assert not [e for e in result.all_events if e.step_key == "schema_migrations" and e.is_step_start]
+    assert production.state() == (["1"], ["id", "val"])
+    assert production.scratch_databases() == []
+
+
+def test_create_index_concurrently_passes_and_production_migrates(
+        production: Production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = production.migrations(tmp_path / "m", **{"V2__index_val.sql": CONCURRENT_INDEX})
+    try:
+        began = time.monotonic()
+        result = _materialize(production, folder, monkeypatch)
+        wall = time.monotonic() - began
+        assert result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"rehearsal_safe": True}
+        figures = _figures(result)
+        print(f"\nCREATE INDEX CONCURRENTLY: wall {wall:.1f} s, " + ", ".join(
+            f"{k}={figures[k]}" for k in ("restore_seconds", "max_migration_seconds",
+                                          "max_access_exclusive_seconds", "rewritten_tables")))
+        print(figures["report"])
+        assert figures["rewritten_tables"] == 0 and figures["unsafe_count"] == 0
+        assert figures["max_access_exclusive_seconds"] == 0
+        assert "public.big: SHARE UPDATE EXCLUSIVE" in figures["report"]
+        # The gate opened: production was migrated after the rehearsal, in the same run.
+        assert result.asset_materializations_for_node("schema_migrations")
+        assert production.state()[0] == ["1", "2"]
+        assert production.scratch_databases() == []
+    finally:
+        with connection(production.url) as conn:
+            conn.execute("DROP INDEX IF EXISTS big_val_idx")
+            conn.execute("DELETE FROM flyway_schema_history WHERE version = '2'")
+
+
+def test_nothing_pending_passes_without_restoring(production: Production, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    report = rehearse(production.url, production.store, production.key, production.base)
+    assert report.safe and not report.rehearsed and report.backup_id is None
+    assert "nothing pending" in report.note and report.total_seconds < 1
+    result = _materialize(production, production.base, monkeypatch)
+    assert result.success
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"rehearsal_safe": True}
+    assert _figures(result)["rehearsed_count"] == 0
+
+
+def test_no_backup_yet_passes_with_a_note(production: Production, tmp_path: Path) -> None:
+    folder = production.migrations(tmp_path / "m", **{"V2__add_volatile_default.sql": VOLATILE_DEFAULT})
+    report = rehearse(production.url, LocalStore(tmp_path / "empty"), production.key, folder)
+    assert report.safe and not report.rehearsed
+    assert "no logical backup" in report.note and report.pending == ["V2__add_volatile_default.sql"]
+
+
+def test_scratch_copy_is_dropped_when_a_migration_fails_and_on_errors(
+        production: Production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = production.migrations(tmp_path / "m", **{
+        "V2__add_then_fail.sql": "ALTER TABLE big ADD COLUMN d int;\nSELECT 1 / 0;\n",
+        "V3__never_runs.sql": "ALTER TABLE big ADD COLUMN e int;\n",
+    })
+    report = rehearse(production.url, production.store, production.key, folder)
+    assert not report.safe and [m.script for m in report.migrations] == ["V2__add_then_fail.sql"]
+    assert "fails on the restored copy" in report.problems[0] and "division by zero" in report.problems[0]
+    assert production.scratch_databases() == []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("sampler connection lost")
+
+    monkeypatch.setattr("dbops.migrate.rehearsal.rehearse_on", broken)
+    with pytest.raises(RuntimeError, match="sampler connection lost"):
+        rehearse(production.url, production.store, production.key, folder)
+    assert production.scratch_databases() == []
+    assert production.state() == (["1"], ["id", "val"])
+
+
+def test_verdict_thresholds() -> None:
+    limits = Thresholds(large_table_bytes=10 * 1048576, max_exclusive_seconds=1.0)
+    big, small = 50 * 1048576, 1048576
+    cases = [
+        ([HeldLock("public.big", "table", "AccessExclusiveLock", 2.5, big)], [], False),
+        ([HeldLock("public.big", "table", "AccessExclusiveLock", 0.2, big)], [], True),
+        ([HeldLock("public.tiny", "table", "AccessExclusiveLock", 9.0, small)], [], True),
+        ([HeldLock("public.big", "table", "ShareLock", 9.0, big)], [], True),
+        ([], [Rewrite("public.big", "table", big, big, 10**6)], False),
+        ([], [Rewrite("public.big_pkey", "index", big, big, 10**6)], True),
+        ([], [Rewrite("public.tiny", "table", small, small, 10)], True),
+    ]
+    for locks, rewrites, safe in cases:
+        item = MigrationRehearsal("V2__x.sql", "2", True, 1.0, locks=locks, rewrites=rewrites)
+        item.judge(limits)
+        assert item.safe is safe, (locks, rewrites, item.problems)
+    applied_since = MigrationRehearsal("V2__x.sql", "2", True, 1.0, rewrites=cases[4][1], in_production=True)
+    applied_since.judge(limits)
+    assert applied_since.safe
+    assert lock_label("ShareUpdateExclusiveLock") == "SHARE UPDATE EXCLUSIVE"
+
+
+def test_settings_from_the_environment() -> None:
+    assert Thresholds.from_env({}) == Thresholds()
+    custom = Thresholds.from_env({"DBOPS_REHEARSAL_LARGE_TABLE_MB": "100", "DBOPS_REHEARSAL_MAX_LOCK_SECONDS": "0.5",
+                                  "DBOPS_REHEARSAL_SAMPLE_MS": "20"})
+    assert custom == Thresholds(100 * 1048576, 0.5, 0.02)
+    with pytest.raises(ConfigError, match="DBOPS_REHEARSAL_MAX_LOCK_SECONDS"):
+        Thresholds.from_env({"DBOPS_REHEARSAL_MAX_LOCK_SECONDS": "soon"})
+    assert rehearsal_enabled({}) and rehearsal_enabled({"DBOPS_REHEARSAL": "on"})
+    assert not rehearsal_enabled({"DBOPS_REHEARSAL": "off"})
+    with pytest.raises(ConfigError, match="DBOPS_REHEARSAL"):
+        rehearsal_enabled({"DBOPS_REHEARSAL": "maybe"})
+    key, rehearsal = dg.AssetKey("schema_migrations"), dg.AssetKey("migration_rehearsal")
+    resources = dg.Definitions(resources={"database": DatabaseResource(url="postgresql://u@127.0.0.1:1/x"),
+                                          "migrations": MigrationsResource(), "backups": BackupResource()})
+    on = dg.Definitions.merge(build_migrate_defs(True), resources).resolve_asset_graph()
+    off = dg.Definitions.merge(build_migrate_defs(False), resources).resolve_asset_graph()
+    assert rehearsal in on.get(key).parent_keys and rehearsal not in off.get(key).parent_keys
+    assert dg.AssetCheckKey(rehearsal, "rehearsal_safe") in off.asset_check_keys  # the report exists either way
+
