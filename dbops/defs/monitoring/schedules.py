@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from dbops.defs.migrate.rehearsal import rehearsal_enabled
+
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 STOPPED = dg.DefaultScheduleStatus.STOPPED
 
@@ -24,11 +26,14 @@ class StepSchedule:
     default_status: dg.DefaultScheduleStatus
     why: str
     defined_in: str | None = None
+    # Assets added to the run when they exist: a blocking check gates its downstream assets only within one run.
+    gates: tuple[str, ...] = ()
 
 
 STEP_SCHEDULES: tuple[StepSchedule, ...] = (
     StepSchedule("migrate", "migrate_hourly", ("schema_migrations",), "0 * * * *", STOPPED,
-                 "migrations normally run on deploy; turn on to apply merged migrations hourly"),
+                 "migrations normally run on deploy; turn on to apply merged migrations hourly",
+                 gates=("migration_rehearsal",) if rehearsal_enabled() else ()),
     StepSchedule("catalog", "catalog_daily", ("schema_catalog",), "0 2 * * *", RUNNING,
                  "nightly catalog and drift check"),
     StepSchedule("profile", "query_profile_hourly", ("query_profile",), "15 * * * *", RUNNING,
@@ -70,7 +75,7 @@ def build_schedules(asset_keys: Iterable[dg.AssetKey | str]) -> list[dg.Schedule
             continue
         schedules.append(dg.ScheduleDefinition(
             name=step.name,
-            target=dg.AssetSelection.assets(*step.assets),
+            target=dg.AssetSelection.assets(*step.assets, *(g for g in step.gates if g in present)),
             cron_schedule=step.cron,
             execution_timezone="UTC",
             default_status=step.default_status,
