@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,13 +393,14 @@ def rehearse_on(copy_url: str, locations: Path | str | list[Path], thresholds: T
     return migrator.observed
 
 
-def rehearse(url: str, store: Store, key: MasterKey, locations: Path | str | list[Path],
+def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], locations: Path | str | list[Path],
              thresholds: Thresholds | None = None, *, server_url: str | None = None, **options: Any
              ) -> RehearsalReport:
     """Rehearse the migrations pending on ``url`` on its latest logical backup, restored into a scratch database.
 
     The copy lives on ``server_url``'s server (default: ``url``'s) and is dropped afterwards, also on failure.
-    Nothing pending, or no backup to restore, gives a report that rehearsed nothing and says why.
+    Nothing pending, or no backup to restore, gives a report that rehearsed nothing and says why; ``key`` may be a
+    callable, asked only when there is a backup to decrypt (a deployment without backups needs no key).
     """
     from dbops.restore import restored_copy
 
@@ -414,7 +415,8 @@ def rehearse(url: str, store: Store, key: MasterKey, locations: Path | str | lis
                        "nothing to rehearse on (take one with `dbops backup run`)")
     else:
         report.backup_id = str(newest["id"])
-        with restored_copy(server_url or url, store, key, backup_id=report.backup_id) as copy_url:
+        master_key = key if isinstance(key, MasterKey) else key()
+        with restored_copy(server_url or url, store, master_key, backup_id=report.backup_id) as copy_url:
             report.restore_seconds = round(time.monotonic() - began, 3)
             report.migrations = rehearse_on(copy_url, locations, thresholds,
                                             production_pending=set(report.pending), **options)

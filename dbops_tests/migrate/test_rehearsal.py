@@ -251,3 +251,34 @@ def test_settings_from_the_environment() -> None:
     assert rehearsal in on.get(key).parent_keys and rehearsal not in off.get(key).parent_keys
     assert dg.AssetCheckKey(rehearsal, "rehearsal_safe") in off.asset_check_keys  # the report exists either way
 
+
+
+def test_dbops_run_group_migrate_on_a_fresh_database_without_backups(pg_server: EmbeddedServer, fresh_db: str,
+                                                                     tmp_path: Path) -> None:
+    """A fresh deployment (the demo's first run): pending migrations, no backup, no backup key. The rehearsal has
+    nothing to restore, says so and passes; production migrates in the same run. The second run has nothing pending."""
+    import uuid
+
+    from dbops_tests.conftest import MIGRATIONS_DIR, dbops_env, run_dbops
+
+    dagster_db = f"dagster_{uuid.uuid4().hex[:8]}"
+    env = dbops_env(pg_server, fresh_db, tmp_path, DBOPS_DAGSTER_DATABASE_URL=pg_server.url(dagster_db),
+                    DBOPS_MIGRATIONS=str(MIGRATIONS_DIR), DBOPS_BACKUP_DIR=str(tmp_path / "no-backups"),
+                    DBOPS_REHEARSAL="on")
+    for name in ("DBOPS_BACKUP_KEY", "DBOPS_BACKUP_KEY_FILE", "DBOPS_BACKUP_STORE"):
+        env.pop(name, None)
+    try:
+        first = run_dbops(["run", "group:migrate"], env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "ok   asset migration_rehearsal" in first.stdout and "ok   asset schema_migrations" in first.stdout
+        files = Migrator(fresh_db, MIGRATIONS_DIR).resolve()
+        pending = len(files.versioned) + len(files.repeatable)
+        assert f"pending_count={pending}, rehearsed_count=0" in first.stdout and "backup_id=none" in first.stdout
+        assert "ok   check migration_rehearsal:rehearsal_safe" in first.stdout
+        with connection(fresh_db) as conn:
+            assert conn.execute("SELECT count(*) FROM flyway_schema_history WHERE success").fetchone()[0] > 0
+        second = run_dbops(["run", "migration_rehearsal"], env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "pending_count=0" in second.stdout
+    finally:
+        drop_database(pg_server.url(), dagster_db)

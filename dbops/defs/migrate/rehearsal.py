@@ -70,7 +70,7 @@ def migration_rehearsal(
     if not migrations.migrator(database.url).pending():
         report = RehearsalReport(thresholds, note="nothing pending in production: nothing to rehearse")
     else:
-        report = rehearse(database.url, backups.open_store(), backups.master_key(), migrations.path, thresholds,
+        report = rehearse(database.url, backups.open_store(), backups.master_key, migrations.path, thresholds,
                           server_url=migrations.rehearsal_server(database.url), out_of_order=migrations.out_of_order)
     for item in report.migrations:
         context.log.info(f"rehearsed {item.script} in {item.seconds:.2f} s: "
