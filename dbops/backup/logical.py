@@ -107,13 +107,16 @@ def logical_backup(
             staging = Path(tempfile.mkdtemp(prefix="dbops-pgdump-", dir=staging_root))
             try:
                 dump_dir = staging / "dump"
-                proc = start_process([pg_dump, "--format=directory", f"--jobs={jobs}", f"--file={dump_dir}", *common],
+                # --no-sync: each file is read back and uploaded at once; fsyncing the staging area is wasted work
+                # (and would race with the files already uploaded and deleted).
+                proc = start_process([pg_dump, "--format=directory", f"--jobs={jobs}", "--no-sync",
+                                      f"--file={dump_dir}", *common],
                                      password=password, stdout=subprocess.DEVNULL)
                 figures_future = pool.submit(table_figures, conn)
                 objects = _upload_directory(proc, dump_dir, store, backup_id, data_key, progress, stored)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            tool = f"pg_dump --format=directory --jobs={jobs} -Z 0"
+            tool = f"pg_dump --format=directory --jobs={jobs} --no-sync -Z 0"
         figures = figures_future.result()
     except BaseException:
         if figures_future is not None and not figures_future.done():
