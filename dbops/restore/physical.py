@@ -36,6 +36,7 @@ from dbops.backup.stream import _Reader, decompress, decrypt
 from dbops.errors import DbopsError
 from dbops.pg.commands import ensure_os_user, find_program, run_as_user, run_command
 from dbops.pg.connect import connection
+from dbops.restore import DrillResult
 
 CANARY_TABLE = "dbops_pitr_canary"  # in the postgres maintenance database
 # Settings of a restored scratch cluster: never archive into the production archive, modest memory.
@@ -202,26 +203,11 @@ def wait_archived(url: str, wal_file: str, timeout: float = 120) -> None:
 
 
 @dataclass
-class PhysicalDrillResult:
-    backup_id: str
-    chain: list[str]
-    phases: dict[str, float] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+class PhysicalDrillResult(DrillResult):
+    chain: list[str] = field(default_factory=list)
     target_time: str | None = None
     wal_files_replayed: int = 0
-    tables_checked: int = 0
-    rows_checked: int = 0
-    indexes_checked: int = 0
-    restored_url: str | None = None
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def rto_seconds(self) -> float:
-        return round(sum(self.phases.values()), 3)
-
-    @property
-    def data_matches(self) -> bool:
-        return not self.problems
 
 
 def _archive_mode(url: str) -> str:
@@ -258,7 +244,7 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
     from dbops.restore import amcheck_all
 
     manifest = choose_physical(store, key, backup_id)
-    result = PhysicalDrillResult(manifest["id"], [m["id"] for m in chain(store, key, manifest)])
+    result = PhysicalDrillResult(manifest["id"], chain=[m["id"] for m in chain(store, key, manifest)])
     canaries = None
     if pitr and _archive_mode(url) == "off":
         result.notes.append("WAL archiving is off on the server: restored to the end of the backup, no PITR")
