@@ -11,6 +11,7 @@ import pytest
 
 from dbops.errors import CommandFailed, ConnectionFailed, DbopsError
 from dbops.loadtest.limits import raise_fd_limit
+from dbops.loadtest.pgbench import pgbench_jobs
 from dbops.loadtest.pgbouncer import PgBouncerError
 from dbops.loadtest.role import scram_verifier
 from dbops.loadtest.runner import LoadTestPlan, cleanup_rows, run_load_test
@@ -42,7 +43,10 @@ def test_log_parsing_and_percentiles() -> None:
     assert read.percentile_ms(50) == 50.0 and read.percentile_ms(95) == 95.0 and read.percentile_ms(99) == 99.0
     assert read.max_us == 100_000 and read.avg_ms == pytest.approx(50.5)
     assert (write.transactions, write.failures, write.skipped, write.retries) == (1, 1, 1, 5)
+    assert write.lag_percentile_ms(95) == 0.12 and read.lag_percentile_ms(95) == 0.0  # schedule lag kept apart
+    assert write.figures(1)["lag_p95_ms"] == 0.12
     assert bucket(123_456) == 123_000 and bucket(999) == 999
+    assert pgbench_jobs(1) == 1 and pgbench_jobs(10_000) == 63 and pgbench_jobs(100_000) == 64
     empty = ScriptStats("none")
     assert empty.percentile_ms(95) == 0.0 and empty.figures(1)["tps"] == 0.0
 
@@ -148,6 +152,34 @@ def test_missing_pgbouncer_and_too_few_descriptors(seeded_url: str, monkeypatch:
         with pytest.raises(DbopsError, match="too few file descriptors.*ulimit -Hn"):
             raise_fd_limit(hard + 1)
     assert raise_fd_limit(64) >= 64
+
+
+def test_missing_pgbench_is_one_clear_line(seeded_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dbops.pg.commands
+
+    monkeypatch.setattr(dbops.pg.commands, "embedded_bin_dir", lambda: tmp_path)  # no pgbench anywhere
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(CommandFailed) as caught:
+        run_load_test(seeded_url, LoadTestPlan(users=[1], duration_s=1, warmup_s=0, bin_dir=tmp_path))
+    message = str(caught.value)
+    assert "program 'pgbench' not found" in message and "DBOPS_PG_BIN" in message and "\n" not in message
+    assert counts(seeded_url)["roles"] == 0
+
+
+def test_refused_login_and_descriptors_through_the_runner(seeded_url: str) -> None:
+    refused = seeded_url.replace("://postgres:", "://postgres:wrong-", 1)
+    assert refused != seeded_url
+    with pytest.raises(ConnectionFailed) as caught:
+        run_load_test(refused, LoadTestPlan(users=[1], duration_s=1))
+    assert "\n" not in str(caught.value) and "wrong-" not in str(caught.value)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > 100_000:
+        pytest.skip("no finite hard descriptor limit to exceed cheaply")
+    with pytest.raises(DbopsError) as caught:  # refused before PgBouncer or pgbench start
+        run_load_test(seeded_url, LoadTestPlan(users=[hard], duration_s=1, pooler="pgbouncer"))
+    message = str(caught.value)
+    assert "too few file descriptors" in message and "ulimit -Hn" in message and "\n" not in message
+    assert counts(seeded_url)["roles"] == 0
 
 
 def test_failed_transactions_are_counted(seeded_url: str, tmp_path: Path) -> None:
