@@ -42,7 +42,7 @@ def unpartitioned_selection(defs: dg.Definitions) -> list[dg.AssetKey]:
 
 
 # The demo's load test: the 10,000-user ramp through PgBouncer, with short steps so the demo stays a few minutes.
-DEMO_LOAD_TEST = {"load_test": {"config": {"ramp": [100, 10000], "duration_s": 15, "capacity_duration_s": 15}}}
+DEMO_LOAD_TEST = {"load_test": {"config": {"ramp": [100, 10000], "duration_s": 15, "capacity_duration_s": 10}}}
 
 
 def integrity_window(days: int = 30) -> tuple[str, str]:
