@@ -18,6 +18,7 @@ while the application keeps writing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -120,7 +121,8 @@ def logical_backup(
         figures = figures_future.result()
     except BaseException:
         if figures_future is not None and not figures_future.done():
-            conn.cancel_safe()  # stop the figures query; its error is not the one to report
+            with contextlib.suppress(Exception):  # stop the figures query; its error is not the one to report
+                conn.cancel_safe()
         pool.shutdown(wait=True)
         conn.close()
         for name in stored:
