@@ -271,7 +271,7 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
         server._write_hba()  # loopback SCRAM only, whatever the source allowed
         server.start(timeout=3600)
         scratch = _scratch_url(url, server.port)
-        _wait_promoted(scratch)
+        _wait_promoted(scratch, server)
         result.phases["replay"] = round(time.monotonic() - began, 3)
         began = time.monotonic()
         if canaries:
@@ -300,7 +300,8 @@ def remove_scratch(server: Any) -> None:
     shutil.rmtree(server.home, ignore_errors=True)
 
 
-def _wait_promoted(url: str, timeout: float = 3600) -> None:
+def _wait_promoted(url: str, server: Any, timeout: float = 3600) -> None:
+    """Wait until the restored cluster has finished recovery and promoted; fail fast if it stopped."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -308,10 +309,12 @@ def _wait_promoted(url: str, timeout: float = 3600) -> None:
                 if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
                     return
         except DbopsError:
-            pass
+            if not server.is_running():
+                raise PhysicalRestoreError(f"the restored cluster stopped during recovery: {server._log_tail()}",
+                                           f"see {server.log_file}") from None
         if time.monotonic() > deadline:
             raise PhysicalRestoreError(f"the restored cluster was still recovering after {timeout:.0f} s",
-                                       "check its server log")
+                                       f"see {server.log_file}")
         time.sleep(0.2)
 
 
