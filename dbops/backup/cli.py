@@ -166,7 +166,9 @@ def drill_main(argv: list[str], settings: Settings) -> int:
               f"{presult.wal_files_replayed} WAL file(s) replayed to {presult.target_time or 'the backup end'}; "
               f"{presult.tables_checked} tables, {presult.rows_checked} rows, {presult.indexes_checked} indexes")
         if presult.restored_url:
-            print(f"restored cluster kept at {redact_url(presult.restored_url)}")
+            data_dir = presult.scratch_server.data_dir
+            print(f"restored cluster kept at {redact_url(presult.restored_url)}, data in {data_dir} "
+                  f"(stop it with pg_ctl -D {data_dir} stop, then remove {presult.scratch_server.home})")
         for note in presult.notes:
             print(f"  note: {note}")
         for problem in presult.problems:

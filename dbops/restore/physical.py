@@ -208,6 +208,7 @@ class PhysicalDrillResult(DrillResult):
     target_time: str | None = None
     wal_files_replayed: int = 0
     notes: list[str] = field(default_factory=list)
+    scratch_server: Any = None  # the running scratch cluster when kept; remove it with remove_scratch()
 
 
 def _archive_mode(url: str) -> str:
@@ -283,7 +284,7 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
         result.indexes_checked = amcheck_all(scratch)
         result.phases["verify"] = round(time.monotonic() - began, 3)
         if keep:
-            result.restored_url = scratch
+            result.restored_url, result.scratch_server = scratch, server
             return result
     except BaseException:
         keep = False
