@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from dbops.defs import migrate
+from dbops.defs.backup.resources import BackupResource
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import DatabaseResource, default_resources
 from dbops.defs.security import defs, security_audit
@@ -19,7 +20,8 @@ from dbops_tests.security.conftest import REF_DB
 
 def test_security_group_loads() -> None:
     merged = dg.Definitions.merge(migrate.defs, defs, dg.Definitions(resources={
-        **default_resources(), "migrations": MigrationsResource(), "security": SecurityResource()}))
+        **default_resources(), "migrations": MigrationsResource(), "security": SecurityResource(),
+        "backups": BackupResource()}))
     dg.Definitions.validate_loadable(merged)
     graph = merged.resolve_asset_graph()
     key = dg.AssetKey("security_audit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dbops.defs import migrate
+from dbops.defs.backup.resources import BackupResource
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import default_resources
 from dbops.defs.validate import defs
@@ -12,7 +13,8 @@ from dbops.defs.validate import defs
 
 def test_integrity_group_loads() -> None:
     merged = dg.Definitions.merge(
-        migrate.defs, defs, dg.Definitions(resources={**default_resources(), "migrations": MigrationsResource()})
+        migrate.defs, defs, dg.Definitions(resources={**default_resources(), "migrations": MigrationsResource(),
+                                                   "backups": BackupResource()})
     )
     dg.Definitions.validate_loadable(merged)
     graph = merged.resolve_asset_graph()
