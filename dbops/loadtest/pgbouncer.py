@@ -127,7 +127,7 @@ class PgBouncer:
         run_command([program, "-d", config], user=user, timeout=timeout, what="pgbouncer")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._accepts():
+            if self._accepts() and self._read_pid():  # the pid file can lag the listening socket
                 self.pid = self._read_pid()
                 return self
             time.sleep(0.1)
@@ -154,7 +154,7 @@ class PgBouncer:
         import psutil
 
         try:
-            times = psutil.Process(self.pid or 0).cpu_times()
+            times = psutil.Process(self.pid or self._read_pid() or 0).cpu_times()
         except (psutil.Error, ValueError):
             return 0.0
         return times.user + times.system
