@@ -31,6 +31,13 @@ def test_materialize_backup_and_drill_with_checks(seeded_small: str, tmp_path: P
     backup_meta = result.asset_materializations_for_node("logical_backup")[0].metadata
     assert backup_meta["stored_bytes"].value < backup_meta["raw_bytes"].value
 
+    parallel = dg.materialize([logical_backup], instance=dg.DagsterInstance.ephemeral(),
+                              resources={"database": DatabaseResource(url=seeded_small),
+                                         "backups": BackupResource(store="local", directory=str(tmp_path / "store"))},
+                              run_config={"ops": {"logical_backup": {"config": {"jobs": 2}}}})
+    assert parallel.success
+    assert parallel.asset_materializations_for_node("logical_backup")[0].metadata["dump_format"].value == "directory"
+
 
 def test_defs_load() -> None:
     full = dg.Definitions.merge(defs, dg.Definitions(resources={
