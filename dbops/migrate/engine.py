@@ -398,8 +398,10 @@ class Migrator:
                             installed_by=installed_by, execution_ms=elapsed, success=success)
         return elapsed
 
-    def _apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
-                   installed_by: str) -> AppliedMigration:
+    def apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
+                  installed_by: str) -> AppliedMigration:
+        """Apply one pending migration and write its history row. A subclass may wrap it to measure each migration
+        (the rehearsal samples locks and rewrites around it); it must call this method to do the work."""
         started = time.monotonic()
         if migration.transactional:
             try:
@@ -462,12 +464,12 @@ class Migrator:
             versioned = [m for m in todo if not m.repeatable]
             repeatable = [m for m in todo if m.repeatable]
             for migration in versioned:
-                result.applied.append(self._apply_one(conn, resolved, migration, installed_by))
+                result.applied.append(self.apply_one(conn, resolved, migration, installed_by))
             self._run_callbacks(conn, resolved, "afterVersioned")
             if repeatable:
                 self._run_callbacks(conn, resolved, "beforeRepeatables")
             for migration in repeatable:
-                result.applied.append(self._apply_one(conn, resolved, migration, installed_by))
+                result.applied.append(self.apply_one(conn, resolved, migration, installed_by))
             if result.applied:
                 self._run_callbacks(conn, resolved, "afterMigrateApplied")
             self._run_callbacks(conn, resolved, "afterMigrate")

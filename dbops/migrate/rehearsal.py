@@ -339,16 +339,16 @@ class ObservedMigrator(Migrator):
             self._watcher.close()
             self._sampler = self._watcher = None
 
-    def _apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
-                   installed_by: str) -> AppliedMigration:
+    def apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
+                  installed_by: str) -> AppliedMigration:
         if self._watcher is None or self._sampler is None:
-            return super()._apply_one(conn, resolved, migration, installed_by)
+            return super().apply_one(conn, resolved, migration, installed_by)
         before = relations(self._watcher)
         self._sampler.start(conn.info.backend_pid)
         began = time.monotonic()
         error: str | None = None
         try:
-            return super()._apply_one(conn, resolved, migration, installed_by)
+            return super().apply_one(conn, resolved, migration, installed_by)
         except MigrationError as exc:
             error = redact(exc.problem)
             raise
