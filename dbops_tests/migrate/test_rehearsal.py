@@ -282,3 +282,18 @@ def test_dbops_run_group_migrate_on_a_fresh_database_without_backups(pg_server: 
         assert "pending_count=0" in second.stdout
     finally:
         drop_database(pg_server.url(), dagster_db)
+
+
+def test_new_migration_files_sensor_rehearses_first_when_the_rehearsal_is_on() -> None:
+    import dagster as dg
+
+    from dbops.defs.backup.resources import BackupResource
+    from dbops.defs.migrate import build_migrate_defs
+    from dbops.defs.migrate.resources import MigrationsResource
+    from dbops.defs.resources import default_resources
+
+    for on, expected in ((True, {"migration_rehearsal", "schema_migrations"}), (False, {"schema_migrations"})):
+        defs = dg.Definitions.merge(build_migrate_defs(on), dg.Definitions(resources={
+            **default_resources(), "migrations": MigrationsResource(), "backups": BackupResource()}))
+        selection = defs.get_sensor_def("new_migration_files").asset_selection
+        assert {k.to_user_string() for k in selection.resolve(defs.resolve_asset_graph())} == expected

@@ -19,10 +19,12 @@ def migrations_fingerprint() -> tuple[str, int]:
 
 
 @dg.sensor(
-    asset_selection=dg.AssetSelection.assets("schema_migrations"),
+    # upstream(): with the rehearsal on, the same run rehearses first and its blocking check gates the migrate.
+    asset_selection=dg.AssetSelection.assets("schema_migrations").upstream(),
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Requests a schema_migrations run when files in sql/migrations are added or changed.",
+    description="Requests a schema_migrations run (with migration_rehearsal first when the rehearsal is on) when "
+    "files in sql/migrations are added or changed.",
 )
 def new_migration_files(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     fingerprint, count = migrations_fingerprint()
