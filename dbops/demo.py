@@ -63,8 +63,8 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
 
     failures = 0
     with dg.DagsterInstance.get() as instance:
-        t = _step("migrate (schema_migrations and its checks)")
-        summary = run_selection(defs, "schema_migrations", instance)
+        t = _step("migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
+        summary = run_selection(defs, "group:migrate", instance)
         print(summary.render())
         failures += not summary.success
         _done(t)
@@ -79,7 +79,8 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
             print("\n".join("   " + line for line in result.render().splitlines()))
         _done(t)
 
-        rest = [k for k in unpartitioned_selection(defs) if k.to_user_string() != "schema_migrations"]
+        graph = defs.resolve_asset_graph()
+        rest = [k for k in unpartitioned_selection(defs) if graph.get(k).group_name != "migrate"]
         if rest:
             t = _step("lifecycle: " + ", ".join(k.to_user_string() for k in rest))
             selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
