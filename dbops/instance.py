@@ -86,6 +86,8 @@ def prepare_environment(settings: Settings | None = None) -> Settings:
         os.environ["DBOPS_WAL_SPOOL"] = str(settings.wal_spool)
     os.environ["DBOPS_MIGRATIONS"] = str(settings.migrations_dir)
     os.environ["DAGSTER_HOME"] = str(home)
+    if settings.embedded:  # dbops' tooling connects as the superuser; the application as its own roles
+        os.environ.setdefault("DBOPS_PROFILE_EXCLUDE_ROLES", "postgres,dbops_owner,dbops_migrator")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
     register_secret(urlsplit(target).password)

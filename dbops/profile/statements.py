@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,17 @@ def ensure_extension(conn: psycopg.Connection[Any]) -> None:
 _IGNORED = ("pg_stat_statements", "EXPLAIN ", "pg_catalog.", "information_schema.")
 
 
-def take_snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
-    """Counters of the statements run in the connected database (top level only; our own catalog queries left out)."""
+def excluded_roles(env: dict[str, str] | None = None) -> list[str]:
+    """Roles whose statements are maintenance, not application traffic (``DBOPS_PROFILE_EXCLUDE_ROLES``, comma-
+    separated): on the embedded server dbops' own tooling role, whose dumps, seeds and checks would otherwise rank as
+    the slowest "queries"."""
+    raw = (os.environ if env is None else env).get("DBOPS_PROFILE_EXCLUDE_ROLES", "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def take_snapshot(conn: psycopg.Connection[Any], exclude_roles: list[str] | None = None) -> Snapshot:
+    """Counters of the statements run in the connected database (top level only; our own catalog queries and the
+    statements of ``exclude_roles`` left out)."""
     ensure_extension(conn)
     reset = conn.execute("SELECT stats_reset::text FROM pg_stat_statements_info").fetchone()
     rows = conn.execute(
@@ -86,7 +96,8 @@ def take_snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
         FROM pg_stat_statements(true) AS s
         JOIN pg_database AS d ON d.oid = s.dbid
         WHERE d.datname = current_database() AND s.toplevel AND s.queryid IS NOT NULL
-        """
+          AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = s.userid AND r.rolname = ANY(%s))
+        """, [exclude_roles or []]
     ).fetchall()
     snap = Snapshot(reset[0] if reset else None)
     for key, query, calls, total, nrows, hit, read in rows:
@@ -184,7 +195,7 @@ class SnapshotStore:
 
 def profile(conn: psycopg.Connection[Any], store: SnapshotStore | None, top_n: int = 20) -> QueryProfile:
     """Snapshot, diff against the stored snapshot, store the new one."""
-    current = take_snapshot(conn)
+    current = take_snapshot(conn, excluded_roles())
     previous = store.load() if store else None
     period, was_reset = delta(previous, current)
     if store:
