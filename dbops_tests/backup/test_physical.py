@@ -318,3 +318,18 @@ def test_client_programs_match_the_server_version(tmp_path: Path) -> None:
     assert client_bin_dir(tmp_path, 15) == tmp_path  # a configured directory always wins
     assert client_bin_dir(None, embedded_major_version()) is None  # the embedded build
     assert client_bin_dir(None, 15) == PG15_BIN  # Debian's, for a PostgreSQL 15 server
+
+
+def test_wal_push_to_an_unreachable_store_keeps_the_spool(tmp_path: Path, master_key: MasterKey,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbops.backup.store import S3Store, StoreError
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "dbops")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "000000010000000000000007").write_bytes(b"wal" * 1000)
+    dead = S3Store("bucket", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StoreError, match="000000010000000000000007"):
+        wal.push_spool(dead, master_key, spool)
+    assert (spool / "000000010000000000000007").exists()  # pushed again on the next run, nothing lost
