@@ -24,10 +24,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ import psycopg
 
 from dbops.backup.figures import table_figures
 from dbops.backup.keys import MasterKey
-from dbops.backup.manifest import object_key, save_manifest
+from dbops.backup.manifest import discard, new_backup_id, now_iso, object_key, save_manifest
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, compress, encrypt, read_file
 from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process
@@ -48,14 +46,6 @@ OBJECT_SUFFIX = ".zst.enc"
 ZSTD_LEVEL = 3
 POLL_SECONDS = 0.2
 DUMP_TIMEOUT = 6 * 3600.0
-
-
-def new_backup_id(kind: str) -> str:
-    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{uuid.uuid4().hex[:6]}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def directory_object_name(file_name: str) -> str:
@@ -96,7 +86,7 @@ def logical_backup(
             "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text"
         ).fetchone()
         snapshot_id, server_version, lsn = info  # type: ignore[misc]
-        started_at = _now()
+        started_at = now_iso()
         common = ["-Z", "0", f"--snapshot={snapshot_id}", "--no-password", f"--dbname={bare_url}", *(extra_args or [])]
         pg_dump = find_program("pg_dump", client_bin_dir(bin_dir, int(server_version.split(".")[0])))
         if jobs is None:
@@ -126,7 +116,7 @@ def logical_backup(
         pool.shutdown(wait=True)
         conn.close()
         for name in stored:
-            _discard(store, name)
+            discard(store, name)
         raise
     pool.shutdown(wait=True)
     conn.close()
@@ -145,7 +135,7 @@ def logical_backup(
         "start_lsn": lsn,
         "snapshot": snapshot_id,
         "started_at": started_at,
-        "finished_at": _now(),
+        "finished_at": now_iso(),
         "duration_seconds": round(time.monotonic() - started, 3),
         "tool": tool,
         "objects": objects,
@@ -159,7 +149,7 @@ def logical_backup(
         save_manifest(store, key, manifest)
     except BaseException:
         for name in stored:
-            _discard(store, name)
+            discard(store, name)
         raise
     return manifest
 
@@ -261,11 +251,3 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             continue
     proc.wait()
     psutil.wait_procs(workers, timeout=10)
-
-
-def _discard(store: Store, key: str) -> None:
-    """Best-effort removal of a partial object; the failure that got us here is the one to report."""
-    try:
-        store.delete(key)
-    except Exception:  # noqa: S110 - e.g. the S3 server is the thing that went away
-        pass

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from dbops.backup.keys import BackupIntegrityError, MasterKey
@@ -16,6 +18,23 @@ from dbops.backup.store import Store, StoreError
 
 PREFIX = "backups/"
 MANIFEST = "manifest.json"
+
+
+def new_backup_id(kind: str) -> str:
+    """Sortable by time, then unique: ``20261125T091941Z-full-b62121``."""
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def discard(store: Store, key: str) -> None:
+    """Best-effort removal of a partial object; the failure that got us here is the one to report."""
+    try:
+        store.delete(key)
+    except Exception:  # noqa: S110 - e.g. the S3 server is the thing that went away
+        pass
 
 
 def object_key(backup_id: str, name: str) -> str:

@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from dbops.backup.keys import MasterKey
-from dbops.backup.logical import _discard, _now, new_backup_id
-from dbops.backup.manifest import list_backups, load_manifest, object_key, save_manifest
+from dbops.backup.manifest import (
+    discard,
+    list_backups,
+    load_manifest,
+    new_backup_id,
+    now_iso,
+    object_key,
+    save_manifest,
+)
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, compress, decompress, decrypt, encrypt
 from dbops.errors import ConfigError
@@ -166,7 +173,7 @@ def base_backup(
     kind = "incremental" if incremental else "full"
     backup_id = new_backup_id(kind)
     started = time.monotonic()
-    started_at = _now()
+    started_at = now_iso()
     data_key = os.urandom(32)
     bare_url, password = split_password(url)
     watcher = TarWatcher(["backup_manifest", "backup_label"])
@@ -203,7 +210,7 @@ def base_backup(
                 proc.kill()
                 proc.wait()
             for name in (BASE_OBJECT, MANIFEST_OBJECT):
-                _discard(store, object_key(backup_id, name))
+                discard(store, object_key(backup_id, name))
             raise
 
     label = _label_fields(watcher.found.get("backup_label", b""))
@@ -223,7 +230,7 @@ def base_backup(
         "start_wal_file": start_wal.group(1) if start_wal else None,
         "incremental_from_lsn": label.get("INCREMENTAL FROM LSN"),
         "started_at": started_at,
-        "finished_at": _now(),
+        "finished_at": now_iso(),
         "duration_seconds": round(time.monotonic() - started, 3),
         "tool": "pg_basebackup -Ft -X fetch" + (" --incremental" if parent else ""),
         "archive_mode": facts["archive_mode"],
@@ -241,7 +248,7 @@ def base_backup(
         save_manifest(store, key, manifest)
     except BaseException:
         for name in stored:
-            _discard(store, object_key(backup_id, name))
+            discard(store, object_key(backup_id, name))
         raise
     return manifest
 
