@@ -23,12 +23,14 @@ def default_matrix() -> Path:
 
 
 def backup_store_from_env():  # noqa: ANN201 - Store | None, imported lazily
-    """The backup store when one is configured (DBOPS_BACKUP_STORE or DBOPS_BACKUP_DIR), else None."""
-    if not (os.environ.get("DBOPS_BACKUP_STORE") or os.environ.get("DBOPS_BACKUP_DIR")):
-        return None
+    """The store the backup steps write to: DBOPS_BACKUP_STORE / DBOPS_BACKUP_DIR when set, else their default
+    ``$DBOPS_HOME/backups`` when it exists; None when there is none."""
     from dbops.backup.store import store_from_env
 
-    return store_from_env()
+    default_root = Settings.from_env().home / "backups"
+    if not (os.environ.get("DBOPS_BACKUP_STORE") or os.environ.get("DBOPS_BACKUP_DIR") or default_root.is_dir()):
+        return None
+    return store_from_env(default_root=default_root)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -151,3 +151,19 @@ def test_audit_as_unprivileged_auditor_says_what_it_could_not_check(plain_server
     assert found[("SEC002", "(not checked)")] == (Severity.INFO, A07_AUTH)
     assert found[("SEC005", "(not checked)")] == (Severity.INFO, A07_AUTH)
     assert report.count(Severity.CRITICAL) == 0 and report.count(Severity.HIGH) == 0
+
+
+def test_audit_reads_the_default_backup_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without DBOPS_BACKUP_STORE/DIR the audit looks where the backup steps write: $DBOPS_HOME/backups."""
+    from dbops.security.backups import audit_backups
+    from dbops.security.cli import backup_store_from_env
+
+    for name in ("DBOPS_BACKUP_STORE", "DBOPS_BACKUP_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DBOPS_HOME", str(tmp_path))
+    assert backup_store_from_env() is None
+    (tmp_path / "backups").mkdir()
+    store = backup_store_from_env()
+    assert isinstance(store, LocalStore) and store.root.resolve() == (tmp_path / "backups").resolve()
+    (finding,) = audit_backups(store, env={})
+    assert finding.rule == "SEC030" and "no complete backup in" in finding.evidence, finding
