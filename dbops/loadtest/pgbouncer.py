@@ -127,8 +127,8 @@ class PgBouncer:
         run_command([program, "-d", config], user=user, timeout=timeout, what="pgbouncer")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._accepts() and self._read_pid():  # the pid file can lag the listening socket
-                self.pid = self._read_pid()
+            if self._accepts() and (pid := self._read_pid()):  # the pid file can lag the listening socket
+                self.pid = pid
                 return self
             time.sleep(0.1)
         self.stop()

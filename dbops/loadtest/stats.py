@@ -14,6 +14,7 @@ fell behind.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,19 +39,17 @@ class ScriptStats:
     retries: int = 0
     total_us: int = 0
     max_us: int = 0
-    histogram: dict[int, int] = field(default_factory=dict)
-    lag_histogram: dict[int, int] = field(default_factory=dict)
+    histogram: Counter[int] = field(default_factory=Counter)
+    lag_histogram: Counter[int] = field(default_factory=Counter)
 
     def add(self, latency_us: int, retries: int = 0, lag_us: int | None = None) -> None:
         if lag_us is not None:
-            lag_key = bucket(lag_us)
-            self.lag_histogram[lag_key] = self.lag_histogram.get(lag_key, 0) + 1
+            self.lag_histogram[bucket(lag_us)] += 1
         self.transactions += 1
         self.total_us += latency_us
         self.max_us = max(self.max_us, latency_us)
         self.retries += retries
-        key = bucket(latency_us)
-        self.histogram[key] = self.histogram.get(key, 0) + 1
+        self.histogram[bucket(latency_us)] += 1
 
     def merge(self, other: ScriptStats) -> None:
         self.transactions += other.transactions
@@ -59,10 +58,8 @@ class ScriptStats:
         self.retries += other.retries
         self.total_us += other.total_us
         self.max_us = max(self.max_us, other.max_us)
-        for key, count in other.histogram.items():
-            self.histogram[key] = self.histogram.get(key, 0) + count
-        for key, count in other.lag_histogram.items():
-            self.lag_histogram[key] = self.lag_histogram.get(key, 0) + count
+        self.histogram.update(other.histogram)  # Counter.update adds the counts
+        self.lag_histogram.update(other.lag_histogram)
 
     def percentile_ms(self, q: float) -> float:
         """Nearest-rank percentile (q in 0..100) in milliseconds; 0 when nothing ran."""
@@ -70,7 +67,7 @@ class ScriptStats:
 
     def lag_percentile_ms(self, q: float) -> float:
         """Percentile of pgbench's schedule lag (rate-limited runs only; 0 otherwise)."""
-        return _percentile(self.lag_histogram, sum(self.lag_histogram.values()), q, 0)
+        return _percentile(self.lag_histogram, self.lag_histogram.total(), q, 0)
 
     @property
     def avg_ms(self) -> float:
@@ -93,7 +90,7 @@ class ScriptStats:
         }
 
 
-def _percentile(histogram: dict[int, int], count: int, q: float, fallback_us: int) -> float:
+def _percentile(histogram: Counter[int], count: int, q: float, fallback_us: int) -> float:
     if not count:
         return 0.0
     rank = max(1, math.ceil(q / 100 * count))
