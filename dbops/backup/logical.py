@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from dbops.backup.figures import table_figures
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import discard, new_backup_id, now_iso, object_key, save_manifest
 from dbops.backup.store import Store
-from dbops.backup.stream import CHUNK, compress, encrypt, read_file
-from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process
+from dbops.backup.stream import CHUNK, ProcessOutput, compress, encrypt, read_file
+from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process, stop_process
 from dbops.pg.connect import connect, database_name, split_password
 
 DUMP_OBJECT = "dump.pgc.zst.enc"
@@ -157,24 +157,15 @@ def logical_backup(
 def _stream_custom(proc: subprocess.Popen[bytes], store: Store, backup_id: str, data_key: bytes,
                    progress: Callable[[int], None] | None, stored: list[str]) -> dict[str, Any]:
     """pg_dump's stdout → zstd → AES-GCM → one object; pg_dump's failure fails the upload before it completes."""
-    raw = 0
-
-    def dump_chunks() -> Iterator[bytes]:
-        nonlocal raw
-        assert proc.stdout is not None
-        while block := proc.stdout.read(CHUNK):
-            raw += len(block)
-            yield block
-        finish_process(proc, "pg_dump", timeout=DUMP_TIMEOUT)
-
+    output = ProcessOutput(proc, "pg_dump", DUMP_TIMEOUT)
     stored_key = object_key(backup_id, DUMP_OBJECT)
     stored.append(stored_key)
     try:
-        result = store.put(stored_key, encrypt(compress(dump_chunks(), ZSTD_LEVEL), data_key), progress)
+        result = store.put(stored_key, encrypt(compress(output, ZSTD_LEVEL), data_key), progress)
     except BaseException:
-        _stop(proc)
+        stop_process(proc)
         raise
-    return {"name": DUMP_OBJECT, "size": result.size, "sha256": result.sha256, "raw_size": raw}
+    return {"name": DUMP_OBJECT, "size": result.size, "sha256": result.sha256, "raw_size": output.bytes}
 
 
 def _upload_directory(proc: subprocess.Popen[bytes], dump_dir: Path, store: Store, backup_id: str, data_key: bytes,
@@ -210,7 +201,7 @@ def _upload_directory(proc: subprocess.Popen[bytes], dump_dir: Path, store: Stor
         for path in sorted(p for p in dump_dir.iterdir() if p.is_file()):
             upload(path)
     except BaseException:
-        _stop(proc)
+        stop_process(proc)
         raise
     return objects
 
@@ -234,20 +225,3 @@ def _closed_files(dump_dir: Path, proc: subprocess.Popen[bytes]) -> list[Path]:
         return []  # pg_dump just exited: its remaining files are uploaded after its exit status is known
     return [p for p in present if str(p) not in open_now and str(p.resolve()) not in open_now]
 
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Kill pg_dump and its parallel workers (forked children), and reap them."""
-    if proc.poll() is not None:
-        return
-    try:
-        workers = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        workers = []
-    proc.kill()
-    for worker in workers:
-        try:
-            worker.kill()
-        except psutil.NoSuchProcess:
-            continue
-    proc.wait()
-    psutil.wait_procs(workers, timeout=10)

@@ -35,9 +35,9 @@ from dbops.backup.manifest import (
     save_manifest,
 )
 from dbops.backup.store import Store
-from dbops.backup.stream import CHUNK, compress, decompress, decrypt, encrypt
+from dbops.backup.stream import CHUNK, ProcessOutput, compress, decompress, decrypt, encrypt
 from dbops.errors import ConfigError
-from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process
+from dbops.pg.commands import client_bin_dir, find_program, start_process, stop_process
 from dbops.pg.connect import connection, split_password
 
 BASE_OBJECT = "base.tar.zst.enc"
@@ -177,7 +177,6 @@ def base_backup(
     data_key = os.urandom(32)
     bare_url, password = split_password(url)
     watcher = TarWatcher(["backup_manifest", "backup_label"])
-    raw = {"bytes": 0}
     stored: list[str] = []
     with tempfile.TemporaryDirectory(prefix="dbops-basebackup-") as tmp:
         args = [find_program("pg_basebackup", bin_dir), "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast",
@@ -187,17 +186,10 @@ def base_backup(
             previous.write_bytes(read_backup_manifest(store, key, parent))
             args.append(f"--incremental={previous}")
         proc = start_process(args, password=password, stdout=subprocess.PIPE)
-
-        def tar_chunks() -> Iterator[bytes]:
-            assert proc.stdout is not None
-            while block := proc.stdout.read(CHUNK):
-                raw["bytes"] += len(block)
-                yield block
-            finish_process(proc, "pg_basebackup", timeout=600)
-
+        output = ProcessOutput(proc, "pg_basebackup", timeout=600)
         try:
             base = store.put(object_key(backup_id, BASE_OBJECT),
-                             encrypt(compress(watcher.watch(tar_chunks()), ZSTD_LEVEL), data_key), progress)
+                             encrypt(compress(watcher.watch(output), ZSTD_LEVEL), data_key), progress)
             stored.append(BASE_OBJECT)
             pg_manifest = watcher.found.get("backup_manifest")
             if pg_manifest is None:
@@ -206,9 +198,7 @@ def base_backup(
                              encrypt(compress([pg_manifest], ZSTD_LEVEL), data_key))
             stored.append(MANIFEST_OBJECT)
         except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
             for name in (BASE_OBJECT, MANIFEST_OBJECT):
                 discard(store, object_key(backup_id, name))
             raise
@@ -235,11 +225,11 @@ def base_backup(
         "tool": "pg_basebackup -Ft -X fetch" + (" --incremental" if parent else ""),
         "archive_mode": facts["archive_mode"],
         "objects": [
-            {"name": BASE_OBJECT, "size": base.size, "sha256": base.sha256, "raw_size": raw["bytes"]},
+            {"name": BASE_OBJECT, "size": base.size, "sha256": base.sha256, "raw_size": output.bytes},
             {"name": MANIFEST_OBJECT, "size": side.size, "sha256": side.sha256, "raw_size": len(pg_manifest)},
         ],
         "tar_members": watcher.members,
-        "raw_bytes": raw["bytes"],
+        "raw_bytes": output.bytes,
         "stored_bytes": base.size + side.size,
         "compression": {"algorithm": "zstd", "level": ZSTD_LEVEL},
         "encryption": {"algorithm": "AES-256-GCM", "chunk_bytes": CHUNK, **key.wrap(data_key, backup_id)},

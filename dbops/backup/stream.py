@@ -10,6 +10,7 @@ cannot be swapped unnoticed; a single-object backup uses an empty context.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterable, Iterator
 
 import zstandard
@@ -17,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dbops.backup.keys import BackupIntegrityError
+from dbops.pg.commands import finish_process
 
 MAGIC = b"DBOPSENC1"
 CHUNK = 1 << 20  # plaintext bytes per encrypted chunk
@@ -77,14 +79,32 @@ def encrypt(chunks: Iterable[bytes], data_key: bytes, context: bytes = b"") -> I
     yield seal(bytes(buffer), True)
 
 
-class _Reader:
-    """Exact-size reads over an iterator of byte chunks."""
+class ProcessOutput:
+    """A started program's stdout as chunks of ``CHUNK`` bytes, counted in ``bytes``. After the last chunk the
+    program's exit status is checked (:func:`~dbops.pg.commands.finish_process`), so a failed dump fails the
+    consumer (an upload) before it completes."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+        self.proc, self.what, self.timeout = proc, what, timeout
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert self.proc.stdout is not None
+        while block := self.proc.stdout.read(CHUNK):
+            self.bytes += len(block)
+            yield block
+        finish_process(self.proc, self.what, timeout=self.timeout)
+
+
+class ChunkReader:
+    """Exact-size reads over an iterator of byte chunks (a file-like ``read`` for ``tarfile``, headers, frames)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._it = iter(chunks)
         self._buf = bytearray()
 
     def read(self, n: int) -> bytes:
+        """``n`` bytes, fewer only at the end of the stream."""
         while len(self._buf) < n:
             try:
                 self._buf += next(self._it)
@@ -94,10 +114,17 @@ class _Reader:
         del self._buf[:n]
         return out
 
+    def remaining(self) -> Iterator[bytes]:
+        """The rest of the stream as chunks, starting with what is buffered."""
+        if self._buf:
+            yield bytes(self._buf)
+            self._buf.clear()
+        yield from self._it
+
 
 def decrypt(chunks: Iterable[bytes], data_key: bytes, name: str, context: bytes = b"") -> Iterator[bytes]:
     aead = AESGCM(data_key)
-    reader = _Reader(chunks)
+    reader = ChunkReader(chunks)
     header = reader.read(len(MAGIC) + 8)
     if len(header) < len(MAGIC) + 8 or not header.startswith(MAGIC):
         raise BackupIntegrityError(f"{name} is not a dbops encrypted stream", "the object is damaged or not ours")

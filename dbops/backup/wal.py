@@ -25,7 +25,7 @@ from typing import Any
 
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.store import Store, StoreError
-from dbops.backup.stream import compress, decompress, decrypt, encrypt, read_file
+from dbops.backup.stream import ChunkReader, compress, decompress, decrypt, encrypt, read_file
 
 WAL_PREFIX = "wal/"
 SUFFIX = ".zst.enc"
@@ -68,13 +68,10 @@ def push_file(store: Store, key: MasterKey, path: Path, name: str | None = None)
 
 
 def push_spool(store: Store, key: MasterKey, spool: Path) -> list[str]:
-    """Move every finished file of the spool into the store, oldest first; return their names."""
-    if not spool.is_dir():
-        return []
+    """Move every finished file of the spool into the store, timeline histories first, then oldest first; return
+    their names."""
     pushed = []
-    for path in sorted(spool.iterdir(), key=lambda p: (not p.name.endswith(".history"), p.name)):
-        if path.name.endswith(".part") or not WAL_NAME.match(path.name):
-            continue
+    for path in sorted(spool_backlog(spool), key=lambda p: (not p.name.endswith(".history"), p.name)):
         push_file(store, key, path)
         path.unlink()
         pushed.append(path.name)
@@ -82,6 +79,7 @@ def push_spool(store: Store, key: MasterKey, spool: Path) -> list[str]:
 
 
 def spool_backlog(spool: Path) -> list[Path]:
+    """The finished WAL files waiting in the spool (a copy still being written ends in ``.part`` and is left out)."""
     if not spool.is_dir():
         return []
     return sorted(p for p in spool.iterdir() if WAL_NAME.match(p.name))
@@ -94,34 +92,23 @@ def list_wal(store: Store) -> list[str]:
 def fetch(store: Store, key: MasterKey, name: str) -> Iterator[bytes]:
     """The plaintext of an archived WAL file, authenticated chunk by chunk."""
     label = f"archived WAL file {name}"
-    chunks = iter(store.get(wal_key(name)))
-    head = bytearray()
+    reader = ChunkReader(store.get(wal_key(name)))
 
-    def fill(size: int) -> None:
-        while len(head) < size:
-            chunk = next(chunks, None)
-            if chunk is None:
-                raise BackupIntegrityError(f"{label} is truncated in its header", "it is incomplete")
-            head.extend(chunk)
+    def read(size: int) -> bytes:
+        data = reader.read(size)
+        if len(data) < size:
+            raise BackupIntegrityError(f"{label} is truncated in its header", "it is incomplete")
+        return data
 
-    fill(len(MAGIC) + 2)
+    head = read(len(MAGIC) + 2)
     if not head.startswith(MAGIC):
         raise BackupIntegrityError(f"{label} is not a dbops WAL object", "it was damaged")
-    start = len(MAGIC) + 2
-    end = start + int.from_bytes(head[len(MAGIC):start], "big")
-    fill(end)
     try:
-        wrapped = json.loads(bytes(head[start:end]))
+        wrapped = json.loads(read(int.from_bytes(head[len(MAGIC):], "big")))
     except ValueError as exc:
         raise BackupIntegrityError(f"{label} has a damaged header", "it was damaged") from exc
     data_key = key.unwrap(wrapped, f"wal:{name}")
-
-    def rest() -> Iterator[bytes]:
-        if len(head) > end:
-            yield bytes(head[end:])
-        yield from chunks
-
-    yield from decompress(decrypt(rest(), data_key, label), label)
+    yield from decompress(decrypt(reader.remaining(), data_key, label), label)
 
 
 def segment_position(name: str) -> str:

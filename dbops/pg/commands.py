@@ -178,6 +178,26 @@ def finish_process(proc: subprocess.Popen[bytes], what: str, timeout: float = 60
         raise CommandFailed(f"{what} failed (exit {code}): {last_error_line(errors)}")
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a streamed program and the children it forked (pg_dump's parallel workers, say), and reap them."""
+    import psutil
+
+    if proc.poll() is not None:
+        return
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.kill()
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue
+    proc.wait()
+    psutil.wait_procs(children, timeout=10)
+
+
 def last_error_line(output: str) -> str:
     """The most telling line of a program's error output, redacted."""
     lines = [line.strip() for line in (output or "").splitlines() if line.strip()]

@@ -210,6 +210,20 @@ class EmbeddedServer:
         self.log_file.touch(exist_ok=True)
         os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
 
+    def adopt_data_dir(self) -> None:
+        """Take over a data directory written by someone else (a restored base backup) and everything else under
+        ``home``: given to the server's OS user, file by file, with dbops' own pg_hba.conf (loopback SCRAM only,
+        whatever the source allowed)."""
+        self.socket_dir.mkdir(exist_ok=True)
+        user = run_as_user()
+        if user:
+            entry = ensure_os_user(user)
+            for root, dirs, files in os.walk(self.home):
+                os.chown(root, entry.pw_uid, entry.pw_gid)
+                for name in dirs + files:
+                    os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        self._write_hba()
+
     def _write_hba(self) -> None:
         lines = [
             "# written by dbops: every connection authenticates with SCRAM",
@@ -294,7 +308,7 @@ class EmbeddedServer:
             )
         except CommandFailed as exc:
             raise DbopsError(
-                f"the embedded PostgreSQL did not start: {self._log_tail()}", f"see {self.log_file}"
+                f"the embedded PostgreSQL did not start: {self.log_tail()}", f"see {self.log_file}"
             ) from exc
         return True
 
@@ -319,7 +333,8 @@ class EmbeddedServer:
             version = (self.data_dir / "PG_VERSION").read_text().strip()
         return ServerStatus(self.is_running(), self.pid(), self.port, self.data_dir, version)
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
+        """The most telling line of the server log (the last FATAL/ERROR/could-not line, else the last one)."""
         try:
             lines = [line for line in self.log_file.read_text().splitlines() if line.strip()]
         except FileNotFoundError:

@@ -13,7 +13,6 @@ measures every phase and removes the scratch cluster, also on failure.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 import tempfile
@@ -27,18 +26,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from dbops.backup import wal
-from dbops.backup.figures import table_figures
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import load_manifest, object_key, verify_objects
 from dbops.backup.physical import BASE_OBJECT, chain, physical_backups
 from dbops.backup.store import Store
-from dbops.backup.stream import _Reader, decompress, decrypt
+from dbops.backup.stream import ChunkReader, decompress, decrypt
 from dbops.errors import DbopsError
-from dbops.pg.commands import client_bin_dir, ensure_os_user, find_program, run_as_user, run_command
-from dbops.pg.connect import connection
+from dbops.pg.commands import client_bin_dir, find_program, run_command
+from dbops.pg.connect import connection, with_database
 from dbops.restore import DrillResult
 
-CANARY_TABLE = "dbops_pitr_canary"  # in the postgres maintenance database
 # Settings of a restored scratch cluster: never archive into the production archive, modest memory.
 SCRATCH_SETTINGS = {"archive_mode": "off", "shared_buffers": "'256MB'",
                     "log_connections": "off", "log_disconnections": "off"}
@@ -53,28 +50,13 @@ def _unpack(store: Store, key: MasterKey, manifest: dict[str, Any], dest: Path) 
     name = f"object {BASE_OBJECT} of backup {manifest['id']}"
     plain = decompress(decrypt(store.get(object_key(manifest["id"], BASE_OBJECT)), data_key, name), name)
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tarfile.open(fileobj=_Reader(plain), mode="r|") as archive:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=ChunkReader(plain), mode="r|") as archive:  # type: ignore[call-overload]
         archive.extractall(dest, filter="data")
     dest.chmod(0o700)
 
 
 def _major(manifest: dict[str, Any]) -> int:
     return int(str(manifest["server_version"]).split(".")[0])
-
-
-def _give_to_server_user(path: Path) -> None:
-    user = run_as_user()
-    if not user:
-        return
-    entry = ensure_os_user(user)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-    for directory in path.parents:
-        mode = directory.stat().st_mode
-        if not mode & 0o001:
-            directory.chmod(mode | 0o001)
 
 
 def _check_empty(target: Path, force: bool) -> None:
@@ -163,18 +145,13 @@ def write_recovery_conf(target: Path, settings: dict[str, str]) -> None:
 # ---- canaries -------------------------------------------------------------------------------------------------
 
 
-def _maintenance_url(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/postgres"))
-
-
 def plant_canaries(url: str, *, gap_seconds: float = 0.2) -> dict[str, str]:
     """Commit canary row ``before``, take the target time, commit ``after``; switch WAL so both reach the archive.
 
     The canary table lives in the ``postgres`` maintenance database, outside the application's schema.
     """
     tag = uuid.uuid4().hex[:10]
-    with connection(_maintenance_url(url)) as conn:
+    with connection(with_database(url, "postgres")) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS public.dbops_pitr_canary "
                      "(id text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT clock_timestamp())")
         conn.execute("INSERT INTO public.dbops_pitr_canary (id) VALUES (%s)", [f"before-{tag}"])
@@ -247,7 +224,7 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
     are archived (pushing ``spool`` into the store when the server archives into a spool).
     """
     from dbops.pg.server import EmbeddedServer, free_port
-    from dbops.restore import amcheck_all
+    from dbops.restore import verify_restored
 
     manifest = choose_physical(store, key, backup_id)
     bin_dir = client_bin_dir(bin_dir, _major(manifest))
@@ -273,9 +250,7 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
         result.phases["stage_wal"] = round(time.monotonic() - began, 3)
         began = time.monotonic()
         server.extra_settings.update(settings)
-        server.socket_dir.mkdir(exist_ok=True)
-        _give_to_server_user(home)
-        server._write_hba()  # loopback SCRAM only, whatever the source allowed
+        server.adopt_data_dir()
         server.start(timeout=3600)
         scratch = _scratch_url(url, server.port)
         _wait_promoted(scratch, server)
@@ -283,11 +258,9 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
         began = time.monotonic()
         if canaries:
             result.problems += _check_canaries(scratch, canaries)
-        with connection(scratch) as conn:
-            figures = table_figures(conn)
+        figures, result.indexes_checked = verify_restored(scratch)
         result.tables_checked = len(figures)
         result.rows_checked = sum(t["rows"] for t in figures.values())
-        result.indexes_checked = amcheck_all(scratch)
         result.phases["verify"] = round(time.monotonic() - began, 3)
         if keep:
             result.restored_url, result.scratch_server = scratch, server
@@ -317,7 +290,7 @@ def _wait_promoted(url: str, server: Any, timeout: float = 3600) -> None:
                     return
         except DbopsError:
             if not server.is_running():
-                raise PhysicalRestoreError(f"the restored cluster stopped during recovery: {server._log_tail()}",
+                raise PhysicalRestoreError(f"the restored cluster stopped during recovery: {server.log_tail()}",
                                            f"see {server.log_file}") from None
         if time.monotonic() > deadline:
             raise PhysicalRestoreError(f"the restored cluster was still recovering after {timeout:.0f} s",
@@ -326,7 +299,7 @@ def _wait_promoted(url: str, server: Any, timeout: float = 3600) -> None:
 
 
 def _check_canaries(url: str, canaries: dict[str, str]) -> list[str]:
-    with connection(_maintenance_url(url)) as conn:
+    with connection(with_database(url, "postgres")) as conn:
         present = {r[0] for r in conn.execute("SELECT id FROM public.dbops_pitr_canary WHERE id = ANY(%s)",
                                               [[canaries["before"], canaries["after"]]]).fetchall()}
     problems = []
