@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,21 @@ def project_dir() -> Path:
         return here
     return Path.cwd()
 
+
+
+def positive_number(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    """``env[name]`` as a positive number, ``default`` when unset or empty; a clear error otherwise."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        example = f", e.g. {default:g}" if default else ""
+        raise ConfigError(f"{name}={raw!r} is not a positive number", f"set {name} to a positive number{example}")
+    return value
 
 @dataclass(frozen=True)
 class Settings:

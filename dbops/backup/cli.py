@@ -46,11 +46,9 @@ def backup_main(argv: list[str], settings: Settings) -> int:
                   f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}{parent}")
         return 0
     if args.action == "prune":
-        from dbops.backup.retention import prune
-        from dbops.backup.settings import BackupSettings
+        from dbops.backup.retention import prune, rules_from_env
 
-        conf = BackupSettings.from_env(home=settings.home)
-        result = prune(store, conf.keep_last, conf.keep_days, dry_run=args.dry_run)
+        result = prune(store, *rules_from_env(), dry_run=args.dry_run)
         verb = "would delete" if args.dry_run else "deleted"
         for backup_id in result.ids:
             print(f"{verb} {backup_id}")

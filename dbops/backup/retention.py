@@ -16,6 +16,8 @@ not a listed backup with missing objects.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,8 +25,15 @@ from typing import Any
 from dbops.backup import wal
 from dbops.backup.manifest import MANIFEST, PREFIX, list_backups, object_key
 from dbops.backup.store import Store
+from dbops.config import positive_number
 from dbops.errors import ConfigError
 
+
+def rules_from_env(env: Mapping[str, str] | None = None) -> tuple[int | None, float | None]:
+    """(keep_last, keep_days) from ``DBOPS_BACKUP_KEEP_LAST`` (default 7) and ``DBOPS_BACKUP_KEEP_DAYS`` (unset)."""
+    env = os.environ if env is None else env
+    keep_last = positive_number(env, "DBOPS_BACKUP_KEEP_LAST", 7)
+    return (int(keep_last) if keep_last else None), positive_number(env, "DBOPS_BACKUP_KEEP_DAYS", None)
 
 @dataclass
 class PrunePlan:

@@ -26,7 +26,7 @@ import psycopg
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import latest
 from dbops.backup.store import Store
-from dbops.errors import ConfigError
+from dbops.config import positive_number
 from dbops.migrate.engine import AppliedMigration, Migrator
 from dbops.migrate.files import MigrationError, Resolved, ResolvedMigration
 from dbops.pg.connect import connect
@@ -95,16 +95,7 @@ class Thresholds:
         default = cls()
 
         def number(name: str, fallback: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return fallback
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a number", f"set {name} to e.g. {fallback:g}") from None
-            if value <= 0:
-                raise ConfigError(f"{name} must be positive, got {raw}", f"set {name} to e.g. {fallback:g}")
-            return value
+            return positive_number(env, name, fallback) or fallback
 
         return cls(
             large_table_bytes=int(number("DBOPS_REHEARSAL_LARGE_TABLE_MB", default.large_table_bytes / 1048576)

@@ -6,11 +6,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dbops.backup import wal
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import list_backups, save_manifest
-from dbops.backup.retention import plan_prune, prune
+from dbops.backup.retention import plan_prune, prune, rules_from_env
 from dbops.backup.store import LocalStore
+from dbops.errors import ConfigError
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -68,3 +71,11 @@ def test_prune_deletes_wal_older_than_the_oldest_kept_base(tmp_path: Path, maste
     assert done.ids == [old["id"]]
     assert [m["id"] for m in list_backups(store)] == [new["id"]]
     assert wal.list_wal(store) == segments[5:]
+
+
+def test_retention_rules_from_the_environment() -> None:
+    assert rules_from_env({}) == (7, None)
+    assert rules_from_env({"DBOPS_BACKUP_KEEP_LAST": "3", "DBOPS_BACKUP_KEEP_DAYS": "1.5"}) == (3, 1.5)
+    for name, raw in (("DBOPS_BACKUP_KEEP_DAYS", "-2"), ("DBOPS_BACKUP_KEEP_LAST", "many")):
+        with pytest.raises(ConfigError, match=f"{name}='{raw}' is not a positive number"):
+            rules_from_env({name: raw})

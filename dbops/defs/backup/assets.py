@@ -12,10 +12,8 @@ from dbops.backup.logical import logical_backup as take_logical_backup
 from dbops.backup.manifest import list_backups, load_manifest
 from dbops.backup.physical import PHYSICAL_KINDS
 from dbops.backup.physical import base_backup as take_base_backup
-from dbops.backup.retention import prune
-from dbops.backup.settings import BackupSettings
+from dbops.backup.retention import prune, rules_from_env
 from dbops.backup.store import Store
-from dbops.config import Settings
 from dbops.defs.backup.resources import BackupResource
 from dbops.defs.resources import DatabaseResource
 from dbops.restore import drill
@@ -170,16 +168,16 @@ def wal_archive_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     "older than the oldest kept base backup.",
 )
 def backup_retention(context: dg.AssetExecutionContext, backups: BackupResource):
-    conf = BackupSettings.from_env(home=Settings.from_env().home)
-    result = prune(backups.open_store(), conf.keep_last, conf.keep_days)
+    keep_last, keep_days = rules_from_env()
+    result = prune(backups.open_store(), keep_last, keep_days)
     context.log.info(f"deleted {len(result.ids)} backup(s) and {len(result.wal)} WAL file(s)")
     return dg.MaterializeResult(metadata={
         "deleted_backups": dg.MetadataValue.int(len(result.ids)),
         "deleted_ids": dg.MetadataValue.text(", ".join(result.ids) or "none"),
         "deleted_wal_files": dg.MetadataValue.int(len(result.wal)),
         "kept_backups": dg.MetadataValue.int(len(result.kept)),
-        "keep_last": dg.MetadataValue.int(conf.keep_last or 0),
-        "keep_days": dg.MetadataValue.float(conf.keep_days or 0.0),
+        "keep_last": dg.MetadataValue.int(keep_last or 0),
+        "keep_days": dg.MetadataValue.float(keep_days or 0.0),
     })
 
 
