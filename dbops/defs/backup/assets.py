@@ -43,6 +43,18 @@ def _progress(context: dg.AssetExecutionContext):  # type: ignore[no-untyped-def
     return progress
 
 
+def _backup_metadata(manifest: dict[str, Any], store: Store) -> dict[str, dg.MetadataValue]:
+    """What every backup reports: its id, where it went, its sizes and how long it took."""
+    return {
+        "backup_id": dg.MetadataValue.text(manifest["id"]),
+        "store": dg.MetadataValue.text(store.describe()),
+        "raw_bytes": dg.MetadataValue.int(manifest["raw_bytes"]),
+        "stored_bytes": dg.MetadataValue.int(manifest["stored_bytes"]),
+        "compression_ratio": dg.MetadataValue.float(round(manifest["raw_bytes"] / max(manifest["stored_bytes"], 1), 2)),
+        "duration_seconds": dg.MetadataValue.float(manifest["duration_seconds"]),
+    }
+
+
 class LogicalBackupConfig(dg.Config):
     jobs: int = Field(default=0, description="0: one pg_dump stream (custom format, nothing staged locally); N > 0: "
                       "pg_dump --format=directory --jobs N, staging the dump files locally")
@@ -64,13 +76,8 @@ def logical_backup(context: dg.AssetExecutionContext, config: LogicalBackupConfi
     manifest = take_logical_backup(database.url, store, backups.master_key(), bin_dir=backups.bin_dir,
                                    progress=_progress(context), jobs=config.jobs or None)
     yield dg.MaterializeResult(metadata={
-        "backup_id": dg.MetadataValue.text(manifest["id"]),
+        **_backup_metadata(manifest, store),
         "dump_format": dg.MetadataValue.text(manifest.get("dump_format", "custom")),
-        "store": dg.MetadataValue.text(store.describe()),
-        "raw_bytes": dg.MetadataValue.int(manifest["raw_bytes"]),
-        "stored_bytes": dg.MetadataValue.int(manifest["stored_bytes"]),
-        "compression_ratio": dg.MetadataValue.float(round(manifest["raw_bytes"] / max(manifest["stored_bytes"], 1), 2)),
-        "duration_seconds": dg.MetadataValue.float(manifest["duration_seconds"]),
         "tables": dg.MetadataValue.int(len(manifest["tables"])),
         "rows": dg.MetadataValue.int(sum(t["rows"] for t in manifest["tables"].values())),
         "key_id": dg.MetadataValue.text(manifest["encryption"]["key_id"]),
@@ -101,14 +108,9 @@ def base_backup(context: dg.AssetExecutionContext, config: BaseBackupConfig, dat
     pushed = wal.push_spool(store, key, backups.wal_spool) if backups.wal_spool else []
     context.log.info(f"{config.kind} base backup {manifest['id']}; {len(pushed)} WAL file(s) archived")
     yield dg.MaterializeResult(metadata={
-        "backup_id": dg.MetadataValue.text(manifest["id"]),
+        **_backup_metadata(manifest, store),
         "kind": dg.MetadataValue.text(manifest["kind"]),
         "parent": dg.MetadataValue.text(manifest["parent"] or "none"),
-        "store": dg.MetadataValue.text(store.describe()),
-        "raw_bytes": dg.MetadataValue.int(manifest["raw_bytes"]),
-        "stored_bytes": dg.MetadataValue.int(manifest["stored_bytes"]),
-        "compression_ratio": dg.MetadataValue.float(round(manifest["raw_bytes"] / max(manifest["stored_bytes"], 1), 2)),
-        "duration_seconds": dg.MetadataValue.float(manifest["duration_seconds"]),
         "start_lsn": dg.MetadataValue.text(str(manifest["start_lsn"])),
         "end_lsn": dg.MetadataValue.text(str(manifest["end_lsn"])),
         "wal_files_archived": dg.MetadataValue.int(len(pushed)),
