@@ -67,15 +67,12 @@ def migration_rehearsal(
     backups: BackupResource,
 ) -> dg.MaterializeResult:
     thresholds = migrations.rehearsal_thresholds()
-    if not migrations.migrator(database.url).pending():
-        report = RehearsalReport(thresholds, note="nothing pending in production: nothing to rehearse")
-    else:
-        server = migrations.rehearsal_server(database.url)
-        if database.production and server == database.url:
-            context.log.warning("restoring the rehearsal copy on the production server (its I/O and disk): set "
-                                "DBOPS_REHEARSAL_SERVER_URL to restore it elsewhere")
-        report = rehearse(database.url, backups.open_store(), backups.master_key, migrations.path, thresholds,
-                          server_url=server, out_of_order=migrations.out_of_order)
+    server = migrations.rehearsal_server(database.url)
+    report = rehearse(database.url, backups.open_store(), backups.master_key, migrations.path, thresholds,
+                      server_url=server, out_of_order=migrations.out_of_order)
+    if report.rehearsed and database.production and server == database.url:
+        context.log.warning("the rehearsal copy was restored on the production server (its I/O and disk): set "
+                            "DBOPS_REHEARSAL_SERVER_URL to restore it elsewhere")
     for item in report.migrations:
         context.log.info(f"rehearsed {item.script} in {item.seconds:.2f} s: "
                          + ("; ".join(item.problems) if item.problems else "safe"))
