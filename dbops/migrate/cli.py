@@ -36,7 +36,8 @@ def main(argv: list[str], settings: Settings) -> int:
     locations = args.locations or [settings.migrations_dir]
     exclude = DEFAULT_LINT_EXCLUDE + tuple(args.exclude)
     if args.action == "lint":
-        files = [m.path for m in resolve(locations).versioned + resolve(locations).repeatable]
+        resolved = resolve(locations)
+        files = [m.path for m in resolved.versioned + resolved.repeatable]
         findings = lint_files(files, exclude=exclude)
         for finding in findings:
             print(finding)

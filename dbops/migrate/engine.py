@@ -1,9 +1,12 @@
 """The migration runner: Flyway's rules on psycopg 3, with per-statement error locations and an advisory lock.
 
+Before anything runs, every pending file (and every callback the run fires) is parsed whole with PostgreSQL's
+parser: a file it cannot take, or a transactional file with its own COMMIT/ROLLBACK/BEGIN, is refused with its line.
 Each transactional file runs in one transaction, statement by statement, so a failure names the file and the line
 of the failing statement and leaves nothing of that file behind (and no history row, as Flyway does on
-PostgreSQL). Files marked ``-- dbops:no-transaction`` (CREATE INDEX CONCURRENTLY and friends) run in autocommit; if
-one fails a ``success = false`` row is written and the next run refuses to go on until the operator repairs.
+PostgreSQL). Files marked ``-- dbops:no-transaction`` (CREATE INDEX CONCURRENTLY and friends) run in autocommit; their
+history row is written as ``success = false`` before they start and completed after, so one that fails or is
+killed half-way stays visible as failed and the next run refuses to go on until the operator repairs.
 
 Concurrent runs (two deploys, a schedule and a manual run) serialise on a session advisory lock and re-read the
 history once they hold it, so every version is applied exactly once.
@@ -19,10 +22,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pglast
 import psycopg
+from psycopg.pq import TransactionStatus
 
-from dbops.migrate.files import Callback, MigrationError, Resolved, ResolvedMigration, Version, resolve
+from dbops.migrate.files import (
+    Callback,
+    MigrationError,
+    Resolved,
+    ResolvedMigration,
+    Version,
+    checked_statements,
+    resolve,
+    split_statements,
+)
 from dbops.migrate.history import BASELINE_DESCRIPTION, AppliedRow, HistoryTable
 from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, LintFinding, lint_files
 from dbops.pg.connect import connect
@@ -30,6 +42,11 @@ from dbops.redact import redact, redact_url
 
 DEFAULT_LOCK_TIMEOUT = "10s"  # a migration waiting longer than this for a lock is blocking live traffic: fail fast
 DEFAULT_STATEMENT_TIMEOUT = "30min"  # a runaway statement must not hold locks forever; raise per file via header
+
+# The callbacks `apply` fires, and those of them that run inside a transactional file's own transaction.
+APPLY_EVENTS = ("beforeMigrate", "beforeEachMigrate", "afterEachMigrate", "afterEachMigrateError", "afterVersioned",
+                "beforeRepeatables", "afterMigrateApplied", "afterMigrate", "afterMigrateError")
+IN_FILE_TRANSACTION = ("beforeEachMigrate", "afterEachMigrate")
 
 
 @dataclass(frozen=True)
@@ -79,25 +96,9 @@ class PlannedMigration:
 
 
 def statements(text: str) -> list[tuple[int, str]]:
-    """Split SQL into statements with the 1-based line each starts on (comments before a statement skipped)."""
-    try:
-        slices = pglast.split(text, with_parser=False, only_slices=True)
-    except Exception as exc:  # pglast raises its own scanner errors
-        raise MigrationError(f"cannot split SQL into statements: {exc}", "fix the syntax") from exc
-    out = []
-    for piece in slices:
-        body = text[piece]
-        offset = piece.start
-        # Skip leading blank lines and -- comments so the line points at the SQL itself.
-        for line in body.splitlines(keepends=True):
-            stripped = line.strip()
-            if stripped and not stripped.startswith("--"):
-                break
-            offset += len(line)
-        if not text[offset:piece.stop].strip():
-            continue
-        out.append((text.count("\n", 0, offset) + 1, text[offset:piece.stop]))
-    return out
+    """Split SQL into statements with the 1-based line each starts on; :class:`MigrationError` (``line N: ...``)
+    for text PostgreSQL's parser cannot take whole (see :func:`~dbops.migrate.files.split_statements`)."""
+    return [(s.line, s.text) for s in split_statements(text)]
 
 
 def _first_line(message: str) -> str:
@@ -180,10 +181,13 @@ class Migrator:
     def info(self) -> list[MigrationInfo]:
         resolved = self.resolve()
         with self._connect() as conn, self._event(conn, resolved, "Info"):
-            return self._info(resolved, self.history.rows(conn))
+            return self._info(resolved, self.history.rows(conn), self.history.running_elsewhere(conn))
 
-    def _info(self, resolved: Resolved, rows: list[AppliedRow]) -> list[MigrationInfo]:
+    def _info(self, resolved: Resolved, rows: list[AppliedRow], running: bool = False) -> list[MigrationInfo]:
+        """States per file and row. ``running``: another session holds the migration lock, so an unfinished row
+        (``success = false``) is the no-transaction file it is applying now, not a failure."""
         applied, applied_rep, _deleted = self._effective(rows)
+        unfinished = "running" if running else "failed"
         current = self._current(applied)
         baseline = max((v for v, r in applied.items() if r.type == "BASELINE"), default=None)
         files = resolved.by_version()
@@ -195,7 +199,7 @@ class Migrator:
                 if row.type == "BASELINE":
                     state = "baseline"
                 elif not row.success:
-                    state = "failed"
+                    state = unfinished
                 elif migration is None:
                     state = "future" if newest_file is None or version > newest_file else "missing"
                 else:
@@ -224,7 +228,7 @@ class Migrator:
             if row is None:
                 state = "pending"
             elif not row.success:
-                state = "failed"
+                state = unfinished
             elif migration is None:
                 state = "missing"
             elif migration.checksum != row.checksum:
@@ -264,14 +268,15 @@ class Migrator:
     def pending(self, target: str | None = None) -> list[ResolvedMigration]:
         return self._pending(self.resolve(), self._rows(), Version.parse(target) if target else None)
 
-    def _problems(self, resolved: Resolved, rows: list[AppliedRow]) -> list[str]:
+    def _problems(self, resolved: Resolved, rows: list[AppliedRow], running: bool = False) -> list[str]:
         problems = []
         files = resolved.by_version()
-        for item in self._info(resolved, rows):
+        for item in self._info(resolved, rows, running):
             name = item.script
             if item.state == "failed":
-                problems.append(f"{name} failed in an earlier run (rank {item.installed_rank}): fix the file, undo "
-                                "what it did partly, then run `dbops migrate repair`")
+                problems.append(f"{name} failed in an earlier run or was interrupted (rank {item.installed_rank}): "
+                                "check what it changed and undo or finish that by hand, fix the file, then run "
+                                "`dbops migrate repair`")
             elif item.state == "missing":
                 problems.append(f"{name} (version {item.version or 'R'}) was applied but its file is missing: restore "
                                 "it, or run `dbops migrate repair` to mark it deleted")
@@ -290,7 +295,8 @@ class Migrator:
         """Raise :class:`MigrationError` when the history and the files disagree (pending files are fine)."""
         resolved = self.resolve()
         with self._connect() as conn, self._event(conn, resolved, "Validate"):
-            self._raise_problems(self._problems(resolved, self.history.rows(conn)))
+            rows = self.history.rows(conn)
+            self._raise_problems(self._problems(resolved, rows, self.history.running_elsewhere(conn)))
 
     def _raise_problems(self, problems: list[str]) -> None:
         if problems:
@@ -300,9 +306,22 @@ class Migrator:
             error.problems = problems  # type: ignore[attr-defined]
             raise error
 
+    def check(self, resolved: Resolved, todo: list[ResolvedMigration]) -> None:
+        """Refuse a run before anything of it runs: every file in ``todo`` and every callback `apply` fires must
+        parse whole, and what runs inside a file's transaction must not commit, roll back or begin one itself."""
+        for migration in todo:
+            checked_statements(migration.script, migration.sql, in_transaction=migration.transactional)
+        any_transactional = any(m.transactional for m in todo)
+        for cb in resolved.callbacks:
+            if cb.event in APPLY_EVENTS:
+                checked_statements(cb.script, cb.sql,
+                                   in_transaction=any_transactional and cb.event in IN_FILE_TRANSACTION)
+
     def plan(self, target: str | None = None) -> list[PlannedMigration]:
-        """Pending files with what squawk says about each."""
-        todo = self.pending(target)
+        """Pending files with what squawk says about each (refused like `apply` when one would be refused)."""
+        resolved = self.resolve()
+        todo = self._pending(resolved, self._rows(), Version.parse(target) if target else None)
+        self.check(resolved, todo)
         findings = lint_files([m.path for m in todo], exclude=self.lint_exclude) if todo else []
         by_file: dict[str, list[LintFinding]] = {}
         for finding in findings:
@@ -344,9 +363,13 @@ class Migrator:
         for name, value in settings.items():
             conn.execute("SELECT set_config(%s, %s, %s)", [name, value, local])
 
-    def _run_sql(self, conn: psycopg.Connection[Any], script: str, text: str) -> None:
-        """Execute statement by statement; a failure names the file and the line of the failing statement."""
-        for line, statement in statements(text):
+    def _run_sql(self, conn: psycopg.Connection[Any], script: str, text: str, in_transaction: bool = False) -> None:
+        """Execute statement by statement; a failure names the file and the line of the failing statement.
+
+        The whole text is parsed (and, in dbops's transaction, checked for transaction control) before its first
+        statement runs."""
+        for item in checked_statements(script, text, in_transaction=in_transaction):
+            line, statement = item.line, item.text
             try:
                 conn.execute(statement)  # type: ignore[arg-type]  # no parameters: run as written
             except psycopg.Error as exc:
@@ -364,9 +387,10 @@ class Migrator:
     def _callbacks(self, resolved: Resolved, event: str) -> list[Callback]:
         return [c for c in resolved.callbacks if c.event == event]
 
-    def _run_callbacks(self, conn: psycopg.Connection[Any], resolved: Resolved, event: str) -> None:
+    def _run_callbacks(self, conn: psycopg.Connection[Any], resolved: Resolved, event: str,
+                       in_transaction: bool = False) -> None:
         for cb in self._callbacks(resolved, event):
-            self._run_sql(conn, cb.script, cb.sql)
+            self._run_sql(conn, cb.script, cb.sql, in_transaction)
 
     @contextmanager
     def _event(self, conn: psycopg.Connection[Any], resolved: Resolved, name: str) -> Iterator[None]:
@@ -385,9 +409,10 @@ class Migrator:
 
     def _run_migration(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration) -> None:
         """The file itself between the beforeEachMigrate and afterEachMigrate callbacks."""
-        self._run_callbacks(conn, resolved, "beforeEachMigrate")
-        self._run_sql(conn, migration.script, migration.sql)
-        self._run_callbacks(conn, resolved, "afterEachMigrate")
+        in_transaction = migration.transactional
+        self._run_callbacks(conn, resolved, "beforeEachMigrate", in_transaction)
+        self._run_sql(conn, migration.script, migration.sql, in_transaction)
+        self._run_callbacks(conn, resolved, "afterEachMigrate", in_transaction)
 
     def _record(self, conn: psycopg.Connection[Any], migration: ResolvedMigration, installed_by: str,
                 started: float, success: bool) -> int:
@@ -416,23 +441,45 @@ class Migrator:
                 self._error_callbacks(conn, resolved)
                 raise
         else:
-            try:
-                self._set_timeouts(conn, migration, local=False)
-                self._run_migration(conn, resolved, migration)
-            except MigrationError as exc:
-                self._record(conn, migration, installed_by, started, success=False)
-                self._error_callbacks(conn, resolved)
-                raise MigrationError(
-                    exc.problem, "it ran outside a transaction, so part of it may have been applied: undo that, "
-                    "fix the file, then run `dbops migrate repair` and migrate again",
-                ) from exc
-            finally:
-                conn.execute("RESET ROLE")
-                conn.execute("RESET lock_timeout")
-                conn.execute("RESET statement_timeout")
-            elapsed = self._record(conn, migration, installed_by, started, success=True)
+            elapsed = self._apply_outside_transaction(conn, resolved, migration, installed_by, started)
         return AppliedMigration(str(migration.version) if migration.version is not None else None,
                                 migration.description, migration.script, migration.type, elapsed, migration.checksum)
+
+    def _apply_outside_transaction(self, conn: psycopg.Connection[Any], resolved: Resolved,
+                                   migration: ResolvedMigration, installed_by: str, started: float) -> int:
+        """Run a no-transaction file between a ``success = false`` history row and its completion.
+
+        The row is committed before the first statement, so a run killed half-way (kill -9, a lost server) leaves
+        it saying failed, like a failure does, and the next run stops until the operator checks and repairs."""
+        rank = self.history.insert(conn, version=migration.version, description=migration.description,
+                                   type_=migration.type, script=migration.script, checksum=migration.checksum,
+                                   installed_by=installed_by, execution_ms=0, success=False)
+        error: MigrationError | None = None
+        try:
+            self._set_timeouts(conn, migration, local=False)
+            self._run_migration(conn, resolved, migration)
+        except MigrationError as exc:
+            error = exc
+        fix = ("it ran outside a transaction, so part of it may have been applied: check and undo that, fix the "
+               "file, then run `dbops migrate repair` and migrate again")
+        if conn.closed or conn.broken:
+            problem = error.problem if error else f"lost the connection while running {migration.script}"
+            raise MigrationError(problem, fix + " (its history row says failed)") from error
+        left_open = conn.info.transaction_status != TransactionStatus.IDLE
+        if left_open:
+            conn.execute("ROLLBACK")  # a BEGIN without COMMIT, or a transaction the failing statement aborted
+        conn.execute("RESET ROLE")
+        conn.execute("RESET lock_timeout")
+        conn.execute("RESET statement_timeout")
+        if error is None and left_open:
+            error = MigrationError(f"{migration.script} left a transaction open (BEGIN without COMMIT); dbops rolled "
+                                   "that transaction back")
+        elapsed = int((time.monotonic() - started) * 1000)
+        self.history.finish(conn, rank, execution_ms=elapsed, success=error is None)
+        if error is not None:
+            self._error_callbacks(conn, resolved)
+            raise MigrationError(error.problem, fix) from error
+        return elapsed
 
     def _error_callbacks(self, conn: psycopg.Connection[Any], resolved: Resolved) -> None:
         for cb in self._callbacks(resolved, "afterEachMigrateError") + self._callbacks(resolved, "afterMigrateError"):
@@ -448,8 +495,6 @@ class Migrator:
         started = time.monotonic()
         result = ApplyResult()
         with self._locked() as conn:
-            with conn.transaction():
-                self.history.create(conn)
             rows = self.history.rows(conn)
             problems = self._problems(resolved, rows)
             if problems:
@@ -457,6 +502,9 @@ class Migrator:
                     f"migrate refused: {len(problems)} problem(s) in {self.history.name}: " + "; ".join(problems)
                 )
             todo = self._pending(resolved, rows, target_version)
+            self.check(resolved, todo)  # every pending file and callback, before anything (even the table) is made
+            with conn.transaction():
+                self.history.create(conn)
             installed_by = self._installed_by(conn)
             # As in Flyway: beforeMigrate/afterMigrate on every run, afterMigrateApplied only when something ran,
             # afterVersioned between the versioned and the repeatable ones, beforeRepeatables before those.

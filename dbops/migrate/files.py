@@ -7,11 +7,16 @@ and are never recorded. Versions are compared numerically part by part (1.2 < 1.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from dataclasses import dataclass, field
 from functools import total_ordering
 from pathlib import Path
+
+from pglast import ast as pg_ast
+from pglast import enums as pg_enums
+from pglast import parser as pg_parser
 
 from dbops.errors import DbopsError
 
@@ -37,6 +42,12 @@ _CALLBACK = re.compile(r"^(?P<event>" + "|".join(sorted(CALLBACK_EVENTS, key=len
                        + r")(?:__(?P<desc>.+))?\.sql$")
 _UNDO = re.compile(r"^U\d+(?:[._]\d+)*__.+\.sql$")  # Flyway Teams' undo files: recognised, never run by dbops
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+# Widths of Flyway's history columns: a file whose version or description does not fit is refused when resolved,
+# so a run can never apply a file it then fails to record.
+VERSION_WIDTH = 50
+DESCRIPTION_WIDTH = 200
+SCRIPT_WIDTH = 1000
 
 # Header comments understood by dbops (anywhere in the leading comment block of a file).
 NO_TRANSACTION = re.compile(r"^\s*--\s*dbops:no-transaction\b", re.M | re.I)
@@ -102,6 +113,168 @@ def read_sql(path: Path) -> str:
     except UnicodeDecodeError as exc:
         raise MigrationError(f"{path.name} is not UTF-8 (byte {exc.start})", "save the file as UTF-8") from exc
     return text[1:] if text.startswith("\ufeff") else text
+
+
+# ---- statements: what a file holds, checked whole before any of it runs ------------------------------------------
+
+@dataclass(frozen=True)
+class Statement:
+    """One top-level statement: the 1-based line it starts on, its text, and ``COMMIT``/``BEGIN``/... when it is
+    transaction control."""
+
+    line: int
+    text: str
+    transaction_control: str | None = None
+
+
+@dataclass(frozen=True)
+class SqlProblem:
+    """Why dbops will not run a piece of SQL: the line, a lint-style rule name, the problem and its fix."""
+
+    line: int
+    rule: str  # unparseable | transaction-control
+    problem: str
+    fix: str
+
+
+class SqlRefused(MigrationError):
+    """SQL text dbops will not run (the message starts with ``line N:``)."""
+
+    def __init__(self, found: SqlProblem) -> None:
+        self.found = found
+        super().__init__(f"line {found.line}: {found.problem}", found.fix)
+
+
+_PG_MAJOR = pg_parser.get_postgresql_version()[0]
+_PARSE_FIX = (
+    f"fix the SQL: every file is parsed whole with PostgreSQL {_PG_MAJOR}'s grammar (pglast) before anything runs, "
+    "so psql meta-commands (\\set, \\i) and ${placeholders} are not accepted; syntax newer than PostgreSQL "
+    f"{_PG_MAJOR} needs a newer pglast"
+)
+_TRIVIA_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+# First words of PostgreSQL's TransactionStmt (END = COMMIT, ABORT = ROLLBACK); only these statements are parsed
+# into a tree, the rest of a file is only split (building Python trees for a data-heavy file costs seconds per MB).
+_TRANSACTION_WORDS = frozenset({"ABORT", "BEGIN", "COMMIT", "END", "PREPARE", "RELEASE", "ROLLBACK", "SAVEPOINT",
+                                "START"})
+_FIRST_WORD = re.compile(r"[A-Za-z_]+")
+_KIND = pg_enums.TransactionStmtKind
+_CONTROL_LABELS = {
+    _KIND.TRANS_STMT_START: "START TRANSACTION", _KIND.TRANS_STMT_RELEASE: "RELEASE SAVEPOINT",
+    _KIND.TRANS_STMT_ROLLBACK_TO: "ROLLBACK TO SAVEPOINT", _KIND.TRANS_STMT_PREPARE: "PREPARE TRANSACTION",
+    _KIND.TRANS_STMT_COMMIT_PREPARED: "COMMIT PREPARED", _KIND.TRANS_STMT_ROLLBACK_PREPARED: "ROLLBACK PREPARED",
+}
+NO_TRANSACTION_FIX = (
+    "dbops runs a file in one transaction and records it in that same transaction, so a COMMIT or ROLLBACK in it "
+    "would keep or drop work behind the history's back: remove the statement, or put `-- dbops:no-transaction` in "
+    "the file's leading comments to run it outside a transaction and manage transactions yourself"
+)
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, max(0, min(offset, len(text)))) + 1
+
+
+def _short(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def split_statements(text: str) -> list[Statement]:
+    """Split SQL into its top-level statements with PostgreSQL's own parser; refuse what it cannot parse.
+
+    The parser either takes the whole text or fails with its message and position, and whatever lies between the
+    statements it returns must be whitespace, comments and semicolons: no part of a file is ever silently dropped
+    (the scanner-only split used before lost everything after a statement it could not close).
+    """
+    if (nul := text.find("\x00")) >= 0:
+        raise SqlRefused(SqlProblem(_line_of(text, nul), "unparseable", "the text contains a NUL character",
+                                    "remove it: PostgreSQL accepts no NUL in SQL text"))
+    try:
+        slices = pg_parser.split(text, with_parser=True, only_slices=True)
+    except pg_parser.ParseError as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        location = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else len(text.rstrip())
+        raise SqlRefused(SqlProblem(_line_of(text, location), "unparseable", _short(message), _PARSE_FIX)) from None
+    out: list[Statement] = []
+    done = 0
+    for piece in slices:
+        if piece.start < done:
+            raise SqlRefused(SqlProblem(_line_of(text, piece.start), "unparseable",
+                                        "the parser returned overlapping statements", _PARSE_FIX))
+        _check_between(text, done, piece.start)
+        body = text[piece]
+        out.append(Statement(_line_of(text, piece.start), body, _transaction_control(body)))
+        done = piece.stop
+    _check_between(text, done, len(text))
+    return out
+
+
+def _check_between(text: str, start: int, stop: int) -> None:
+    """Refuse anything but whitespace, comments and semicolons between two statements (or before/after all)."""
+    gap = text[start:stop]
+    if not gap.strip():
+        return
+    rest = list(gap)
+    try:
+        tokens = pg_parser.scan(gap)
+    except pg_parser.ParseError:
+        tokens = []
+    for token in tokens:
+        if token.name in _TRIVIA_TOKENS or gap[token.start:token.end + 1] == ";":
+            rest[token.start:token.end + 1] = " " * (token.end + 1 - token.start)
+    leftover = "".join(rest)
+    if leftover.strip():
+        offset = start + len(leftover) - len(leftover.lstrip())
+        raise SqlRefused(SqlProblem(
+            _line_of(text, offset), "unparseable",
+            f"{_short(text[offset:], 60)!r} is outside every statement the parser found", _PARSE_FIX,
+        ))
+
+
+def _transaction_control(body: str) -> str | None:
+    """``COMMIT``, ``BEGIN``, ``SAVEPOINT``... when ``body`` is a top-level transaction statement, else None."""
+    word = _FIRST_WORD.match(body)
+    if not word or word[0].upper() not in _TRANSACTION_WORDS:
+        return None
+    try:
+        parsed = pg_parser.parse_sql(body)
+    except pg_parser.ParseError:
+        return None  # it parsed as part of the whole file; a fragment failing on its own is not transaction control
+    stmt = parsed[0].stmt if len(parsed) == 1 else None
+    if not isinstance(stmt, pg_ast.TransactionStmt):
+        return None  # e.g. PREPARE name AS ...: a prepared statement
+    return _CONTROL_LABELS.get(stmt.kind, word[0].upper())
+
+
+def _control_problems(found: list[Statement]) -> list[SqlProblem]:
+    return [SqlProblem(s.line, "transaction-control", f"{s.transaction_control} inside a transactional migration",
+                       NO_TRANSACTION_FIX) for s in found if s.transaction_control]
+
+
+def sql_problems(text: str, *, in_transaction: bool) -> list[SqlProblem]:
+    """Everything dbops refuses in ``text``: a parse failure, or (for SQL run inside dbops's transaction) each
+    top-level transaction-control statement. Empty when the text may run."""
+    try:
+        found = split_statements(text)
+    except SqlRefused as exc:
+        return [exc.found]
+    return _control_problems(found) if in_transaction else []
+
+
+def checked_statements(script: str, text: str, *, in_transaction: bool) -> list[Statement]:
+    """The statements of ``script``, or a :class:`MigrationError` naming the file, the line and the fix."""
+    try:
+        found = split_statements(text)
+    except SqlRefused as exc:
+        raise MigrationError(f"{script} line {exc.found.line}: {exc.found.problem}", exc.found.fix) from None
+    for problem in _control_problems(found)[:1] if in_transaction else []:
+        raise MigrationError(f"{script} line {problem.line}: {problem.problem}", problem.fix)
+    return found
+
+
+def shown_name(path: Path | str) -> str:
+    """A path as text that prints anywhere: bytes that are not UTF-8 shown as ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -186,6 +359,33 @@ def _description(raw: str) -> str:
     return raw.replace("_", " ").strip()
 
 
+def _check_name(path: Path) -> None:
+    """A file name that is not UTF-8 cannot be stored in the history table (nor printed): refuse it by name."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MigrationError(
+            f"migration file name {shown_name(path)} is not UTF-8",
+            "rename it with UTF-8 (or plain ASCII) characters: the name is recorded in the history table",
+        ) from None
+
+
+def _fitting(migration: ResolvedMigration) -> ResolvedMigration:
+    """Refuse a file whose version, description or name the history table's columns cannot hold."""
+    for what, column, value, width in (
+        ("version", "version", str(migration.version or ""), VERSION_WIDTH),
+        ("description", "description", migration.description, DESCRIPTION_WIDTH),
+        ("file name", "script", migration.script, SCRIPT_WIDTH),
+    ):
+        if len(value) > width:
+            raise MigrationError(
+                f"the {what} of {shown_name(migration.path)} is {len(value)} characters long; the history table's "
+                f"{column} column holds {width}",
+                f"rename the file with a shorter {what}",
+            )
+    return migration
+
+
 @dataclass
 class Resolved:
     versioned: list[ResolvedMigration]
@@ -209,14 +409,15 @@ def resolve(locations: list[Path]) -> Resolved:
             )
         for path in sorted(location.rglob("*.sql")):
             name = path.name
+            _check_name(path)
             if m := _VERSIONED.match(name):
                 sql = read_sql(path)
-                versioned.append(ResolvedMigration(path, name, _description(m["desc"]), Version.parse(m["version"]),
-                                                   flyway_checksum(sql), sql))
+                versioned.append(_fitting(ResolvedMigration(path, name, _description(m["desc"]),
+                                                            Version.parse(m["version"]), flyway_checksum(sql), sql)))
             elif m := _REPEATABLE.match(name):
                 sql = read_sql(path)
-                repeatable.append(ResolvedMigration(path, name, _description(m["desc"]), None, flyway_checksum(sql),
-                                                    sql))
+                repeatable.append(_fitting(ResolvedMigration(path, name, _description(m["desc"]), None,
+                                                             flyway_checksum(sql), sql)))
             elif m := _CALLBACK.match(name):
                 callbacks.append(Callback(m["event"], path, name, read_sql(path)))
             elif _UNDO.match(name):

@@ -97,6 +97,25 @@ class HistoryTable:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def finish(self, conn: psycopg.Connection[Any], rank: int, *, execution_ms: int, success: bool) -> None:
+        """Complete a row written before its migration ran (no-transaction files): its outcome and duration."""
+        conn.execute(
+            sql.SQL("UPDATE {} SET success = %s, execution_time = %s WHERE installed_rank = %s").format(self.ident),
+            [success, execution_ms, rank],
+        )
+
+    def running_elsewhere(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether another session of this database holds the migration lock (a run is applying files now)."""
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND pid <> pg_backend_pid() AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = ((hashtext(%s)::bigint >> 32) & 4294967295)::oid"
+            " AND objid = (hashtext(%s)::bigint & 4294967295)::oid)",
+            [self.lock_key(), self.lock_key()],
+        ).fetchone()
+        return bool(row and row[0])
+
     def delete_failed(self, conn: psycopg.Connection[Any]) -> int:
         cur = conn.execute(sql.SQL("DELETE FROM {} WHERE NOT success").format(self.ident))
         return cur.rowcount

@@ -1,4 +1,7 @@
-"""Migration lint with squawk (the squawk-cli wheel): its JSON report parsed into findings.
+"""Migration lint with squawk (the squawk-cli wheel): its JSON report parsed into findings, plus dbops's own.
+
+dbops adds, as errors, what `apply` would refuse before running anything: a file PostgreSQL's parser cannot take
+whole (``dbops-unparseable``) and transaction control in a transactional file (``dbops-transaction-control``).
 
 dbops sets ``lock_timeout`` and ``statement_timeout`` itself around every migration, so squawk's rules asking each
 file to set them are excluded by default (they would fire on every DDL statement and drown the useful findings).
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbops.errors import CommandFailed
-from dbops.migrate.files import read_sql, runs_in_transaction
+from dbops.migrate.files import read_sql, runs_in_transaction, sql_problems
 from dbops.pg.commands import run_command
 
 DEFAULT_LINT_EXCLUDE: tuple[str, ...] = ("require-lock-timeout", "require-statement-timeout")
@@ -68,11 +71,28 @@ def _run_squawk(files: list[Path], exclude: tuple[str, ...], in_transaction: boo
 
 def lint_files(files: list[Path], exclude: tuple[str, ...] = DEFAULT_LINT_EXCLUDE) -> list[LintFinding]:
     """Lint migration files; transactional ones are linted as if wrapped in a transaction (as dbops runs them)."""
-    transactional = [f for f in files if runs_in_transaction(f, read_sql(f))]
+    texts = {f: read_sql(f) for f in files}
+    transactional = [f for f in files if runs_in_transaction(f, texts[f])]
     autocommit = [f for f in files if f not in transactional]
     findings: list[LintFinding] = []
     if transactional:
         findings += _run_squawk(transactional, exclude, in_transaction=True)
     if autocommit:
         findings += _run_squawk(autocommit, exclude, in_transaction=False)
+    findings += _dbops_findings(texts, transactional, findings)
     return sorted(findings, key=lambda f: (f.file, f.line, f.column, f.rule))
+
+
+def _dbops_findings(texts: dict[Path, str], transactional: list[Path],
+                    squawk: list[LintFinding]) -> list[LintFinding]:
+    """What `apply` refuses, as error findings (a parse failure squawk already reported as syntax-error is not
+    repeated)."""
+    syntax = {Path(f.file).resolve() for f in squawk if f.rule == "syntax-error"}
+    out = []
+    for path, text in texts.items():
+        for problem in sql_problems(text, in_transaction=path in transactional):
+            if problem.rule == "unparseable" and path.resolve() in syntax:
+                continue
+            out.append(LintFinding(file=str(path), line=problem.line, column=1, level="error",
+                                   rule=f"dbops-{problem.rule}", message=problem.problem, help=problem.fix))
+    return out
