@@ -15,15 +15,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbops.errors import DbopsError
-from dbops.pg.commands import find_program, run_as_user, run_command
+from dbops.pg.commands import find_program, run_as_user, run_command, start_process, stop_process
 from dbops.pg.server import free_port
 
 
@@ -68,6 +68,7 @@ class PgBouncer:
     pid: int | None = None
     version: tuple[int, int] = (0, 0)
     _own_dir: bool = field(default=False, repr=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def supports_prepared(self) -> bool:
@@ -124,9 +125,11 @@ class PgBouncer:
                 os.chmod(parent, parent.stat().st_mode | 0o001)
             for path in (self.work_dir, *self.work_dir.iterdir()):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        run_command([program, "-d", config], user=user, timeout=timeout, what="pgbouncer")
+        # In the foreground (no -d), as our child: it dies with the step that started it, even on SIGKILL (a
+        # daemonized PgBouncer would outlive a killed load test; see dbops.pg.commands). -q: the log goes to its file.
+        self._proc = start_process([program, "-q", config], user=user, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._proc.poll() is None:
             if self._accepts() and (pid := self._read_pid()):  # the pid file can lag the listening socket
                 self.pid = pid
                 return self
@@ -168,25 +171,10 @@ class PgBouncer:
         return lines[-1] if lines else "empty log"
 
     def stop(self, timeout: float = 10) -> None:
-        pid = self.pid or self._read_pid()
-        if pid:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pid = None
-            deadline = time.monotonic() + timeout
-            while pid and time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                if pid:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+        """SIGTERM (immediate shutdown), SIGKILL after ``timeout`` seconds; then its directory is removed."""
+        if self._proc is not None:
+            stop_process(self._proc, grace=timeout)
+            self._proc = None
         self.pid = None
         if self._own_dir and self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)

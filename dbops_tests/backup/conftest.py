@@ -19,6 +19,7 @@ import pytest
 
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.store import LocalStore, S3Store
+from dbops.pg.commands import die_with_parent
 from dbops.pg.server import free_port
 from dbops_tests.conftest import make_test_dir
 
@@ -36,8 +37,9 @@ class SeaweedS3:
     def start(self) -> None:
         """(Re)start on the same directory and ports, and wait until S3 answers."""
         log = open(self.home / "weed.log", "ab")  # noqa: SIM115 - lives as long as the server
+        # dies with the test session, even on SIGKILL (dbops.pg.commands' parent-death signal)
         self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=die_with_parent())
         deadline = time.monotonic() + 90
         while True:
             try:
