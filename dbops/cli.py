@@ -1,16 +1,23 @@
 """The `dbops` command: the embedded server, the Dagster UI and runs, and one group per lifecycle step.
 
 Every failure an operator can cause ends as one line on stderr (``error: <problem> — <fix>``) and exit status 1.
+SIGTERM, SIGINT (Ctrl-C) and SIGHUP become an exception (:class:`Terminated`), so every ``finally`` of the running
+step runs (staging directories removed, child programs stopped, partial backup objects discarded) before dbops exits
+with one line and status 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 from dbops.config import Settings
 from dbops.errors import DbopsError
@@ -32,6 +39,46 @@ STEP_COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("dbops.monitor.cli", "metrics_main"),
     "alerts": ("dbops.monitor.cli", "alerts_main"),
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """A termination signal, raised in the main thread so the step stops the way it stops on Ctrl-C: cleaning up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """While the command runs, the first SIGTERM/SIGINT/SIGHUP raises :class:`Terminated`; later ones are ignored,
+    so they cannot cut the clean-up short (SIGKILL still can: child programs die with dbops, and the next backup or
+    restore removes what staging was left). The previous handlers are restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def during_cleanup(signum: int, frame: FrameType | None) -> None:
+        pass  # a Python-level handler rather than SIG_IGN: an ignored signal would be inherited by new children
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, during_cleanup)
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, first) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,15 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
-        if args.func is None:
-            return int(step_main(args.group)(args.rest, settings) or 0)
-        return int(args.func(args, settings) or 0)
+        with signals_as_exceptions():
+            settings = Settings.from_env()
+            if args.func is None:
+                return int(step_main(args.group)(args.rest, settings) or 0)
+            return int(args.func(args, settings) or 0)
     except DbopsError as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 1
+    except Terminated as exc:
+        print(f"error: interrupted by {exc.name}: stopped and cleaned up — run the command again", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("error: interrupted: stopped and cleaned up — run the command again", file=sys.stderr)
         return 130
 
 

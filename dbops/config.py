@@ -4,7 +4,7 @@
 |---|---|---|
 | ``DBOPS_DATABASE_URL`` | the managed database; when set, dbops never starts a server of its own | embedded |
 | ``DBOPS_DAGSTER_DATABASE_URL`` | Dagster's instance storage | database ``dagster`` on the same server |
-| ``DBOPS_HOME`` | state directory (embedded cluster, Dagster home) | ``./.dbops`` |
+| ``DBOPS_HOME`` | state directory (embedded cluster, Dagster home, private staging) | ``./.dbops`` |
 | ``DBOPS_PG_PORT`` | TCP port of the embedded server (loopback only) | 55432 |
 | ``DBOPS_DB_NAME`` | name of the managed database on the embedded server | ``dbops`` |
 | ``DBOPS_PG_BIN`` | PostgreSQL bin directory to use instead of the embedded build | |
@@ -118,6 +118,12 @@ class Settings:
         if self.embedded and os.environ.get("DBOPS_WAL_ARCHIVE", "on").lower() not in ("off", "0", "false", "no"):
             return self.home / "wal-spool"
         return None
+
+    @property
+    def staging_root(self) -> Path:
+        """Where a parallel dump or restore stages its plaintext files: private (0700), never the system temp dir
+        (see :mod:`dbops.staging`)."""
+        return self.home / "staging"
 
     def target_url(self) -> str:
         """URL of the managed database (with its password: never print it, use ``redact_url``)."""

@@ -90,7 +90,8 @@ def backup_main(argv: list[str], settings: Settings) -> int:
         return 0
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    manifest = logical_backup(url, store, key, bin_dir=settings.pg_bin, progress=progress, jobs=args.jobs)
+    manifest = logical_backup(url, store, key, bin_dir=settings.pg_bin, progress=progress, jobs=args.jobs,
+                              staging_root=settings.staging_root)
     print(f"backup {manifest['id']} of {redact_url(url)} in {store.describe()}: raw {_size(manifest['raw_bytes'])}, "
           f"stored {_size(manifest['stored_bytes'])}, {manifest['duration_seconds']} s")
     return 0
@@ -115,7 +116,8 @@ def restore_main(argv: list[str], settings: Settings) -> int:
         print("--pitr needs a physical base backup; logical backups restore as they were taken")
         return 2
     verify_objects(store, manifest)
-    phases = restore_logical(store, key, manifest, args.target, force=args.force, bin_dir=settings.pg_bin)
+    phases = restore_logical(store, key, manifest, args.target, force=args.force, bin_dir=settings.pg_bin,
+                             staging_root=settings.staging_root)
     print(f"restored {args.backup_id} into {redact_url(args.target)}: {phases}")
     return 0
 
@@ -173,7 +175,7 @@ def drill_main(argv: list[str], settings: Settings) -> int:
             print(f"  MISMATCH {problem}")
         return 0 if presult.data_matches else 1
     result = drill(settings.target_url(), _store(settings), MasterKey.from_env(), backup_id=args.backup,
-                   keep=args.keep, bin_dir=settings.pg_bin)
+                   keep=args.keep, bin_dir=settings.pg_bin, staging_root=settings.staging_root)
     print(f"drill of {result.backup_id}: RTO {result.rto_seconds} s {result.phases}; {result.tables_checked} tables,"
           f" {result.rows_checked} rows, {result.indexes_checked} indexes checked")
     if result.restored_url:

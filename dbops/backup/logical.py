@@ -5,11 +5,13 @@ Two dump formats:
 - **custom** (the default): one ``pg_dump --format=custom`` stream piped straight through compression and encryption
   into one object. Nothing is written to local disk.
 - **directory** (``jobs=N``): ``pg_dump --format=directory --jobs=N`` dumps N tables at a time. pg_dump can only write
-  this format to a local directory, so **this mode stages the dump files in a temporary directory on this machine**
-  (pg_dump's own compression off; ``staging_root`` or the system temp dir). Each file is compressed, encrypted
-  (its name bound into the authenticated data) and uploaded as its own object as soon as pg_dump has closed it, then
-  deleted; the staging directory is removed at the end, also on failure. Staging needs at most the raw size of the
-  dump in free space (less while uploads keep up).
+  this format to a local directory, so **this mode stages the dump files, unencrypted, on this machine**, in a
+  private directory under ``staging_root`` (``$DBOPS_HOME/staging/<pid>-<random>``, mode 0700, never the system
+  temp dir; pg_dump's own compression off). Each file is compressed, encrypted (its name bound into the
+  authenticated data) and uploaded as its own object as soon as pg_dump has closed it, then deleted; the staging
+  directory is removed at the end, also on failure, Ctrl-C or SIGTERM, and pg_dump dies with dbops even on SIGKILL
+  (the next backup then removes the killed run's staging directory; see :mod:`dbops.staging`). Staging needs at most
+  the raw size of the dump in free space (less while uploads keep up).
 
 The figures the restore drill compares (rows and content checksum per table) are read in the same snapshot that
 pg_dump dumps, on the exporting connection while pg_dump runs, so they describe exactly the data in the backup, even
@@ -20,9 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +39,7 @@ from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, ProcessOutput, compress, encrypt, read_file
 from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process, stop_process
 from dbops.pg.connect import connect, database_name, split_password
+from dbops.staging import remove_leftovers, staging_dir
 
 DUMP_OBJECT = "dump.pgc.zst.enc"
 DIRECTORY_PREFIX = "dump.d/"  # objects of a directory-format dump: dump.d/<pg_dump's file name>.zst.enc
@@ -65,10 +66,17 @@ def logical_backup(
 ) -> dict[str, Any]:
     """Take a logical backup of ``url`` into ``store``; return its manifest (already stored, so now "latest").
 
-    ``jobs`` (≥ 1) selects the directory format dumped by that many pg_dump workers, staged locally (see above).
+    ``jobs`` (≥ 1) selects the directory format dumped by that many pg_dump workers, staged locally under
+    ``staging_root`` (see above; :attr:`dbops.config.Settings.staging_root`), which it then requires. Staging
+    directories left by killed runs under ``staging_root`` are removed first.
     """
     if jobs is not None and jobs < 1:
         raise ValueError("jobs must be at least 1")
+    if jobs is not None and staging_root is None:
+        raise ValueError("a directory-format dump (jobs) stages files locally: pass staging_root "
+                         "(Settings.staging_root, $DBOPS_HOME/staging)")
+    if staging_root is not None and staging_root.is_dir():
+        remove_leftovers(staging_root)
     backup_id = new_backup_id("logical")
     started = time.monotonic()
     data_key = os.urandom(32)
@@ -95,8 +103,8 @@ def logical_backup(
             objects = [_stream_custom(proc, store, backup_id, data_key, progress, stored)]
             tool = "pg_dump --format=custom -Z 0"
         else:
-            staging = Path(tempfile.mkdtemp(prefix="dbops-pgdump-", dir=staging_root))
-            try:
+            assert staging_root is not None
+            with staging_dir(staging_root) as staging:
                 dump_dir = staging / "dump"
                 # --no-sync: each file is read back and uploaded at once; fsyncing the staging area is wasted work
                 # (and would race with the files already uploaded and deleted).
@@ -105,8 +113,6 @@ def logical_backup(
                                      password=password, stdout=subprocess.DEVNULL)
                 figures_future = pool.submit(table_figures, conn)
                 objects = _upload_directory(proc, dump_dir, store, backup_id, data_key, progress, stored)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
             tool = f"pg_dump --format=directory --jobs={jobs} --no-sync -Z 0"
         figures = figures_future.result()
     except BaseException:

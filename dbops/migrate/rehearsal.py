@@ -385,13 +385,14 @@ def rehearse_on(copy_url: str, locations: Path | str | list[Path], thresholds: T
 
 
 def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], locations: Path | str | list[Path],
-             thresholds: Thresholds | None = None, *, server_url: str | None = None, **options: Any
-             ) -> RehearsalReport:
+             thresholds: Thresholds | None = None, *, server_url: str | None = None,
+             staging_root: Path | None = None, **options: Any) -> RehearsalReport:
     """Rehearse the migrations pending on ``url`` on its latest logical backup, restored into a scratch database.
 
     The copy lives on ``server_url``'s server (default: ``url``'s) and is dropped afterwards, also on failure.
     Nothing pending, or no backup to restore, gives a report that rehearsed nothing and says why; ``key`` may be a
     callable, asked only when there is a backup to decrypt (a deployment without backups needs no key).
+    ``staging_root`` is where a directory-format backup is staged to restore it (``Settings.staging_root``).
     """
     from dbops.restore import restored_copy
 
@@ -407,7 +408,8 @@ def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], l
     else:
         report.backup_id = str(newest["id"])
         master_key = key if isinstance(key, MasterKey) else key()
-        with restored_copy(server_url or url, store, master_key, backup_id=report.backup_id) as copy_url:
+        with restored_copy(server_url or url, store, master_key, backup_id=report.backup_id,
+                           staging_root=staging_root) as copy_url:
             report.restore_seconds = round(time.monotonic() - began, 3)
             report.migrations = rehearse_on(copy_url, locations, thresholds,
                                             production_pending=set(report.pending), **options)

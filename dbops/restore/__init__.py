@@ -2,19 +2,17 @@
 
 A drill verifies every object's sha256, then restores the backup into a scratch database: a custom-format dump is
 streamed through decryption and decompression into pg_restore (one transaction: a failed restore leaves an empty
-scratch database); a directory-format dump is decrypted into a temporary local directory (removed afterwards, also on
-failure) and restored by ``pg_restore --jobs`` (not one transaction: a failed drill drops the scratch database). It then
-compares rows and content checksums of every table with the manifest and runs amcheck on every btree index, both
-shared out over two connections, and drops the scratch database, also on failure, unless the caller asked to keep the
-restored copy.
+scratch database); a directory-format dump is decrypted into a private local directory (``$DBOPS_HOME/staging``,
+0700; removed afterwards, also on failure or SIGTERM) and restored by ``pg_restore --jobs`` (not one transaction: a
+failed drill drops the scratch database). It then compares rows and content checksums of every table with the
+manifest and runs amcheck on every btree index, both shared out over two connections, and drops the scratch database,
+also on failure, unless the caller asked to keep the restored copy.
 """
 
 from __future__ import annotations
 
 import queue
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -40,6 +38,7 @@ from dbops.pg.connect import (
     split_password,
     with_database,
 )
+from dbops.staging import remove_leftovers, staging_dir
 
 RTO_TARGET_SECONDS = 1800.0
 RESTORE_TIMEOUT = 6 * 3600.0
@@ -195,12 +194,19 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
 
 def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], target_url: str, *,
                        bin_dir: Path | None, jobs: int, staging_root: Path | None) -> dict[str, float]:
-    """Decrypt every object into a local dump directory, ``pg_restore --jobs`` it, remove the directory."""
-    staging = Path(tempfile.mkdtemp(prefix="dbops-restore-", dir=staging_root))
-    try:
+    """Decrypt every object into a private local dump directory, ``pg_restore --jobs`` it, remove the directory.
+
+    The directory is ``<staging_root>/<pid>-<random>`` (0700, see :mod:`dbops.staging`): removed at the end, also on
+    failure, Ctrl-C or SIGTERM; pg_restore and its workers die with dbops even on SIGKILL.
+    """
+    if staging_root is None:
+        raise ValueError("a directory-format backup is restored from local files: pass staging_root "
+                         "(Settings.staging_root, $DBOPS_HOME/staging)")
+    with staging_dir(staging_root) as staging:
         dump_dir = staging / "dump"
-        dump_dir.mkdir()
+        dump_dir.mkdir(mode=0o700)
         began = time.monotonic()
+        stop = threading.Event()  # set when the restore fails or is interrupted: the other writers stop at once
 
         def stage(obj: dict[str, Any]) -> None:
             name = f"object {obj['name']} of backup {manifest['id']}"
@@ -211,10 +217,12 @@ def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], 
             try:
                 with open(dump_dir / file_name, "wb") as out:
                     for chunk in decompress(chunks, name):
+                        if stop.is_set():
+                            return
                         out.write(chunk)
             except OSError as exc:
                 raise RestoreError(f"cannot stage {name} in {staging}: {exc.strerror}",
-                                   "free space in the temporary directory (TMPDIR) or restore a custom-format "
+                                   f"free space where {staging_root} is (DBOPS_HOME), or restore a custom-format "
                                    "backup, which needs no local space") from exc
 
         biggest_first = sorted(manifest["objects"], key=lambda o: -int(o.get("size", 0)))
@@ -224,8 +232,9 @@ def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], 
                 for done in futures:
                     done.result()
             except BaseException:
+                stop.set()
                 for future in futures:
-                    future.cancel()  # those not started yet; the running ones finish, then staging is removed
+                    future.cancel()  # those not started yet; the running ones stop at their next chunk
                 raise
         staged = time.monotonic() - began
         bare_url, password = split_password(target_url)
@@ -234,8 +243,6 @@ def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], 
                      "--no-password", f"--dbname={bare_url}", str(dump_dir)],
                     password=password, timeout=RESTORE_TIMEOUT)
         restored = time.monotonic() - began
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return {"decrypt_decompress": round(staged, 3), "restore": round(restored, 3)}
 
 
@@ -308,8 +315,15 @@ def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS,
 
 
 def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = None, keep: bool = False,
-          scratch_name: str | None = None, bin_dir: Path | None = None, jobs: int | None = None) -> DrillResult:
-    """Restore a backup into a scratch database on ``url``'s server and prove it matches the manifest."""
+          scratch_name: str | None = None, bin_dir: Path | None = None, jobs: int | None = None,
+          staging_root: Path | None = None) -> DrillResult:
+    """Restore a backup into a scratch database on ``url``'s server and prove it matches the manifest.
+
+    A directory-format backup is staged under ``staging_root`` (required for one); staging directories left there by
+    killed runs are removed first.
+    """
+    if staging_root is not None and staging_root.is_dir():
+        remove_leftovers(staging_root)
     t0 = time.monotonic()
     manifest = choose_backup(store, key, backup_id)
     result = DrillResult(manifest["id"])
@@ -319,7 +333,8 @@ def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = Non
     ensure_database(url, scratch)
     scratch_url = with_database(url, scratch)
     try:
-        result.phases.update(restore_logical(store, key, manifest, scratch_url, bin_dir=bin_dir, jobs=jobs))
+        result.phases.update(restore_logical(store, key, manifest, scratch_url, bin_dir=bin_dir, jobs=jobs,
+                                             staging_root=staging_root))
         t1 = time.monotonic()
         actual, result.indexes_checked = verify_restored(scratch_url, methods=hash_methods(manifest["tables"]))
         result.problems = compare_figures(manifest["tables"], actual)
@@ -337,13 +352,14 @@ def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = Non
 
 
 @contextmanager
-def restored_copy(url: str, store: Store, key: MasterKey, backup_id: str | None = None) -> Iterator[str]:
+def restored_copy(url: str, store: Store, key: MasterKey, backup_id: str | None = None, *,
+                  staging_root: Path | None = None) -> Iterator[str]:
     """The latest (or given) backup restored into a scratch database on ``url``'s server, dropped on exit.
 
     For later steps that need yesterday's data without touching production: index verification, migration
-    rehearsal.
+    rehearsal. ``staging_root`` as for :func:`drill`.
     """
-    result = drill(url, store, key, backup_id=backup_id, keep=True)
+    result = drill(url, store, key, backup_id=backup_id, keep=True, staging_root=staging_root)
     if not result.data_matches:
         drop_database(url, result.restored_url.rsplit("/", 1)[-1])  # type: ignore[union-attr]
         raise BackupIntegrityError(f"backup {result.backup_id} restored with differences: {result.problems[0]}",

@@ -33,14 +33,21 @@ def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def staging(tmp_path: Path) -> Path:
+    """Where the steps stage a directory-format dump ($DBOPS_HOME/staging), never the temp directory."""
+    return tmp_path / "home" / "staging"
+
+
 def _no_scratch_left(server_url: str) -> bool:
     with connection(server_url) as conn:
         return not conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'dbops_drill_%'").fetchone()[0]
 
 
 def test_directory_backup_one_object_per_file_drills_with_matching_data(
-        seeded_small: str, local_store: LocalStore, master_key: MasterKey, server_url: str, own_tmp: Path) -> None:
-    manifest = logical_backup(seeded_small, local_store, master_key, jobs=2)
+        seeded_small: str, local_store: LocalStore, master_key: MasterKey, server_url: str, own_tmp: Path,
+        staging: Path) -> None:
+    manifest = logical_backup(seeded_small, local_store, master_key, jobs=2, staging_root=staging)
     assert manifest["kind"] == "logical" and manifest["dump_format"] == "directory" and manifest["jobs"] == 2
     files = {o["file"] for o in manifest["objects"]}
     assert "toc.dat" in files and len(files) > 10  # one .dat per table with data
@@ -49,21 +56,21 @@ def test_directory_backup_one_object_per_file_drills_with_matching_data(
     stored = {n.split("/", 2)[2] for n in local_store.list(f"backups/{manifest['id']}/")}
     assert stored == {o["name"] for o in manifest["objects"]} | {"manifest.json"}
     assert manifest["raw_bytes"] == sum(o["raw_size"] for o in manifest["objects"]) > manifest["stored_bytes"]
-    assert not list(own_tmp.iterdir())  # the staging directory is gone
+    assert not list(own_tmp.iterdir()) and not list(staging.iterdir())  # the staging directory is gone
     with connection(seeded_small) as conn:
         assert manifest["tables"] == table_figures(conn)
     verify_objects(local_store, load_manifest(local_store, manifest["id"], master_key))
-    result = drill(server_url, local_store, master_key)
+    result = drill(server_url, local_store, master_key, staging_root=staging)
     assert result.backup_id == manifest["id"] and result.data_matches, result.problems
     assert result.tables_checked == len(manifest["tables"]) and result.indexes_checked > 50
     assert set(result.phases) == {"download_verify", "decrypt_decompress", "restore", "verify"}
-    assert not list(own_tmp.iterdir()) and _no_scratch_left(server_url)
+    assert not list(own_tmp.iterdir()) and not list(staging.iterdir()) and _no_scratch_left(server_url)
 
 
 def test_the_decrypted_directory_passes_a_plain_pg_restore(seeded_small: str, local_store: LocalStore,
                                                            master_key: MasterKey, server_url: str,
-                                                           tmp_path: Path) -> None:
-    manifest = logical_backup(seeded_small, local_store, master_key, jobs=2)
+                                                           tmp_path: Path, staging: Path) -> None:
+    manifest = logical_backup(seeded_small, local_store, master_key, jobs=2, staging_root=staging)
     data_key = master_key.unwrap(manifest["encryption"], manifest["id"])
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -82,8 +89,9 @@ def test_the_decrypted_directory_passes_a_plain_pg_restore(seeded_small: str, lo
 
 
 def test_a_flipped_byte_in_one_object_is_named_by_verify_and_drill(seeded_small: str, local_store: LocalStore,
-                                                                   master_key: MasterKey, server_url: str) -> None:
-    manifest = logical_backup(seeded_small, local_store, master_key, jobs=2)
+                                                                   master_key: MasterKey, server_url: str,
+                                                                   staging: Path) -> None:
+    manifest = logical_backup(seeded_small, local_store, master_key, jobs=2, staging_root=staging)
     victim = max(manifest["objects"], key=lambda o: o["size"])["name"]
     path = local_store.root / object_key(manifest["id"], victim)
     data = bytearray(path.read_bytes())
@@ -92,7 +100,7 @@ def test_a_flipped_byte_in_one_object_is_named_by_verify_and_drill(seeded_small:
     with pytest.raises(BackupIntegrityError, match=f"object {victim} of backup {manifest['id']} fails its sha256"):
         verify_objects(local_store, manifest)
     with pytest.raises(BackupIntegrityError, match=victim):
-        drill(server_url, local_store, master_key)
+        drill(server_url, local_store, master_key, staging_root=staging)
     assert _no_scratch_left(server_url)
 
 
@@ -106,7 +114,7 @@ def test_objects_of_one_backup_cannot_be_swapped() -> None:
 
 
 def test_a_failed_upload_removes_objects_staging_and_pg_dump(seeded_small: str, local_store: LocalStore,
-                                                             master_key: MasterKey, own_tmp: Path,
+                                                             master_key: MasterKey, own_tmp: Path, staging: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import psutil
 
@@ -122,21 +130,21 @@ def test_a_failed_upload_removes_objects_staging_and_pg_dump(seeded_small: str, 
 
     monkeypatch.setattr(LocalStore, "put", put_then_fail)
     with pytest.raises(StoreError, match="injected failure"):
-        logical_backup(seeded_small, local_store, master_key, jobs=2)
+        logical_backup(seeded_small, local_store, master_key, jobs=2, staging_root=staging)
     monkeypatch.undo()
     assert [m["id"] for m in list_backups(local_store)] == [first["id"]] and latest(local_store)["id"] == first["id"]
     leftovers = [p for p in (local_store.root / "backups").rglob("*") if p.is_file()]
     assert {p.relative_to(local_store.root / "backups").parts[0] for p in leftovers} == {first["id"]}
-    assert not list(own_tmp.iterdir())
+    assert not list(own_tmp.iterdir()) and not list(staging.iterdir())
     assert not [c for c in psutil.Process().children(recursive=True) if c.name() == "pg_dump"]
 
 
 def test_s3_directory_backup_and_drill(seeded_small: str, s3_store: S3Store, master_key: MasterKey,
-                                       server_url: str) -> None:
-    manifest = logical_backup(seeded_small, s3_store, master_key, jobs=2)
+                                       server_url: str, staging: Path) -> None:
+    manifest = logical_backup(seeded_small, s3_store, master_key, jobs=2, staging_root=staging)
     keys = s3_store.list("backups/")
     assert len(keys) == len(manifest["objects"]) + 1
-    result = drill(server_url, s3_store, master_key)
+    result = drill(server_url, s3_store, master_key, staging_root=staging)
     assert result.data_matches and result.backup_id == manifest["id"]
 
 

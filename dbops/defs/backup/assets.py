@@ -74,7 +74,8 @@ def logical_backup(context: dg.AssetExecutionContext, config: LogicalBackupConfi
                    backups: BackupResource):
     store = backups.open_store()
     manifest = take_logical_backup(database.url, store, backups.master_key(), bin_dir=backups.bin_dir,
-                                   progress=_progress(context), jobs=config.jobs or None)
+                                   progress=_progress(context), jobs=config.jobs or None,
+                                   staging_root=backups.staging_root)
     yield dg.MaterializeResult(metadata={
         **_backup_metadata(manifest, store),
         "dump_format": dg.MetadataValue.text(manifest.get("dump_format", "custom")),
@@ -214,7 +215,7 @@ def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig,
     results: dict[str, Any] = {}
     if (config.logical or chosen) and "logical" in present:
         results["logical"] = drill(database.url, store, key, backup_id=config.backup_id or None,
-                                   bin_dir=backups.bin_dir)
+                                   bin_dir=backups.bin_dir, staging_root=backups.staging_root)
     if (config.physical or chosen) and present & set(PHYSICAL_KINDS):
         results["physical"] = physical_drill(database.url, store, key, backup_id=config.backup_id or None,
                                              bin_dir=backups.bin_dir, pitr=config.pitr, spool=backups.wal_spool)

@@ -45,6 +45,11 @@ class BackupResource(dg.ConfigurableResource):
         return Settings.from_env().pg_bin
 
     @property
+    def staging_root(self) -> Path:
+        """Where a directory-format dump or restore stages its plaintext: $DBOPS_HOME/staging (0700)."""
+        return Settings.from_env().staging_root
+
+    @property
     def wal_spool(self) -> Path | None:
         """The spool the server's archive_command fills (the embedded server's, or DBOPS_WAL_SPOOL)."""
         return Settings.from_env().wal_spool

@@ -69,7 +69,7 @@ def migration_rehearsal(
     thresholds = migrations.rehearsal_thresholds()
     server = migrations.rehearsal_server(database.url)
     report = rehearse(database.url, backups.open_store(), backups.master_key, migrations.path, thresholds,
-                      server_url=server, out_of_order=migrations.out_of_order)
+                      server_url=server, out_of_order=migrations.out_of_order, staging_root=backups.staging_root)
     if report.rehearsed and database.production and server == database.url:
         context.log.warning("the rehearsal copy was restored on the production server (its I/O and disk): set "
                             "DBOPS_REHEARSAL_SERVER_URL to restore it elsewhere")
