@@ -1,0 +1,557 @@
+"""Every dbops option in one declarative table: key, scope, type, default, environment variable, description.
+
+The loader (:mod:`dbops.settings.load`), ``dbops config check|show`` and the generated documentation
+(``docs/configuration.md``, the README's option tables) all read this table; nothing else defines an option.
+
+``scope`` is ``global`` (one value for the whole installation: the state directory, the embedded server, Dagster's
+storage) or ``target`` (one value per managed database). A ``secret`` option's value is the *name* of an environment
+variable that holds the secret (``url_env: SHOP_DATABASE_URL``); the secret itself is read when it is used, never
+stored in the file or printed. Its ``env`` is today's variable holding the secret: when that variable is set, the
+reference points at it (``DBOPS_DATABASE_URL`` set means ``url_env: DBOPS_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from dbops.redact import redact
+
+Scope = Literal["global", "target"]
+
+TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_TRUE = ("on", "true", "yes", "1")
+_FALSE = ("off", "false", "no", "0")
+
+
+class Invalid(ValueError):
+    """A value an option does not accept: the problem and how to fix it (no part of a secret in either)."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+
+def shown(raw: object) -> str:
+    """A value quoted in a message: redacted and cut short, so a pasted secret never comes back whole."""
+    text = redact(raw if isinstance(raw, str) else repr(raw))
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+class Kind:
+    """How an option's value is spelled in the file and in the environment, and how it is checked."""
+
+    name = "text"
+    empty: Any = None  # the value of "key: ~" where the option accepts none
+
+    def parse(self, raw: object, example: str) -> Any:
+        raise NotImplementedError
+
+    def text(self, value: Any) -> str:
+        """The value as ``dbops config show`` and the docs print it."""
+        if value is None:
+            return "none"
+        return str(value)
+
+
+class Text(Kind):
+    def __init__(self, pattern: re.Pattern[str] | None = None, what: str = "", empty: str | None = None) -> None:
+        self.pattern, self.what, self.empty = pattern, what, empty
+        self.name = what or "text"
+
+    def parse(self, raw: object, example: str) -> str:
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise Invalid(f"must be {self.what or 'a string'}, got {shown(raw)}", f"set it to e.g. {example}")
+        value = str(raw).strip()
+        if not value and self.empty is not None:
+            return self.empty
+        if not value:
+            raise Invalid("is empty", f"set it to e.g. {example} or leave it out")
+        if self.pattern is not None and not self.pattern.match(value):
+            raise Invalid(f"must be {self.what}, got {shown(raw)}", f"set it to e.g. {example}")
+        return value
+
+
+class Integer(Kind):
+    def __init__(self, low: int, high: int | None = None, what: str = "") -> None:
+        self.low, self.high = low, high
+        self.name = what or ("positive integer" if low == 1 and high is None else f"integer {low}-{high}")
+
+    def parse(self, raw: object, example: str) -> int:
+        text = raw.strip() if isinstance(raw, str) else raw
+        try:
+            if isinstance(text, bool) or isinstance(text, float) and not text.is_integer():
+                raise ValueError
+            value = int(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value < self.low or (self.high is not None and value > self.high):
+            raise Invalid(f"must be a {self.name}, got {shown(raw)}", f"set it to e.g. {example}")
+        return value
+
+
+class Number(Kind):
+    name = "positive number"
+
+    def parse(self, raw: object, example: str) -> float:
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw.strip() if isinstance(raw, str) else raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise Invalid(f"must be a positive number, got {shown(raw)}", f"set it to e.g. {example}")
+        return value
+
+    def text(self, value: Any) -> str:
+        return "none" if value is None else f"{value:g}"
+
+
+class Flag(Kind):
+    name = "on/off"
+
+    def parse(self, raw: object, example: str) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise Invalid(f"must be on or off, got {shown(raw)}", f"set it to {example}")
+
+    def text(self, value: Any) -> str:
+        return "on" if value else "off"
+
+
+class Choice(Kind):
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+        self.name = " | ".join(choices)
+
+    def parse(self, raw: object, example: str) -> str:
+        """The canonical spelling of a case-insensitive match."""
+        text = str(raw).strip().lower()
+        for choice in self.choices:
+            if choice.lower() == text:
+                return choice
+        raise Invalid(f"must be one of {', '.join(self.choices)}, got {shown(raw)}", f"set it to e.g. {example}")
+
+
+class PathKind(Kind):
+    """A path; relative paths are resolved against the file's folder (file) or the working directory (env).
+
+    ``must`` says what has to be there for ``dbops config check``: a ``dir``, a ``file``, a program (``exe``), or
+    nothing (an output location dbops creates)."""
+
+    def __init__(self, must: Literal["dir", "file", "exe"] | None = None) -> None:
+        self.must = must
+        self.name = {"dir": "folder", "file": "file", "exe": "program", None: "path"}[must]
+
+    def parse(self, raw: object, example: str) -> Path:
+        if not isinstance(raw, str) or not raw.strip():
+            raise Invalid(f"must be a {self.name} path, got {shown(raw)}", f"set it to e.g. {example}")
+        return Path(raw.strip()).expanduser()
+
+
+class TextList(Kind):
+    name = "list"
+    empty = ()
+
+    def __init__(self, item: Kind | None = None) -> None:
+        self.item = item or Text()
+
+    def parse(self, raw: object, example: str) -> tuple[str, ...]:
+        """A YAML list, or a comma-separated string (the environment's spelling)."""
+        if isinstance(raw, str):
+            items: Sequence[object] = [part for part in raw.split(",") if part.strip()]
+        elif isinstance(raw, list):
+            items = raw
+        else:
+            raise Invalid(f"must be a list, got {shown(raw)}", f"set it to e.g. [{example}]")
+        return tuple(self.item.parse(item, example) for item in items)
+
+    def text(self, value: Any) -> str:
+        return ", ".join(value) if value else "none"
+
+
+class IsoDate(Kind):
+    name = "date"
+
+    def parse(self, raw: object, example: str) -> date:
+        if isinstance(raw, date):
+            return raw
+        try:
+            return date.fromisoformat(str(raw).strip())
+        except ValueError:
+            raise Invalid(f"must be a date YYYY-MM-DD, got {shown(raw)}", f"set it to e.g. {example}") from None
+
+
+_CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
+                ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+                ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+
+
+def _cron_value(text: str, low: int, names: tuple[str, ...]) -> int:
+    if text.lower() in names:
+        return names.index(text.lower()) + low
+    return int(text)
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why ``expression`` is not a five-field cron expression (None when it is one)."""
+    fields = expression.split()
+    if len(fields) != 5:
+        return f"has {len(fields)} fields, a cron expression has 5 (minute hour day-of-month month day-of-week)"
+    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            body, _, step = item.partition("/")
+            try:
+                if step and int(step) < 1:
+                    return f"{what}: step {step!r} must be 1 or more"
+                if body != "*":
+                    first, _, last = body.partition("-")
+                    values = [_cron_value(first, low, names)] + ([_cron_value(last, low, names)] if last else [])
+                    if any(not low <= v <= high for v in values) or (last and values[0] > values[1]):
+                        return f"{what}: {item!r} is outside {low}-{high}"
+            except ValueError:
+                return f"{what}: {item!r} is not a number, range or step"
+    return None
+
+
+class Cron(Kind):
+    name = "cron (UTC)"
+
+    def parse(self, raw: object, example: str) -> str:
+        text = str(raw).strip() if isinstance(raw, str) else ""
+        problem = cron_problem(text) if text else "is empty"
+        if problem:
+            raise Invalid(f"{problem}, got {shown(raw)}", f'write five fields in quotes, e.g. "{example}"')
+        return " ".join(text.split())
+
+
+class EnvRef(Kind):
+    """The name of an environment variable that holds a secret (the secret itself is never in the file)."""
+
+    name = "variable name (secret)"
+
+    def parse(self, raw: object, example: str) -> str:
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not ENV_NAME.match(text):
+            # No value is echoed: somebody may have pasted the secret instead of the variable's name.
+            raise Invalid("must be the NAME of an environment variable (the secret stays in the environment)",
+                          f"set it to e.g. {example} and export {example}=... where dbops runs")
+        return text
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A default computed from other values (``doc`` is how the docs spell it)."""
+
+    doc: str
+    compute: Callable[[DeriveContext], Any]
+
+
+@dataclass(frozen=True)
+class DeriveContext:
+    """What a derived default may look at: the values resolved so far (globals first, then the target's in table
+    order), the target's name, and whether the settings come from a file."""
+
+    values: dict[str, Any]
+    target: str | None
+    has_file: bool
+    cwd: Path
+    target_names: tuple[str, ...] = ()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # dotted path in its scope: "home", "backup.s3.bucket"
+    scope: Scope
+    kind: Kind
+    default: Any
+    description: str
+    env: str | None = None
+    example: str = ""
+    in_file: bool = True  # False: environment only (the path of the file itself)
+    readme: str | None = None  # the README table that lists it, if any
+    exclusive: str | None = None  # options of one group are alternatives: the highest layer that sets one wins
+    nullable: bool = False  # "key: ~" means none although the default is something
+
+    @property
+    def accepts_none(self) -> bool:
+        return self.nullable or self.default is None or self.default == ()
+
+    @property
+    def secret(self) -> bool:
+        return isinstance(self.kind, EnvRef)
+
+    @property
+    def attr(self) -> str:
+        """The typed field: the last key segment, without ``_env`` for a secret (``url_env`` -> ``url``)."""
+        last = self.key.rsplit(".", 1)[-1]
+        return last.removesuffix("_env") if self.secret else last
+
+    @property
+    def section(self) -> str:
+        return self.key.rsplit(".", 1)[0] if "." in self.key else ""
+
+    @property
+    def default_doc(self) -> str:
+        if isinstance(self.default, Derived):
+            return self.default.doc
+        if self.default is None or self.default == ():
+            return "none"
+        return self.kind.text(self.default)
+
+
+PORT = Integer(1, 65535, what="TCP port from 1 to 65535")
+
+
+CONFIG_NAME = "dbops.yaml"
+DEFAULT_TARGET = "dbops"
+
+
+def _config_file(ctx: DeriveContext) -> Path | None:
+    path = ctx.cwd / CONFIG_NAME
+    return path if path.is_file() else None
+
+
+def _project_dir(ctx: DeriveContext) -> Path:
+    here = Path(__file__).resolve().parent.parent.parent
+    return here if (here / "sql").is_dir() else ctx.cwd
+
+
+def _default_target(ctx: DeriveContext) -> str:
+    names = ctx.target_names
+    return DEFAULT_TARGET if DEFAULT_TARGET in names or not names else names[0]
+
+
+def _project(ctx: DeriveContext, *parts: str) -> Path:
+    return ctx["project_dir"].joinpath(*parts)
+
+
+def _backup_dir(ctx: DeriveContext) -> Path:
+    return ctx["home"] / "backups" / ctx.target if ctx.has_file else ctx["home"] / "backups"  # type: ignore[operator]
+
+
+def _spool(ctx: DeriveContext) -> Path | None:
+    return ctx["home"] / "wal-spool" if ctx["embedded"] and ctx["wal_archive"] else None
+
+
+def _key_file(ctx: DeriveContext) -> Path | None:
+    if ctx["embedded"] and ctx["backup.key_env"] is None:
+        return ctx["home"] / "secrets" / "backup.key"
+    return None
+
+
+EMBEDDED_TOOL_ROLES = ("postgres", "dbops_owner", "dbops_migrator")
+
+
+def _global(key: str, kind: Kind, default: Any, description: str, env: str | None = None, example: str = "",
+            **extra: Any) -> Option:
+    return Option(key, "global", kind, default, description, env, example, **extra)
+
+
+def _target(key: str, kind: Kind, default: Any, description: str, env: str | None = None, example: str = "",
+            **extra: Any) -> Option:
+    return Option(key, "target", kind, default, description, env, example, **extra)
+
+
+# (schedule, cron, on by default, what it runs): every schedule of the code location. The coordinator's wiring makes
+# dbops/defs read these; until then dbops_tests/settings checks they equal the code location's.
+SCHEDULES: tuple[tuple[str, str, bool, str], ...] = (
+    ("migrate_hourly", "0 * * * *", False, "applies merged migrations (schema_migrations)"),
+    ("catalog_daily", "0 2 * * *", True, "catalog snapshot and drift check (schema_catalog)"),
+    ("query_profile_hourly", "15 * * * *", True, "pg_stat_statements snapshot diff (query_profile)"),
+    ("index_advice_weekly", "0 4 * * 1", False, "index advice verified on a copy (index_advice)"),
+    ("weekly_load_test", "0 3 * * 0", False, "the full users ramp (load_test)"),
+    ("logical_backup_daily", "0 0 * * *", True, "logical dump (logical_backup)"),
+    ("base_backup_nightly_full", "0 1 * * *", True, "full physical base backup (base_backup)"),
+    ("base_backup_hourly_incremental", "30 2-23 * * *", True, "incremental base backup (base_backup)"),
+    ("wal_archive_every_15_min", "*/15 * * * *", True, "WAL spool into the store, archive lag (wal_archive)"),
+    ("backup_retention_daily", "30 5 * * *", True, "prunes expired backups (backup_retention)"),
+    ("restore_drill_weekly", "0 6 * * 6", True, "restore drill and RTO (restore_drill)"),
+    ("integrity_daily", "30 1 * * *", True, "yesterday's partition of the fact tables (integrity_validation)"),
+    ("dimension_integrity_daily", "45 1 * * *", False, "the dimension tables (dimension_integrity)"),
+    ("index_integrity_weekly", "0 3 * * 6", True, "amcheck over every B-tree index (index_integrity)"),
+    ("security_audit_daily", "15 5 * * *", False, "roles, grants, settings and pg_hba (security_audit)"),
+)
+
+
+def _schedule_options() -> list[Option]:
+    out = []
+    for name, cron, on, what in SCHEDULES:
+        out.append(_target(f"schedules.{name}.enabled", Flag(), on, f"run `{name}`: {what}",
+                           example="off" if on else "on"))
+        out.append(_target(f"schedules.{name}.cron", Cron(), cron, f"when `{name}` runs (UTC)", example=cron))
+    return out
+
+
+OPTIONS: tuple[Option, ...] = (
+    # --- global: one per installation -----------------------------------------------------------------------------
+    _global("config_file", PathKind("file"), Derived("`./dbops.yaml` when present, else none", _config_file),
+            "the configuration file; when set it must exist", "DBOPS_CONFIG", "/etc/dbops/dbops.yaml",
+            in_file=False, readme="database"),
+    _global("project_dir", PathKind("dir"), Derived("the checkout holding `sql/` (the package's parent), else the "
+                                                    "working directory", _project_dir),
+            "the checkout holding `sql/`, `monitoring/` and `dagster.yaml`; the default folders below are in it",
+            "DBOPS_PROJECT_DIR", "/srv/dbops"),
+    _global("home", PathKind(), Derived("`./.dbops`", lambda c: c.cwd / ".dbops"),
+            "state directory: the embedded cluster and its password file, Dagster home, catalog snapshots, local "
+            "backups, staging", "DBOPS_HOME", "/var/lib/dbops", readme="database"),
+    _global("default_target", Text(TARGET_NAME, "a target name"),
+            Derived("`dbops` when there is such a target, else the file's first target", _default_target),
+            "the target a command acts on when none is named", "DBOPS_TARGET", "shop", readme="database"),
+    _global("log_level", Choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "WARNING",
+            "level of the Dagster step events `dbops run` prints", "DBOPS_LOG_LEVEL", "INFO"),
+    _global("pg_port", PORT, 55432, "loopback TCP port of the embedded server", "DBOPS_PG_PORT", "55432",
+            readme="database"),
+    _global("pg_bin", PathKind("dir"), None,
+            "a PostgreSQL bin directory to use instead of the embedded build (e.g. `/usr/lib/postgresql/15/bin`)",
+            "DBOPS_PG_BIN", "/usr/lib/postgresql/15/bin", readme="database"),
+    _global("wal_archive", Flag(), True, "the embedded server archives WAL into `$DBOPS_HOME/wal-spool`",
+            "DBOPS_WAL_ARCHIVE", "off", readme="database"),
+    _global("pgbouncer", PathKind("exe"), None, "the pgbouncer program of load tests through a pooler (none: "
+            "`pgbouncer` on PATH, else `/usr/sbin/pgbouncer`)", "DBOPS_PGBOUNCER", "/usr/sbin/pgbouncer"),
+    _global("dagster.url_env", EnvRef(), Derived("database `dagster` on the default target's server", lambda c: None),
+            "variable holding the URL of Dagster's instance storage (runs, events, schedules)",
+            "DBOPS_DAGSTER_DATABASE_URL", "DAGSTER_DATABASE_URL", readme="database", nullable=True),
+    _global("dagster.home", PathKind(), Derived("`$DBOPS_HOME/dagster`", lambda c: c["home"] / "dagster"),
+            "Dagster's home (`dagster.yaml` is copied there)", "DAGSTER_HOME", "/var/lib/dbops/dagster"),
+    # --- target: one per managed database -------------------------------------------------------------------------
+    _target("url_env", EnvRef(), Derived("none: a database on the embedded server", lambda c: None),
+            "variable holding the URL of an external database (`postgresql://user:password@host:port/db`); dbops "
+            "never starts a server for it", "DBOPS_DATABASE_URL", "SHOP_DATABASE_URL", readme="database",
+            exclusive="connection", nullable=True),
+    _target("embedded", Flag(), Derived("on when `url_env` is not set", lambda c: c["url_env"] is None),
+            "the database lives on dbops' embedded server (`$DBOPS_HOME/pgdata`)", example="on", readme="database",
+            exclusive="connection"),
+    _target("db_name", Text(IDENTIFIER, "a database name"),
+            Derived("the target's name (`dbops` with no file)", lambda c: c.target),
+            "name of the database on the embedded server", "DBOPS_DB_NAME", "shop", readme="database"),
+    _target("production", Flag(), False, "a production database: load tests and scratch copies on its server are "
+            "refused unless explicitly allowed", "DBOPS_PRODUCTION", "on"),
+    _target("schemas", TextList(Text(IDENTIFIER, "a schema name")), (),
+            "schemas the catalog documents (none: every non-system schema)", example="public"),
+    _target("migrations", PathKind("dir"), Derived("`sql/migrations`", lambda c: _project(c, "sql", "migrations")),
+            "folder of versioned SQL migrations (Flyway layout)", "DBOPS_MIGRATIONS", "sql/migrations",
+            readme="database"),
+    _target("access_control", PathKind("file"),
+            Derived("`sql/access-control.yml`", lambda c: _project(c, "sql", "access-control.yml")),
+            "access-control matrix: roles, grants and the sensitive columns masked in sample rows",
+            "DBOPS_ACCESS_CONTROL", "sql/access-control.yml"),
+    _target("targets_file", PathKind("file"),
+            Derived("`monitoring/targets.yml`", lambda c: _project(c, "monitoring", "targets.yml")),
+            "metric targets file: the thresholds that say what healthy means", "DBOPS_TARGETS",
+            "monitoring/targets.yml"),
+    _target("wal_spool", PathKind(), Derived("`$DBOPS_HOME/wal-spool` on the embedded server when `wal_archive` is "
+                                             "on, else none", _spool),
+            "spool the server's `archive_command` copies WAL into, moved into the store by `dbops wal push`",
+            "DBOPS_WAL_SPOOL", "/var/spool/dbops-wal", readme="database", nullable=True),
+    _target("seed.scale", Number(), 1.0, "size of the reference data set `dbops seed` and the demo load "
+            "(1 is about 100,000 orders)", example="0.1"),
+    _target("loadtest.workloads", PathKind("dir"),
+            Derived("`sql/workloads`", lambda c: _project(c, "sql", "workloads")),
+            "folder of the pgbench workload scripts", example="sql/workloads"),
+    _target("profile.exclude_roles", TextList(Text(IDENTIFIER, "a role name")),
+            Derived("on the embedded server `" + ",".join(EMBEDDED_TOOL_ROLES) + "` (dbops' own tooling), else none",
+                    lambda c: EMBEDDED_TOOL_ROLES if c["embedded"] else ()),
+            "roles whose statements the query profile leaves out as maintenance (comma-separated in the "
+            "environment)", "DBOPS_PROFILE_EXCLUDE_ROLES", "postgres,backup_agent", nullable=True),
+    _target("profile.review_dir", PathKind(), Derived("`review/migrations`", lambda c: _project(c, "review",
+                                                                                                 "migrations")),
+            "where `dbops advise` writes the migrations of verified index advice, for review", "DBOPS_REVIEW_DIR",
+            "review/migrations"),
+    _target("profile.scratch_url_env", EnvRef(), None, "variable holding the URL of a restored copy that index advice "
+            "is verified on (none: a clone of the target)", "DBOPS_SCRATCH_URL", "SHOP_SCRATCH_URL"),
+    _target("validation.expectations", PathKind("dir"),
+            Derived("`sql/expectations`", lambda c: _project(c, "sql", "expectations")),
+            "folder of the integrity rule files (`<table>.yml`)", "DBOPS_EXPECTATIONS", "sql/expectations"),
+    _target("validation.start_date", IsoDate(), date(2025, 1, 1), "first daily partition of `integrity_validation`",
+            "DBOPS_VALIDATION_START_DATE", "2025-01-01"),
+    _target("validation.backfill_days", Integer(1), 30, "days re-validated after a migration applies something",
+            "DBOPS_VALIDATION_BACKFILL_DAYS", "30"),
+    _target("rehearsal.enabled", Flag(), True, "production `schema_migrations` waits for the migration rehearsal on "
+            "a restored copy", "DBOPS_REHEARSAL", "off"),
+    _target("rehearsal.large_table_mb", Number(), 10.0, "a table is large from this size (heap, indexes, TOAST)",
+            "DBOPS_REHEARSAL_LARGE_TABLE_MB", "10"),
+    _target("rehearsal.max_lock_seconds", Number(), 1.0, "longest ACCESS EXCLUSIVE lock a migration may hold on a "
+            "large table", "DBOPS_REHEARSAL_MAX_LOCK_SECONDS", "1"),
+    _target("rehearsal.sample_ms", Number(), 10.0, "how often the rehearsal samples the locks it waits on",
+            "DBOPS_REHEARSAL_SAMPLE_MS", "10"),
+    _target("rehearsal.server_url_env", EnvRef(), None, "variable holding the URL of the server scratch copies are "
+            "restored on (none: the target's own server)", "DBOPS_REHEARSAL_SERVER_URL", "SHOP_REHEARSAL_URL"),
+    _target("backup.store", Choice("local", "s3"), "local", "where backups are stored", "DBOPS_BACKUP_STORE", "s3",
+            readme="backup"),
+    _target("backup.directory", PathKind(),
+            Derived("`$DBOPS_HOME/backups`; with a config file `$DBOPS_HOME/backups/<target>`", _backup_dir),
+            "folder of the local store", "DBOPS_BACKUP_DIR", "/var/backups/dbops", readme="backup"),
+    _target("backup.s3.bucket", Text(), None, "S3 bucket (needed with `store: s3`)", "DBOPS_BACKUP_BUCKET",
+            "dbops-backups", readme="backup"),
+    _target("backup.s3.prefix", Text(empty=""),
+            Derived("none; with a config file the target's name", lambda c: c.target if c.has_file else ""),
+            "key prefix in the bucket; a manifest verifies only under the prefix it was written to",
+            "DBOPS_BACKUP_PREFIX", "shop", readme="backup", nullable=True),
+    _target("backup.s3.endpoint", Text(re.compile(r"^https?://[^\s/@]+(/\S*)?$"), "an http(s) URL without user"),
+            None, "S3 endpoint URL (none: AWS)", "DBOPS_BACKUP_S3_ENDPOINT", "http://127.0.0.1:8333",
+            readme="backup"),
+    _target("backup.s3.region", Text(), None, "S3 region (none: us-east-1)", "DBOPS_BACKUP_S3_REGION", "eu-west-1",
+            readme="backup"),
+    _target("backup.s3.sse", Choice("AES256", "aws:kms", "aws:kms:dsse"), None,
+            "S3 server-side encryption, on top of dbops' own", "DBOPS_BACKUP_S3_SSE", "AES256", readme="backup"),
+    _target("backup.s3.access_key_id_env", EnvRef(), None,
+            "variable holding the S3 access key id (none: `AWS_ACCESS_KEY_ID` and the usual AWS chain)",
+            example="SHOP_S3_ACCESS_KEY_ID", readme="backup"),
+    _target("backup.s3.secret_access_key_env", EnvRef(), None,
+            "variable holding the S3 secret access key (none: `AWS_SECRET_ACCESS_KEY` and the usual AWS chain)",
+            example="SHOP_S3_SECRET_ACCESS_KEY", readme="backup"),
+    _target("backup.key_env", EnvRef(), None, "variable holding the master key (32 bytes, base64; `dbops backup "
+            "keygen` makes one)", "DBOPS_BACKUP_KEY", "SHOP_BACKUP_KEY", readme="backup", exclusive="key"),
+    _target("backup.key_file", PathKind("file"),
+            Derived("on the embedded server `$DBOPS_HOME/secrets/backup.key`, generated on first use; else none",
+                    _key_file),
+            "file holding the master key (mode 0600)", "DBOPS_BACKUP_KEY_FILE", "/etc/dbops/backup.key",
+            readme="backup", exclusive="key", nullable=True),
+    _target("backup.keep_last", Integer(1), 7, "retention: the newest N logical backups and full chains are kept",
+            "DBOPS_BACKUP_KEEP_LAST", "7", readme="backup"),
+    _target("backup.keep_days", Number(), None, "retention: everything younger than this many days is kept",
+            "DBOPS_BACKUP_KEEP_DAYS", "14", readme="backup"),
+    _target("alerts.slack_webhook_env", EnvRef(), None, "variable holding a Slack (or Mattermost, Rocket.Chat) "
+            "incoming webhook URL", "DBOPS_ALERT_SLACK_WEBHOOK", "SHOP_SLACK_WEBHOOK"),
+    _target("alerts.webhook_url_env", EnvRef(), None, "variable holding an HTTP endpoint the alert is POSTed to as "
+            "JSON", "DBOPS_ALERT_WEBHOOK_URL", "SHOP_ALERT_WEBHOOK"),
+    _target("alerts.log_file", PathKind(), Derived("`$DBOPS_HOME/alerts.log`", lambda c: c["home"] / "alerts.log"),
+            "JSON-lines file every alert is appended to", "DBOPS_ALERT_LOG_FILE", "/var/log/dbops/alerts.log"),
+    _target("alerts.smtp.host", Text(), None, "SMTP server of email alerts (none: no email)", "DBOPS_ALERT_SMTP_HOST",
+            "smtp.example.com"),
+    _target("alerts.smtp.port", PORT, 25, "SMTP port", "DBOPS_ALERT_SMTP_PORT", "587"),
+    _target("alerts.smtp.sender", Text(re.compile(r"^[^@\s]+@[^@\s]+$"), "an email address"), None,
+            "From address (needed with `smtp.host`)", "DBOPS_ALERT_SMTP_FROM", "dbops@example.com"),
+    _target("alerts.smtp.recipients", TextList(Text(re.compile(r"^[^@\s]+@[^@\s]+$"), "an email address")), (),
+            "To addresses (comma-separated in the environment; needed with `smtp.host`)", "DBOPS_ALERT_SMTP_TO",
+            "oncall@example.com"),
+    _target("alerts.smtp.user", Text(), None, "SMTP login user (none: no login)", "DBOPS_ALERT_SMTP_USER", "dbops"),
+    _target("alerts.smtp.password_env", EnvRef(), None, "variable holding the SMTP password",
+            "DBOPS_ALERT_SMTP_PASSWORD", "SHOP_SMTP_PASSWORD"),
+    _target("alerts.smtp.starttls", Flag(), True, "STARTTLS before the login", "DBOPS_ALERT_SMTP_STARTTLS", "off"),
+    *_schedule_options(),
+)
+
+BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+BY_ENV: dict[str, Option] = {o.env: o for o in OPTIONS if o.env}
+
+
+def options(scope: Scope) -> list[Option]:
+    return [o for o in OPTIONS if o.scope == scope]
