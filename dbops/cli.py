@@ -38,6 +38,7 @@ STEP_COMMANDS: dict[str, tuple[str, str]] = {
     "advise": ("dbops.profile.cli", "advise_main"),
     "metrics": ("dbops.monitor.cli", "metrics_main"),
     "alerts": ("dbops.monitor.cli", "alerts_main"),
+    "config": ("dbops.settings.cli", "main"),
 }
 
 
