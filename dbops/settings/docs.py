@@ -77,9 +77,9 @@ never silently redirect a database that the file configures explicitly. Two opti
 
 **Target names** prefix Dagster asset keys and pool names: lower-case letters, digits and `_`, starting with a
 letter, at most 63 characters (`^[a-z][a-z0-9_]{{0,62}}$`). Two embedded targets need two database names
-(`db_name`, default: the target's name), and two targets two backup stores: with a file the local store defaults to
-`$DBOPS_HOME/backups/<target>` and the S3 prefix to the target's name (with no file: `$DBOPS_HOME/backups` and no
-prefix, as before).
+(`db_name`, default: the target's name), and two targets two backup stores: when the file has `targets:`, the local
+store defaults to `$DBOPS_HOME/backups/<target>` and the S3 prefix to the target's name (with the one implicit
+target: `$DBOPS_HOME/backups` and no prefix, as before).
 
 **Paths** in the file are relative to the file's folder; in a variable, to the working directory. The default
 folders (`sql/...`, `monitoring/...`) are in `project_dir`.

@@ -247,7 +247,7 @@ class _Loader:
         if close:
             fix = f"did you mean {close[0]}?"
         elif key in leaves:
-            fix = f"did you mean {' or '.join(leaves[key])}? (it belongs to another section)"
+            fix = f"did you mean {' or '.join(leaves[key][:3])}? (it belongs to another section)"
         else:
             fix = "valid keys here: " + ", ".join(here)
         self.problems.append(Problem(where, full, "unknown key", fix))
@@ -328,8 +328,9 @@ class _Loader:
         return True, value
 
     def file_layer(self, leaves: dict[str, _Leaf], prefix: str) -> Layer:
-        assert self.file is not None
         layer: Layer = {}
+        if self.file is None:
+            return layer
         for key, leaf in leaves.items():
             where = f"{self.file.shown_as}:{leaf.line}"
             ok, value = self.parse(BY_KEY[key], leaf.value, where, _join(prefix, key), self.file.path.parent)
@@ -408,23 +409,21 @@ class _Loader:
             self.file = _File(path, _display(path, self.cwd), self.problems)
             if self.file.root is not None:
                 self.read_top(self.file.root, top, defaults, per_target, target_lines)
-        has_file = self.file is not None
-        names = tuple(per_target) or (DEFAULT_TARGET,)
+        names = tuple(per_target) or (DEFAULT_TARGET,)  # no targets: one implicit target, as without a file
 
         # globals: default < file < env
-        ctx = DeriveContext({"config_file": path}, None, has_file, self.cwd, names)
-        glob = self.resolve("global", [self.file_layer(top, "") if has_file else {}, self.env_layer("global", "")],
-                            ctx, "")
+        ctx = DeriveContext({"config_file": path}, None, bool(per_target), self.cwd, names)
+        glob = self.resolve("global", [self.file_layer(top, ""), self.env_layer("global", "")], ctx, "")
 
         # targets: default < defaults: < env < targets.<name>
-        defaults_layer = self.file_layer(defaults, "defaults") if has_file else {}
+        defaults_layer = self.file_layer(defaults, "defaults")
         self.check_layer(defaults_layer, "defaults")
         env_layer = self.env_layer("target", "")  # read once: a bad variable is one problem, not one per target
         targets: dict[str, model.TargetSettings] = {}
         for name in names:
             prefix = f"targets.{name}"
-            own = self.file_layer(per_target.get(name, {}), prefix) if has_file else {}
-            tctx = DeriveContext(dict(glob), name, has_file, self.cwd, names)
+            own = self.file_layer(per_target.get(name, {}), prefix)
+            tctx = DeriveContext(dict(glob), name, bool(per_target), self.cwd, names)
             values = self.resolve("target", [defaults_layer, env_layer, own], tctx, prefix)
             self.check_layer(own, prefix)
             self.check_target(name, values, target_lines.get(name))

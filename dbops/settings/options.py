@@ -263,11 +263,11 @@ class Derived:
 @dataclass(frozen=True)
 class DeriveContext:
     """What a derived default may look at: the values resolved so far (globals first, then the target's in table
-    order), the target's name, and whether the settings come from a file."""
+    order), the target's name, and whether the file names its targets (``targets:``) or there is one implicit."""
 
     values: dict[str, Any]
     target: str | None
-    has_file: bool
+    named_targets: bool
     cwd: Path
     target_names: tuple[str, ...] = ()
 
@@ -343,7 +343,8 @@ def _project(ctx: DeriveContext, *parts: str) -> Path:
 
 
 def _backup_dir(ctx: DeriveContext) -> Path:
-    return ctx["home"] / "backups" / ctx.target if ctx.has_file else ctx["home"] / "backups"  # type: ignore[operator]
+    root: Path = ctx["home"] / "backups"
+    return root / ctx.target if ctx.named_targets and ctx.target else root
 
 
 def _spool(ctx: DeriveContext) -> Path | None:
@@ -496,12 +497,14 @@ OPTIONS: tuple[Option, ...] = (
     _target("backup.store", Choice("local", "s3"), "local", "where backups are stored", "DBOPS_BACKUP_STORE", "s3",
             readme="backup"),
     _target("backup.directory", PathKind(),
-            Derived("`$DBOPS_HOME/backups`; with a config file `$DBOPS_HOME/backups/<target>`", _backup_dir),
+            Derived("`$DBOPS_HOME/backups`; with `targets:` in the file `$DBOPS_HOME/backups/<target>`",
+                    _backup_dir),
             "folder of the local store", "DBOPS_BACKUP_DIR", "/var/backups/dbops", readme="backup"),
     _target("backup.s3.bucket", Text(), None, "S3 bucket (needed with `store: s3`)", "DBOPS_BACKUP_BUCKET",
             "dbops-backups", readme="backup"),
     _target("backup.s3.prefix", Text(empty=""),
-            Derived("none; with a config file the target's name", lambda c: c.target if c.has_file else ""),
+            Derived("none; with `targets:` in the file the target's name",
+                    lambda c: c.target if c.named_targets else ""),
             "key prefix in the bucket; a manifest verifies only under the prefix it was written to",
             "DBOPS_BACKUP_PREFIX", "shop", readme="backup", nullable=True),
     _target("backup.s3.endpoint", Text(re.compile(r"^https?://[^\s/@]+(/\S*)?$"), "an http(s) URL without user"),

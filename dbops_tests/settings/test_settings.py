@@ -163,6 +163,18 @@ def test_two_targets_one_embedded_one_external_with_an_s3_store(tmp_path: Path) 
     assert "SHOP_DATABASE_URL (***)" in render_text(settings)
 
 
+def test_a_file_without_targets_configures_the_one_target_dbops(tmp_path: Path) -> None:
+    write(tmp_path, """
+        home: state
+        defaults:
+          backup: {keep_last: 4}
+        """)
+    settings = load_settings({}, tmp_path)
+    (target,) = settings.targets.values()
+    assert target.name == "dbops" and target.embedded and target.backup.keep_last == 4
+    assert target.backup.directory == tmp_path / "state" / "backups" and target.backup.s3.prefix == ""
+
+
 def test_the_example_file_has_two_embedded_targets(tmp_path: Path) -> None:
     env = {"SHOP_S3_ACCESS_KEY_ID": "id", "SHOP_S3_SECRET_ACCESS_KEY": SECRET}
     settings = load_settings(env, tmp_path, config_file=PROJECT_DIR / "dbops.example.yaml")
