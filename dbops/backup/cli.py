@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
-from dbops.backup.manifest import list_backups, load_manifest, verify_objects
+from dbops.backup.manifest import Ignored, load_manifest, read_store, verify_objects
 from dbops.backup.store import Store, store_from_env
 from dbops.config import Settings
 from dbops.redact import redact_url
@@ -15,6 +16,12 @@ from dbops.redact import redact_url
 
 def _store(settings: Settings) -> Store:
     return store_from_env(default_root=settings.home / "backups")
+
+
+def _report(ignored: list[Ignored]) -> None:
+    """One line per backup whose manifest does not verify (it is left out, and prune never deletes it)."""
+    for item in ignored:
+        print(item, file=sys.stderr)
 
 
 def _size(n: int) -> str:
@@ -40,7 +47,9 @@ def backup_main(argv: list[str], settings: Settings) -> int:
         return 0
     store = _store(settings)
     if args.action == "list":
-        for m in list_backups(store):
+        listing = read_store(store, MasterKey.from_env)  # the key is needed once there is a manifest to verify
+        _report(listing.ignored)
+        for m in listing.backups:
             parent = f"  parent {m['parent']}" if m.get("parent") else ""
             print(f"{m['id']}  {m['kind']}  {m['finished_at']}  raw {_size(m['raw_bytes'])}  "
                   f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}{parent}")
@@ -48,22 +57,29 @@ def backup_main(argv: list[str], settings: Settings) -> int:
     if args.action == "prune":
         from dbops.backup.retention import prune, rules_from_env
 
-        result = prune(store, *rules_from_env(), dry_run=args.dry_run)
+        result = prune(store, MasterKey.from_env, *rules_from_env(), dry_run=args.dry_run)
+        _report(result.ignored)
         verb = "would delete" if args.dry_run else "deleted"
         for backup_id in result.ids:
             print(f"{verb} {backup_id}")
         if result.wal:
             print(f"{verb} {len(result.wal)} archived WAL file(s), {result.wal[0]} to {result.wal[-1]}")
+        if result.unfinished:
+            print(f"{verb} {len(result.unfinished)} unfinished upload(s) older than a day")
         print(f"kept {len(result.kept)} backup(s)")
         return 0
     key = MasterKey.from_env()
     if args.action == "verify":
-        ids = [args.backup_id] if args.backup_id else [m["id"] for m in list_backups(store)]
-        for backup_id in ids:
-            manifest = load_manifest(store, backup_id, key)
+        if args.backup_id:
+            manifests, ignored = [load_manifest(store, args.backup_id, key)], []
+        else:
+            listing = read_store(store, key)
+            manifests, ignored = listing.backups, listing.ignored
+        _report(ignored)
+        for manifest in manifests:
             verify_objects(store, manifest)
-            print(f"{backup_id}: {len(manifest['objects'])} object(s) intact, manifest signature valid")
-        return 0
+            print(f"{manifest['id']}: {len(manifest['objects'])} object(s) intact, manifest signature valid")
+        return 1 if ignored else 0
     from dbops.instance import ensure_embedded
 
     ensure_embedded(settings)

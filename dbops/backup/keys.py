@@ -1,8 +1,9 @@
 """Envelope encryption keys: a master key from the environment wraps a random data key per backup.
 
 The master key is 32 bytes, given base64-encoded in ``DBOPS_BACKUP_KEY`` or as a file named by
-``DBOPS_BACKUP_KEY_FILE``. Its id (a hash prefix) is written in each manifest, so a restore with the wrong key says so
-instead of failing deep inside decryption, and rotating the master key only re-wraps the small data keys.
+``DBOPS_BACKUP_KEY_FILE``. Its id (a hash prefix, not secret) is written in each manifest (``encryption.key_id``) and
+checked before the manifest's signature, so a wrong key is reported as "backup X was encrypted with key A, the key
+given is B", not as tampering, and rotating the master key only re-wraps the small data keys.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class MasterKey:
     def unwrap(self, wrapped: dict[str, str], backup_id: str) -> bytes:
         if wrapped.get("key_id") != self.key_id:
             raise BackupIntegrityError(
-                f"backup {backup_id} was encrypted with master key id {wrapped.get('key_id')}, but the key given has "
-                f"id {self.key_id}", f"set {KEY_ENV} to the key that made this backup",
+                f"backup {backup_id} was encrypted with key {wrapped.get('key_id')}, the key given is {self.key_id}",
+                f"set {KEY_ENV} to the key that made this backup",
             )
         try:
             return AESGCM(self.secret).decrypt(base64.b64decode(wrapped["nonce"]),

@@ -24,14 +24,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dbops.backup.keys import MasterKey
+from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import (
+    KeySource,
     discard,
     list_backups,
     load_manifest,
     new_backup_id,
     now_iso,
     object_key,
+    read_store,
     save_manifest,
 )
 from dbops.backup.store import Store
@@ -110,15 +112,24 @@ class TarWatcher:
                 self._keep = None
 
 
-def physical_backups(store: Store) -> list[dict[str, Any]]:
-    return [m for m in list_backups(store) if m.get("kind") in PHYSICAL_KINDS]
+def physical_backups(store: Store, key: KeySource) -> list[dict[str, Any]]:
+    """The base backups whose manifest verifies, oldest first."""
+    return [m for m in list_backups(store, key) if m.get("kind") in PHYSICAL_KINDS]
 
 
-def chain(store: Store, key: MasterKey | None, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The backups a physical backup needs, full first."""
+def chain(store: Store, key: MasterKey, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The backups a physical backup needs, full first, each manifest verified; a loop or a parent of another
+    cluster is refused."""
     out = [manifest]
     while out[0].get("parent"):
-        out.insert(0, load_manifest(store, out[0]["parent"], key))
+        parent = load_manifest(store, out[0]["parent"], key)
+        if parent["id"] in {m["id"] for m in out}:
+            raise BackupIntegrityError(f"the chain of backup {manifest['id']} loops at {parent['id']}",
+                                       "the manifests are not ones dbops wrote")
+        if parent.get("system_identifier") != manifest.get("system_identifier"):
+            raise BackupIntegrityError(f"backup {out[0]['id']}'s parent {parent['id']} is of another cluster",
+                                       "the manifests are not ones dbops wrote")
+        out.insert(0, parent)
     return out
 
 
@@ -135,16 +146,20 @@ def _server_facts(url: str) -> dict[str, Any]:
             "summarize_wal": summarize, "archive_mode": archive_mode}
 
 
-def _parent_for_incremental(store: Store, facts: dict[str, Any]) -> dict[str, Any]:
+def _parent_for_incremental(store: Store, key: MasterKey, facts: dict[str, Any]) -> dict[str, Any]:
+    """The newest verified base backup of the same cluster: pg_basebackup builds on its backup_manifest."""
     if facts["version_num"] < 170000:
         raise ConfigError(f"incremental backups need PostgreSQL 17 or newer; this server is {facts['server_version']}",
                           "take a full base backup (kind=full); WAL archiving covers the time between")
     if facts["summarize_wal"] != "on":
         raise ConfigError("incremental backups need summarize_wal = on on the server",
                           "set summarize_wal = on (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf())")
-    same = [m for m in physical_backups(store) if m.get("system_identifier") == facts["system_identifier"]]
+    listing = read_store(store, key)
+    same = [m for m in listing.backups
+            if m.get("kind") in PHYSICAL_KINDS and m.get("system_identifier") == facts["system_identifier"]]
     if not same:
-        raise ConfigError("there is no earlier base backup of this server to build an incremental on",
+        ignored = f" that verifies ({listing.ignored[0]})" if listing.ignored else ""
+        raise ConfigError(f"there is no earlier base backup of this server{ignored} to build an incremental on",
                           "take a full base backup first (kind=full)")
     return same[-1]
 
@@ -169,7 +184,7 @@ def base_backup(
     """Take a full (or incremental) base backup of ``url``'s cluster into ``store``; return its stored manifest."""
     facts = _server_facts(url)
     bin_dir = client_bin_dir(bin_dir, facts["version_num"] // 10000)
-    parent = _parent_for_incremental(store, facts) if incremental else None
+    parent = _parent_for_incremental(store, key, facts) if incremental else None
     kind = "incremental" if incremental else "full"
     backup_id = new_backup_id(kind)
     started = time.monotonic()

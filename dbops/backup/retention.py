@@ -12,6 +12,15 @@ Rules, per family:
 
 Deleting the manifest first means an interrupted prune leaves an incomplete backup (never listed, never "latest"),
 not a listed backup with missing objects.
+
+Prune only counts and deletes backups whose manifest verifies (:func:`dbops.backup.manifest.read_store`): a forged or
+foreign manifest is reported in :attr:`PrunePlan.ignored` and its folder left alone, so it can neither push genuine
+backups out of the retention window nor point prune at objects outside its own folder. Every object it deletes is
+named by a verified manifest and lies inside that backup's folder.
+
+Unfinished writes (a ``.partial`` file, an S3 multipart upload) under dbops' own ``backups/`` and ``wal/`` prefixes
+that are older than ``unfinished_after`` (a day: longer than any backup may run, pg_dump is stopped after 6 h) are
+removed too; a younger one may belong to a backup still running.
 """
 
 from __future__ import annotations
@@ -23,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dbops.backup import wal
-from dbops.backup.manifest import MANIFEST, PREFIX, list_backups, object_key
-from dbops.backup.store import Store
+from dbops.backup.manifest import MANIFEST, PREFIX, Ignored, KeySource, object_key, read_store
+from dbops.backup.store import Store, Unfinished
 from dbops.config import positive_number
 from dbops.errors import ConfigError
 
@@ -35,11 +44,17 @@ def rules_from_env(env: Mapping[str, str] | None = None) -> tuple[int | None, fl
     keep_last = positive_number(env, "DBOPS_BACKUP_KEEP_LAST", 7)
     return (int(keep_last) if keep_last else None), positive_number(env, "DBOPS_BACKUP_KEEP_DAYS", None)
 
+
+UNFINISHED_AFTER = timedelta(days=1)
+
+
 @dataclass
 class PrunePlan:
     backups: list[dict[str, Any]] = field(default_factory=list)  # to delete
     kept: list[dict[str, Any]] = field(default_factory=list)
     wal: list[str] = field(default_factory=list)  # archived WAL files to delete
+    ignored: list[Ignored] = field(default_factory=list)  # manifests that do not verify: reported, never deleted
+    unfinished: list[Unfinished] = field(default_factory=list)  # old .partial files / multipart uploads to remove
 
     @property
     def ids(self) -> list[str]:
@@ -90,22 +105,27 @@ def plan_prune(backups: list[dict[str, Any]], keep_last: int | None, keep_days: 
     return [m for m in ordered if m["id"] not in keep]
 
 
-def plan(store: Store, keep_last: int | None, keep_days: float | None,
-         now: datetime | None = None) -> PrunePlan:
-    backups = list_backups(store)
-    doomed = plan_prune(backups, keep_last, keep_days, now)
+def plan(store: Store, key: KeySource, keep_last: int | None, keep_days: float | None,
+         now: datetime | None = None, unfinished_after: timedelta = UNFINISHED_AFTER) -> PrunePlan:
+    """What :func:`prune` deletes; ``key`` verifies the manifests (a function is asked only if there are any)."""
+    listing = read_store(store, key)
+    doomed = plan_prune(listing.backups, keep_last, keep_days, now)
     gone = {m["id"] for m in doomed}
-    kept = [m for m in backups if m["id"] not in gone]
-    result = PrunePlan(doomed, kept)
+    kept = [m for m in listing.backups if m["id"] not in gone]
+    result = PrunePlan(doomed, kept, ignored=listing.ignored)
     starts = [m["start_wal_file"] for m in kept if m.get("kind") == "full" and m.get("start_wal_file")]
     if starts:
         result.wal = wal.prune_wal(store, min(starts, key=wal.segment_position), dry_run=True)
+    cutoff = (now or datetime.now(UTC)) - unfinished_after
+    result.unfinished = [u for prefix in (PREFIX, wal.WAL_PREFIX) for u in store.unfinished(prefix)
+                         if u.started <= cutoff]
     return result
 
 
-def prune(store: Store, keep_last: int | None, keep_days: float | None, *, dry_run: bool = False) -> PrunePlan:
+def prune(store: Store, key: KeySource, keep_last: int | None, keep_days: float | None, *, dry_run: bool = False,
+          unfinished_after: timedelta = UNFINISHED_AFTER) -> PrunePlan:
     """Delete what :func:`plan` selects (unless ``dry_run``) and return the plan."""
-    result = plan(store, keep_last, keep_days)
+    result = plan(store, key, keep_last, keep_days, unfinished_after=unfinished_after)
     if not dry_run:
         for manifest in result.backups:
             store.delete(object_key(manifest["id"], MANIFEST))
@@ -113,6 +133,8 @@ def prune(store: Store, keep_last: int | None, keep_days: float | None, *, dry_r
                 store.delete(object_key(manifest["id"], obj["name"]))
         for name in result.wal:
             store.delete(wal.wal_key(name))
+        for item in result.unfinished:
+            store.abort(item)
     return result
 
 

@@ -2,7 +2,13 @@
 
 Objects are written as streams: the local store writes ``<name>.partial`` and renames it when complete; the S3 store
 uses a multipart upload with bounded part buffers and aborts it on any failure. Neither ever holds a whole backup in
-memory or writes a full-size temporary file, and a failed write leaves nothing behind under the final name.
+memory or writes a full-size temporary file, and a failed write leaves nothing behind under the final name. A writer
+killed outright (power cut, SIGKILL) can still leave a ``.partial`` file or an unfinished multipart upload:
+:meth:`Store.unfinished` lists them with their age, and prune removes the old ones (:mod:`dbops.backup.retention`).
+
+S3 calls have bounded timeouts and one retry (:attr:`S3Store.CONNECT_TIMEOUT`, ``READ_TIMEOUT``, ``ATTEMPTS``): an
+endpoint that accepts connections and never answers fails a command in about half a minute with one line naming it,
+instead of hanging for minutes.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dbops.errors import ConfigError, DbopsError
@@ -24,14 +31,36 @@ class StoreError(DbopsError):
     """The backup store cannot be read or written."""
 
 
+class ObjectMissing(StoreError):
+    """The object does not exist (as opposed to a store that cannot be reached)."""
+
+
 @dataclass
 class PutResult:
     size: int
     sha256: str
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """A write that never completed: a local ``.partial`` file or an S3 multipart upload (``upload_id``)."""
+
+    name: str  # the object name it was writing (for a local store, the .partial file's own name)
+    started: datetime  # local: last modified (a live writer keeps touching it); S3: when the upload was initiated
+    upload_id: str | None = None
+
+
 class Store:
     kind = "abstract"
+    prefix = ""  # where in its namespace the store lives: an S3 key prefix; a local store has none
+
+    def unfinished(self, prefix: str) -> list[Unfinished]:
+        """Writes under ``prefix`` that never completed (see the module docstring)."""
+        raise NotImplementedError
+
+    def abort(self, item: Unfinished) -> None:
+        """Remove an unfinished write (never a complete object)."""
+        raise NotImplementedError
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -105,7 +134,7 @@ class LocalStore(Store):
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed below, generator-owned
         except FileNotFoundError as exc:
-            raise StoreError(f"object {key} is missing from {self.root}", "the backup is incomplete") from exc
+            raise ObjectMissing(f"object {key} is missing from {self.root}", "the backup is incomplete") from exc
         with handle:
             while block := handle.read(1 << 20):
                 yield block
@@ -123,10 +152,32 @@ class LocalStore(Store):
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()
                       and not p.name.endswith(".partial"))
 
+    def unfinished(self, prefix: str) -> list[Unfinished]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        out = []
+        for path in base.rglob("*.partial"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    started = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                    out.append(Unfinished(str(path.relative_to(self.root)), started))
+            except FileNotFoundError:  # its writer just finished (renamed it) or failed (removed it)
+                continue
+        return sorted(out, key=lambda u: u.name)
+
+    def abort(self, item: Unfinished) -> None:
+        if not item.name.endswith(".partial"):
+            raise StoreError(f"{item.name} is not an unfinished write", "only .partial files are aborted")
+        self._path(item.name).unlink(missing_ok=True)
+
 
 class S3Store(Store):
     kind = "s3"
     PART_SIZE = 8 << 20
+    CONNECT_TIMEOUT = 5.0  # seconds to open a connection
+    READ_TIMEOUT = 15.0  # seconds without a byte from the server (not the length of a transfer)
+    ATTEMPTS = 2  # every call, its first try included: worst case 2 x 15 s (+ backoff) on a silent endpoint
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
                  sse: str | None = None, part_size: int = PART_SIZE) -> None:
@@ -140,7 +191,8 @@ class S3Store(Store):
         self.part_size = max(part_size, 5 << 20)
         self.client = boto3.client(
             "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+            config=Config(retries={"total_max_attempts": self.ATTEMPTS, "mode": "standard"},
+                          connect_timeout=self.CONNECT_TIMEOUT, read_timeout=self.READ_TIMEOUT),
         )
 
     def describe(self) -> str:
@@ -207,7 +259,8 @@ class S3Store(Store):
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except self.client.exceptions.NoSuchKey as exc:
-            raise StoreError(f"object {key} is missing from {self.describe()}", "the backup is incomplete") from exc
+            raise ObjectMissing(f"object {key} is missing from {self.describe()}",
+                                "the backup is incomplete") from exc
         except Exception as exc:
             raise self._fail("download", key, exc) from exc
         try:
@@ -239,6 +292,27 @@ class S3Store(Store):
         except Exception as exc:
             raise self._fail("listing", prefix, exc) from exc
         return sorted(out)
+
+    def unfinished(self, prefix: str) -> list[Unfinished]:
+        out = []
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for upload in page.get("Uploads", []):
+                    key = upload["Key"]
+                    out.append(Unfinished(key[len(self.prefix) + 1:] if self.prefix else key,
+                                          upload["Initiated"].astimezone(UTC), upload["UploadId"]))
+        except Exception as exc:
+            raise self._fail("listing of unfinished uploads", prefix, exc) from exc
+        return sorted(out, key=lambda u: (u.name, u.started))
+
+    def abort(self, item: Unfinished) -> None:
+        if not item.upload_id:
+            raise StoreError(f"{item.name} is not an unfinished upload", "only multipart uploads are aborted")
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(item.name), UploadId=item.upload_id)
+        except Exception as exc:
+            raise self._fail("abort of the unfinished upload", item.name, exc) from exc
 
 
 def store_from_env(env: dict[str, str] | None = None, default_root: Path | None = None) -> Store:

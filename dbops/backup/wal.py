@@ -86,7 +86,10 @@ def spool_backlog(spool: Path) -> list[Path]:
 
 
 def list_wal(store: Store) -> list[str]:
-    return sorted(n[len(WAL_PREFIX):-len(SUFFIX)] for n in store.list(WAL_PREFIX) if n.endswith(SUFFIX))
+    """The archived WAL file names; objects under ``wal/`` with any other name (``../x``, a nested key) are left out,
+    so fetch and prune only ever touch ``wal/<WAL file name>.zst.enc``."""
+    names = (n[len(WAL_PREFIX):-len(SUFFIX)] for n in store.list(WAL_PREFIX) if n.endswith(SUFFIX))
+    return sorted(n for n in names if WAL_NAME.match(n))
 
 
 def fetch(store: Store, key: MasterKey, name: str) -> Iterator[bytes]:

@@ -402,7 +402,7 @@ def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], l
     report = RehearsalReport(thresholds, pending=[m.script for m in pending])
     if not pending:
         report.note = "nothing pending in production: nothing to rehearse"
-    elif (newest := latest(store, "logical")) is None:
+    elif (newest := latest(store, key, "logical")) is None:
         report.note = (f"{len(pending)} migration(s) pending but no logical backup in {store.describe()}: "
                        "nothing to rehearse on (take one with `dbops backup run`)")
     else:

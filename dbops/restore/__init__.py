@@ -71,7 +71,7 @@ class DrillResult:
 def choose_backup(store: Store, key: MasterKey, backup_id: str | None) -> dict[str, Any]:
     if backup_id:
         return load_manifest(store, backup_id, key)
-    newest = latest(store, "logical")
+    newest = latest(store, key, "logical")
     if newest is None:
         raise RestoreError(f"there is no complete logical backup in {store.describe()}", "run `dbops backup run` first")
     return load_manifest(store, newest["id"], key)

@@ -27,8 +27,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from dbops.backup import wal
 from dbops.backup.keys import MasterKey
-from dbops.backup.manifest import load_manifest, object_key, verify_objects
-from dbops.backup.physical import BASE_OBJECT, chain, physical_backups
+from dbops.backup.manifest import latest, load_manifest, object_key, verify_objects
+from dbops.backup.physical import BASE_OBJECT, PHYSICAL_KINDS, chain
 from dbops.backup.store import Store
 from dbops.backup.stream import ChunkReader, decompress, decrypt
 from dbops.errors import DbopsError
@@ -208,11 +208,11 @@ def _scratch_url(source_url: str, port: int) -> str:
 def choose_physical(store: Store, key: MasterKey, backup_id: str | None) -> dict[str, Any]:
     if backup_id:
         return load_manifest(store, backup_id, key)
-    backups = physical_backups(store)
-    if not backups:
+    newest = latest(store, key, PHYSICAL_KINDS)
+    if newest is None:
         raise PhysicalRestoreError(f"there is no complete base backup in {store.describe()}",
                                    "take one first (`dbops backup run --kind full`)")
-    return load_manifest(store, backups[-1]["id"], key)
+    return newest
 
 
 def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = None,

@@ -1,13 +1,15 @@
-"""Encryption at rest: every backup manifest says AES-256-GCM, and the master key is not stored beside the backups."""
+"""Encryption at rest: every backup manifest verifies and says AES-256-GCM, and the master key is not stored beside
+the backups."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from dbops.backup.keys import KEY_ENV, KEY_FILE_ENV
-from dbops.backup.manifest import list_backups
+from dbops.backup.keys import KEY_ENV, KEY_FILE_ENV, MasterKey
+from dbops.backup.manifest import Listing, read_store
 from dbops.backup.store import LocalStore, Store, StoreError
+from dbops.errors import ConfigError
 from dbops.security.findings import A02_CRYPTO, Finding, Severity
 
 KEY_LIKE_SUFFIXES = (".key", ".pem", ".b64")
@@ -33,17 +35,34 @@ def audit_backups(store: Store | None, env: dict[str, str] | None = None) -> lis
         return [Finding("SEC030", "no backups found", Severity.INFO, A02_CRYPTO, "backups",
                         "no backup store configured: encryption at rest not verified",
                         "set DBOPS_BACKUP_STORE / DBOPS_BACKUP_DIR and take a backup (`dbops backup run`)")]
+    out: list[Finding] = []
     try:
-        manifests = list_backups(store)
         names = store.list("")
+        try:
+            listing = read_store(store, lambda: MasterKey.from_env(env))
+        except ConfigError as exc:  # manifests to verify, but no (valid) key to verify them with
+            listing = Listing()
+            out.append(Finding("SEC030", "backups not verified", Severity.INFO, A02_CRYPTO, store.describe(),
+                               f"the backup manifests cannot be verified: {exc.problem}",
+                               exc.fix or "set the backup key"))
     except StoreError as exc:
         return [Finding("SEC030", "backup store unreadable", Severity.INFO, A02_CRYPTO, store.describe(),
                         str(exc), "fix the backup store settings")]
-    if not manifests:
+    manifests = listing.backups
+    out += [Finding("SEC034", "backup manifest does not verify", Severity.HIGH, A02_CRYPTO,
+                   f"backup {item.backup_id}", str(item),
+                   "find out who wrote it: restore the folder from a copy, or remove it by hand once understood")
+           for item in listing.ignored if not item.wrong_key]
+    other_key = [item.backup_id for item in listing.ignored if item.wrong_key]
+    if other_key:
+        out.append(Finding("SEC030", "backups not verified", Severity.INFO, A02_CRYPTO, store.describe(),
+                           f"{len(other_key)} backup(s) were made with another master key ({', '.join(other_key[:3])}"
+                           f"{', ...' if len(other_key) > 3 else ''}): not verified",
+                           f"audit with the key that made them in {KEY_ENV}"))
+    if not manifests and not out:
         return [Finding("SEC030", "no backups found", Severity.INFO, A02_CRYPTO, store.describe(),
                         f"no complete backup in {store.describe()}: encryption at rest not verified",
                         "take a backup (`dbops backup run`) and audit again")]
-    out = []
     for manifest in manifests:
         encryption = manifest.get("encryption") or {}
         if encryption.get("algorithm") != "AES-256-GCM" or not encryption.get("wrapped_key", True):

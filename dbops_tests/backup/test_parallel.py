@@ -132,7 +132,8 @@ def test_a_failed_upload_removes_objects_staging_and_pg_dump(seeded_small: str, 
     with pytest.raises(StoreError, match="injected failure"):
         logical_backup(seeded_small, local_store, master_key, jobs=2, staging_root=staging)
     monkeypatch.undo()
-    assert [m["id"] for m in list_backups(local_store)] == [first["id"]] and latest(local_store)["id"] == first["id"]
+    assert [m["id"] for m in list_backups(local_store, master_key)] == [first["id"]]
+    assert latest(local_store, master_key)["id"] == first["id"]
     leftovers = [p for p in (local_store.root / "backups").rglob("*") if p.is_file()]
     assert {p.relative_to(local_store.root / "backups").parts[0] for p in leftovers} == {first["id"]}
     assert not list(own_tmp.iterdir()) and not list(staging.iterdir())
@@ -167,5 +168,5 @@ def test_cli_backup_run_jobs(seeded_small: str, tmp_path: Path, monkeypatch: pyt
     assert main(["drill"], settings) == 0
     out = capsys.readouterr().out
     assert "object(s) intact" in out and "RTO" in out
-    manifest = latest(LocalStore(tmp_path / "store"))
+    manifest = latest(LocalStore(tmp_path / "store"), MasterKey.from_env())
     assert manifest is not None and manifest["dump_format"] == "directory"

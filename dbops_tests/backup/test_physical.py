@@ -67,7 +67,7 @@ def test_full_incremental_chain_and_pitr_drill(archiving_server: EmbeddedServer,
     incr = base_backup(url, store, master_key, incremental=True)
     assert incr["kind"] == "incremental" and incr["parent"] == full["id"]
     assert incr["raw_bytes"] < full["raw_bytes"]  # only the changed blocks
-    assert [m["id"] for m in physical_backups(store)] == [full["id"], incr["id"]]
+    assert [m["id"] for m in physical_backups(store, master_key)] == [full["id"], incr["id"]]
 
     _write(url, "public.ledger", 1_000)  # after the last backup: only the WAL archive has it
     pushed = wal.push_spool(store, master_key, spool)
@@ -183,7 +183,7 @@ def test_pg_basebackup_killed_mid_way_leaves_nothing_visible(archiving_server: E
     with pytest.raises(Exception, match="pg_basebackup"):
         base_backup(archiving_server.url("postgres"), store, master_key)
     monkeypatch.undo()
-    assert physical_backups(store) == []
+    assert physical_backups(store, master_key) == []
     assert not [n for n in store.list("backups/") if not n.endswith(".partial")]
 
 
@@ -278,7 +278,7 @@ def test_cli_physical_backup_restore_pitr_and_wal(archiving_server: EmbeddedServ
     assert "WAL file(s) in" in out
 
     store = LocalStore(tmp_path / "store")
-    newest = physical_backups(store)[-1]
+    newest = physical_backups(store, MasterKey.from_env())[-1]
     target = tmp_path / "restored"
     assert main(["restore", newest["id"], "--target", str(target), "--pitr", "2999-01-01 00:00:00+00"], settings) == 0
     assert (target / "recovery.signal").exists()

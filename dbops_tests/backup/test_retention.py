@@ -63,13 +63,13 @@ def test_prune_deletes_wal_older_than_the_oldest_kept_base(tmp_path: Path, maste
                                    ).isoformat()
         save_manifest(store, master_key, manifest)
 
-    preview = prune(store, keep_last=1, keep_days=None, dry_run=True)
+    preview = prune(store, master_key, keep_last=1, keep_days=None, dry_run=True)
     assert preview.ids == [old["id"]] and preview.wal == segments[:5]
-    assert len(list_backups(store)) == 2 and wal.list_wal(store) == segments  # dry run deletes nothing
+    assert len(list_backups(store, master_key)) == 2 and wal.list_wal(store) == segments  # dry run deletes nothing
 
-    done = prune(store, keep_last=1, keep_days=None)
+    done = prune(store, master_key, keep_last=1, keep_days=None)
     assert done.ids == [old["id"]]
-    assert [m["id"] for m in list_backups(store)] == [new["id"]]
+    assert [m["id"] for m in list_backups(store, master_key)] == [new["id"]]
     assert wal.list_wal(store) == segments[5:]
 
 

@@ -8,8 +8,9 @@ import dagster as dg
 from pydantic import Field
 
 from dbops.backup import wal
+from dbops.backup.keys import MasterKey
 from dbops.backup.logical import logical_backup as take_logical_backup
-from dbops.backup.manifest import list_backups, load_manifest
+from dbops.backup.manifest import Listing, load_manifest, read_store
 from dbops.backup.physical import PHYSICAL_KINDS
 from dbops.backup.physical import base_backup as take_base_backup
 from dbops.backup.retention import prune, rules_from_env
@@ -20,9 +21,17 @@ from dbops.restore import drill
 from dbops.restore.physical import physical_drill
 
 
-def _fresh(store: Store, kinds: tuple[str, ...], max_age_hours: float, check: str,
-           asset: str) -> dg.AssetCheckResult:
-    newest = [m for m in list_backups(store) if m.get("kind") in kinds]
+def _read(context: dg.AssetExecutionContext, store: Store, key: MasterKey) -> Listing:
+    """The store's verified backups; each manifest that does not verify is logged (and left alone)."""
+    listing = read_store(store, key)
+    for item in listing.ignored:
+        context.log.warning(str(item))
+    return listing
+
+
+def _fresh(context: dg.AssetExecutionContext, store: Store, key: MasterKey, kinds: tuple[str, ...],
+           max_age_hours: float, check: str, asset: str) -> dg.AssetCheckResult:
+    newest = [m for m in _read(context, store, key).backups if m.get("kind") in kinds]
     age_hours = None
     if newest:
         age_hours = (datetime.now(UTC) - datetime.fromisoformat(newest[-1]["finished_at"])).total_seconds() / 3600
@@ -72,8 +81,8 @@ class LogicalBackupConfig(dg.Config):
 )
 def logical_backup(context: dg.AssetExecutionContext, config: LogicalBackupConfig, database: DatabaseResource,
                    backups: BackupResource):
-    store = backups.open_store()
-    manifest = take_logical_backup(database.url, store, backups.master_key(), bin_dir=backups.bin_dir,
+    store, key = backups.open_store(), backups.master_key()
+    manifest = take_logical_backup(database.url, store, key, bin_dir=backups.bin_dir,
                                    progress=_progress(context), jobs=config.jobs or None,
                                    staging_root=backups.staging_root)
     yield dg.MaterializeResult(metadata={
@@ -83,7 +92,7 @@ def logical_backup(context: dg.AssetExecutionContext, config: LogicalBackupConfi
         "rows": dg.MetadataValue.int(sum(t["rows"] for t in manifest["tables"].values())),
         "key_id": dg.MetadataValue.text(manifest["encryption"]["key_id"]),
     })
-    yield _fresh(store, ("logical",), backups.max_age_hours, "backup_fresh", "logical_backup")
+    yield _fresh(context, store, key, ("logical",), backups.max_age_hours, "backup_fresh", "logical_backup")
 
 
 class BaseBackupConfig(dg.Config):
@@ -116,7 +125,7 @@ def base_backup(context: dg.AssetExecutionContext, config: BaseBackupConfig, dat
         "end_lsn": dg.MetadataValue.text(str(manifest["end_lsn"])),
         "wal_files_archived": dg.MetadataValue.int(len(pushed)),
     })
-    yield _fresh(store, PHYSICAL_KINDS, backups.max_age_hours, "backup_fresh", "base_backup")
+    yield _fresh(context, store, key, PHYSICAL_KINDS, backups.max_age_hours, "backup_fresh", "base_backup")
 
 
 def _archive_metadata(status: dict[str, Any]) -> dict[str, Any]:
@@ -168,17 +177,23 @@ def wal_archive_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     kinds={"postgres"},
     description="Deletes backups outside the retention rules (DBOPS_BACKUP_KEEP_LAST / _KEEP_DAYS): logical "
     "backups and physical full chains, never a base an incremental or the PITR window needs, and the archived WAL "
-    "older than the oldest kept base backup.",
+    "older than the oldest kept base backup; also unfinished uploads older than a day. Only backups whose signed "
+    "manifest verifies are counted or deleted: the others are reported and left alone.",
 )
 def backup_retention(context: dg.AssetExecutionContext, backups: BackupResource):
     keep_last, keep_days = rules_from_env()
-    result = prune(backups.open_store(), keep_last, keep_days)
-    context.log.info(f"deleted {len(result.ids)} backup(s) and {len(result.wal)} WAL file(s)")
+    result = prune(backups.open_store(), backups.master_key, keep_last, keep_days)
+    for item in result.ignored:
+        context.log.warning(f"{item} (left in place)")
+    context.log.info(f"deleted {len(result.ids)} backup(s), {len(result.wal)} WAL file(s) and "
+                     f"{len(result.unfinished)} unfinished upload(s)")
     return dg.MaterializeResult(metadata={
         "deleted_backups": dg.MetadataValue.int(len(result.ids)),
         "deleted_ids": dg.MetadataValue.text(", ".join(result.ids) or "none"),
         "deleted_wal_files": dg.MetadataValue.int(len(result.wal)),
+        "removed_unfinished_uploads": dg.MetadataValue.int(len(result.unfinished)),
         "kept_backups": dg.MetadataValue.int(len(result.kept)),
+        "ignored_backups": dg.MetadataValue.text("\n".join(str(i) for i in result.ignored) or "none"),
         "keep_last": dg.MetadataValue.int(keep_last or 0),
         "keep_days": dg.MetadataValue.float(keep_days or 0.0),
     })
@@ -211,7 +226,7 @@ def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig,
                   backups: BackupResource):
     store, key = backups.open_store(), backups.master_key()
     chosen = load_manifest(store, config.backup_id, key) if config.backup_id else None
-    present = {chosen["kind"]} if chosen else {m.get("kind") for m in list_backups(store)}
+    present = {chosen["kind"]} if chosen else {m.get("kind") for m in _read(context, store, key).backups}
     results: dict[str, Any] = {}
     if (config.logical or chosen) and "logical" in present:
         results["logical"] = drill(database.url, store, key, backup_id=config.backup_id or None,
