@@ -29,6 +29,7 @@ from dbops.backup.manifest import (
     read_store,
     save_manifest,
 )
+from dbops.backup.physical import _parent_for_incremental
 from dbops.backup.retention import prune
 from dbops.backup.store import LocalStore, S3Store, Store
 from dbops.backup.stream import CHUNK
@@ -118,6 +119,8 @@ def test_forged_manifest_dated_2099_cannot_make_prune_delete_genuine_backups(tmp
 
     assert latest(store, key, "logical")["id"] == logical["id"]
     assert latest(store, key, ("full", "incremental"))["id"] == incremental["id"]
+    facts = {"version_num": 180000, "server_version": "18", "summarize_wal": "on", "system_identifier": CLUSTER}
+    assert _parent_for_incremental(store, key, facts)["id"] == incremental["id"]  # never the forged full backup
 
 
 def test_object_names_stay_inside_their_backups_folder(tmp_path: Path, master_key: MasterKey) -> None:
