@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from dbops.errors import DbopsError
 from dbops.loadtest.limits import FD_MARGIN, raise_fd_limit
@@ -34,7 +33,7 @@ from dbops.loadtest.workloads import (
     resolve_profile,
     workload_variables,
 )
-from dbops.pg.connect import check_url, connection
+from dbops.pg.connect import check_url, connection, database_name, parse_url
 from dbops.redact import redact_url
 
 DIRECT_HEADROOM = 20  # connections kept free on the server for everyone else
@@ -241,8 +240,8 @@ def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, all
     if plan.pooler == "direct" and peak > max_connections - DIRECT_HEADROOM:
         raise LoadTestError(f"{peak:,} users exceed the server's max_connections ({max_connections})",
                             "use --pooler pgbouncer (or auto) for many users")
-    parts = urlsplit(url)
-    host, port, dbname = parts.hostname or "127.0.0.1", parts.port or 5432, unquote(parts.path.lstrip("/"))
+    parts = parse_url(url)
+    host, port, dbname = parts.host or "127.0.0.1", parts.port or 5432, database_name(url)
     result = LoadTestResult(plan.profile, plan.think_time_s, "pgbouncer" if pooled else "direct", redact_url(url))
     say = log or (lambda message: None)
     with loadtest_role(url) as role:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
 import psycopg
 
 from dbops.errors import DbopsError
-from dbops.pg.connect import connection
+from dbops.pg.connect import connection, parse_url
 from dbops.redact import redact
 
 # Figures a sample can hold, with a one-line meaning (also the Prometheus help text).
@@ -93,7 +92,7 @@ class HealthSample:
 
 def is_local(url: str) -> bool:
     """True when the server runs on this host, so host CPU, memory and disk figures describe it."""
-    host = urlsplit(url).hostname or ""
+    host = parse_url(url).host or ""
     return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
 
 

@@ -94,9 +94,18 @@ def ensure_os_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
+# Inherited variables no program dbops starts needs, and which a server (started as another OS user) would keep in
+# its environment for anyone who can read /proc/<pid>/environ: dbops' URLs, keys, tokens, cloud credentials.
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|(^|_)URLS?$", re.I)
+
+
 def child_environment(env: Mapping[str, str] | None, password: str | None) -> dict[str, str]:
-    """This process's environment plus ``env``, with the password as ``PGPASSWORD`` (never on a command line)."""
-    full_env = dict(os.environ)
+    """This process's environment without its secrets, plus ``env``, with the password as ``PGPASSWORD`` (never on
+    a command line). libpq's own ``PG*`` variables are kept (a PGPASSWORD the operator set included)."""
+    full_env = {
+        name: value for name, value in os.environ.items()
+        if name.startswith("PG") or not (_SECRET_NAME.search(name) or redact(value) != value)
+    }
     if env:
         full_env.update(env)
     if password is not None:
