@@ -6,43 +6,49 @@ same PostgreSQL instance storage the UI reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import shutil
-from urllib.parse import unquote, urlsplit
 
 from dbops.config import DAGSTER_DB_NAME, Settings, project_dir
 from dbops.errors import ConfigError
-from dbops.pg.connect import database_name, ensure_database
-from dbops.redact import register_secret
+from dbops.pg.connect import database_name, ensure_database, parse_url
+from dbops.private import private_dir, write_private
+
+# Databases of the embedded server no application role has any business in: PUBLIC loses CONNECT and TEMPORARY.
+CLOSED_DATABASES = ("postgres", DAGSTER_DB_NAME)
 
 
 def ensure_embedded(settings: Settings) -> bool:
-    """Start the embedded server if dbops runs its own, and create the target and ``dagster`` databases."""
+    """Start the embedded server if dbops runs its own, create the target and ``dagster`` databases, and close
+    ``postgres`` and ``dagster`` to PUBLIC (the Dagster storage user keeps CONNECT).
+
+    This is the long-lived server of ``db up``: it never changes the permissions of a folder above DBOPS_HOME.
+    """
     if not settings.embedded:
         return False
-    server = settings.server()
+    server = dataclasses.replace(settings.server(), widen_parents=False)
     started = server.start()
     admin = server.url("postgres")
     ensure_database(admin, settings.db_name)
     ensure_database(admin, DAGSTER_DB_NAME)
+    storage_user = parse_url(settings.dagster_url()).user
+    server.close_to_public(CLOSED_DATABASES, keep=(storage_user,) if storage_user else ())
     return started
 
 
 def dagster_storage_env(url: str) -> dict[str, str]:
     """The DAGSTER_PG_* variables dagster.yaml reads, from a PostgreSQL URL."""
-    parts = urlsplit(url)
-    if not parts.hostname:
+    parsed = parse_url(url)  # registers the password with dbops.redact
+    if not parsed.host or parsed.host.startswith("/") or "," in parsed.host:
         raise ConfigError(
-            "Dagster's storage URL needs a host name (a Unix-socket URL is not supported by dagster-postgres)",
+            "Dagster's storage URL needs one host name (a Unix-socket URL is not supported by dagster-postgres)",
             "set DBOPS_DAGSTER_DATABASE_URL=postgresql://user:password@host:port/dagster",
         )
-    password = unquote(parts.password or "")
-    register_secret(password)
     return {
-        "DAGSTER_PG_USERNAME": unquote(parts.username or "postgres"),
-        "DAGSTER_PG_PASSWORD": password,
-        "DAGSTER_PG_HOST": parts.hostname,
-        "DAGSTER_PG_PORT": str(parts.port or 5432),
+        "DAGSTER_PG_USERNAME": parsed.user or "postgres",
+        "DAGSTER_PG_PASSWORD": parsed.password or "",
+        "DAGSTER_PG_HOST": parsed.host,
+        "DAGSTER_PG_PORT": str(parsed.port or 5432),
         "DAGSTER_PG_DB": database_name(url),
     }
 
@@ -59,7 +65,7 @@ def ensure_demo_backup_key(settings: Settings) -> None:
 
     path = settings.home / "secrets" / "backup.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(generate_key() + "\n")
@@ -67,19 +73,23 @@ def ensure_demo_backup_key(settings: Settings) -> None:
 
 
 def prepare_environment(settings: Settings | None = None) -> Settings:
-    """Make the current process (and its children) ready to load dbops' definitions against the right database."""
+    """Make the current process (and its children) ready to load dbops' definitions against the right database.
+
+    The umask becomes 077: Dagster (and every run it starts) then writes its event log, compute logs and run files
+    under DAGSTER_HOME readable by their owner only; they hold statement texts and step output.
+    """
+    os.umask(0o077)
     settings = settings or Settings.from_env()
     ensure_embedded(settings)
     ensure_demo_backup_key(settings)
     target = settings.target_url()
     dagster_url = settings.dagster_url()
     ensure_database(dagster_url, database_name(dagster_url))
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(settings.dagster_home)
     source = project_dir() / "dagster.yaml"
     if not source.exists():
         raise ConfigError(f"{source} is missing", "run dbops from its checkout or set DBOPS_PROJECT_DIR")
-    shutil.copyfile(source, home / "dagster.yaml")
+    write_private(home / "dagster.yaml", source.read_bytes())
     os.environ.update(dagster_storage_env(dagster_url))
     os.environ["DBOPS_DATABASE_URL"] = target
     if settings.wal_spool is not None:  # the URL above makes later Settings "external": keep the embedded spool
@@ -90,5 +100,5 @@ def prepare_environment(settings: Settings | None = None) -> Settings:
         os.environ.setdefault("DBOPS_PROFILE_EXCLUDE_ROLES", "postgres,dbops_owner,dbops_migrator")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
-    register_secret(urlsplit(target).password)
+    parse_url(target)  # registers its password with dbops.redact
     return settings

