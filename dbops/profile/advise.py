@@ -17,6 +17,7 @@ import psycopg.sql
 from dbops.pg.connect import connection
 from dbops.profile.candidates import Candidate, ColumnResolver, analyze_statement, candidates_for, is_covered
 from dbops.profile.indexes import Finding, index_findings, list_indexes
+from dbops.profile.plans import unsafe_functions
 from dbops.profile.review import write_migration
 from dbops.profile.statements import QueryProfile, StatementStats
 from dbops.profile.verify import Measurement, measure_candidate, sample_parameters, scratch_copy
@@ -100,15 +101,24 @@ def verify(target_url: str, advice: list[Advice], *, scratch_url: str | None = N
             resolver = ColumnResolver(conn)
             for item in advice:
                 workload = []
+                refused = []
                 for stmt in item.queries:
                     shape = analyze_statement(resolver, stmt.query)
                     if shape is None or not shape.read_only:
                         continue
+                    if not stmt.role:
+                        refused.append("the role that ran it is unknown")
+                        continue
+                    unsafe = unsafe_functions(conn, stmt.query)
+                    if unsafe:  # executing it would do what it does: never run it
+                        refused.append("it calls " + ", ".join(unsafe))
+                        continue
                     params = sample_parameters(conn, shape, _param_count(stmt.query))
                     if params is not None:
-                        workload.append((stmt.query, params))
+                        workload.append((stmt.query, params, stmt.role))
                 if not workload:
-                    item.note = "not verified: no read-only statement with sampleable parameters"
+                    item.note = "not verified: " + ("; ".join(dict.fromkeys(refused)) if refused else
+                                                    "no read-only statement with sampleable parameters")
                     continue
                 try:
                     item.measurement = measure_candidate(conn, item.candidate, workload)

@@ -8,6 +8,7 @@ from dbops.profile.advise import AdviceReport
 from dbops.profile.health import Health
 from dbops.profile.plans import PlanReport
 from dbops.profile.statements import QueryProfile
+from dbops.redact import redact
 from dbops.text import aligned
 
 Table = tuple[list[str], list[list[Any]]]
@@ -15,7 +16,8 @@ QUERY_WIDTH = 90
 
 
 def _short(query: str, width: int = QUERY_WIDTH) -> str:
-    text = " ".join(query.split())
+    """One line of a statement, redacted before it is cut (a cut literal would escape the pattern)."""
+    text = " ".join(redact(query).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -24,7 +26,7 @@ def profile_table(prof: QueryProfile, plans: dict[str, PlanReport] | None = None
     rows = []
     for n, s in enumerate(prof.top, 1):
         plan = (plans or {}).get(s.key)
-        flags = "; ".join(plan.flags) if plan and plan.flags else ""
+        flags = redact("; ".join(plan.flags)) if plan and plan.flags else ""
         rows.append([n, s.calls, f"{s.total_ms:.1f}", f"{s.mean_ms:.3f}", f"{prof.share(s):.1%}", flags,
                      _short(s.query)])
     return head, rows
@@ -60,7 +62,7 @@ def advice_table(report: AdviceReport) -> Table:
         m = a.measurement
         rows.append([len(rows) + 1, f"create index on {a.candidate.describe()}", "unverified",
                      f"{m.speedup:.1f}x" if m else "", f"{m.before_ms:.2f}" if m else "",
-                     f"{m.after_ms:.2f}" if m else "", m.index_bytes if m else "", a.note])
+                     f"{m.after_ms:.2f}" if m else "", m.index_bytes if m else "", redact(a.note)])
     return head, rows
 
 

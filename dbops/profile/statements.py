@@ -2,6 +2,10 @@
 
 The view is cumulative since its last reset, so the load of "this period" is the difference between two snapshots;
 after a reset (``pg_stat_statements_info.stats_reset`` moved, or a counter went down) the new snapshot is the delta.
+
+Statement texts are redacted (:func:`dbops.redact.redact`) as they are read: pg_stat_statements keeps utility
+statements verbatim, so an ``ALTER ROLE ... PASSWORD '...'`` would otherwise reach the snapshot file, the printed
+table and Dagster's event log. Snapshots are private files (0600 in a 0700 folder).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 import psycopg
 
 from dbops.errors import DbopsError
+from dbops.private import private_dir, write_private
+from dbops.redact import redact
 
 SLOW_MEAN_MS = 50.0
 
@@ -26,7 +32,7 @@ class StatsNotLoaded(DbopsError):
 
 @dataclass(frozen=True)
 class StatementStats:
-    """Counters of one normalized statement (per user and query id)."""
+    """Counters of one normalized statement (per user and query id); ``role`` is the user that ran it."""
 
     key: str
     query: str
@@ -35,6 +41,7 @@ class StatementStats:
     rows: int
     blks_hit: int
     blks_read: int
+    role: str = ""  # empty in snapshots written before dbops recorded it
 
     @property
     def mean_ms(self) -> float:
@@ -92,18 +99,20 @@ def take_snapshot(conn: psycopg.Connection[Any], exclude_roles: list[str] | None
     rows = conn.execute(
         """
         SELECT s.userid::text || ':' || s.queryid::text, s.query, s.calls,
-               s.total_exec_time + s.total_plan_time, s.rows, s.shared_blks_hit, s.shared_blks_read
+               s.total_exec_time + s.total_plan_time, s.rows, s.shared_blks_hit, s.shared_blks_read,
+               coalesce(r.rolname, '')
         FROM pg_stat_statements(true) AS s
         JOIN pg_database AS d ON d.oid = s.dbid
+        LEFT JOIN pg_roles AS r ON r.oid = s.userid
         WHERE d.datname = current_database() AND s.toplevel AND s.queryid IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = s.userid AND r.rolname = ANY(%s))
+          AND (r.rolname IS NULL OR r.rolname <> ALL(%s))
         """, [exclude_roles or []]
     ).fetchall()
     snap = Snapshot(reset[0] if reset else None)
-    for key, query, calls, total, nrows, hit, read in rows:
+    for key, query, calls, total, nrows, hit, read, role in rows:
         if any(marker in query for marker in _IGNORED):
             continue
-        snap.statements[key] = StatementStats(key, query, calls, float(total), nrows, hit, read)
+        snap.statements[key] = StatementStats(key, redact(query), calls, float(total), nrows, hit, read, role)
     return snap
 
 
@@ -126,7 +135,7 @@ def delta(previous: Snapshot | None, current: Snapshot) -> tuple[list[StatementS
         if calls > 0:
             out.append(StatementStats(
                 key, s.query, calls, s.total_ms - before.total_ms, s.rows - before.rows,
-                s.blks_hit - before.blks_hit, s.blks_read - before.blks_read,
+                s.blks_hit - before.blks_hit, s.blks_read - before.blks_read, s.role,
             ))
     return out, False
 
@@ -173,7 +182,7 @@ def build_profile(period: list[StatementStats], was_reset: bool, top_n: int = 20
 
 
 class SnapshotStore:
-    """The previous snapshot, kept as JSON per database so the next profile reports a delta."""
+    """The previous snapshot, kept as JSON per database so the next profile reports a delta (a private file)."""
 
     def __init__(self, root: Path, database: str) -> None:
         self.path = Path(root) / f"{database}.pgss.json"
@@ -187,10 +196,8 @@ class SnapshotStore:
             return None  # a damaged snapshot only costs one delta
 
     def save(self, snap: Snapshot) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(snap.to_json())
-        tmp.replace(self.path)
+        private_dir(self.path.parent)
+        write_private(self.path, snap.to_json())
 
 
 def profile(conn: psycopg.Connection[Any], store: SnapshotStore | None, top_n: int = 20) -> QueryProfile:

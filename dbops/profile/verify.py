@@ -8,6 +8,11 @@ restoring them would re-check every row). The scratch database is dropped afterw
 
 Parameters are real values: each ``$n`` is sampled from the column it is compared with (random rows of the table);
 LIMIT/OFFSET parameters get 20/0. A statement whose parameters cannot all be sampled is not verified.
+
+The copy lives on the same server, so running a statement there is running it on that server: each one runs in
+:func:`dbops.profile.plans.sandbox` as the role that ran it (read-only, statement timeout, rolled back), and one
+that calls a volatile or user-defined function is never run (:func:`dbops.profile.plans.unsafe_functions`). The
+pg_dump copy keeps owners and privileges so those roles can read it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dbops.errors import DbopsError
 from dbops.pg.commands import find_program, run_command
 from dbops.pg.connect import connection, database_name, split_password, with_database
 from dbops.profile.candidates import Candidate, StatementShape
+from dbops.profile.plans import sandbox
 
 SAMPLES = 5
 REPEATS = 3
@@ -92,11 +98,11 @@ def _dump_restore(source_url: str, dest_url: str, bin_dir: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="dbops-scratch-") as tmp:
         dump = Path(tmp) / "target.dump"
         listing = Path(tmp) / "restore.list"
-        run_command([find_program("pg_dump", bin_dir), "-Fc", "--no-owner", "--no-acl", "-f", dump, "-d", src],
+        run_command([find_program("pg_dump", bin_dir), "-Fc", "--no-password", "-f", dump, "-d", src],
                     password=password, timeout=3600, what="pg_dump (scratch copy)")
         entries = run_command([find_program("pg_restore", bin_dir), "-l", dump], what="pg_restore -l").stdout
         listing.write_text("\n".join(line for line in entries.splitlines() if " FK CONSTRAINT " not in line))
-        run_command([find_program("pg_restore", bin_dir), "--no-owner", "--no-acl", "-L", listing, "-d", dst, dump],
+        run_command([find_program("pg_restore", bin_dir), "--no-password", "-L", listing, "-d", dst, dump],
                     password=password, timeout=3600, what="pg_restore (scratch copy)")
     with connection(dest_url) as conn:
         conn.execute("ANALYZE")
@@ -152,14 +158,14 @@ def _param_order(query: str) -> list[int]:
     return [int(n) for n in re.findall(r"\$(\d+)", query)]
 
 
-def time_query(conn: psycopg.Connection[Any], query: str, params: list[list[Any]], repeats: int = REPEATS) -> float:
-    """Median wall-clock ms over the parameter lists (best of ``repeats`` each, after one warm-up), read-only."""
+def time_query(conn: psycopg.Connection[Any], query: str, params: list[list[Any]], role: str,
+               repeats: int = REPEATS) -> float:
+    """Median wall-clock ms over the parameter lists (best of ``repeats`` each, after one warm-up), in a read-only,
+    rolled-back sandbox as ``role``."""
     order = _param_order(query)
     text = _to_psycopg(query)
     timings = []
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
+    with sandbox(conn, role, STATEMENT_TIMEOUT_MS):
         for values in params:
             args = [values[n - 1] for n in order]
             conn.execute(text, args).fetchall()  # type: ignore[arg-type]
@@ -173,9 +179,10 @@ def time_query(conn: psycopg.Connection[Any], query: str, params: list[list[Any]
 
 
 def measure_candidate(conn: psycopg.Connection[Any], candidate: Candidate,
-                      workload: list[tuple[str, list[list[Any]]]]) -> Measurement:
-    """Baseline the affected queries, build the index, ANALYZE, re-measure, drop the index."""
-    before = sum(time_query(conn, q, p) for q, p in workload)
+                      workload: list[tuple[str, list[list[Any]], str]]) -> Measurement:
+    """Baseline the affected queries (text, parameter lists, role), build the index, ANALYZE, re-measure, drop the
+    index."""
+    before = sum(time_query(conn, q, p, r) for q, p, r in workload)
     table = sql.Identifier(*candidate.table.split(".", 1))
     index = sql.Identifier(candidate.schema, candidate.name)
     start = time.perf_counter()
@@ -190,7 +197,7 @@ def measure_candidate(conn: psycopg.Connection[Any], candidate: Candidate,
             " WHERE inhparent = to_regclass(%s))",
             (index.as_string(conn), index.as_string(conn)),
         ).fetchone()[0])  # type: ignore[index]
-        after = sum(time_query(conn, q, p) for q, p in workload)
+        after = sum(time_query(conn, q, p, r) for q, p, r in workload)
     finally:
         conn.execute(sql.SQL("DROP INDEX {}").format(index))
     return Measurement(candidate, len(workload), before, after, size, build_ms)
