@@ -158,8 +158,7 @@ def explain(conn: psycopg.Connection[Any], query: str, *, role: str | None = Non
         mode, options = "analyze", "FORMAT JSON, ANALYZE, BUFFERS"
     elif parameterized:
         if server_version_num(conn) < GENERIC_PLAN_VERSION:
-            return PlanReport(query, "none", error="parameterised: this PostgreSQL (before 16) has no EXPLAIN"
-                              " (GENERIC_PLAN), and nothing is executed to plan it")
+            return PlanReport(query, "none", error="$n parameters need EXPLAIN (GENERIC_PLAN), PostgreSQL 16+")
         mode, options = "generic", "FORMAT JSON, GENERIC_PLAN"
     else:
         mode, options = "plain", "FORMAT JSON"

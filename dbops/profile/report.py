@@ -27,6 +27,8 @@ def profile_table(prof: QueryProfile, plans: dict[str, PlanReport] | None = None
     for n, s in enumerate(prof.top, 1):
         plan = (plans or {}).get(s.key)
         flags = redact("; ".join(plan.flags)) if plan and plan.flags else ""
+        if plan and plan.mode == "none" and plan.error:  # say why there is no plan (e.g. no GENERIC_PLAN before 16)
+            flags = redact(f"not planned: {plan.error}")
         rows.append([n, s.calls, f"{s.total_ms:.1f}", f"{s.mean_ms:.3f}", f"{prof.share(s):.1%}", flags,
                      _short(s.query)])
     return head, rows
