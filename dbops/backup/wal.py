@@ -11,6 +11,12 @@ Two ways in:
   one-liner, no Python), and ``dbops wal push --spool DIR`` (run by the ``wal_archive`` asset, by every base backup and
   drill, or by cron) moves the files into the store. The embedded server uses the spool: it runs as an unprivileged OS
   user who cannot reach dbops' virtual environment. The spool's backlog is part of the measured archive lag (RPO).
+
+Neither way overwrites: a name already archived with other bytes is refused (the same bytes succeed, as PostgreSQL
+asks of an archive_command). A push also refuses WAL its store's history never produced (:class:`WalChain`): a
+segment of another cluster (the system identifier in its page header) or of a timeline no base backup of the store is
+on, such as the timeline a restored copy starts when it promotes. Such a file stays where it was, nothing is lost,
+and it cannot pollute the timelines later restores and drills follow.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import json
 import os
 import re
 import shlex
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dbops.backup.keys import BackupIntegrityError, MasterKey
-from dbops.backup.store import Store, StoreError
+from dbops.backup.store import ObjectMissing, Store, StoreError
 from dbops.backup.stream import ChunkReader, compress, decompress, decrypt, encrypt, read_file
 
 WAL_PREFIX = "wal/"
@@ -32,6 +39,11 @@ SUFFIX = ".zst.enc"
 MAGIC = b"DBOPSWAL1"
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 WAL_NAME = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
+CHAIN_KEY = f"{WAL_PREFIX}timelines.json"  # the cluster and timelines this store archives (see WalChain)
+# XLogLongPageHeaderData, the header of a segment's first page: magic, info, timeline, page address, remaining
+# length, (padding), system identifier, segment size, block size. Little-endian (x86-64, arm64).
+LONG_HEADER = struct.Struct("<HHIQI4xQII")
+XLP_LONG_HEADER = 0x0002
 
 
 def wal_key(name: str) -> str:
@@ -39,9 +51,18 @@ def wal_key(name: str) -> str:
 
 
 def archive_command(spool: Path) -> str:
-    """A shell ``archive_command`` that copies a finished WAL file into ``spool`` atomically (copy, sync, rename)."""
+    """A shell ``archive_command`` that copies a finished WAL file into ``spool`` atomically: copy, fsync the copy,
+    rename, fsync the directory (so the rename survives a power cut).
+
+    A file of that name already in the spool is never replaced: the same bytes succeed (PostgreSQL may archive a file
+    twice after a crash), different bytes fail, with a line in the server log. Two servers archiving into one spool
+    (a restored copy started with the source's settings, say) then stop with an error instead of overwriting each
+    other's WAL.
+    """
     target = shlex.quote(str(spool))
-    return f"cp %p {target}/%f.part && sync {target}/%f.part && mv -f {target}/%f.part {target}/%f"
+    return (f"if test -e {target}/%f; then cmp -s %p {target}/%f || {{ echo 'dbops: a different %f is already in "
+            f"the WAL spool: refusing to overwrite it' >&2; exit 1; }}; else cp %p {target}/%f.part && "
+            f"sync {target}/%f.part && mv {target}/%f.part {target}/%f && sync {target}; fi")
 
 
 def _check_name(name: str) -> None:
@@ -49,12 +70,163 @@ def _check_name(name: str) -> None:
         raise StoreError(f"{name!r} is not a WAL file name", "pass the path PostgreSQL gives as %p")
 
 
-def push_file(store: Store, key: MasterKey, path: Path, name: str | None = None) -> bool:
-    """Store one WAL file; return False when the store already had it (PostgreSQL may archive a file twice)."""
+class ForeignWalError(StoreError):
+    """A WAL file the store's history never produced (another cluster, the timeline of a restored copy), or a file
+    whose name is already archived with other content: refused, so a stray copy can never pollute the archive."""
+
+
+def timeline_of(name: str) -> int:
+    return int(name[:8], 16)
+
+
+def segment_system_identifier(path: Path, name: str) -> str:
+    """The database system identifier in a WAL segment's first page header (the long header every segment starts
+    with carries pg_control's identifier), as text."""
+    with open(path, "rb") as handle:
+        head = handle.read(LONG_HEADER.size)
+    if len(head) == LONG_HEADER.size:
+        _magic, info, _tli, _addr, _rem, system_id, seg_size, block = LONG_HEADER.unpack(head)
+        power_of_two = seg_size & (seg_size - 1) == 0 and block and block & (block - 1) == 0
+        if info & XLP_LONG_HEADER and power_of_two and (1 << 20) <= seg_size <= (1 << 30) and system_id:
+            return str(system_id)
+    raise ForeignWalError(f"{name} is not a PostgreSQL WAL segment (it has no WAL page header)",
+                          "archive only the files PostgreSQL hands to archive_command (%p)")
+
+
+def history_parents(path: Path, name: str) -> list[int]:
+    """The ancestor timelines a ``.history`` file lists (a line per switch: parent timeline, switch LSN, reason)."""
+    parents = []
+    for line in path.read_text(errors="replace").splitlines():
+        fields = line.split()
+        if fields and not line.lstrip().startswith("#"):
+            parents.append(int(fields[0]) if fields[0].isdigit() else -1)
+    if not parents or any(not 0 < parent < timeline_of(name) for parent in parents):
+        raise ForeignWalError(f"{name} is not a PostgreSQL timeline history file",
+                              "archive only the files PostgreSQL hands to archive_command (%p)")
+    return parents
+
+
+class WalChain:
+    """Which cluster a store archives, and the timelines of its history: ``wal/timelines.json``, signed.
+
+    Built from the store's base backups (their system identifier and timelines) or, in a store that has none yet,
+    from the first WAL file archived; it grows by a timeline only when a base backup was taken on it (after a
+    promotion or an in-place point-in-time restore: the base backup proves the source moved there). Read once per
+    push; written when it grows.
+    """
+
+    def __init__(self, store: Store, key: MasterKey) -> None:
+        self.store, self.key = store, key
+        self.system_identifier: str | None = None
+        self.timelines: set[int] = set()
+        self._loaded = self._changed = False
+
+    def _load(self, name: str) -> None:
+        if self._loaded:
+            return
+        try:
+            raw = self.store.read_bytes(CHAIN_KEY)
+        except ObjectMissing:
+            raw = None
+        except StoreError as exc:
+            raise StoreError(f"cannot archive {name}: {exc.problem}", exc.fix) from exc
+        if raw is None:
+            self.system_identifier, self.timelines = self._from_backups(None)
+            self._changed = bool(self.timelines)
+        else:
+            try:
+                record = json.loads(raw)
+                valid = isinstance(record, dict) and self.key.verify_signature(record)
+            except ValueError:
+                valid = False
+            if not valid or record.get("kind") != "wal-timelines":
+                raise BackupIntegrityError(f"the WAL history record {CHAIN_KEY} in {self.store.describe()} does not "
+                                           "verify", "it was modified: remove it, and it is rebuilt from the base "
+                                           "backups on the next push")
+            self.system_identifier = record.get("system_identifier")
+            self.timelines = {int(t) for t in record.get("timelines", [])}
+        self._loaded = True
+
+    def _from_backups(self, system_identifier: str | None) -> tuple[str | None, set[int]]:
+        """The system identifier of the newest base backup (or the one given) and the timelines its backups are on."""
+        from dbops.backup.physical import physical_backups
+
+        try:
+            backups = physical_backups(self.store, self.key)
+        except StoreError as exc:
+            raise StoreError(f"cannot check the origin of WAL: {exc.problem}", exc.fix) from exc
+        if not backups:
+            return system_identifier, set()
+        system_identifier = system_identifier or str(backups[-1].get("system_identifier"))
+        return system_identifier, {int(m["timeline"]) for m in backups if m.get("timeline") is not None
+                                   and str(m.get("system_identifier")) == system_identifier}
+
+    def admit(self, name: str, path: Path) -> None:
+        """Refuse (:class:`ForeignWalError`) a file of another cluster or of a timeline outside the history."""
+        self._load(name)
+        where = self.store.describe()
+        if SEGMENT.match(name[:24]) and not name.endswith(".backup"):
+            system_id = segment_system_identifier(path, name)
+            if self.system_identifier is None:
+                self.system_identifier, self._changed = system_id, True
+            elif system_id != self.system_identifier:
+                raise ForeignWalError(
+                    f"WAL file {name} comes from database system {system_id}, but {where} archives system "
+                    f"{self.system_identifier}", "archive each cluster into a store (or DBOPS_BACKUP_PREFIX) of its "
+                    "own; a copy of another cluster must not archive here")
+        parents = history_parents(path, name) if name.endswith(".history") else []
+        timeline = timeline_of(name)
+        if timeline not in self.timelines:
+            if self.timelines and timeline not in self._from_backups(self.system_identifier)[1]:
+                known = ", ".join(str(t) for t in sorted(self.timelines))
+                raise ForeignWalError(
+                    f"WAL file {name} is on timeline {timeline}, which is not in the history archived in {where} "
+                    f"(timeline {known})", "a restored or copied cluster must not archive here: turn its archiving "
+                    "off. If this server itself was promoted or restored in place, take a full base backup "
+                    "(`dbops backup run --kind full`): its timeline then joins the history and this file is "
+                    "archived on the next push")
+            self.timelines.add(timeline)
+            self._changed = True
+        if not set(parents) <= self.timelines:
+            self.timelines |= set(parents)
+            self._changed = True
+
+    def save(self) -> None:
+        if not self._changed:
+            return
+        record: dict[str, Any] = {"kind": "wal-timelines", "system_identifier": self.system_identifier,
+                                  "timelines": sorted(self.timelines)}
+        record["signature"] = self.key.sign(record)
+        self.store.write_bytes(CHAIN_KEY, json.dumps(record, sort_keys=True).encode())
+        self._changed = False
+
+
+def _same_content(store: Store, key: MasterKey, name: str, path: Path) -> bool:
+    with open(path, "rb") as handle:
+        for chunk in fetch(store, key, name):
+            if handle.read(len(chunk)) != chunk:
+                return False
+        return handle.read(1) == b""
+
+
+def push_file(store: Store, key: MasterKey, path: Path, name: str | None = None, *,
+              chain: WalChain | None = None) -> bool:
+    """Store one WAL file; return False when the store already has it with the same content (PostgreSQL may archive
+    a file twice).
+
+    Refused (:class:`ForeignWalError`, nothing written): a file of another cluster or of a timeline the store's
+    history never had (:class:`WalChain`), and a file whose name is archived already with other content.
+    """
     name = name or path.name
     _check_name(name)
+    chain = chain or WalChain(store, key)
+    chain.admit(name, path)
     if store.exists(wal_key(name)):
-        return False
+        if _same_content(store, key, name, path):
+            return False
+        raise ForeignWalError(f"WAL file {name} is already archived in {store.describe()} with other content",
+                              "two clusters (a restored copy?) archive into this store: turn the other one's "
+                              "archiving off; the archived file is kept")
     data_key = os.urandom(32)
     header = json.dumps(key.wrap(data_key, f"wal:{name}")).encode()
 
@@ -64,17 +236,39 @@ def push_file(store: Store, key: MasterKey, path: Path, name: str | None = None)
             yield from encrypt(compress(read_file(handle), 3), data_key)
 
     store.put(wal_key(name), chunks())
+    chain.save()
     return True
 
 
+def _push_order(path: Path) -> tuple[int, int, str]:
+    """Timeline histories first, the newest first (it names its ancestors), then the rest oldest first."""
+    if path.name.endswith(".history"):
+        return 0, -timeline_of(path.name), path.name
+    return 1, 0, path.name
+
+
 def push_spool(store: Store, key: MasterKey, spool: Path) -> list[str]:
-    """Move every finished file of the spool into the store, timeline histories first, then oldest first; return
-    their names."""
-    pushed = []
-    for path in sorted(spool_backlog(spool), key=lambda p: (not p.name.endswith(".history"), p.name)):
-        push_file(store, key, path)
+    """Move every finished file of the spool into the store (see :func:`_push_order`); return their names.
+
+    A refused file (:class:`ForeignWalError`) stays in the spool and does not hold the others back; the refusal is
+    raised once the rest is archived. Any other failure (the store unreachable) stops at once, spool kept.
+    """
+    chain = WalChain(store, key)
+    pushed: list[str] = []
+    refused: list[ForeignWalError] = []
+    for path in sorted(spool_backlog(spool), key=_push_order):
+        try:
+            push_file(store, key, path, chain=chain)
+        except ForeignWalError as exc:
+            refused.append(exc)
+            continue
         path.unlink()
         pushed.append(path.name)
+    if refused:
+        more = f" ({len(refused) - 1} more file(s) refused)" if len(refused) > 1 else ""
+        raise ForeignWalError(f"{refused[0].problem}{more}",
+                              f"{refused[0].fix}. The refused files stay in {spool}; {len(pushed)} other file(s) "
+                              "were archived")
     return pushed
 
 

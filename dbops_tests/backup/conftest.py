@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -128,3 +129,13 @@ def seeded_small(migrated_db: str) -> str:
 
     seed(migrated_db, 0.05)
     return migrated_db
+
+
+def wal_segment(path: Path, payload: bytes = b"", system_identifier: int = 7_000_000_000_000_000_001) -> Path:
+    """A file that starts like a PostgreSQL WAL segment (its first page's long header: magic, info, timeline,
+    address, remaining length, system identifier, 16 MiB segments, 8 KiB pages), then ``payload``: WAL push reads
+    the header to check which cluster a segment comes from."""
+    header = struct.pack("<HHIQI4xQII", 0xD118, 0x0002, int(path.name[:8], 16), 0, 0, system_identifier,
+                         16 << 20, 8192)
+    path.write_bytes(header + payload)
+    return path

@@ -20,6 +20,7 @@ from dbops.errors import ConfigError
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer, free_port
 from dbops.restore.physical import physical_drill, remove_scratch, restore_physical
+from dbops_tests.backup.conftest import wal_segment
 from dbops_tests.conftest import TEST_SETTINGS, make_test_dir, stop_test_server
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -127,7 +128,7 @@ def test_wal_objects_are_encrypted_and_authenticated(archiving_server: EmbeddedS
                                                      master_key: MasterKey) -> None:
     store = LocalStore(tmp_path / "store")
     segment = tmp_path / "000000010000000000000042"
-    segment.write_bytes(os.urandom(1 << 16) + b"secret-wal-content" * 1000)
+    wal_segment(segment, os.urandom(1 << 16) + b"secret-wal-content" * 1000)
     assert wal.push_file(store, master_key, segment)
     assert not wal.push_file(store, master_key, segment)  # archived twice: kept once
     stored = (store.root / wal.wal_key(segment.name)).read_bytes()
@@ -328,7 +329,7 @@ def test_wal_push_to_an_unreachable_store_keeps_the_spool(tmp_path: Path, master
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
     spool = tmp_path / "spool"
     spool.mkdir()
-    (spool / "000000010000000000000007").write_bytes(b"wal" * 1000)
+    wal_segment(spool / "000000010000000000000007", b"wal" * 1000)
     dead = S3Store("bucket", endpoint_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StoreError, match="000000010000000000000007"):
         wal.push_spool(dead, master_key, spool)

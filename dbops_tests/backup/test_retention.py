@@ -14,6 +14,7 @@ from dbops.backup.manifest import list_backups, save_manifest
 from dbops.backup.retention import plan_prune, prune, rules_from_env
 from dbops.backup.store import LocalStore
 from dbops.errors import ConfigError
+from dbops_tests.backup.conftest import wal_segment
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -54,7 +55,7 @@ def test_prune_deletes_wal_older_than_the_oldest_kept_base(tmp_path: Path, maste
     segments = [f"0000000100000000000000{n:02X}" for n in range(1, 9)]
     for name in segments:
         path = tmp_path / name
-        path.write_bytes(b"wal" * 100)
+        wal_segment(path, b"wal" * 100)
         wal.push_file(store, master_key, path)
     old = _backup("20261101T000000Z-full-aaaaaa", "full", 24, start_wal=segments[1])
     new = _backup("20261120T000000Z-full-bbbbbb", "full", 5, start_wal=segments[5])
