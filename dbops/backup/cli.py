@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import unquote
 
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
@@ -113,8 +114,18 @@ def backup_main(argv: list[str], settings: Settings) -> int:
     return 0
 
 
+def _protected_databases(settings: Settings) -> dict[str, str]:
+    """The databases a logical restore refuses unless --allow-overwrite names them (``postgres`` always is)."""
+    from dbops.config import DAGSTER_DB_NAME
+    from dbops.pg.connect import database_name
+
+    managed = database_name(settings.database_url) if settings.database_url else settings.db_name
+    dagster = database_name(settings.dagster_database_url) if settings.dagster_database_url else DAGSTER_DB_NAME
+    return {unquote(dagster): "Dagster's storage database", unquote(managed): "the managed database"}
+
+
 def restore_main(argv: list[str], settings: Settings) -> int:
-    from dbops.restore import restore_logical
+    from dbops.restore import check_logical_target, restore_logical, verify_backup
 
     parser = argparse.ArgumentParser(prog="dbops restore")
     parser.add_argument("backup_id")
@@ -122,18 +133,33 @@ def restore_main(argv: list[str], settings: Settings) -> int:
                         help="logical: URL of the (empty) database; physical: the (empty) data directory to create")
     parser.add_argument("--pitr", metavar="TIMESTAMP",
                         help="physical: replay archived WAL up to this time (e.g. '2026-11-25 08:00:00+00')")
-    parser.add_argument("--force", action="store_true", help="restore even if the target is not empty")
+    parser.add_argument("--force", action="store_true",
+                        help="restore even if the target is not empty (physical: its old content is replaced only "
+                             "once the restored copy is proven; a directory a server runs in is always refused)")
+    parser.add_argument("--allow-overwrite", metavar="DBNAME",
+                        help="logical: restore into DBNAME although it is the managed database, Dagster's storage "
+                             "database or postgres (repeat the target's database name)")
+    parser.add_argument("--port", type=int, help="physical: the restored cluster's port (default: a free one)")
+    parser.add_argument("--archive-to", metavar="SPOOL",
+                        help="physical: the restored cluster archives its WAL into this spool of its own "
+                             "(default: archiving off)")
     args = parser.parse_args(argv)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        parser.error(f"--port {args.port} is not a TCP port (1 to 65535)")
     store, key = _store(settings), MasterKey.from_env()
     manifest = load_manifest(store, args.backup_id, key)
     if manifest["kind"] != "logical":
         return _restore_physical(store, key, manifest, args, settings)
-    if args.pitr:
-        print("--pitr needs a physical base backup; logical backups restore as they were taken")
-        return 2
-    verify_objects(store, manifest)
+    for flag, value in (("--pitr", args.pitr), ("--port", args.port), ("--archive-to", args.archive_to)):
+        if value is not None:
+            print(f"{flag} needs a physical base backup; logical backups restore into a database as they were taken")
+            return 2
+    protected = _protected_databases(settings)
+    check_logical_target(args.target, force=args.force, protected=protected, allow_overwrite=args.allow_overwrite)
+    verify_backup(store, key, manifest)  # every object, before the target is touched
     phases = restore_logical(store, key, manifest, args.target, force=args.force, bin_dir=settings.pg_bin,
-                             staging_root=settings.staging_root)
+                             staging_root=settings.staging_root, protected=protected,
+                             allow_overwrite=args.allow_overwrite)
     print(f"restored {args.backup_id} into {redact_url(args.target)}: {phases}")
     return 0
 
@@ -142,21 +168,28 @@ def _restore_physical(store: Store, key: MasterKey, manifest: dict, args: argpar
                       settings: Settings) -> int:
     from pathlib import Path
 
-    from dbops.restore.physical import prepare_recovery, restore_physical, write_recovery_conf
+    from dbops.restore.physical import restore_cluster
 
     if "://" in args.target:
         print(f"backup {manifest['id']} is a physical base backup: --target must be a data directory, not a URL")
         return 2
-    target = Path(args.target).absolute()
-    phases = restore_physical(store, key, manifest, target, bin_dir=settings.pg_bin, force=args.force)
-    recovery, staged, count = prepare_recovery(store, key, manifest, target, args.pitr)
-    if recovery:
-        write_recovery_conf(target, recovery)
-    print(f"restored {manifest['id']} into {target}: {phases}")
-    if staged:
+    if args.allow_overwrite is not None:
+        print("--allow-overwrite is for logical restores; a physical restore replaces a directory (--force)")
+        return 2
+    restored = restore_cluster(store, key, manifest, Path(args.target), pitr=args.pitr, force=args.force,
+                               bin_dir=settings.pg_bin, port=args.port,
+                               archive_to=Path(args.archive_to) if args.archive_to else None,
+                               source_spools=(settings.wal_spool,) if settings.wal_spool else ())
+    print(f"restored {manifest['id']} into {restored.data_dir}: {restored.phases}")
+    if restored.wal_dir:
         until = f"until {args.pitr}" if args.pitr else "to the end of the archive"
-        print(f"{count} archived WAL file(s) staged in {staged}; on start the server replays them {until}, then "
-              "promotes. Set its port and start it with pg_ctl.")
+        print(f"{restored.wal_files} archived WAL file(s) staged in {restored.wal_dir}; on start the server replays "
+              f"them {until}, then promotes.")
+    archiving = (f"archives its WAL into {restored.archive_to}" if restored.archive_to else
+                 "WAL archiving off (a restored copy never archives into its source's archive)")
+    print(f"port {restored.port} on 127.0.0.1, {archiving}; server log {restored.log_file}")
+    print(f"start it: {restored.start_command}")
+    print(f"stop it:  {restored.stop_command}")
     return 0
 
 

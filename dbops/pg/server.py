@@ -256,13 +256,7 @@ class EmbeddedServer:
         ``home``: given to the server's OS user, file by file, with dbops' own pg_hba.conf (loopback SCRAM only,
         whatever the source allowed)."""
         self.socket_dir.mkdir(exist_ok=True)
-        user = run_as_user()
-        if user:
-            entry = ensure_os_user(user)
-            for root, dirs, files in os.walk(self.home):
-                os.chown(root, entry.pw_uid, entry.pw_gid)
-                for name in dirs + files:
-                    os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        hand_over_tree(self.home)
         self._write_hba()
 
     def _write_hba(self) -> None:
@@ -416,6 +410,37 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def hand_over_tree(*paths: Path) -> str | None:
+    """Give ``paths``, and everything under them, to the OS user PostgreSQL runs as when dbops is root, so a restored
+    data directory belongs to whoever starts it (the folders above are not changed: :func:`check_reachable` says
+    whether that user gets through them). Returns that user; None when dbops is not root (the files are ours, and so
+    will the server be)."""
+    user = run_as_user()
+    if not user:
+        return None
+    entry = ensure_os_user(user)
+    for path in paths:
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    return user
+
+
+def check_reachable(path: Path) -> None:
+    """Raise when the OS user PostgreSQL runs as (dbops is root) cannot traverse a folder above ``path``: call it
+    before writing anything there. No folder is changed."""
+    user = run_as_user()
+    if not user:
+        return
+    entry = ensure_os_user(user)
+    for directory in Path(path).absolute().parents:
+        if directory.exists() and not can_search(directory, entry):
+            raise DbopsError(f"PostgreSQL runs as OS user {entry.pw_name}, which cannot reach {path}: {directory} "
+                             "does not let it through, and dbops never changes a parent folder",
+                             f"use a folder under a path others may traverse, or (your decision) chmod o+x {directory}")
 
 
 def can_search(directory: Path, entry: pwd.struct_passwd) -> bool:

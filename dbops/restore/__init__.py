@@ -11,27 +11,30 @@ also on failure, unless the caller asked to keep the restored copy.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from dbops.backup.figures import compare_figures, hash_methods, leaf_tables, table_figure
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import latest, load_manifest, object_key, verify_objects
-from dbops.backup.store import Store
+from dbops.backup.store import ObjectMissing, Store
 from dbops.backup.stream import decompress, decrypt
 from dbops.errors import DbopsError
 from dbops.pg.commands import client_bin_dir, find_program, finish_process, run_command, start_process
 from dbops.pg.connect import (
     connection,
+    database_name,
     drop_database,
     ensure_database,
     server_major,
@@ -137,17 +140,82 @@ class _Prefetched:
         self._thread.join(timeout=30)
 
 
+# Databases a logical restore never writes into unless the caller names them (see check_logical_target).
+ALWAYS_PROTECTED = {"postgres": "PostgreSQL's maintenance database"}
+
+
+def check_logical_target(target_url: str, *, force: bool = False, protected: Mapping[str, str] | None = None,
+                         allow_overwrite: str | None = None) -> None:
+    """Refuse a restore into a protected database (``postgres``, and the ``protected`` ones: name -> what it is)
+    unless ``allow_overwrite`` repeats its name, and into a non-empty database unless ``force``.
+
+    Checked before anything is read from the store, so a wrong target fails at once and nothing is touched.
+    """
+    name = unquote(database_name(target_url))
+    guarded = {**ALWAYS_PROTECTED, **(protected or {})}
+    if name in guarded and allow_overwrite != name:
+        raise RestoreError(f"target database {name} is {guarded[name]}: a restore never writes into it unasked",
+                           f"restore into a new database, or pass --allow-overwrite {name} if you mean it")
+    if not force and not database_is_empty(target_url):
+        raise RestoreError(f"target database {name} is not empty",
+                           "restore into a new database, or pass --force to restore on top of it")
+
+
+def verify_backup(store: Store, key: MasterKey, manifest: dict[str, Any]) -> None:
+    """Prove every object of a backup intact before a restore touches its target: size and sha256 against the
+    manifest and a full decryption (every AES-GCM chunk authenticated, the zstd stream complete), output discarded,
+    in one read of each object. The first bad object is named."""
+    data_key = key.unwrap(manifest["encryption"], manifest["id"])
+    for obj in manifest["objects"]:
+        _verify_object(store, data_key, manifest, obj)
+
+
+def _verify_object(store: Store, data_key: bytes, manifest: dict[str, Any], obj: dict[str, Any]) -> None:
+    name = f"object {obj['name']} of backup {manifest['id']}"
+    digest, size = hashlib.sha256(), 0
+
+    def raw() -> Iterator[bytes]:
+        nonlocal size
+        for chunk in store.get(object_key(manifest["id"], obj["name"])):
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+
+    stream = raw()
+    failure: BackupIntegrityError | None = None
+    try:
+        for _ in decompress(decrypt(stream, data_key, name, object_context(manifest, obj)), name):
+            pass
+    except ObjectMissing as exc:
+        raise BackupIntegrityError(f"{name} is missing", "the backup cannot be restored; take a new one") from exc
+    except BackupIntegrityError as exc:
+        failure = exc
+        for _ in stream:  # read the rest: a damaged object is reported by its checksum first
+            pass
+    if size != obj["size"] or digest.hexdigest() != obj["sha256"]:
+        raise BackupIntegrityError(f"{name} fails its sha256 check ({size} bytes, manifest says {obj['size']})",
+                                   "the object was modified or damaged; take a new backup") from failure
+    if failure is not None:
+        raise failure
+
+
+def object_context(manifest: dict[str, Any], obj: dict[str, Any]) -> bytes:
+    """What an object's encryption authenticates besides its chunks: its name in a directory-format dump (so two
+    objects cannot be swapped), nothing in a single-object backup."""
+    return str(obj["name"]).encode() if manifest.get("dump_format") == "directory" else b""
+
+
 def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], target_url: str, *, force: bool = False,
                     bin_dir: Path | None = None, jobs: int | None = None,
-                    staging_root: Path | None = None) -> dict[str, float]:
-    """Restore a logical backup into ``target_url`` (which must be empty unless ``force``); return phase timings.
+                    staging_root: Path | None = None, protected: Mapping[str, str] | None = None,
+                    allow_overwrite: str | None = None) -> dict[str, float]:
+    """Restore a logical backup into ``target_url`` (which must be empty unless ``force``, and not a protected
+    database unless ``allow_overwrite`` names it: :func:`check_logical_target`); return phase timings.
 
     A directory-format backup is staged in a temporary local directory (under ``staging_root``) and restored with
     ``pg_restore --jobs`` (``jobs``, default: as many as dumped it).
     """
-    if not force and not database_is_empty(target_url):
-        raise RestoreError(f"target database {target_url.rsplit('/', 1)[-1]} is not empty",
-                           "restore into a new database, or pass --force to restore on top of it")
+    check_logical_target(target_url, force=force, protected=protected, allow_overwrite=allow_overwrite)
     data_key = key.unwrap(manifest["encryption"], manifest["id"])
     bin_dir = client_bin_dir(bin_dir, server_major(target_url))
     if manifest.get("dump_format") == "directory":

@@ -280,11 +280,11 @@ def test_cli_physical_backup_restore_pitr_and_wal(archiving_server: EmbeddedServ
 
     store = LocalStore(tmp_path / "store")
     newest = physical_backups(store, MasterKey.from_env())[-1]
-    target = tmp_path / "restored"
+    target = archiving_server.home / "restored"  # the server's OS user must reach it (pytest's tmp_path is 0700)
     assert main(["restore", newest["id"], "--target", str(target), "--pitr", "2999-01-01 00:00:00+00"], settings) == 0
     assert (target / "recovery.signal").exists()
     assert "recovery_target_time = '2999-01-01 00:00:00+00'" in (target / "postgresql.auto.conf").read_text()
-    assert any((tmp_path / "restored.wal").iterdir())
+    assert any((archiving_server.home / "restored.wal").iterdir())
     with pytest.raises(PhysicalRestoreError, match="not empty"):
         main(["restore", newest["id"], "--target", str(target)], settings)
     assert main(["restore", newest["id"], "--target", "postgresql://x@127.0.0.1/db"], settings) == 2
