@@ -87,6 +87,14 @@ class Store:
         raise NotImplementedError
 
 
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStore(Store):
     kind = "local"
 
@@ -118,6 +126,7 @@ class LocalStore(Store):
                 out.flush()
                 os.fsync(out.fileno())
             partial.replace(path)
+            _fsync_dir(path.parent)  # the rename itself must survive a power cut, not only the bytes
         except OSError as exc:
             partial.unlink(missing_ok=True)
             if exc.errno == errno.ENOSPC:

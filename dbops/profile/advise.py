@@ -91,7 +91,7 @@ def _param_count(query: str) -> int:
 
 
 def verify(target_url: str, advice: list[Advice], *, scratch_url: str | None = None,
-           bin_dir: Path | None = None) -> str | None:
+           bin_dir: Path | None = None, staging_root: Path | None = None) -> str | None:
     """Measure every candidate on a scratch copy (or the given restored copy); returns how the copy was made."""
     if not advice:
         return None
@@ -131,21 +131,22 @@ def verify(target_url: str, advice: list[Advice], *, scratch_url: str | None = N
     if scratch_url:
         run(scratch_url)
         return "given copy"
-    with scratch_copy(target_url, bin_dir) as (url, method):
+    with scratch_copy(target_url, bin_dir, staging_root) as (url, method):
         run(url)
     return method
 
 
 def advise(target_url: str, prof: QueryProfile, *, review_dir: Path, migrations_dir: Path | None = None,
            scratch_url: str | None = None, bin_dir: Path | None = None, verify_candidates: bool = True,
-           ) -> AdviceReport:
+           staging_root: Path | None = None) -> AdviceReport:
     """The whole advice: findings, candidates for the top statements, verification, review migrations."""
     with connection(target_url) as conn:
         findings = index_findings(conn)
         advice = propose(conn, prof.top)
     report = AdviceReport(findings=findings)
     if verify_candidates:
-        report.scratch_method = verify(target_url, advice, scratch_url=scratch_url, bin_dir=bin_dir)
+        report.scratch_method = verify(target_url, advice, scratch_url=scratch_url, bin_dir=bin_dir,
+                                       staging_root=staging_root)
     for item in advice:
         m = item.measurement
         if m is not None and m.helped:

@@ -74,7 +74,7 @@ def advise_main(argv: list[str], settings: Settings) -> int:
         prof = profile(conn, None, args.top)
     report = advise(url, prof, review_dir=review_dir(args.review_dir), migrations_dir=settings.migrations_dir,
                     scratch_url=os.environ.get("DBOPS_SCRATCH_URL") or None, bin_dir=settings.pg_bin,
-                    verify_candidates=not args.no_verify)
+                    verify_candidates=not args.no_verify, staging_root=settings.staging_root)
     print(f"index advice for {redact_url(url)}" + (f" (verified on a {report.scratch_method} copy)"
                                                    if report.scratch_method else ""))
     print(render_text("advice, verified first", advice_table(report)))

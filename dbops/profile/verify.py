@@ -18,7 +18,6 @@ pg_dump copy keeps owners and privileges so those roles can read it.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from dbops.pg.commands import find_program, run_command
 from dbops.pg.connect import connection, database_name, split_password, with_database
 from dbops.profile.candidates import Candidate, StatementShape
 from dbops.profile.plans import sandbox
+from dbops.staging import staging_dir
 
 SAMPLES = 5
 REPEATS = 3
@@ -65,8 +65,12 @@ class VerificationFailed(DbopsError):
 
 
 @contextmanager
-def scratch_copy(target_url: str, bin_dir: Path | None = None) -> Iterator[tuple[str, str]]:
-    """A throw-away copy of the target on the same server; yields (url, method) and drops it after."""
+def scratch_copy(target_url: str, bin_dir: Path | None = None,
+                 staging_root: Path | None = None) -> Iterator[tuple[str, str]]:
+    """A throw-away copy of the target on the same server; yields (url, method) and drops it after.
+
+    When the target is in use (no TEMPLATE copy), the copy goes through a pg_dump file: plaintext data, so it is
+    written in a private staging directory under ``staging_root`` (``$DBOPS_HOME/staging``), never in TMPDIR."""
     name = f"dbops_scratch_{uuid.uuid4().hex[:10]}"
     admin = with_database(target_url, "postgres")
     method = "template"
@@ -85,17 +89,20 @@ def scratch_copy(target_url: str, bin_dir: Path | None = None) -> Iterator[tuple
     url = with_database(target_url, name)
     try:
         if method == "pg_dump":
-            _dump_restore(target_url, url, bin_dir)
+            if staging_root is None:
+                raise VerificationFailed("the target is in use, so the scratch copy needs a pg_dump, and no private "
+                                         "staging directory was given", "pass staging_root ($DBOPS_HOME/staging)")
+            _dump_restore(target_url, url, bin_dir, staging_root)
         yield url, method
     finally:
         with connection(admin) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _dump_restore(source_url: str, dest_url: str, bin_dir: Path | None) -> None:
+def _dump_restore(source_url: str, dest_url: str, bin_dir: Path | None, staging_root: Path) -> None:
     src, password = split_password(source_url)
     dst, _ = split_password(dest_url)
-    with tempfile.TemporaryDirectory(prefix="dbops-scratch-") as tmp:
+    with staging_dir(staging_root) as tmp:
         dump = Path(tmp) / "target.dump"
         listing = Path(tmp) / "restore.list"
         run_command([find_program("pg_dump", bin_dir), "-Fc", "--no-password", "-f", dump, "-d", src],

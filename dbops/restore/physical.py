@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psutil
 
@@ -45,7 +44,7 @@ from dbops.backup.store import Store
 from dbops.backup.stream import ChunkReader, decompress, decrypt
 from dbops.errors import DbopsError
 from dbops.pg.commands import client_bin_dir, find_program, run_as_user, run_command
-from dbops.pg.connect import connection, with_database
+from dbops.pg.connect import connection, with_address, with_database
 from dbops.pg.server import check_reachable, free_port, hand_over_tree, port_is_free
 from dbops.restore import DrillResult, verify_backup
 
@@ -394,10 +393,8 @@ def _archive_mode(url: str) -> str:
 
 
 def _scratch_url(source_url: str, port: int) -> str:
-    parts = urlsplit(source_url)
-    user = parts.username or "postgres"
-    auth = quote(user, safe="") + (f":{quote(parts.password or '', safe='')}" if parts.password else "")
-    return urlunsplit(parts._replace(netloc=f"{auth}@127.0.0.1:{port}"))
+    """The source's URL (same user, password and database) pointed at the scratch cluster on loopback."""
+    return with_address(source_url, "127.0.0.1", port)
 
 
 def choose_physical(store: Store, key: MasterKey, backup_id: str | None) -> dict[str, Any]:

@@ -399,3 +399,13 @@ def test_a_drill_scratch_cluster_ignores_the_sources_alter_system_archiving(sour
         remove_scratch(result.scratch_server)
     assert result.data_matches, result.problems
 
+
+
+def test_the_drill_scratch_url_keeps_an_encoded_password_as_it_is() -> None:
+    """A password with '%' must reach the scratch cluster unchanged (it used to be encoded a second time)."""
+    from dbops.pg.connect import parse_url
+    from dbops.restore.physical import _scratch_url
+
+    scratch = parse_url(_scratch_url("postgresql://app:p%25w%40rd@db.example:5432/shop", 61234))
+    assert scratch.password == "p%w@rd"
+    assert (scratch.values["host"], scratch.values["port"], scratch.values["dbname"]) == ("127.0.0.1", "61234", "shop")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from dbops.pg.connect import connection
 from dbops.profile.advise import advise, partitions_of
 from dbops.profile.candidates import Candidate
@@ -48,8 +50,11 @@ def test_verification_copies_with_pg_dump_while_the_operator_is_connected(plante
     with connection(planted_db) as operator, connection(planted_db) as conn:  # another session stays connected
         operator.execute("SELECT 1")
         prof = profile(conn, None)
-        report = advise(planted_db, prof, review_dir=tmp_path / "review")
+        report = advise(planted_db, prof, review_dir=tmp_path / "review", staging_root=tmp_path / "staging")
     assert report.scratch_method == "pg_dump"
+    # the plaintext dump lived in a private staging directory, removed afterwards
+    assert (tmp_path / "staging").stat().st_mode & 0o777 == 0o700
+    assert list((tmp_path / "staging").iterdir()) == []
     assert [a.candidate.describe() for a in report.verified] == ["shop.visits (customer_id)"]
     assert report.verified[0].measurement.speedup > 10
     with connection(planted_db) as conn:  # the scratch database is gone
@@ -78,3 +83,13 @@ def test_verification_on_a_given_restored_copy(planted_db: str, server_url: str,
             assert conn.execute("SELECT to_regclass('shop.visits_customer_id_idx')").fetchone()[0] is None
     finally:
         drop_database(server_url, copy)
+
+
+def test_a_pg_dump_scratch_copy_without_a_staging_directory_is_refused(planted_db: str, tmp_path: Path) -> None:
+    """The dump is plaintext data: without a private staging directory it is never written (not even to TMPDIR)."""
+    from dbops.profile.verify import VerificationFailed, scratch_copy
+
+    with connection(planted_db) as operator:  # in use: no TEMPLATE copy, so a pg_dump would be needed
+        operator.execute("SELECT 1")
+        with pytest.raises(VerificationFailed, match="staging"), scratch_copy(planted_db):
+            pass

@@ -108,7 +108,7 @@ def index_advice(context: dg.AssetExecutionContext, config: AdviceConfig,
         prof = profile(conn, None, config.top)
     report = advise(database.url, prof, review_dir=review_dir(config.review_dir or None),
                     migrations_dir=settings.migrations_dir, scratch_url=scratch_url, bin_dir=settings.pg_bin,
-                    verify_candidates=verify)
+                    verify_candidates=verify, staging_root=settings.staging_root)
     unindexed = [f for f in report.findings if f.kind == "unindexed_fk"]
     best = max((a.measurement.speedup for a in report.verified if a.measurement), default=0.0)
     context.log.info(f"{len(report.verified)} verified of {len(report.advice)} candidates "
