@@ -38,7 +38,7 @@ from dbops.migrate import Migrator  # noqa: E402
 from dbops.pg.commands import find_program, run_command  # noqa: E402
 from dbops.pg.connect import connection, drop_database, ensure_database, split_password, with_database  # noqa: E402
 from dbops.pg.server import EmbeddedServer, free_port  # noqa: E402
-from dbops.restore import drill  # noqa: E402
+from dbops.restore.drill import drill  # noqa: E402
 from dbops.seed import seed  # noqa: E402
 
 DATABASE = "bench_backup"
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         key_b64 = generate_key()
         stores: list[dict[str, Any]] = [{"kind": "local", "root": str(work / "store")}]
         if not args.no_s3:
-            from dbops_tests.backup.conftest import ACCESS_KEY, SECRET_KEY, start_seaweed
+            from dbops_tests.stores import ACCESS_KEY, SECRET_KEY, start_seaweed
 
             os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
             seaweed = start_seaweed()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dbops.defs import backup, catalog, loadtest, migrate, monitoring, profile, security, validate
-from dbops.defs.backup.resources import BackupResource
+from dbops.defs import backup, catalog, loadtest, migrate, monitoring, profile, restore, security, validate
 from dbops.defs.catalog.resources import CatalogResource
 from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import default_resources
+from dbops.defs.resources import BackupResource, default_resources
 from dbops.defs.security.resources import SecurityResource
 
 STEP_DEFS = [
-    migrate.defs, catalog.defs, profile.defs, loadtest.defs, backup.defs, validate.defs, security.defs, monitoring.defs,
+    migrate.defs, catalog.defs, profile.defs, loadtest.defs, backup.defs, restore.defs, validate.defs, security.defs,
+    monitoring.defs,
 ]
 
 

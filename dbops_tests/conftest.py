@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from dbops.cli import step_main
+from dbops.config import Settings
 from dbops.pg.connect import drop_database, ensure_database, with_database
 from dbops.pg.server import EmbeddedServer, free_port
+
+# The backup stores, keys and archiving servers the backup and restore tests share (one SeaweedFS per session).
+pytest_plugins = ["dbops_tests.stores"]
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_DIR / "sql" / "migrations"
@@ -112,6 +117,12 @@ def run_dbops(args: list[str], env: dict[str, str], timeout: float = 600) -> sub
         cwd=PROJECT_DIR,
         check=False,
     )
+
+
+def dbops_step(argv: list[str], settings: Settings) -> int:
+    """``dbops <group> ...`` (``argv[0]`` is the group: backup, restore, drill, wal...) in this process, as
+    dbops.cli runs it, except that a DbopsError is raised to the test instead of printed as one line."""
+    return step_main(argv[0])(argv[1:], settings)
 
 
 def _leftover_servers() -> list[str]:

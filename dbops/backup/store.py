@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dbops.config import Settings
 from dbops.errors import ConfigError, DbopsError
 from dbops.redact import redact
 
@@ -341,3 +342,8 @@ def store_from_env(env: dict[str, str] | None = None, default_root: Path | None 
         return S3Store(bucket, env.get("DBOPS_BACKUP_PREFIX", ""), endpoint_url=env.get("DBOPS_BACKUP_S3_ENDPOINT"),
                        region=env.get("DBOPS_BACKUP_S3_REGION"), sse=env.get("DBOPS_BACKUP_S3_SSE"))
     raise ConfigError(f"DBOPS_BACKUP_STORE={kind!r} is not a store kind", "use local or s3")
+
+
+def store_for(settings: Settings) -> Store:
+    """The store the CLI reads and writes: :func:`store_from_env`, a local store defaulting to $DBOPS_HOME/backups."""
+    return store_from_env(default_root=settings.home / "backups")

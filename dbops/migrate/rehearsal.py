@@ -394,7 +394,7 @@ def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], l
     callable, asked only when there is a backup to decrypt (a deployment without backups needs no key).
     ``staging_root`` is where a directory-format backup is staged to restore it (``Settings.staging_root``).
     """
-    from dbops.restore import restored_copy
+    from dbops.restore.drill import restored_copy
 
     thresholds = thresholds or Thresholds()
     began = time.monotonic()

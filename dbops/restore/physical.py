@@ -13,10 +13,6 @@ A restored cluster keeps to itself (:func:`restored_settings`, last in postgresq
 source's configuration and ALTER SYSTEM): its own port, loopback only, WAL archiving off (or into a spool of its
 own), no standby settings of the source. `dbops restore` (:func:`restore_cluster`) also gives it to the OS user that
 will run it and prints the pg_ctl commands that start and stop it.
-
-The drill (:func:`physical_drill`) does all that in a scratch cluster on a free loopback port, replays WAL to a target
-time, proves it by canary rows (one committed before the target must be there, one after must not), runs amcheck,
-measures every phase and removes the scratch cluster, also on failure.
 """
 from __future__ import annotations
 
@@ -26,10 +22,8 @@ import shutil
 import tarfile
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,19 +32,14 @@ import psutil
 
 from dbops.backup import wal
 from dbops.backup.keys import MasterKey
-from dbops.backup.manifest import latest, load_manifest, object_key
-from dbops.backup.physical import BASE_OBJECT, PHYSICAL_KINDS, chain
+from dbops.backup.manifest import object_key
+from dbops.backup.physical import BASE_OBJECT, chain
 from dbops.backup.store import Store
 from dbops.backup.stream import ChunkReader, decompress, decrypt
 from dbops.errors import DbopsError
 from dbops.pg.commands import client_bin_dir, find_program, run_as_user, run_command
-from dbops.pg.connect import connection, with_address, with_database
 from dbops.pg.server import check_reachable, free_port, hand_over_tree, port_is_free
-from dbops.restore import DrillResult, verify_backup
-
-# Settings of a restored scratch cluster: never archive into the production archive, modest memory.
-SCRATCH_SETTINGS = {"archive_mode": "off", "shared_buffers": "'256MB'",
-                    "log_connections": "off", "log_disconnections": "off"}
+from dbops.restore.verify import verify_backup
 
 
 class PhysicalRestoreError(DbopsError):
@@ -67,7 +56,8 @@ def _unpack(store: Store, key: MasterKey, manifest: dict[str, Any], dest: Path) 
     dest.chmod(0o700)
 
 
-def _major(manifest: dict[str, Any]) -> int:
+def manifest_major(manifest: dict[str, Any]) -> int:
+    """The PostgreSQL major version a base backup was taken from (its client programs must match)."""
     return int(str(manifest["server_version"]).split(".")[0])
 
 
@@ -166,14 +156,14 @@ def restore_physical(store: Store, key: MasterKey, manifest: dict[str, Any], tar
     """Rebuild ``manifest``'s data directory (its whole chain) in ``target``; return the phase timings.
 
     Nothing touches ``target`` before the restore is proven: every object of every backup of the chain is verified
-    first (sha256 and AES-GCM authentication, :func:`~dbops.restore.verify_backup`), the cluster is rebuilt in a
+    first (sha256 and AES-GCM authentication, :func:`~dbops.restore.verify.verify_backup`), the cluster is rebuilt in a
     staging directory beside ``target`` and checked by pg_verifybackup, ``finish`` (recovery settings, ownership)
     runs on it; only then does ``target``'s old content go (``force``) and the rebuilt directory move in. Any failure
     before leaves ``target`` as it was. A directory a live server runs in is refused, ``force`` or not.
     """
     target = Path(target).absolute()
     check_target(target, force)
-    bin_dir = client_bin_dir(bin_dir, _major(manifest))
+    bin_dir = client_bin_dir(bin_dir, manifest_major(manifest))
     phases: dict[str, float] = {}
     backups = chain(store, key, manifest)
     began = time.monotonic()
@@ -303,7 +293,7 @@ def restore_cluster(store: Store, key: MasterKey, manifest: dict[str, Any], targ
         raise PhysicalRestoreError(f"port {port} on 127.0.0.1 is in use", "choose a free port with --port")
     for path in (target, *([archive_to] if archive_to else [])):
         check_reachable(path)  # the OS user that will run the cluster gets there, or nothing is done
-    bin_dir = client_bin_dir(bin_dir, _major(manifest))
+    bin_dir = client_bin_dir(bin_dir, manifest_major(manifest))
     log_file = target / "log" / "postgresql.log"
     target.parent.mkdir(parents=True, exist_ok=True)
     staged_wal = Path(tempfile.mkdtemp(prefix=f".{target.name}.wal.dbops-", dir=target.parent))
@@ -334,171 +324,3 @@ def restore_cluster(store: Store, key: MasterKey, manifest: dict[str, Any], targ
     return RestoredCluster(target, port, phases, wal_dir if staged else None, staged, log_file,
                            pg_ctl_command(bin_dir, target, "start", log_file), pg_ctl_command(bin_dir, target, "stop"),
                            archive_to)
-
-
-# ---- canaries -------------------------------------------------------------------------------------------------
-
-
-def plant_canaries(url: str, *, gap_seconds: float = 0.2) -> dict[str, str]:
-    """Commit canary row ``before``, take the target time, commit ``after``; switch WAL so both reach the archive.
-
-    The canary table lives in the ``postgres`` maintenance database, outside the application's schema.
-    """
-    tag = uuid.uuid4().hex[:10]
-    with connection(with_database(url, "postgres")) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS public.dbops_pitr_canary "
-                     "(id text PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT clock_timestamp())")
-        conn.execute("INSERT INTO public.dbops_pitr_canary (id) VALUES (%s)", [f"before-{tag}"])
-        time.sleep(gap_seconds)
-        target = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        time.sleep(gap_seconds)
-        conn.execute("INSERT INTO public.dbops_pitr_canary (id) VALUES (%s)", [f"after-{tag}"])
-        last = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]  # type: ignore[index]
-        conn.execute("SELECT pg_switch_wal()")
-    return {"before": f"before-{tag}", "after": f"after-{tag}", "target_time": target.isoformat(), "last_wal": last}
-
-
-def wait_archived(url: str, wal_file: str, timeout: float = 120) -> None:
-    """Wait until the server reports ``wal_file`` archived (pg_stat_archiver)."""
-    deadline = time.monotonic() + timeout
-    with connection(url) as conn:
-        while True:
-            row = conn.execute("SELECT last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver"
-                               ).fetchone()
-            archived = row[0] or ""  # type: ignore[index]
-            if wal.SEGMENT.match(archived[:24]) and wal.segment_position(archived) >= wal.segment_position(wal_file):
-                return
-            if time.monotonic() > deadline:
-                raise PhysicalRestoreError(
-                    f"WAL file {wal_file} was not archived within {timeout:.0f} s (last archived: {archived or 'none'},"
-                    f" failures: {row[1]})", "check archive_command in the server log")  # type: ignore[index]
-            time.sleep(0.2)
-
-
-# ---- drill ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PhysicalDrillResult(DrillResult):
-    chain: list[str] = field(default_factory=list)
-    target_time: str | None = None
-    wal_files_replayed: int = 0
-    notes: list[str] = field(default_factory=list)
-    scratch_server: Any = None  # the running scratch cluster when kept; remove it with remove_scratch()
-
-
-def _archive_mode(url: str) -> str:
-    with connection(url) as conn:
-        return str(conn.execute("SELECT current_setting('archive_mode')").fetchone()[0])  # type: ignore[index]
-
-
-def _scratch_url(source_url: str, port: int) -> str:
-    """The source's URL (same user, password and database) pointed at the scratch cluster on loopback."""
-    return with_address(source_url, "127.0.0.1", port)
-
-
-def choose_physical(store: Store, key: MasterKey, backup_id: str | None) -> dict[str, Any]:
-    if backup_id:
-        return load_manifest(store, backup_id, key)
-    newest = latest(store, key, PHYSICAL_KINDS)
-    if newest is None:
-        raise PhysicalRestoreError(f"there is no complete base backup in {store.describe()}",
-                                   "take one first (`dbops backup run --kind full`)")
-    return newest
-
-
-def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = None,
-                   bin_dir: Path | None = None, pitr: bool = True, spool: Path | None = None,
-                   scratch_root: Path | None = None, keep: bool = False) -> PhysicalDrillResult:
-    """Restore a base backup (chain) into a scratch cluster, replay archived WAL to a target time, and prove it.
-
-    With ``pitr`` the drill first plants canary rows on ``url``'s server around a target time and waits until they
-    are archived (pushing ``spool`` into the store when the server archives into a spool).
-    """
-    from dbops.pg.server import EmbeddedServer
-    from dbops.restore import verify_restored
-
-    manifest = choose_physical(store, key, backup_id)
-    bin_dir = client_bin_dir(bin_dir, _major(manifest))
-    result = PhysicalDrillResult(manifest["id"], chain=[m["id"] for m in chain(store, key, manifest)])
-    canaries = None
-    if pitr and _archive_mode(url) == "off":
-        result.notes.append("WAL archiving is off on the server: restored to the end of the backup, no PITR")
-        pitr = False
-    if pitr:
-        canaries = plant_canaries(url)
-        wait_archived(url, canaries["last_wal"])
-        if spool is not None:
-            wal.push_spool(store, key, spool)
-        result.target_time = canaries["target_time"]
-    home = Path(tempfile.mkdtemp(prefix="dbops-drill-", dir=scratch_root))
-    server = EmbeddedServer(home, free_port(), bin_dir, dict(SCRATCH_SETTINGS))
-    try:
-        result.phases.update(restore_physical(store, key, manifest, server.data_dir, bin_dir=bin_dir))
-        began = time.monotonic()
-        settings, _, staged = prepare_recovery(store, key, manifest, server.data_dir,
-                                               canaries["target_time"] if canaries else None)
-        result.wal_files_replayed = staged
-        result.phases["stage_wal"] = round(time.monotonic() - began, 3)
-        began = time.monotonic()
-        # In postgresql.auto.conf, so they override whatever the source set, ALTER SYSTEM included.
-        write_settings(server.data_dir, {**restored_settings(server.port, socket_dir=server.socket_dir), **settings},
-                       "written by dbops drill: the scratch cluster keeps to itself")
-        server.adopt_data_dir()
-        server.start(timeout=3600)
-        scratch = _scratch_url(url, server.port)
-        _wait_promoted(scratch, server)
-        result.phases["replay"] = round(time.monotonic() - began, 3)
-        began = time.monotonic()
-        if canaries:
-            result.problems += _check_canaries(scratch, canaries)
-        figures, result.indexes_checked = verify_restored(scratch)
-        result.tables_checked = len(figures)
-        result.rows_checked = sum(t["rows"] for t in figures.values())
-        result.phases["verify"] = round(time.monotonic() - began, 3)
-        if keep:
-            result.restored_url, result.scratch_server = scratch, server
-            return result
-    except BaseException:
-        keep = False
-        raise
-    finally:
-        if not keep:
-            remove_scratch(server)
-    return result
-
-
-def remove_scratch(server: Any) -> None:
-    with suppress(Exception):
-        server.stop()
-    shutil.rmtree(server.home, ignore_errors=True)
-
-
-def _wait_promoted(url: str, server: Any, timeout: float = 3600) -> None:
-    """Wait until the restored cluster has finished recovery and promoted; fail fast if it stopped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with connection(url) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
-                    return
-        except DbopsError:
-            if not server.is_running():
-                raise PhysicalRestoreError(f"the restored cluster stopped during recovery: {server.log_tail()}",
-                                           f"see {server.log_file}") from None
-        if time.monotonic() > deadline:
-            raise PhysicalRestoreError(f"the restored cluster was still recovering after {timeout:.0f} s",
-                                       f"see {server.log_file}")
-        time.sleep(0.2)
-
-
-def _check_canaries(url: str, canaries: dict[str, str]) -> list[str]:
-    with connection(with_database(url, "postgres")) as conn:
-        present = {r[0] for r in conn.execute("SELECT id FROM public.dbops_pitr_canary WHERE id = ANY(%s)",
-                                              [[canaries["before"], canaries["after"]]]).fetchall()}
-    problems = []
-    if canaries["before"] not in present:
-        problems.append(f"canary {canaries['before']} committed before {canaries['target_time']} is missing")
-    if canaries["after"] in present:
-        problems.append(f"canary {canaries['after']} committed after {canaries['target_time']} is present")
-    return problems

@@ -1,4 +1,4 @@
-"""`dbops backup run|list|verify|prune` and `dbops drill` through :func:`dbops.backup.cli.main`."""
+"""`dbops backup run|list|verify|prune` and `dbops drill`, as dbops.cli runs them."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dbops.backup.cli import main
 from dbops.backup.keys import generate_key
 from dbops.config import Settings
+from dbops_tests.conftest import dbops_step
 
 
 def test_cli_run_list_verify_drill_prune(seeded_small: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -18,17 +18,17 @@ def test_cli_run_list_verify_drill_prune(seeded_small: str, tmp_path: Path, monk
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     settings = Settings.from_env()
-    assert main(["backup", "run"], settings) == 0
-    assert main(["backup", "run"], settings) == 0
-    assert main(["backup", "list"], settings) == 0
-    assert main(["backup", "verify"], settings) == 0
-    assert main(["drill"], settings) == 0
-    assert main(["backup", "prune", "--dry-run"], settings) == 0
+    assert dbops_step(["backup", "run"], settings) == 0
+    assert dbops_step(["backup", "run"], settings) == 0
+    assert dbops_step(["backup", "list"], settings) == 0
+    assert dbops_step(["backup", "verify"], settings) == 0
+    assert dbops_step(["drill"], settings) == 0
+    assert dbops_step(["backup", "prune", "--dry-run"], settings) == 0
     out = capsys.readouterr().out
     assert out.count("object(s) intact") == 2 and "would delete" in out and "RTO" in out
-    assert main(["backup", "prune"], settings) == 0
+    assert dbops_step(["backup", "prune"], settings) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("deleted ") and lines[1] == "kept 1 backup(s)"
-    main(["backup", "list"], settings)
+    dbops_step(["backup", "list"], settings)
     assert len(capsys.readouterr().out.strip().splitlines()) == 1
     assert "password" not in out.lower() or "***" in out

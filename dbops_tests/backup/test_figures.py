@@ -9,7 +9,7 @@ from dbops.backup.logical import logical_backup
 from dbops.backup.manifest import save_manifest
 from dbops.backup.store import LocalStore
 from dbops.pg.connect import connection
-from dbops.restore import drill
+from dbops.restore.drill import drill
 
 
 def test_unhashable_column_falls_back_to_the_text_hash(fresh_db: str) -> None:

@@ -20,7 +20,8 @@ from dbops.backup.stream import decompress, decrypt
 from dbops.errors import CommandFailed, ConfigError
 from dbops.pg.commands import find_program
 from dbops.pg.connect import connection, split_password
-from dbops.restore import RestoreError, drill, restore_logical
+from dbops.restore.drill import drill
+from dbops.restore.logical import restore_logical
 from dbops_tests.conftest import new_database
 
 
@@ -152,7 +153,7 @@ def test_pg_dump_killed_midway_leaves_latest_unchanged(seeded_small: str, local_
 
 def test_s3_unreachable_mid_upload_leaves_latest_unchanged(seeded_small: str, seaweed, master_key: MasterKey,
                                                            tmp_path: Path) -> None:
-    from dbops_tests.backup.conftest import start_seaweed
+    from dbops_tests.stores import start_seaweed
 
     own = start_seaweed()  # a server of this test's own, to stop in the middle of an upload
     try:
@@ -208,10 +209,3 @@ def test_disk_full_on_the_local_store(seeded_small: str, local_store: LocalStore
     monkeypatch.undo()
     assert [m["id"] for m in list_backups(local_store, master_key)] == [first["id"]]
     assert not list((local_store.root / "backups").rglob("*.partial"))
-
-
-def test_restore_onto_a_non_empty_database_is_refused(seeded_small: str, local_store: LocalStore,
-                                                      master_key: MasterKey) -> None:
-    manifest = logical_backup(seeded_small, local_store, master_key)
-    with pytest.raises(RestoreError, match="is not empty"):
-        restore_logical(local_store, master_key, manifest, seeded_small)

@@ -1,5 +1,5 @@
 """Directory-format parallel dumps (pg_dump --format=directory --jobs): one object per dump file, drilled with
-pg_restore --jobs, readable by a plain pg_restore, damage named by verify; the drill's two-connection verify phase."""
+pg_restore --jobs, readable by a plain pg_restore, damage named by verify."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from dbops.backup.cli import main
 from dbops.backup.figures import table_figures
 from dbops.backup.keys import BackupIntegrityError, MasterKey, generate_key
 from dbops.backup.logical import DIRECTORY_PREFIX, logical_backup
@@ -20,8 +19,8 @@ from dbops.backup.stream import decompress, decrypt, encrypt
 from dbops.config import Settings
 from dbops.pg.commands import find_program
 from dbops.pg.connect import connection, split_password
-from dbops.restore import amcheck_all, drill, verify_restored
-from dbops_tests.conftest import new_database
+from dbops.restore.drill import drill
+from dbops_tests.conftest import dbops_step, new_database
 
 
 @pytest.fixture
@@ -149,13 +148,6 @@ def test_s3_directory_backup_and_drill(seeded_small: str, s3_store: S3Store, mas
     assert result.data_matches and result.backup_id == manifest["id"]
 
 
-def test_parallel_verify_checks_the_same_as_one_connection(seeded_small: str) -> None:
-    figures, indexes = verify_restored(seeded_small, connections=2)
-    with connection(seeded_small) as conn:
-        assert figures == table_figures(conn)
-    assert indexes == amcheck_all(seeded_small) > 50
-
-
 def test_cli_backup_run_jobs(seeded_small: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     env = {"DBOPS_DATABASE_URL": seeded_small, "DBOPS_BACKUP_DIR": str(tmp_path / "store"),
@@ -163,9 +155,9 @@ def test_cli_backup_run_jobs(seeded_small: str, tmp_path: Path, monkeypatch: pyt
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     settings = Settings.from_env()
-    assert main(["backup", "run", "--jobs", "2"], settings) == 0
-    assert main(["backup", "verify"], settings) == 0
-    assert main(["drill"], settings) == 0
+    assert dbops_step(["backup", "run", "--jobs", "2"], settings) == 0
+    assert dbops_step(["backup", "verify"], settings) == 0
+    assert dbops_step(["drill"], settings) == 0
     out = capsys.readouterr().out
     assert "object(s) intact" in out and "RTO" in out
     manifest = latest(LocalStore(tmp_path / "store"), MasterKey.from_env())

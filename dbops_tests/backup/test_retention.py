@@ -14,7 +14,7 @@ from dbops.backup.manifest import list_backups, save_manifest
 from dbops.backup.retention import plan_prune, prune, rules_from_env
 from dbops.backup.store import LocalStore
 from dbops.errors import ConfigError
-from dbops_tests.backup.conftest import wal_segment
+from dbops_tests.stores import wal_segment
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

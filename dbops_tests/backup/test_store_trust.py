@@ -33,8 +33,8 @@ from dbops.backup.physical import _parent_for_incremental
 from dbops.backup.retention import prune
 from dbops.backup.store import LocalStore, S3Store, Store
 from dbops.backup.stream import CHUNK
-from dbops_tests.backup.conftest import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from dbops_tests.conftest import run_dbops
+from dbops_tests.stores import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
 NOW = datetime.now(UTC)
 CLUSTER = "7400000000000000001"

@@ -15,12 +15,11 @@ import pytest
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
 from dbops.backup.store import LocalStore
-from dbops.defs.backup.resources import BackupResource
 from dbops.defs.migrate import build_migrate_defs
 from dbops.defs.migrate.assets import build_schema_migrations
 from dbops.defs.migrate.rehearsal import migration_rehearsal, rehearsal_enabled
 from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import BackupResource, DatabaseResource
 from dbops.errors import ConfigError
 from dbops.migrate import Migrator
 from dbops.migrate.rehearsal import HeldLock, MigrationRehearsal, Rewrite, Thresholds, lock_label, rehearse
@@ -287,10 +286,9 @@ def test_dbops_run_group_migrate_on_a_fresh_database_without_backups(pg_server: 
 def test_new_migration_files_sensor_rehearses_first_when_the_rehearsal_is_on() -> None:
     import dagster as dg
 
-    from dbops.defs.backup.resources import BackupResource
     from dbops.defs.migrate import build_migrate_defs
     from dbops.defs.migrate.resources import MigrationsResource
-    from dbops.defs.resources import default_resources
+    from dbops.defs.resources import BackupResource, default_resources
 
     for on, expected in ((True, {"migration_rehearsal", "schema_migrations"}), (False, {"schema_migrations"})):
         defs = dg.Definitions.merge(build_migrate_defs(on), dg.Definitions(resources={

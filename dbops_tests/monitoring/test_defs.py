@@ -29,7 +29,7 @@ def test_monitoring_defs_load_with_schedules_for_present_assets() -> None:
     base = dg.Definitions.merge(monitoring.defs, dg.Definitions(assets=step_assets, resources=default_resources()))
     keys = base.resolve_asset_graph().get_all_asset_keys()
     schedules = build_schedules(keys)
-    assert sorted(s.name for s in schedules) == ["logical_backup_daily", "migrate_hourly", "restore_drill_weekly"]
+    assert sorted(s.name for s in schedules) == ["logical_backup_daily", "migrate_hourly"]  # the drill ships its own
     defs = dg.Definitions.merge(base, dg.Definitions(schedules=schedules))
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()

