@@ -23,23 +23,29 @@ from dbops.config import Settings
 from dbops.errors import DbopsError
 from dbops.redact import redact, redact_url
 
-# `dbops <group> ...` handed to the step's own CLI: group -> (module, function)
-STEP_COMMANDS: dict[str, tuple[str, str]] = {
-    "migrate": ("dbops.migrate.cli", "main"),
-    "seed": ("dbops.seed.cli", "main"),
-    "loadtest": ("dbops.loadtest.cli", "main"),
-    "backup": ("dbops.backup.cli", "backup_main"),
-    "restore": ("dbops.restore.cli", "restore_main"),
-    "drill": ("dbops.restore.cli", "drill_main"),
-    "wal": ("dbops.backup.cli", "wal_main"),
-    "validate": ("dbops.validate.cli", "main"),
-    "security": ("dbops.security.cli", "main"),
-    "profile": ("dbops.profile.cli", "profile_main"),
-    "advise": ("dbops.profile.cli", "advise_main"),
-    "metrics": ("dbops.monitor.cli", "metrics_main"),
-    "alerts": ("dbops.monitor.cli", "alerts_main"),
-    "config": ("dbops.settings.cli", "main"),
+# `dbops <command> ...` handed to the step's own CLI: command -> (module, function, what it does). The step is the
+# module's folder, dbops/<step>/, the name of its Dagster group too; `dbops --help` shows it in brackets.
+STEP_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "migrate": ("dbops.migrate.cli", "main", "info, plan, validate, apply, baseline, repair, lint"),
+    "seed": ("dbops.seed.cli", "main", "load the deterministic reference data"),
+    "loadtest": ("dbops.loadtest.cli", "main", "pgbench workloads, a users ramp through PgBouncer"),
+    "backup": ("dbops.backup.cli", "backup_main", "run, list, verify, prune backups; keygen"),
+    "wal": ("dbops.backup.cli", "wal_main", "push, list, status of the WAL archive"),
+    "restore": ("dbops.restore.cli", "restore_main", "a backup into an empty database or data directory"),
+    "drill": ("dbops.restore.cli", "drill_main", "restore into a scratch copy, compare it, time it"),
+    "validate": ("dbops.validate.cli", "main", "integrity rules and amcheck on the data"),
+    "security": ("dbops.security.cli", "main", "audit, harden --plan"),
+    "profile": ("dbops.profile.cli", "profile_main", "top statements, their plans, table facts"),
+    "advise": ("dbops.profile.cli", "advise_main", "index advice verified on a scratch copy"),
+    "metrics": ("dbops.health.cli", "metrics_main", "the health figures for Prometheus: serve, show"),
+    "alerts": ("dbops.health.cli", "alerts_main", "the targets file against the live figures; test the sinks"),
+    "config": ("dbops.settings.cli", "main", "check and show the settings"),
 }
+
+
+# The lifecycle steps, in order: each is a folder dbops/<step>/, a Dagster layer dbops/defs/<step>/ and a Dagster group
+# of the same name (`dbops run 'group:<step>'`).
+STEPS = ("migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security", "health")
 
 
 class Terminated(KeyboardInterrupt):
@@ -166,7 +172,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbops", description="PostgreSQL lifecycle operations on Dagster.")
+    parser = argparse.ArgumentParser(
+        prog="dbops", description="PostgreSQL lifecycle operations on Dagster.",
+        epilog=f"lifecycle steps, each a Dagster group of that name (dbops run 'group:STEP'): {', '.join(STEPS)}; "
+        "[STEP] above names the step a command belongs to")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     db = sub.add_parser("db", help="the embedded PostgreSQL server: up, down, status, url")
@@ -190,15 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", type=float, default=1.0)
     demo.set_defaults(func=cmd_demo)
 
-    for group in STEP_COMMANDS:
-        step = sub.add_parser(group, help=f"{group} (see `dbops {group} --help`)", add_help=False)
+    for group, (module_name, _, what) in STEP_COMMANDS.items():
+        step = sub.add_parser(group, help=f"[{module_name.split('.')[1]}] {what}", add_help=False)
         step.add_argument("rest", nargs=argparse.REMAINDER)
         step.set_defaults(func=None, group=group)
     return parser
 
 
 def step_main(group: str) -> Callable[[list[str], Settings], int]:
-    module_name, func_name = STEP_COMMANDS[group]
+    module_name, func_name, _ = STEP_COMMANDS[group]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

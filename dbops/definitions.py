@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dbops.defs import backup, catalog, loadtest, migrate, monitoring, profile, restore, security, validate
+from dbops.defs import backup, catalog, health, loadtest, migrate, profile, restore, security, validate
 from dbops.defs.catalog.resources import CatalogResource
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import BackupResource, default_resources
+from dbops.defs.schedules import build_schedules
 from dbops.defs.security.resources import SecurityResource
 
 STEP_DEFS = [
     migrate.defs, catalog.defs, profile.defs, loadtest.defs, backup.defs, restore.defs, validate.defs, security.defs,
-    monitoring.defs,
+    health.defs,
 ]
 
 
@@ -29,7 +30,7 @@ def build_defs() -> dg.Definitions:
     # A step that ships its own schedule keeps it.
     keys = merged.resolve_asset_graph().get_all_asset_keys()
     own = {s.name for s in merged.schedules or []}
-    extra = [s for s in monitoring.build_schedules(keys) if s.name not in own]
+    extra = [s for s in build_schedules(keys) if s.name not in own]
     return dg.Definitions.merge(merged, dg.Definitions(schedules=extra))
 
 

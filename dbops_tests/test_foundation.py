@@ -107,6 +107,29 @@ def test_step_groups_get_their_own_help() -> None:
         assert result.returncode == 0 and f"usage: dbops {group}" in result.stdout, (group, result.stderr)
 
 
+def test_step_folders_dagster_groups_help_and_readme_use_the_same_names() -> None:
+    """Every Dagster group is a step: dbops/<group>/ (domain) and dbops/defs/<group>/ (Dagster), named so in the
+    README's steps table and in `dbops --help`."""
+    from dbops.definitions import defs
+    from dbops_tests.conftest import PROJECT_DIR
+
+    graph = defs.resolve_asset_graph()
+    groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {"migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security",
+                      "health"}
+    readme = (PROJECT_DIR / "README.md").read_text()
+    steps = readme[readme.index("## The lifecycle steps"):readme.index("## Schedules")]
+    shown = run_dbops(["--help"], dict(os.environ))
+    assert shown.returncode == 0, shown.stderr
+    listed = " ".join(shown.stdout.split()).split("(dbops run 'group:STEP'): ")[1].split(";")[0]
+    assert set(listed.split(", ")) == groups, listed
+    for group in groups:
+        assert (PROJECT_DIR / "dbops" / group).is_dir() and (PROJECT_DIR / "dbops" / "defs" / group).is_dir(), group
+        assert f"\n| {group} | " in steps and f"({group}) |" in steps, group
+    brackets = {line.split("[", 1)[1].split("]")[0] for line in shown.stdout.splitlines() if "[" in line}
+    assert brackets - {"-h", "STEP"} <= groups | {"seed", "settings"}  # every command's step, or a helper folder
+
+
 def test_every_alerting_target_names_a_check_that_exists() -> None:
     """monitoring/targets.yml pages on asset checks; a typo there would silently never page."""
     import yaml

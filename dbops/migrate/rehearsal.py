@@ -27,12 +27,25 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import latest
 from dbops.backup.store import Store
 from dbops.config import positive_number
+from dbops.errors import ConfigError
 from dbops.migrate.engine import AppliedMigration, Migrator
 from dbops.migrate.files import MigrationError, Resolved, ResolvedMigration
 from dbops.pg.connect import connect
 from dbops.redact import redact
 
 # pg_locks' relation lock modes, weakest first (PostgreSQL's conflict table orders them the same way).
+_ON, _OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
+
+
+def rehearsal_enabled(env: dict[str, str] | None = None) -> bool:
+    """``DBOPS_REHEARSAL=on|off`` (default on): whether production ``schema_migrations`` waits for the rehearsal."""
+    raw = (os.environ if env is None else env).get("DBOPS_REHEARSAL", "on").strip().lower() or "on"
+    if raw not in _ON + _OFF:
+        raise ConfigError(f"DBOPS_REHEARSAL={raw!r} is neither on nor off",
+                          "set DBOPS_REHEARSAL=on (gate production migrations) or off")
+    return raw in _ON
+
+
 LOCK_MODES = (
     "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
     "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock",

@@ -1,4 +1,4 @@
-"""`dbops profile` (top statements, plans, health) and `dbops advise` (index advice verified on a scratch copy).
+"""`dbops profile` (top statements, plans, table facts) and `dbops advise` (index advice verified on a scratch copy).
 
 Environment: ``DBOPS_REVIEW_DIR`` (where review migrations go, default ``review/migrations``),
 ``DBOPS_SCRATCH_URL`` (a restored copy to verify on instead of a clone of the target; it holds a password, so it is
@@ -29,13 +29,13 @@ def _target(settings: Settings) -> str:
 
 
 def profile_main(argv: list[str], settings: Settings) -> int:
-    from dbops.profile.health import health
     from dbops.profile.plans import explain_top
-    from dbops.profile.report import health_table, profile_table, render_text, summary_lines
+    from dbops.profile.report import profile_table, render_text, summary_lines, tables_table
     from dbops.profile.statements import SnapshotStore, profile
+    from dbops.profile.tables import table_facts
 
     parser = argparse.ArgumentParser(prog="dbops profile", description="Top statements since the last profile"
-                                     " (or the stats reset), their plans' anti-patterns, and health facts.")
+                                     " (or the stats reset), their plans' anti-patterns, and table facts.")
     parser.add_argument("--top", type=int, default=20, help="how many statements to show (default 20)")
     parser.add_argument("--since-reset", action="store_true",
                         help="cumulative since the pg_stat_statements reset; do not update the stored snapshot")
@@ -46,13 +46,13 @@ def profile_main(argv: list[str], settings: Settings) -> int:
     with connection(url) as conn:
         prof = profile(conn, store, args.top)
         plans = {} if args.no_plans else explain_top(conn, prof.top)
-        facts = health(conn)
+        facts = table_facts(conn)
     print(f"query profile of {redact_url(url)}")
     print("\n".join(summary_lines(prof, facts)))
     print()
     print(render_text("top statements by total time", profile_table(prof, plans)))
     print()
-    print(render_text("tables", health_table(facts)))
+    print(render_text("tables", tables_table(facts)))
     return 0
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from dbops.profile.advise import AdviceReport
-from dbops.profile.health import Health
 from dbops.profile.plans import PlanReport
 from dbops.profile.statements import QueryProfile
+from dbops.profile.tables import TableFacts
 from dbops.redact import redact
 from dbops.text import aligned
 
@@ -34,7 +34,7 @@ def profile_table(prof: QueryProfile, plans: dict[str, PlanReport] | None = None
     return head, rows
 
 
-def health_table(h: Health, limit: int = 20) -> Table:
+def tables_table(h: TableFacts, limit: int = 20) -> Table:
     head = ["table", "seq scans", "idx scans", "live", "dead", "bloat", "last (auto)vacuum"]
     rows = [
         [t["table"], t["seq_scan"], t["idx_scan"], t["live"], t["dead"], f"{t['bloat_ratio']:.1%}",
@@ -87,7 +87,7 @@ def render_markdown(table: Table) -> str:
     return "\n".join(out)
 
 
-def summary_lines(prof: QueryProfile, h: Health | None) -> list[str]:
+def summary_lines(prof: QueryProfile, h: TableFacts | None) -> list[str]:
     lines = [
         f"statements {prof.statements}, calls {prof.calls}, total {prof.total_ms:.1f} ms"
         f"{' (statistics were reset: counting from the reset)' if prof.stats_reset else ''}",

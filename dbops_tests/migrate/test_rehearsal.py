@@ -17,12 +17,20 @@ from dbops.backup.logical import logical_backup
 from dbops.backup.store import LocalStore
 from dbops.defs.migrate import build_migrate_defs
 from dbops.defs.migrate.assets import build_schema_migrations
-from dbops.defs.migrate.rehearsal import migration_rehearsal, rehearsal_enabled
+from dbops.defs.migrate.rehearsal import migration_rehearsal
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import BackupResource, DatabaseResource
 from dbops.errors import ConfigError
 from dbops.migrate import Migrator
-from dbops.migrate.rehearsal import HeldLock, MigrationRehearsal, Rewrite, Thresholds, lock_label, rehearse
+from dbops.migrate.rehearsal import (
+    HeldLock,
+    MigrationRehearsal,
+    Rewrite,
+    Thresholds,
+    lock_label,
+    rehearsal_enabled,
+    rehearse,
+)
 from dbops.pg.connect import connection, drop_database
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.conftest import new_database

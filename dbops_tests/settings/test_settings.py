@@ -62,8 +62,7 @@ def test_no_file_is_one_target_dbops_like_dbops_config(clean_environ: Path, monk
     """With no dbops.yaml, the one target `dbops` gives what dbops.config.Settings gives for the same variables."""
     from dbops.backup.retention import rules_from_env
     from dbops.config import Settings as OldSettings
-    from dbops.defs.migrate.rehearsal import rehearsal_enabled
-    from dbops.migrate.rehearsal import Thresholds
+    from dbops.migrate.rehearsal import Thresholds, rehearsal_enabled
 
     for name, value in extra.items():
         monkeypatch.setenv(name, value)
@@ -450,7 +449,7 @@ def test_schedules_are_the_code_locations() -> None:
     from dagster._utils.schedules import is_valid_cron_string
 
     from dbops.definitions import defs
-    from dbops.defs.monitoring.schedules import STEP_SCHEDULES
+    from dbops.defs.schedules import STEP_SCHEDULES
 
     running = {s.name: s for s in defs.get_repository_def().schedule_defs}
     assert {name for name, *_ in SCHEDULES} == set(running)

@@ -20,7 +20,7 @@ def test_integrity_group_loads() -> None:
     keys = {dg.AssetKey(k) for k in ("integrity_validation", "dimension_integrity", "index_integrity")}
     assert keys <= graph.get_all_asset_keys()
     for key in keys:
-        assert graph.get(key).group_name == "integrity"
+        assert graph.get(key).group_name == "validate"
     validation = graph.get(dg.AssetKey("integrity_validation"))
     assert validation.partitions_def is not None and validation.backfill_policy == dg.BackfillPolicy.single_run()
     assert dg.AssetCheckKey(dg.AssetKey("integrity_validation"), "no_integrity_violations") in graph.asset_check_keys

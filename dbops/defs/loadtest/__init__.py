@@ -1,4 +1,4 @@
-"""Dagster group ``performance``: the load test."""
+"""Dagster group ``loadtest``: the load test."""
 
 import dagster as dg
 

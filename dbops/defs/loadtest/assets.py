@@ -75,7 +75,7 @@ def _check_results(config: LoadTestConfig, capacity: LoadTestResult | None,
 
 
 @dg.asset(
-    group_name="performance",
+    group_name="loadtest",
     kinds={"postgres", "pgbench"},
     check_specs=[dg.AssetCheckSpec(name, asset="load_test") for name in CHECKS],
     description="Measures the database under load with pgbench: a closed-loop capacity run (write throughput) and a "

@@ -4,8 +4,9 @@ import dagster as dg
 
 from dbops.defs.migrate.assets import build_schema_migrations, schema_migrations
 from dbops.defs.migrate.checks import migration_history_valid, migrations_lint, no_pending_migrations
-from dbops.defs.migrate.rehearsal import REHEARSAL, migration_rehearsal, rehearsal_enabled
+from dbops.defs.migrate.rehearsal import REHEARSAL, migration_rehearsal
 from dbops.defs.migrate.sensors import new_migration_files
+from dbops.migrate.rehearsal import rehearsal_enabled
 
 
 def build_migrate_defs(rehearsal: bool) -> dg.Definitions:

@@ -6,28 +6,13 @@ in production in the same run. The rehearsal reads the newest backup from the st
 ``logical_backup`` (which depends on ``schema_migrations``): the graph stays acyclic.
 """
 
-import os
-
 import dagster as dg
 
 from dbops.defs.migrate.resources import MigrationsResource
 from dbops.defs.resources import BackupResource, DatabaseResource
-from dbops.errors import ConfigError
 from dbops.migrate.rehearsal import RehearsalReport, Thresholds, rehearse
 
 REHEARSAL = dg.AssetKey("migration_rehearsal")
-_ON, _OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
-
-
-def rehearsal_enabled(env: dict[str, str] | None = None) -> bool:
-    """``DBOPS_REHEARSAL=on|off`` (default on): whether production ``schema_migrations`` waits for the rehearsal."""
-    raw = (os.environ if env is None else env).get("DBOPS_REHEARSAL", "on").strip().lower() or "on"
-    if raw not in _ON + _OFF:
-        raise ConfigError(f"DBOPS_REHEARSAL={raw!r} is neither on nor off",
-                          "set DBOPS_REHEARSAL=on (gate production migrations) or off")
-    return raw in _ON
-
-
 def _metadata(report: RehearsalReport, thresholds: Thresholds) -> dict[str, dg.MetadataValue]:
     judged = [m for m in report.migrations if not m.in_production]
     return {

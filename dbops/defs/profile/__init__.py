@@ -1,4 +1,4 @@
-"""Dagster group ``performance``: query_profile and index_advice; their checks are declared on the assets."""
+"""Dagster group ``profile``: query_profile and index_advice; their checks are declared on the assets."""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""``query_profile`` and ``index_advice`` (group ``performance``) with their checks; the work is in dbops.profile."""
+"""``query_profile`` and ``index_advice`` (group ``profile``) with their checks; the work is in dbops.profile."""
 
 import os
 from pathlib import Path
@@ -10,10 +10,10 @@ from dbops.defs.resources import DatabaseResource
 from dbops.pg.connect import database_name
 from dbops.profile.advise import advise
 from dbops.profile.cli import review_dir
-from dbops.profile.health import health
 from dbops.profile.plans import explain_top
-from dbops.profile.report import advice_table, health_table, profile_table, render_markdown
+from dbops.profile.report import advice_table, profile_table, render_markdown, tables_table
 from dbops.profile.statements import SLOW_MEAN_MS, SnapshotStore, profile
+from dbops.profile.tables import table_facts
 
 CACHE_HIT_TARGET = 0.99
 
@@ -31,7 +31,7 @@ class AdviceConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="performance",
+    group_name="profile",
     kinds={"postgres"},
     check_specs=[
         dg.AssetCheckSpec("slow_queries_under_target", asset="query_profile",
@@ -40,7 +40,7 @@ class AdviceConfig(dg.Config):
                           description=f"buffer cache hit ratio >= {CACHE_HIT_TARGET}"),
     ],
     description="Top statements from pg_stat_statements since the previous materialization (or the stats reset), "
-    "their plans' anti-patterns, and health facts (cache hits, vacuum, wraparound, sequences, bloat).",
+    "their plans' anti-patterns, and table facts (cache hits, vacuum, wraparound, sequences, bloat).",
 )
 def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
                   database: DatabaseResource) -> dg.MaterializeResult:
@@ -49,7 +49,7 @@ def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
     with database.connect() as conn:
         prof = profile(conn, store, config.top)
         plans = explain_top(conn, prof.top)
-        facts = health(conn)
+        facts = table_facts(conn)
     flags = sum(len(p.flags) for p in plans.values())
     context.log.info(f"{prof.statements} statements, {prof.calls} calls, slowest 10 % mean "
                      f"{prof.slowest_10pct_mean_ms:.2f} ms, {flags} plan flags")
@@ -57,7 +57,7 @@ def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
     return dg.MaterializeResult(
         metadata={
             "top_statements": dg.MetadataValue.md(render_markdown(profile_table(prof, plans))),
-            "tables": dg.MetadataValue.md(render_markdown(health_table(facts))),
+            "tables": dg.MetadataValue.md(render_markdown(tables_table(facts))),
             "dagster/row_count": dg.MetadataValue.int(prof.statements),
             "calls": dg.MetadataValue.int(prof.calls),
             "total_time_ms": dg.MetadataValue.float(prof.total_ms),
@@ -86,7 +86,7 @@ def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
 
 
 @dg.asset(
-    group_name="performance",
+    group_name="profile",
     kinds={"postgres"},
     deps=[query_profile],
     check_specs=[dg.AssetCheckSpec("no_unindexed_foreign_keys", asset="index_advice",

@@ -1,4 +1,4 @@
-"""Dagster group ``integrity``."""
+"""Dagster group ``validate``: integrity validation of the data (fact tables by day, dimensions, indexes)."""
 
 import dagster as dg
 

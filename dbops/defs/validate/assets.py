@@ -1,4 +1,4 @@
-"""Group ``integrity``: the data kept the promises of its schema and of the operator's rules.
+"""Group ``validate``: the data kept the promises of its schema and of the operator's rules.
 
 The fact tables are validated one UTC day per partition (a backfill is one ranged run, ``BackfillPolicy.single_run``);
 the dimension tables as a whole; indexes with amcheck. Each asset carries its own blocking ERROR check, so a failure
@@ -16,7 +16,7 @@ from dbops.defs.validate.resources import DAILY
 from dbops.validate.amcheck import IndexReport, check_indexes
 from dbops.validate.run import IntegrityValidator, ValidationReport
 
-GROUP = "integrity"
+GROUP = "validate"
 KINDS = {"postgres", "great_expectations"}
 CHECK_NAME = "no_integrity_violations"
 MAX_SAMPLE_FAILURES = 10

@@ -9,19 +9,19 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from dbops.alerts.engine import AlertEngine, Reading, metric_readings
-from dbops.alerts.notify import alert_tick
-from dbops.alerts.sinks import Sink, sinks_from_env
-from dbops.defs.monitoring.figures import lifecycle_figures
 from dbops.defs.resources import DatabaseResource
-from dbops.monitor.health import collect_health
-from dbops.monitor.targets import Targets, load_targets
+from dbops.health.alerts import AlertEngine, Reading, metric_readings
+from dbops.health.lifecycle import lifecycle_figures
+from dbops.health.metrics import collect_health
+from dbops.health.notify import alert_tick
+from dbops.health.sinks import Sink, sinks_from_env
+from dbops.health.targets import Targets, load_targets
 
 DATABASE_HEALTH = dg.AssetKey("database_health")
 
 database_health = dg.AssetSpec(
     DATABASE_HEALTH,
-    group_name="monitoring",
+    group_name="health",
     kinds={"postgres"},
     description="Health figures of the managed database and its host, observed every minute by the "
     "database_health_sensor (connections, sessions, locks, rates, cache hit, WAL, size, wraparound, lag).",

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from dbops.alerts.engine import Alert
 from dbops.errors import ConfigError
+from dbops.health.alerts import Alert
 from dbops.redact import redact, register_secret
 
 SEND_TIMEOUT_S = 5.0

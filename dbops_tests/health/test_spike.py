@@ -14,14 +14,14 @@ import dagster as dg
 import psycopg
 import pytest
 
-from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
-from dbops.defs.monitoring.sensors import DATABASE_HEALTH, build_alert_sensor, database_health_sensor
+from dbops.defs.health.sensors import DATABASE_HEALTH, build_alert_sensor, database_health_sensor
 from dbops.defs.resources import DatabaseResource
-from dbops.monitor.targets import parse_targets
+from dbops.health.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
+from dbops.health.targets import parse_targets
 from dbops.pg.connect import drop_database
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.conftest import new_database, start_test_server, stop_test_server
-from dbops_tests.monitoring.conftest import Receiver
+from dbops_tests.health.conftest import Receiver
 
 SESSIONS = 20
 TARGETS = parse_targets({

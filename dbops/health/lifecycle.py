@@ -1,15 +1,31 @@
-"""The latest lifecycle figures, read from the Dagster instance: what the other steps recorded, for alerts and
-Prometheus alike (backup age, drill RTO, load-test latency, audit findings, integrity violations...)."""
+"""The latest figures of the other lifecycle steps, read from the Dagster instance's records: what the other steps
+recorded, for alerts and Prometheus alike (backup age, drill RTO, load-test latency, audit findings, integrity
+violations...).
+
+The one module of a step that reads Dagster: records of the instance (materializations, check evaluations), never
+definitions, so `dbops metrics` and the alert sensor read the same figures.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from dbops.monitor.lifecycle import LifecycleFigures
-from dbops.monitor.targets import CheckTarget
+from dbops.health.targets import CheckTarget
+
+
+@dataclass
+class LifecycleFigures:
+    """Per asset: when it last materialized and its numeric metadata; per check: (passed, when)."""
+
+    materialized_at: dict[str, float] = field(default_factory=dict)
+    numbers: dict[str, dict[str, float]] = field(default_factory=dict)
+    checks: dict[tuple[str, str], tuple[bool, float]] = field(default_factory=dict)
+    backup_age_seconds: float | None = None
+
 
 LIFECYCLE_ASSETS = ("schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test",
                     "logical_backup", "base_backup", "restore_drill", "backup_retention", "integrity_validation",

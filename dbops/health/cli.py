@@ -10,13 +10,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from dbops.alerts.engine import Alert
-from dbops.alerts.sinks import deliver, sinks_from_env
+import dagster as dg
+from prometheus_client import generate_latest, start_http_server
+
 from dbops.config import Settings
 from dbops.errors import ConfigError
-from dbops.monitor.health import collect_health
-from dbops.monitor.lifecycle import LifecycleFigures
-from dbops.monitor.targets import Targets, load_targets
+from dbops.health.alerts import Alert
+from dbops.health.exporter import build_registry
+from dbops.health.lifecycle import LifecycleFigures, lifecycle_figures
+from dbops.health.metrics import collect_health
+from dbops.health.sinks import deliver, sinks_from_env
+from dbops.health.targets import Targets, load_targets
+from dbops.instance import prepare_environment
 from dbops.redact import redact, redact_url
 
 DEFAULT_PORT = 9188  # postgres_exporter owns 9187
@@ -24,11 +29,6 @@ DEFAULT_PORT = 9188  # postgres_exporter owns 9187
 
 def lifecycle_reader(settings: Settings, targets: Targets | None = None) -> Callable[[], LifecycleFigures]:
     """Reads the other steps' figures from the Dagster instance dbops uses (DAGSTER_HOME, prepared like `dbops run`)."""
-    import dagster as dg
-
-    from dbops.defs.monitoring.figures import lifecycle_figures
-    from dbops.instance import prepare_environment
-
     prepare_environment(settings)
     instance = dg.DagsterInstance.get()
     checks = (targets or load_targets()).checks
@@ -51,10 +51,6 @@ def metrics_main(argv: list[str], settings: Settings) -> int:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"listen port (default {DEFAULT_PORT})")
     sub.add_parser("show", help="print one scrape in the Prometheus text format")
     args = parser.parse_args(argv)
-
-    from prometheus_client import generate_latest, start_http_server
-
-    from dbops.monitor.exporter import build_registry
 
     url = settings.target_url()
     lifecycle = None if args.no_lifecycle else lifecycle_reader(settings)

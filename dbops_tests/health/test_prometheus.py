@@ -13,10 +13,10 @@ import yaml
 from prometheus_client import start_http_server
 
 from dbops.config import Settings
-from dbops.defs.monitoring.figures import lifecycle_figures
-from dbops.monitor.cli import alerts_main, metrics_main
-from dbops.monitor.exporter import build_registry
-from dbops.monitor.targets import load_targets
+from dbops.health.cli import alerts_main, metrics_main
+from dbops.health.exporter import build_registry
+from dbops.health.lifecycle import lifecycle_figures
+from dbops.health.targets import load_targets
 from dbops.pg.commands import run_command
 from dbops.pg.server import free_port
 
@@ -52,7 +52,7 @@ def test_rules_use_the_thresholds_of_the_targets_file() -> None:
 def test_grafana_dashboard_plots_exported_metrics() -> None:
     import json
 
-    from dbops.monitor.health import METRICS
+    from dbops.health.metrics import METRICS
 
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]

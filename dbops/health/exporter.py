@@ -1,7 +1,7 @@
 """Prometheus exposition of the health figures and the latest lifecycle figures, sampled at scrape time.
 
 Names: ``pg_up`` as postgres_exporter, ``dbops_<figure>`` for every database_health figure (see
-``dbops.monitor.health.METRICS``), and for the lifecycle ``dbops_backup_age_seconds``,
+``dbops.health.metrics.METRICS``), and for the lifecycle ``dbops_backup_age_seconds``,
 ``dbops_asset_last_materialization_timestamp_seconds{asset}``, ``dbops_asset_metadata{asset,key}`` (every numeric
 metadata value of the asset's latest materialization: drill RTO, load-test latency and throughput, audit findings,
 integrity violations...) and ``dbops_asset_check_passed{asset,check}``.
@@ -17,8 +17,8 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dbops.monitor.health import METRICS, HealthSample, collect_health
-from dbops.monitor.lifecycle import LifecycleFigures
+from dbops.health.lifecycle import LifecycleFigures
+from dbops.health.metrics import METRICS, HealthSample, collect_health
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from dbops.defs.migrate.rehearsal import rehearsal_enabled
+from dbops.migrate.rehearsal import rehearsal_enabled
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 STOPPED = dg.DefaultScheduleStatus.STOPPED
@@ -40,7 +40,7 @@ STEP_SCHEDULES: tuple[StepSchedule, ...] = (
                  "pg_stat_statements snapshots are diffed hour by hour"),
     StepSchedule("profile", "index_advice_weekly", ("index_advice",), "0 4 * * 1", STOPPED,
                  "verifies advice by building indexes on a copy: heavy, turn on for a staging target"),
-    StepSchedule("load test", "weekly_load_test", ("load_test",), "0 3 * * 0", STOPPED,
+    StepSchedule("loadtest", "weekly_load_test", ("load_test",), "0 3 * * 0", STOPPED,
                  "the full users ramp; staging only", defined_in="dbops/defs/loadtest/assets.py"),
     StepSchedule("backup", "logical_backup_daily", ("logical_backup",), "0 0 * * *", RUNNING,
                  "daily logical dump (backup_fresh expects < 26 h)"),
@@ -56,10 +56,10 @@ STEP_SCHEDULES: tuple[StepSchedule, ...] = (
     StepSchedule("restore", "restore_drill_weekly", ("restore_drill",), "0 6 * * 6", RUNNING,
                  "an untested backup is not a backup: restore, compare, time the RTO",
                  defined_in="dbops/defs/restore/schedules.py"),
-    StepSchedule("integrity", "integrity_daily", ("integrity_validation",), "30 1 * * *", RUNNING,
+    StepSchedule("validate", "integrity_daily", ("integrity_validation",), "30 1 * * *", RUNNING,
                  "yesterday's partition once its rows stopped changing",
                  defined_in="dbops/defs/validate/schedules.py"),
-    StepSchedule("integrity", "index_integrity_weekly", ("index_integrity",), "0 3 * * 6", RUNNING,
+    StepSchedule("validate", "index_integrity_weekly", ("index_integrity",), "0 3 * * 6", RUNNING,
                  "amcheck over every B-tree index"),
     StepSchedule("security", "security_audit_daily", ("security_audit",), "15 5 * * *", STOPPED,
                  "nightly audit of roles, grants, settings and pg_hba",
@@ -92,7 +92,7 @@ def schedule_table() -> str:
         state = "on" if s.default_status == RUNNING else "off"
         where = f" (in `{s.defined_in}`)" if s.defined_in else ""
         lines.append(f"| {s.step} | `{s.name}`{where} | {', '.join(s.assets)} | `{s.cron}` | {state} | {s.why} |")
-    lines.append("| monitoring | `database_health_sensor`, `dbops_alerts` (sensors) | database_health | every 60 s "
+    lines.append("| health | `database_health_sensor`, `dbops_alerts` (sensors) | database_health | every 60 s "
                  "| on "
                  "| observations and alerts, no runs |")
     return "\n".join(lines)

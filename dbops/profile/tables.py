@@ -1,4 +1,6 @@
-"""Database health facts: cache hit ratio, scans per table, vacuum state, wraparound, sequences, bloat.
+"""The maintenance facts the query profile reports beside its statements: scans, dead tuples, bloat and vacuum per
+table, sequences near exhaustion, the cache hit ratio and the wraparound age (the sampled health figures of the
+running database are dbops.health.metrics).
 
 Bloat is measured with pgstattuple when the extension is installed (it reads every page, so only tables up to
 ``EXACT_BLOAT_MAX_BYTES``), else estimated from the dead-tuple share in the statistics.
@@ -17,7 +19,7 @@ EXACT_BLOAT_MAX_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
-class Health:
+class TableFacts:
     cache_hit_ratio: float | None
     xid_age: int
     xid_left: int
@@ -30,7 +32,7 @@ class Health:
         return [s for s in self.sequences if s["used"] >= SEQUENCE_DANGER]
 
 
-def health(conn: psycopg.Connection[Any]) -> Health:
+def table_facts(conn: psycopg.Connection[Any]) -> TableFacts:
     hit = conn.execute(
         "SELECT sum(blks_hit)::float8 / nullif(sum(blks_hit) + sum(blks_read), 0) FROM pg_stat_database"
         " WHERE datname = current_database()"
@@ -73,7 +75,7 @@ def health(conn: psycopg.Connection[Any]) -> Health:
             """
         ).fetchall()
     ]
-    return Health(
+    return TableFacts(
         cache_hit_ratio=None if hit is None else float(hit),
         xid_age=age,
         xid_left=2**31 - age,

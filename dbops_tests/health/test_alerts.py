@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dbops.alerts.engine import FIRING, RESOLVED, AlertEngine, Reading, metric_readings
-from dbops.alerts.notify import alert_tick
-from dbops.alerts.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink, sinks_from_env
 from dbops.errors import ConfigError
-from dbops.monitor.targets import TargetsError, load_targets, parse_targets
-from dbops_tests.monitoring.conftest import Receiver, SmtpReceiver
+from dbops.health.alerts import FIRING, RESOLVED, AlertEngine, Reading, metric_readings
+from dbops.health.notify import alert_tick
+from dbops.health.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink, sinks_from_env
+from dbops.health.targets import TargetsError, load_targets, parse_targets
+from dbops_tests.health.conftest import Receiver, SmtpReceiver
 
 TARGETS = {
     "defaults": {"cooldown": "10m"},

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbops.alerts.engine import Alert, AlertEngine, Reading
-from dbops.alerts.sinks import Delivery, Sink, deliver
+from dbops.health.alerts import Alert, AlertEngine, Reading
+from dbops.health.sinks import Delivery, Sink, deliver
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 200

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from dbops.monitor.targets import CheckTarget, MetricTarget, Targets
+from dbops.health.targets import CheckTarget, MetricTarget, Targets
 
 FIRING = "firing"
 RESOLVED = "resolved"

@@ -1,1 +1,0 @@
-"""Alerting on missed targets: breach duration, one notification per incident, resolution, retrying sinks."""
