@@ -35,9 +35,10 @@ from dbops.backup.keys import MasterKey, generate_key  # noqa: E402
 from dbops.backup.logical import logical_backup  # noqa: E402
 from dbops.backup.store import LocalStore, S3Store, Store  # noqa: E402
 from dbops.migrate import Migrator  # noqa: E402
-from dbops.pg.commands import find_program, run_command  # noqa: E402
+from dbops.pg.binaries import find_program  # noqa: E402
 from dbops.pg.connect import connection, drop_database, ensure_database, split_password, with_database  # noqa: E402
 from dbops.pg.server import EmbeddedServer, free_port  # noqa: E402
+from dbops.programs import run_command  # noqa: E402
 from dbops.restore.drill import drill  # noqa: E402
 from dbops.seed import seed  # noqa: E402
 

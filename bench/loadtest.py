@@ -44,9 +44,10 @@ from dbops.loadtest.role import loadtest_role  # noqa: E402
 from dbops.loadtest.runner import LoadTestPlan, LoadTestResult, cleanup_rows, run_load_test  # noqa: E402
 from dbops.loadtest.workloads import resolve_profile, workload_variables  # noqa: E402
 from dbops.migrate import Migrator  # noqa: E402
-from dbops.pg.commands import find_program, run_command  # noqa: E402
+from dbops.pg.binaries import find_program  # noqa: E402
 from dbops.pg.connect import connection, ensure_database, with_database  # noqa: E402
 from dbops.pg.server import EmbeddedServer, free_port  # noqa: E402
+from dbops.programs import run_command  # noqa: E402
 from dbops.seed import seed  # noqa: E402
 
 TARGETS = {"ratio_dbops_vs_raw": 0.95, "place_order_tps": 3000, "read_p99_ms": 20, "users_tps": 1000,

@@ -30,9 +30,9 @@ from typing import Any
 from psycopg import sql
 
 from dbops.migrate import Migrator
-from dbops.pg.commands import run_command
 from dbops.pg.connect import connection, ensure_database, with_database
 from dbops.pg.server import EmbeddedServer, free_port
+from dbops.programs import run_command
 from dbops.seed import DAYS, seed
 from dbops.validate.run import IntegrityValidator, day_bounds, days_between
 from dbops.validate.suite import TablePlan, batch_query

@@ -122,7 +122,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     from dbops.instance import prepare_environment
-    from dbops.pg.commands import find_program
+    from dbops.pg.binaries import find_program
 
     prepare_environment(settings)
     print(f"Dagster UI on http://127.0.0.1:{args.port} (no authentication of its own: keep it on loopback "

@@ -6,7 +6,7 @@ unencrypted. They live in ``<root>/<pid>-<random>`` (``root`` is ``$DBOPS_HOME/s
 failure, on Ctrl-C and on SIGTERM (the CLI turns both into an exception, so ``finally`` blocks run).
 
 A run killed with SIGKILL (or by a power cut) cannot clean up. Its programs die with it (see
-:mod:`dbops.pg.commands`), and the next backup or restore removes every staging directory whose owning process is
+:mod:`dbops.programs`), and the next backup or restore removes every staging directory whose owning process is
 gone. It never removes the directory of a live process, nor anything whose name it did not write: each directory
 records its owner's pid, start time and host, so a recycled pid does not keep a dead run's files, and a directory made
 on another machine (a shared ``$DBOPS_HOME``) is left to that machine.

@@ -23,9 +23,9 @@ from psycopg import sql
 
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.store import LocalStore, S3Store
-from dbops.pg.commands import die_with_parent
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer, free_port
+from dbops.programs import die_with_parent
 from dbops_tests.conftest import TEST_SETTINGS, make_test_dir, stop_test_server
 
 ACCESS_KEY, SECRET_KEY = "dbops-test", "dbops-test-secret-key"
@@ -42,7 +42,7 @@ class SeaweedS3:
     def start(self) -> None:
         """(Re)start on the same directory and ports, and wait until S3 answers."""
         log = open(self.home / "weed.log", "ab")  # noqa: SIM115 - lives as long as the server
-        # dies with the test session, even on SIGKILL (dbops.pg.commands' parent-death signal)
+        # dies with the test session, even on SIGKILL (dbops.programs' parent-death signal)
         self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                         start_new_session=True, preexec_fn=die_with_parent())
         deadline = time.monotonic() + 90

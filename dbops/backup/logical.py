@@ -37,8 +37,9 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import discard, new_backup_id, now_iso, object_key, save_manifest
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, ProcessOutput, compress, encrypt, read_file
-from dbops.pg.commands import client_bin_dir, find_program, finish_process, start_process, stop_process
+from dbops.pg.binaries import client_bin_dir, find_program
 from dbops.pg.connect import connect, database_name, split_password
+from dbops.programs import finish_process, start_process, stop_process
 from dbops.staging import remove_leftovers, staging_dir
 
 DUMP_OBJECT = "dump.pgc.zst.enc"

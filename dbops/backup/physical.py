@@ -39,8 +39,9 @@ from dbops.backup.manifest import (
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, ProcessOutput, compress, decompress, decrypt, encrypt
 from dbops.errors import ConfigError
-from dbops.pg.commands import client_bin_dir, find_program, start_process, stop_process
+from dbops.pg.binaries import client_bin_dir, find_program
 from dbops.pg.connect import connection, split_password
+from dbops.programs import start_process, stop_process
 
 BASE_OBJECT = "base.tar.zst.enc"
 MANIFEST_OBJECT = "backup_manifest.zst.enc"

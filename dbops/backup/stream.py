@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dbops.backup.keys import BackupIntegrityError
-from dbops.pg.commands import finish_process
+from dbops.programs import finish_process
 
 MAGIC = b"DBOPSENC1"
 CHUNK = 1 << 20  # plaintext bytes per encrypted chunk
@@ -81,7 +81,7 @@ def encrypt(chunks: Iterable[bytes], data_key: bytes, context: bytes = b"") -> I
 
 class ProcessOutput:
     """A started program's stdout as chunks of ``CHUNK`` bytes, counted in ``bytes``. After the last chunk the
-    program's exit status is checked (:func:`~dbops.pg.commands.finish_process`), so a failed dump fails the
+    program's exit status is checked (:func:`~dbops.programs.finish_process`), so a failed dump fails the
     consumer (an upload) before it completes."""
 
     def __init__(self, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:

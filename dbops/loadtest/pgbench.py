@@ -15,7 +15,8 @@ from dbops.errors import CommandFailed
 from dbops.loadtest.limits import raise_fd_limit
 from dbops.loadtest.stats import ScriptStats, parse_log_files
 from dbops.loadtest.workloads import LoadTestError, Script
-from dbops.pg.commands import find_program, run_command
+from dbops.pg.binaries import find_program
+from dbops.programs import run_command
 from dbops.redact import redact
 
 

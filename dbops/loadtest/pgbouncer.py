@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbops.errors import DbopsError
-from dbops.pg.commands import find_program, run_as_user, run_command, start_process, stop_process
+from dbops.pg.binaries import find_program, run_as_user
 from dbops.pg.server import free_port
+from dbops.programs import ensure_os_user, run_command, start_process, stop_process
 
 
 class PgBouncerError(DbopsError):
@@ -117,8 +118,6 @@ class PgBouncer:
         config.write_text(self.config_text())
         user = run_as_user()  # PgBouncer refuses to run as root
         if user is not None:
-            from dbops.pg.commands import ensure_os_user
-
             entry = ensure_os_user(user)
             parent = self.work_dir.parent
             if parent != Path(tempfile.gettempdir()):  # PgBouncer's user must traverse it (search bit only)
@@ -126,7 +125,7 @@ class PgBouncer:
             for path in (self.work_dir, *self.work_dir.iterdir()):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         # In the foreground (no -d), as our child: it dies with the step that started it, even on SIGKILL (a
-        # daemonized PgBouncer would outlive a killed load test; see dbops.pg.commands). -q: the log goes to its file.
+        # daemonized PgBouncer would outlive a killed load test; see dbops.programs). -q: the log goes to its file.
         self._proc = start_process([program, "-q", config], user=user, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._proc.poll() is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dbops.errors import CommandFailed
 from dbops.migrate.files import read_sql, runs_in_transaction, sql_problems
-from dbops.pg.commands import run_command
+from dbops.programs import run_command
 
 DEFAULT_LINT_EXCLUDE: tuple[str, ...] = ("require-lock-timeout", "require-statement-timeout")
 

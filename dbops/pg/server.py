@@ -29,8 +29,9 @@ import psutil
 from psycopg import sql
 
 from dbops.errors import CommandFailed, DbopsError
-from dbops.pg.commands import ensure_os_user, find_program, run_as_user, run_command
+from dbops.pg.binaries import find_program, run_as_user
 from dbops.private import PRIVATE_DIR, private_dir, touch_private, write_private
+from dbops.programs import ensure_os_user, run_command
 from dbops.redact import register_secret
 
 SUPERUSER = "postgres"

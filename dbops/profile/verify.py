@@ -30,10 +30,11 @@ import psycopg
 from psycopg import sql
 
 from dbops.errors import DbopsError
-from dbops.pg.commands import find_program, run_command
+from dbops.pg.binaries import find_program
 from dbops.pg.connect import connection, database_name, split_password, with_database
 from dbops.profile.candidates import Candidate, StatementShape
 from dbops.profile.plans import sandbox
+from dbops.programs import run_command
 from dbops.staging import staging_dir
 
 SAMPLES = 5

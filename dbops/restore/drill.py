@@ -31,7 +31,7 @@ from dbops.backup.manifest import latest, load_manifest, verify_objects
 from dbops.backup.physical import PHYSICAL_KINDS, chain
 from dbops.backup.store import Store
 from dbops.errors import DbopsError
-from dbops.pg.commands import client_bin_dir
+from dbops.pg.binaries import client_bin_dir
 from dbops.pg.connect import connection, drop_database, ensure_database, with_address, with_database
 from dbops.pg.server import EmbeddedServer, free_port
 from dbops.restore.logical import RestoreError, restore_logical

@@ -24,8 +24,9 @@ from dbops.backup.manifest import object_key
 from dbops.backup.store import Store
 from dbops.backup.stream import decompress, decrypt
 from dbops.errors import DbopsError
-from dbops.pg.commands import client_bin_dir, find_program, finish_process, run_command, start_process
+from dbops.pg.binaries import client_bin_dir, find_program
 from dbops.pg.connect import connection, database_name, server_major, split_password
+from dbops.programs import finish_process, run_command, start_process
 from dbops.staging import staging_dir
 
 RESTORE_TIMEOUT = 6 * 3600.0

@@ -37,8 +37,9 @@ from dbops.backup.physical import BASE_OBJECT, chain
 from dbops.backup.store import Store
 from dbops.backup.stream import ChunkReader, decompress, decrypt
 from dbops.errors import DbopsError
-from dbops.pg.commands import client_bin_dir, find_program, run_as_user, run_command
+from dbops.pg.binaries import client_bin_dir, find_program, run_as_user
 from dbops.pg.server import check_reachable, free_port, hand_over_tree, port_is_free
+from dbops.programs import run_command
 from dbops.restore.verify import verify_backup
 
 

@@ -18,7 +18,7 @@ from dbops.backup.manifest import latest, list_backups, load_manifest, object_ke
 from dbops.backup.store import LocalStore, S3Store, StoreError
 from dbops.backup.stream import decompress, decrypt
 from dbops.errors import CommandFailed, ConfigError
-from dbops.pg.commands import find_program
+from dbops.pg.binaries import find_program
 from dbops.pg.connect import connection, split_password
 from dbops.restore.drill import drill
 from dbops.restore.logical import restore_logical

@@ -203,7 +203,7 @@ def test_base_backup_to_s3_and_drill_from_it(archiving_server: EmbeddedServer, s
 
 
 def test_client_programs_match_the_server_version(tmp_path: Path) -> None:
-    from dbops.pg.commands import client_bin_dir, embedded_major_version
+    from dbops.pg.binaries import client_bin_dir, embedded_major_version
 
     assert client_bin_dir(tmp_path, 15) == tmp_path  # a configured directory always wins
     assert client_bin_dir(None, embedded_major_version()) is None  # the embedded build

@@ -32,9 +32,9 @@ from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
 from dbops.backup.store import LocalStore
 from dbops.errors import CommandFailed
-from dbops.pg.commands import run_command
 from dbops.pg.connect import connection, database_name, drop_database
 from dbops.pg.server import EmbeddedServer, free_port
+from dbops.programs import run_command
 from dbops.staging import OWNER_FILE, remove_leftovers, staging_dir
 from dbops_tests.conftest import make_test_dir, new_database
 
@@ -255,7 +255,8 @@ def test_programs_die_with_dbops_even_on_sigkill(tmp_path: Path) -> None:
     """start_process (as root and as the servers' OS user) and run_command from a thread: all gone after kill -9."""
     script = textwrap.dedent("""
         import sys, threading, time
-        from dbops.pg.commands import run_as_user, run_command, start_process
+        from dbops.pg.binaries import run_as_user
+        from dbops.programs import run_command, start_process
         procs = [start_process(["sleep", "300"])]
         if run_as_user():
             procs.append(start_process(["sleep", "301"], user=run_as_user()))

@@ -17,8 +17,8 @@ from dbops.health.cli import alerts_main, metrics_main
 from dbops.health.exporter import build_registry
 from dbops.health.lifecycle import lifecycle_figures
 from dbops.health.targets import load_targets
-from dbops.pg.commands import run_command
 from dbops.pg.server import free_port
+from dbops.programs import run_command
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 

