@@ -20,7 +20,11 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from dbops.config import Settings
+from dbops.embedded import ensure_embedded
 from dbops.errors import DbopsError
+from dbops.instance import prepare_environment
+from dbops.pg.binaries import find_program
+from dbops.pg.connect import connection
 from dbops.redact import redact, redact_url
 
 # `dbops <command> ...` handed to the step's own CLI: command -> (module, function, what it does). The step is the
@@ -94,8 +98,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if not settings.embedded:
         if args.action == "status":
-            from dbops.pg.connect import connection
-
             with connection(settings.target_url()) as conn:
                 version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             print(f"external PostgreSQL {version} at {redact_url(settings.target_url())} (DBOPS_DATABASE_URL)")
@@ -106,8 +108,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         )
     server = settings.server()
     if args.action == "up":
-        from dbops.instance import ensure_embedded
-
         started = ensure_embedded(settings)
         print(("started " if started else "already running: ") + server.status().describe())
         print(f"database: {redact_url(settings.target_url())}")
@@ -121,9 +121,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
-    from dbops.instance import prepare_environment
-    from dbops.pg.binaries import find_program
-
     prepare_environment(settings)
     print(f"Dagster UI on http://127.0.0.1:{args.port} (no authentication of its own: keep it on loopback "
           "or behind an authenticating proxy)")
@@ -134,9 +131,9 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from dbops.instance import prepare_environment
-
     prepare_environment(settings)
+    # Here, not at the top: Dagster takes about 2 s to import and the code location about 3 s to load, which every
+    # other command (`dbops backup`, `dbops wal push` as an archive_command...) would pay for nothing.
     import dagster as dg
 
     from dbops.definitions import defs
@@ -152,10 +149,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scorecard(args: argparse.Namespace, settings: Settings) -> int:
-    from dbops.instance import prepare_environment
-
     prepare_environment(settings)
-    import dagster as dg
+    import dagster as dg  # loaded by the commands that use it only (see cmd_run)
 
     from dbops.scorecard import build_scorecard
 
@@ -166,7 +161,7 @@ def cmd_scorecard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from dbops.demo import run_demo
+    from dbops.demo import run_demo  # Dagster and the code location: loaded by the commands that use them only
 
     return run_demo(settings, scale=args.scale)
 

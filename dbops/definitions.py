@@ -6,8 +6,7 @@ import dagster as dg
 
 from dbops.defs import backup, catalog, health, loadtest, migrate, profile, restore, security, validate
 from dbops.defs.catalog.resources import CatalogResource
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import BackupResource, default_resources
+from dbops.defs.resources import BackupResource, MigrationsResource, default_resources
 from dbops.defs.schedules import build_schedules
 from dbops.defs.security.resources import SecurityResource
 

@@ -8,8 +8,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from dbops.config import Settings
+from dbops.definitions import defs
 from dbops.instance import prepare_environment
 from dbops.pg.connect import connection
+from dbops.runner import run_selection
+from dbops.scorecard import build_scorecard
+from dbops.seed import seed
 
 
 def _step(title: str) -> float:
@@ -57,10 +61,6 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
     settings = prepare_environment(settings)
     _done(t)
 
-    from dbops.definitions import defs
-    from dbops.runner import run_selection
-    from dbops.scorecard import build_scorecard
-
     failures = 0
     with dg.DagsterInstance.get() as instance:
         t = _step("migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
@@ -73,8 +73,6 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
         if orders_present(settings.target_url()):
             print("   already seeded; keeping the data (`dbops seed --reset` reseeds)")
         else:
-            from dbops.seed import seed
-
             result = seed(settings.target_url(), scale)
             print("\n".join("   " + line for line in result.render().splitlines()))
         _done(t)

@@ -1,4 +1,5 @@
-"""Everything Dagster needs before it starts: the database up, its URL in the environment, and DAGSTER_HOME ready.
+"""Everything Dagster needs before it starts: the database up (:mod:`dbops.embedded`), its URL in the environment, the
+demo's backup key, and DAGSTER_HOME ready.
 
 Both `dbops ui` and `dbops run` go through :func:`prepare_environment`, so a run started from the CLI lands in the
 same PostgreSQL instance storage the UI reads.
@@ -6,34 +7,14 @@ same PostgreSQL instance storage the UI reads.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
-from dbops.config import DAGSTER_DB_NAME, Settings, project_dir
+from dbops.backup.keys import generate_key
+from dbops.config import Settings, project_dir
+from dbops.embedded import ensure_embedded
 from dbops.errors import ConfigError
 from dbops.pg.connect import database_name, ensure_database, parse_url
 from dbops.private import private_dir, write_private
-
-# Databases of the embedded server no application role has any business in: PUBLIC loses CONNECT and TEMPORARY.
-CLOSED_DATABASES = ("postgres", DAGSTER_DB_NAME)
-
-
-def ensure_embedded(settings: Settings) -> bool:
-    """Start the embedded server if dbops runs its own, create the target and ``dagster`` databases, and close
-    ``postgres`` and ``dagster`` to PUBLIC (the Dagster storage user keeps CONNECT).
-
-    This is the long-lived server of ``db up``: it never changes the permissions of a folder above DBOPS_HOME.
-    """
-    if not settings.embedded:
-        return False
-    server = dataclasses.replace(settings.server(), widen_parents=False)
-    started = server.start()
-    admin = server.url("postgres")
-    ensure_database(admin, settings.db_name)
-    ensure_database(admin, DAGSTER_DB_NAME)
-    storage_user = parse_url(settings.dagster_url()).user
-    server.close_to_public(CLOSED_DATABASES, keep=(storage_user,) if storage_user else ())
-    return started
 
 
 def dagster_storage_env(url: str) -> dict[str, str]:
@@ -61,8 +42,6 @@ def ensure_demo_backup_key(settings: Settings) -> None:
     """
     if not settings.embedded or os.environ.get("DBOPS_BACKUP_KEY") or os.environ.get("DBOPS_BACKUP_KEY_FILE"):
         return
-    from dbops.backup.keys import generate_key
-
     path = settings.home / "secrets" / "backup.key"
     if not path.exists():
         private_dir(path.parent)

@@ -14,6 +14,13 @@ from dbops.errors import DbopsError
 from dbops.redact import redact
 
 CLI_JOB = "__dbops_cli_run"
+# The public tags of one run over a range of partitions (Dagster's "single-run backfill", BackfillPolicy.single_run).
+PARTITION_RANGE_START, PARTITION_RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    """Tags that make a run materialize every partition from ``first`` to ``last`` in one go."""
+    return {PARTITION_RANGE_START: first, PARTITION_RANGE_END: last}
 
 
 @dataclass
@@ -102,11 +109,7 @@ def run_selection(
     run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
     if ops_config:
         run_config["ops"] = ops_config
-    tags = {}
-    if partition_range is not None:
-        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
-        tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
+    tags = partition_range_tags(*partition_range) if partition_range is not None else {}
     result = job.execute_in_process(
         instance=instance, partition_key=partition_key, raise_on_error=False, run_config=run_config, tags=tags
     )

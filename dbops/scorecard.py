@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from dbops.definitions import defs
 from dbops.text import aligned
 
 OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
@@ -92,8 +93,6 @@ def _latest_check_metadata(instance: dg.DagsterInstance, asset: str, check: str,
 
 def build_scorecard(instance: dg.DagsterInstance, defined_assets: set[str] | None = None) -> Scorecard:
     if defined_assets is None:
-        from dbops.definitions import defs
-
         defined_assets = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     rows = []
     for target in TARGETS:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from dbops.backup import wal
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
 from dbops.backup.manifest import Ignored, load_manifest, read_store, verify_objects
+from dbops.backup.physical import base_backup
+from dbops.backup.retention import prune, rules_from_env
 from dbops.backup.store import store_for
+from dbops.backup.wal import push_spool
 from dbops.config import Settings
+from dbops.embedded import ensure_embedded
 from dbops.redact import redact_url
 
 
@@ -50,8 +56,6 @@ def backup_main(argv: list[str], settings: Settings) -> int:
                   f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}{parent}")
         return 0
     if args.action == "prune":
-        from dbops.backup.retention import prune, rules_from_env
-
         result = prune(store, MasterKey.from_env, *rules_from_env(), dry_run=args.dry_run)
         _report(result.ignored)
         verb = "would delete" if args.dry_run else "deleted"
@@ -75,8 +79,6 @@ def backup_main(argv: list[str], settings: Settings) -> int:
             verify_objects(store, manifest)
             print(f"{manifest['id']}: {len(manifest['objects'])} object(s) intact, manifest signature valid")
         return 1 if ignored else 0
-    from dbops.instance import ensure_embedded
-
     ensure_embedded(settings)
     url = settings.target_url()
     last = {"mib": 0}
@@ -87,9 +89,6 @@ def backup_main(argv: list[str], settings: Settings) -> int:
             print(f"  {stored >> 20} MiB stored", flush=True)
 
     if args.kind != "logical":
-        from dbops.backup.physical import base_backup
-        from dbops.backup.wal import push_spool
-
         manifest = base_backup(url, store, key, incremental=args.kind == "incremental", bin_dir=settings.pg_bin,
                                progress=progress)
         if settings.wal_spool:
@@ -110,9 +109,7 @@ def backup_main(argv: list[str], settings: Settings) -> int:
 
 def wal_main(argv: list[str], settings: Settings) -> int:
     """`dbops wal push PATH` (an archive_command), `dbops wal push --spool DIR`, `dbops wal list|status`."""
-    from pathlib import Path
 
-    from dbops.backup import wal
 
     parser = argparse.ArgumentParser(prog="dbops wal")
     parser.add_argument("action", choices=["push", "list", "status"])

@@ -191,6 +191,8 @@ class S3Store(Store):
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
                  sse: str | None = None, part_size: int = PART_SIZE) -> None:
+        # Imported with the first S3 store: boto3 takes half a second, which a local store (and `dbops wal push`, an
+        # archive_command run for every WAL file) need not pay.
         import boto3
         from botocore.config import Config
 

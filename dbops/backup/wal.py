@@ -24,15 +24,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dbops.backup.keys import BackupIntegrityError, MasterKey
+from dbops.backup.physical import physical_backups
 from dbops.backup.store import ObjectMissing, Store, StoreError
 from dbops.backup.stream import ChunkReader, compress, decompress, decrypt, encrypt, read_file
+from dbops.pg.connect import connection
 
 WAL_PREFIX = "wal/"
 SUFFIX = ".zst.enc"
@@ -48,21 +49,6 @@ XLP_LONG_HEADER = 0x0002
 
 def wal_key(name: str) -> str:
     return f"{WAL_PREFIX}{name}{SUFFIX}"
-
-
-def archive_command(spool: Path) -> str:
-    """A shell ``archive_command`` that copies a finished WAL file into ``spool`` atomically: copy, fsync the copy,
-    rename, fsync the directory (so the rename survives a power cut).
-
-    A file of that name already in the spool is never replaced: the same bytes succeed (PostgreSQL may archive a file
-    twice after a crash), different bytes fail, with a line in the server log. Two servers archiving into one spool
-    (a restored copy started with the source's settings, say) then stop with an error instead of overwriting each
-    other's WAL.
-    """
-    target = shlex.quote(str(spool))
-    return (f"if test -e {target}/%f; then cmp -s %p {target}/%f || {{ echo 'dbops: a different %f is already in "
-            f"the WAL spool: refusing to overwrite it' >&2; exit 1; }}; else cp %p {target}/%f.part && "
-            f"sync {target}/%f.part && mv {target}/%f.part {target}/%f && sync {target}; fi")
 
 
 def _check_name(name: str) -> None:
@@ -149,7 +135,6 @@ class WalChain:
 
     def _from_backups(self, system_identifier: str | None) -> tuple[str | None, set[int]]:
         """The system identifier of the newest base backup (or the one given) and the timelines its backups are on."""
-        from dbops.backup.physical import physical_backups
 
         try:
             backups = physical_backups(self.store, self.key)
@@ -333,10 +318,6 @@ def stage(store: Store, key: MasterKey, dest: Path, from_segment: str) -> list[s
     return staged
 
 
-def restore_command(staged: Path) -> str:
-    return f"cp {shlex.quote(str(staged))}/%f %p"
-
-
 def prune_wal(store: Store, oldest_needed: str, *, dry_run: bool = False) -> list[str]:
     """Delete archived WAL older than ``oldest_needed`` (the start segment of the oldest kept base backup)."""
     start = segment_position(oldest_needed)
@@ -358,7 +339,6 @@ def archive_status(url: str, store: Store, spool: Path | None) -> dict[str, Any]
     ``segments_behind`` counts finished WAL files the store does not have yet (0: only the file being written is at
     risk, and archive_timeout bounds its age); ``failing`` is true while the server's last archive attempt failed.
     """
-    from dbops.pg.connect import connection
 
     with connection(url) as conn:
         row = conn.execute(

@@ -14,6 +14,7 @@ from typing import Any
 
 from dbops.catalog.diff import Change, diff
 from dbops.catalog.introspect import snapshot
+from dbops.migrate import Migrator
 from dbops.pg.connect import connection, drop_database, ensure_database, with_database
 
 
@@ -37,7 +38,6 @@ class DriftReport:
 def replay_snapshot(url: str, locations: Path | list[Path], *,
                     schemas: list[str] | None = None) -> tuple[dict[str, Any], str | None]:
     """Apply every migration to a new scratch database on ``url``'s server and snapshot it; drop it after."""
-    from dbops.migrate import Migrator
 
     scratch = f"dbops_replay_{uuid.uuid4().hex[:10]}"
     ensure_database(url, scratch)

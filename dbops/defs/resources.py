@@ -1,10 +1,11 @@
-"""Resources shared by the lifecycle steps: the managed database, and the backup store several steps read (backup,
-restore, the migration rehearsal). Secrets arrive through ``dg.EnvVar`` or the environment and are resolved at
-launch."""
+"""Resources shared by the lifecycle steps: the managed database, the backup store several steps read (backup,
+restore, the migration rehearsal) and the migrations folder (migrate, and the catalog's drift check). Secrets arrive
+through ``dg.EnvVar`` or the environment and are resolved at launch."""
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import Listing, read_store
 from dbops.backup.store import Store, store_from_env
 from dbops.config import Settings
+from dbops.migrate import Migrator
+from dbops.migrate.rehearsal import Thresholds
 from dbops.pg.connect import check_url, connection
 from dbops.redact import redact_url
 
@@ -82,6 +85,40 @@ class BackupResource(dg.ConfigurableResource):
     def wal_spool(self) -> Path | None:
         """The spool the server's archive_command fills (the embedded server's, or DBOPS_WAL_SPOOL)."""
         return Settings.from_env().wal_spool
+
+
+class MigrationsResource(dg.ConfigurableResource):
+    """The versioned SQL folder (Flyway layout) and the migrator's options."""
+
+    locations: str = ""
+    out_of_order: bool = False
+    lint_exclude: list[str] = []
+    # Rehearsal (migration_rehearsal): zero / empty falls back to DBOPS_REHEARSAL_* (see dbops.migrate.rehearsal).
+    rehearsal_large_table_mb: float = 0.0
+    rehearsal_max_lock_seconds: float = 0.0
+    rehearsal_server_url: str = ""  # where scratch copies are restored; default DBOPS_REHEARSAL_SERVER_URL, else
+    # the managed database's own server
+
+    @property
+    def path(self) -> Path:
+        return Path(self.locations) if self.locations else Settings.from_env().migrations_dir
+
+    def migrator(self, url: str) -> Migrator:
+        kwargs = {"out_of_order": self.out_of_order}
+        if self.lint_exclude:
+            kwargs["lint_exclude"] = tuple(self.lint_exclude)
+        return Migrator(url, self.path, **kwargs)
+
+    def rehearsal_thresholds(self) -> Thresholds:
+        base = Thresholds.from_env()
+        return replace(
+            base,
+            large_table_bytes=int(self.rehearsal_large_table_mb * 1048576) or base.large_table_bytes,
+            max_exclusive_seconds=self.rehearsal_max_lock_seconds or base.max_exclusive_seconds,
+        )
+
+    def rehearsal_server(self, database_url: str) -> str:
+        return self.rehearsal_server_url or os.environ.get("DBOPS_REHEARSAL_SERVER_URL", "") or database_url
 
 
 def read_verified(context: dg.AssetExecutionContext, store: Store, key: MasterKey) -> Listing:

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from dbops.health.targets import CheckTarget
 
@@ -41,12 +40,18 @@ def _numeric(value: object) -> float | None:
 
 
 def check_outcome(instance: dg.DagsterInstance, asset: str, check: str) -> tuple[bool, float] | None:
-    """(passed, when) of a check's latest completed evaluation; None when it never ran (or its asset is absent)."""
+    """(passed, when) of a check's latest completed evaluation; None when it never ran (or its asset is absent).
+
+    A record without an evaluation is a check still planned (None: not run yet) or one whose step failed (missed).
+    """
     record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(dg.AssetKey(asset), check))
-    if record is None or record.status == AssetCheckExecutionRecordStatus.PLANNED:
+    if record is None:
         return None
-    evaluation = record.evaluation
-    passed = evaluation.passed if evaluation is not None else record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+    evaluation = record.evaluation  # a dg.AssetCheckEvaluation
+    status = getattr(record.status, "value", record.status)
+    if evaluation is None and status == "PLANNED":
+        return None
+    passed = evaluation.passed if evaluation is not None else status == "SUCCEEDED"
     return bool(passed), float(record.event.timestamp if record.event else record.create_timestamp)
 
 

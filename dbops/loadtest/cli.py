@@ -8,6 +8,7 @@ import os
 import sys
 
 from dbops.config import Settings
+from dbops.embedded import ensure_embedded
 from dbops.errors import DbopsError
 from dbops.loadtest.runner import DEFAULT_THINK_TIME_S, LoadTestPlan, run_load_test
 from dbops.loadtest.workloads import PROFILES, LoadTestError
@@ -55,8 +56,6 @@ def main(argv: list[str], settings: Settings) -> int:
     production = os.environ.get("DBOPS_PRODUCTION", "").lower() in ("1", "true", "yes")
     try:
         if settings.embedded:
-            from dbops.instance import ensure_embedded
-
             ensure_embedded(settings)
         result = run_load_test(settings.target_url(), plan, production=production,
                                allow_production=args.allow_production,

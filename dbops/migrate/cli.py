@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dbops.config import Settings
+from dbops.embedded import ensure_embedded
 from dbops.migrate.engine import Migrator
 from dbops.migrate.files import resolve
 from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, lint_files
@@ -43,8 +44,6 @@ def main(argv: list[str], settings: Settings) -> int:
             print(finding)
         print(f"{len(findings)} finding(s) in {len(files)} file(s)")
         return 1 if any(f.level == "error" for f in findings) else 0
-
-    from dbops.instance import ensure_embedded
 
     ensure_embedded(settings)
     url = settings.target_url()

@@ -32,6 +32,7 @@ from dbops.migrate.engine import AppliedMigration, Migrator
 from dbops.migrate.files import MigrationError, Resolved, ResolvedMigration
 from dbops.pg.connect import connect
 from dbops.redact import redact
+from dbops.restore.drill import restored_copy
 
 # pg_locks' relation lock modes, weakest first (PostgreSQL's conflict table orders them the same way).
 _ON, _OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
@@ -407,7 +408,6 @@ def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], l
     callable, asked only when there is a backup to decrypt (a deployment without backups needs no key).
     ``staging_root`` is where a directory-format backup is staged to restore it (``Settings.staging_root``).
     """
-    from dbops.restore.drill import restored_copy
 
     thresholds = thresholds or Thresholds()
     began = time.monotonic()

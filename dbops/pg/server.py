@@ -6,7 +6,7 @@ lives in a 0600 file next to the data directory, never in code or in a printed U
 
 Everything under the server's home is private (folders 0700, files 0600). When dbops runs as root the server runs as
 an unprivileged OS user, which is given the home folder itself; the folders above it are never changed for the
-long-lived server (``widen_parents=False``, as :func:`dbops.instance.ensure_embedded` starts it): a parent that user
+long-lived server (``widen_parents=False``, as :func:`dbops.embedded.ensure_embedded` starts it): a parent that user
 cannot traverse is an error naming that folder.
 """
 
@@ -29,7 +29,9 @@ import psutil
 from psycopg import sql
 
 from dbops.errors import CommandFailed, DbopsError
+from dbops.pg.archive import archive_command
 from dbops.pg.binaries import find_program, run_as_user
+from dbops.pg.connect import connection
 from dbops.private import PRIVATE_DIR, private_dir, touch_private, write_private
 from dbops.programs import ensure_os_user, run_command
 from dbops.redact import register_secret
@@ -281,8 +283,6 @@ class EmbeddedServer:
         if self.major_version() >= 17:
             settings["summarize_wal"] = "on"
         if self.wal_spool is not None:
-            from dbops.backup.wal import archive_command
-
             command = archive_command(self.wal_spool).replace("'", "''")
             settings.update(archive_mode="on", archive_command=f"'{command}'", archive_timeout="'5min'")
         settings.update(self.extra_settings)
@@ -365,8 +365,6 @@ class EmbeddedServer:
     def close_to_public(self, databases: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
         """Take CONNECT and TEMPORARY on ``databases`` away from PUBLIC (PostgreSQL grants both to every role by
         default); the roles in ``keep`` that exist get CONNECT back. Owners and superusers keep their access."""
-        from dbops.pg.connect import connection
-
         with connection(self.url("postgres")) as conn:
             present = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
                                                   [list(databases)]).fetchall()}

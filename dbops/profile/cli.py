@@ -9,31 +9,26 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from dbops.config import Settings, project_dir
+from dbops.config import Settings
+from dbops.embedded import ensure_embedded
 from dbops.pg.connect import connection, database_name
+from dbops.profile.advise import advise
+from dbops.profile.plans import explain_top
+from dbops.profile.report import advice_table, profile_table, render_text, summary_lines, tables_table
+from dbops.profile.review import review_dir
+from dbops.profile.statements import SnapshotStore, profile
+from dbops.profile.tables import table_facts
 from dbops.redact import redact_url
-
-
-def review_dir(explicit: str | None = None) -> Path:
-    return Path(explicit or os.environ.get("DBOPS_REVIEW_DIR") or project_dir() / "review" / "migrations")
 
 
 def _target(settings: Settings) -> str:
     if settings.embedded:
-        from dbops.instance import ensure_embedded
-
         ensure_embedded(settings)
     return settings.target_url()
 
 
 def profile_main(argv: list[str], settings: Settings) -> int:
-    from dbops.profile.plans import explain_top
-    from dbops.profile.report import profile_table, render_text, summary_lines, tables_table
-    from dbops.profile.statements import SnapshotStore, profile
-    from dbops.profile.tables import table_facts
-
     parser = argparse.ArgumentParser(prog="dbops profile", description="Top statements since the last profile"
                                      " (or the stats reset), their plans' anti-patterns, and table facts.")
     parser.add_argument("--top", type=int, default=20, help="how many statements to show (default 20)")
@@ -57,10 +52,6 @@ def profile_main(argv: list[str], settings: Settings) -> int:
 
 
 def advise_main(argv: list[str], settings: Settings) -> int:
-    from dbops.profile.advise import advise
-    from dbops.profile.report import advice_table, render_text
-    from dbops.profile.statements import profile
-
     parser = argparse.ArgumentParser(prog="dbops advise", description="Index advice for the top statements since"
                                      " the stats reset, verified by measurement on a scratch copy; migrations for"
                                      " verified advice are written for review, never applied.")

@@ -24,6 +24,7 @@ from pglast.visitors import Visitor
 from psycopg import sql
 
 from dbops.pg.connect import server_version_num
+from dbops.profile.candidates import ColumnResolver, analyze_statement
 from dbops.redact import redact
 
 LARGE_TABLE_ROWS = 10_000
@@ -146,8 +147,6 @@ def explain(conn: psycopg.Connection[Any], query: str, *, role: str | None = Non
         return PlanReport(query, "none", error="not a single SELECT, INSERT, UPDATE, DELETE or MERGE")
     parameterized = bool(_PARAM.search(query))
     if analyze:
-        from dbops.profile.candidates import ColumnResolver, analyze_statement
-
         shape = analyze_statement(ColumnResolver(conn), query)
         refused = ("no role to run it as" if not role else
                    "parameterised (ANALYZE needs values)" if parameterized else
@@ -178,7 +177,6 @@ def explain(conn: psycopg.Connection[Any], query: str, *, role: str | None = Non
 def explain_top(conn: psycopg.Connection[Any], statements: list[Any]) -> dict[str, PlanReport]:
     """Plans (never executions: this is the managed database) of the given statements (``StatementStats``), keyed
     by statement key, each taken as the role that ran it."""
-    from dbops.profile.candidates import ColumnResolver, analyze_statement
 
     resolver = ColumnResolver(conn)
     out = {}

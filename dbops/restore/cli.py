@@ -10,7 +10,7 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import load_manifest
 from dbops.backup.store import Store, store_for
 from dbops.config import DAGSTER_DB_NAME, Settings
-from dbops.instance import ensure_embedded
+from dbops.embedded import ensure_embedded
 from dbops.pg.connect import database_name
 from dbops.redact import redact_url
 from dbops.restore.drill import drill, physical_drill

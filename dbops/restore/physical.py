@@ -37,6 +37,7 @@ from dbops.backup.physical import BASE_OBJECT, chain
 from dbops.backup.store import Store
 from dbops.backup.stream import ChunkReader, decompress, decrypt
 from dbops.errors import DbopsError
+from dbops.pg.archive import archive_command, restore_command
 from dbops.pg.binaries import client_bin_dir, find_program, run_as_user
 from dbops.pg.server import check_reachable, free_port, hand_over_tree, port_is_free
 from dbops.programs import run_command
@@ -204,7 +205,7 @@ def prepare_recovery(store: Store, key: MasterKey, manifest: dict[str, Any], tar
                                        "not possible", "turn WAL archiving on (dbops wal push) and take a new backup")
         return {}, None, 0
     (target / "recovery.signal").write_text("")
-    settings = {"restore_command": _quote(wal.restore_command(serve_from or staged_dir)),
+    settings = {"restore_command": _quote(restore_command(serve_from or staged_dir)),
                 "recovery_target_action": "'promote'"}
     if pitr is not None:
         when = pitr.isoformat() if isinstance(pitr, datetime) else str(pitr)
@@ -228,7 +229,7 @@ def restored_settings(port: int, *, socket_dir: Path | str = "/tmp", archive_to:
                 "primary_conninfo": "''", "synchronous_standby_names": "''"}
     if archive_to is not None:
         settings.update(archive_mode="on", archive_library="''",
-                        archive_command=_quote(wal.archive_command(archive_to)))
+                        archive_command=_quote(archive_command(archive_to)))
     return settings
 
 

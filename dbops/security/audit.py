@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from dbops.backup.store import Store
 from dbops.pg.connect import connection
 from dbops.redact import redact, redact_url
+from dbops.security.backups import audit_backups
 from dbops.security.findings import AuditReport, Finding
 from dbops.security.matrix import AccessMatrix, load_matrix
 from dbops.security.rules import RULES, AuditContext
-
-if TYPE_CHECKING:
-    from dbops.backup.store import Store
 
 
 def audit_database(
@@ -38,15 +37,12 @@ def audit_database(
         for rule in RULES:
             report.findings.extend(_clean(f) for f in rule(ctx))
     if check_backups:
-        from dbops.security.backups import audit_backups
-
         report.findings.extend(_clean(f) for f in audit_backups(backups, env))
     return report
 
 
 def _clean(finding: Finding) -> Finding:
     """Findings quote catalog text (pg_hba lines, settings): never let a secret through."""
-    from dataclasses import replace
 
     return replace(finding, evidence=redact(finding.evidence), remediation=redact(finding.remediation),
                    subject=redact(finding.subject))

@@ -8,13 +8,23 @@ from pathlib import Path
 
 from dbops.backup.keys import KEY_ENV, KEY_FILE_ENV, MasterKey
 from dbops.backup.manifest import Listing, read_store
-from dbops.backup.store import LocalStore, Store, StoreError
+from dbops.backup.store import LocalStore, Store, StoreError, store_from_env
+from dbops.config import Settings
 from dbops.errors import ConfigError
 from dbops.security.findings import A02_CRYPTO, Finding, Severity
 
 KEY_LIKE_SUFFIXES = (".key", ".pem", ".b64")
 KEY_LIKE_WORDS = ("master", "backup-key", "backup_key", "secret")
 SMALL_OBJECT = 4096
+
+
+def backup_store_from_env() -> Store | None:
+    """The store the backup steps write to: DBOPS_BACKUP_STORE / DBOPS_BACKUP_DIR when set, else their default
+    ``$DBOPS_HOME/backups`` when it exists; None when there is none."""
+    default_root = Settings.from_env().home / "backups"
+    if not (os.environ.get("DBOPS_BACKUP_STORE") or os.environ.get("DBOPS_BACKUP_DIR") or default_root.is_dir()):
+        return None
+    return store_from_env(default_root=default_root)
 
 
 def _master_key_text(env: dict[str, str]) -> str | None:

@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from dbops.config import Settings, project_dir
+from dbops.config import Settings
 from dbops.errors import DbopsError
 from dbops.redact import redact
 from dbops.security.audit import audit_database
+from dbops.security.backups import backup_store_from_env
 from dbops.security.findings import Severity
 from dbops.security.harden import plan, write_plan
+from dbops.security.matrix import default_matrix
 
 SEVERITIES = [s.value for s in Severity if s is not Severity.INFO]
-
-
-def default_matrix() -> Path:
-    return Path(os.environ.get("DBOPS_ACCESS_CONTROL") or project_dir() / "sql" / "access-control.yml")
-
-
-def backup_store_from_env():  # noqa: ANN201 - Store | None, imported lazily
-    """The store the backup steps write to: DBOPS_BACKUP_STORE / DBOPS_BACKUP_DIR when set, else their default
-    ``$DBOPS_HOME/backups`` when it exists; None when there is none."""
-    from dbops.backup.store import store_from_env
-
-    default_root = Settings.from_env().home / "backups"
-    if not (os.environ.get("DBOPS_BACKUP_STORE") or os.environ.get("DBOPS_BACKUP_DIR") or default_root.is_dir()):
-        return None
-    return store_from_env(default_root=default_root)
 
 
 def build_parser() -> argparse.ArgumentParser:

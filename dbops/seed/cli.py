@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dbops.config import Settings
+from dbops.embedded import ensure_embedded
 from dbops.redact import redact_url
 from dbops.seed import seed
 
@@ -15,8 +16,6 @@ def main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--reset", action="store_true", help="empty the application tables first")
     parser.add_argument("--seed", type=int, default=42, help="hash seed; the same seed gives the same rows")
     args = parser.parse_args(argv)
-
-    from dbops.instance import ensure_embedded
 
     ensure_embedded(settings)
     url = settings.target_url()

@@ -117,6 +117,8 @@ class IntegrityValidator:
 
     def _validator(self) -> Any:
         if self._gx is None:
+            # great_expectations takes about 9 s to import: only a validation that runs a rule pays for it, not the
+            # code location that defines the assets, nor `dbops validate --help`.
             from dbops.validate.gxrun import GxValidator
 
             self._gx = GxValidator(self.url)

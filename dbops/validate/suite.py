@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from dbops.validate.catalog import Constraint, Table
-from dbops.validate.rules import Rule, TableRules, check_columns
+from dbops.validate.rules import Rule, RuleFileError, TableRules, check_columns
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,6 @@ def plan_tables(tables: list[Table], rules: dict[str, TableRules], rules_dir: Pa
     by_name = {t.qualified: t for t in tables}
     unknown = sorted(set(rules) - set(by_name))
     if unknown:
-        from dbops.validate.rules import RuleFileError
-
         raise RuleFileError(
             f"{rules_dir / rules[unknown[0]].file}: table {unknown[0]} does not exist in the database",
             "rename the file after an existing table or set `table:`",

@@ -17,6 +17,7 @@ from dbops.backup.manifest import object_key
 from dbops.backup.physical import BASE_OBJECT, base_backup, physical_backups
 from dbops.backup.store import LocalStore
 from dbops.errors import ConfigError
+from dbops.pg.archive import archive_command
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer, free_port
 from dbops.restore.drill import physical_drill, remove_scratch, wait_archived
@@ -257,7 +258,7 @@ def test_wal_push_refuses_another_clusters_segment_and_other_content_under_an_ar
 def test_the_spool_archive_command_never_overwrites_and_syncs_the_directory(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
-    command = wal.archive_command(spool)
+    command = archive_command(spool)
     assert command.removesuffix("; fi").endswith(f"sync {spool}")  # the rename itself is made durable
     segment = tmp_path / "pg_wal" / "000000010000000000000003"
     segment.parent.mkdir()

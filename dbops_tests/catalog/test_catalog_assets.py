@@ -8,8 +8,7 @@ import dagster as dg
 
 from dbops.defs.catalog import no_schema_drift, schema_catalog
 from dbops.defs.catalog.resources import CatalogResource
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import DatabaseResource, MigrationsResource
 from dbops.pg.connect import connection
 from dbops_tests.conftest import MIGRATIONS_DIR
 

@@ -18,8 +18,7 @@ from dbops.backup.store import LocalStore
 from dbops.defs.migrate import build_migrate_defs
 from dbops.defs.migrate.assets import build_schema_migrations
 from dbops.defs.migrate.rehearsal import migration_rehearsal
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import BackupResource, DatabaseResource
+from dbops.defs.resources import BackupResource, DatabaseResource, MigrationsResource
 from dbops.errors import ConfigError
 from dbops.migrate import Migrator
 from dbops.migrate.rehearsal import (
@@ -295,8 +294,7 @@ def test_new_migration_files_sensor_rehearses_first_when_the_rehearsal_is_on() -
     import dagster as dg
 
     from dbops.defs.migrate import build_migrate_defs
-    from dbops.defs.migrate.resources import MigrationsResource
-    from dbops.defs.resources import BackupResource, default_resources
+    from dbops.defs.resources import BackupResource, MigrationsResource, default_resources
 
     for on, expected in ((True, {"migration_rehearsal", "schema_migrations"}), (False, {"schema_migrations"})):
         defs = dg.Definitions.merge(build_migrate_defs(on), dg.Definitions(resources={

@@ -26,6 +26,7 @@ from dbops.backup.physical import BASE_OBJECT, base_backup
 from dbops.backup.store import LocalStore
 from dbops.config import Settings
 from dbops.errors import DbopsError
+from dbops.pg.archive import archive_command
 from dbops.pg.connect import connection, with_database
 from dbops.pg.server import EmbeddedServer, free_port
 from dbops.restore.drill import _scratch_url, physical_drill, remove_scratch, wait_archived
@@ -89,7 +90,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
         with connection(url) as conn:
             conn.execute("ALTER SYSTEM SET archive_mode = on")
             conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(
-                sql.Literal(wal.archive_command(server.wal_spool))))  # type: ignore[arg-type]
+                sql.Literal(archive_command(server.wal_spool))))  # type: ignore[arg-type]
             conn.execute("SELECT pg_reload_conf()")
         key_text = generate_key()
         key = MasterKey.from_env({"DBOPS_BACKUP_KEY": key_text})

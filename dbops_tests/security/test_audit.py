@@ -155,8 +155,7 @@ def test_audit_as_unprivileged_auditor_says_what_it_could_not_check(plain_server
 
 def test_audit_reads_the_default_backup_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without DBOPS_BACKUP_STORE/DIR the audit looks where the backup steps write: $DBOPS_HOME/backups."""
-    from dbops.security.backups import audit_backups
-    from dbops.security.cli import backup_store_from_env
+    from dbops.security.backups import audit_backups, backup_store_from_env
 
     for name in ("DBOPS_BACKUP_STORE", "DBOPS_BACKUP_DIR"):
         monkeypatch.delenv(name, raising=False)

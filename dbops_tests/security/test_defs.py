@@ -9,8 +9,7 @@ import dagster as dg
 import pytest
 
 from dbops.defs import migrate
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import BackupResource, DatabaseResource, default_resources
+from dbops.defs.resources import BackupResource, DatabaseResource, MigrationsResource, default_resources
 from dbops.defs.security import defs, security_audit
 from dbops.defs.security.resources import SecurityResource
 from dbops.pg.server import EmbeddedServer

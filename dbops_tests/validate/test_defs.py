@@ -5,8 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dbops.defs import migrate
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import BackupResource, default_resources
+from dbops.defs.resources import BackupResource, MigrationsResource, default_resources
 from dbops.defs.validate import defs
 
 

@@ -1,4 +1,4 @@
-"""A migration that changes the schema makes the sensor request a backfill of the last 30 validation days."""
+"""A migration that changes the schema makes the sensor request one run over the last 30 validation days."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import dagster as dg
 import pytest
 
 from dbops.defs.migrate.assets import schema_migrations
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import DatabaseResource, MigrationsResource
 from dbops.defs.validate import defs as validate_defs
 from dbops.defs.validate.assets import dimension_integrity, integrity_validation
-from dbops.defs.validate.resources import backfill_days
+from dbops.defs.validate.resources import DAILY, backfill_days
 from dbops.defs.validate.sensors import backfill_request, revalidate_after_migration
 from dbops.errors import ConfigError
+from dbops.runner import PARTITION_RANGE_END, PARTITION_RANGE_START
 from dbops_tests.conftest import MIGRATIONS_DIR
 
 
@@ -54,21 +54,22 @@ def test_migration_adding_a_column_requests_backfill(fresh_db: str, tmp_path: Pa
         result = tick(instance, defs, cursor)
 
     assert len(result.run_requests) == 1
-    subset = result.run_requests[0].asset_graph_subset
-    assert subset is not None
-    keys = sorted(subset.partitions_subsets_by_asset_key[integrity_validation.key].get_partition_keys())
+    request = result.run_requests[0]
+    assert request.asset_selection == [integrity_validation.key, dimension_integrity.key]
+    first, last = request.tags[PARTITION_RANGE_START], request.tags[PARTITION_RANGE_END]
+    keys = DAILY.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     assert len(keys) == 30
     assert keys[-1] == yesterday.isoformat() and keys[0] == (yesterday - timedelta(days=29)).isoformat()
-    assert subset.non_partitioned_asset_keys == {dimension_integrity.key}
-    assert result.run_requests[0].tags["dbops/reason"] == "schema_migrations"
+    assert request.tags["dbops/reason"] == "schema_migrations"
 
 
 def test_backfill_days_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBOPS_VALIDATION_BACKFILL_DAYS", "7")
     request = backfill_request(backfill_days())
-    assert request is not None and request.asset_graph_subset is not None
-    assert len(request.asset_graph_subset.partitions_subsets_by_asset_key[integrity_validation.key]) == 7
+    assert request is not None
+    ranged = dg.PartitionKeyRange(request.tags[PARTITION_RANGE_START], request.tags[PARTITION_RANGE_END])
+    assert len(DAILY.get_partition_keys_in_range(ranged)) == 7
     monkeypatch.setenv("DBOPS_VALIDATION_BACKFILL_DAYS", "zero")
     with pytest.raises(ConfigError, match="DBOPS_VALIDATION_BACKFILL_DAYS='zero'"):
         backfill_days()

@@ -4,8 +4,7 @@ import dagster as dg
 
 from dbops.catalog.drift import detect_drift
 from dbops.defs.catalog.resources import CatalogResource
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import DatabaseResource, MigrationsResource
 
 
 @dg.asset_check(

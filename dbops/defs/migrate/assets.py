@@ -4,8 +4,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import DatabaseResource, MigrationsResource
 
 
 def apply_pending(

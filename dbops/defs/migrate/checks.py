@@ -2,8 +2,7 @@
 
 import dagster as dg
 
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import DatabaseResource, MigrationsResource
 from dbops.errors import DbopsError
 from dbops.migrate import lint_files
 

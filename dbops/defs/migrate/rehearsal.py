@@ -8,8 +8,7 @@ in production in the same run. The rehearsal reads the newest backup from the st
 
 import dagster as dg
 
-from dbops.defs.migrate.resources import MigrationsResource
-from dbops.defs.resources import BackupResource, DatabaseResource
+from dbops.defs.resources import BackupResource, DatabaseResource, MigrationsResource
 from dbops.migrate.rehearsal import RehearsalReport, Thresholds, rehearse
 
 REHEARSAL = dg.AssetKey("migration_rehearsal")

@@ -9,9 +9,9 @@ from dbops.config import Settings
 from dbops.defs.resources import DatabaseResource
 from dbops.pg.connect import database_name
 from dbops.profile.advise import advise
-from dbops.profile.cli import review_dir
 from dbops.profile.plans import explain_top
 from dbops.profile.report import advice_table, profile_table, render_markdown, tables_table
+from dbops.profile.review import review_dir
 from dbops.profile.statements import SLOW_MEAN_MS, SnapshotStore, profile
 from dbops.profile.tables import table_facts
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from dbops.security.cli import backup_store_from_env, default_matrix
+from dbops.backup.store import Store
+from dbops.security.backups import backup_store_from_env
+from dbops.security.matrix import default_matrix
 
 
 class SecurityResource(dg.ConfigurableResource):
@@ -19,5 +21,5 @@ class SecurityResource(dg.ConfigurableResource):
     def matrix_path(self) -> Path:
         return Path(self.matrix) if self.matrix else default_matrix()
 
-    def backup_store(self):  # noqa: ANN201 - dbops.backup.store.Store | None
+    def backup_store(self) -> Store | None:
         return backup_store_from_env()

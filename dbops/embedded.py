@@ -1,0 +1,33 @@
+"""The embedded server of `dbops db up`, started when dbops runs its own, with the managed and Dagster databases.
+
+Every command that works on the managed database calls :func:`ensure_embedded` first; with an external database
+(``DBOPS_DATABASE_URL``) it does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dbops.config import DAGSTER_DB_NAME, Settings
+from dbops.pg.connect import ensure_database, parse_url
+
+# Databases of the embedded server no application role has any business in: PUBLIC loses CONNECT and TEMPORARY.
+CLOSED_DATABASES = ("postgres", DAGSTER_DB_NAME)
+
+
+def ensure_embedded(settings: Settings) -> bool:
+    """Start the embedded server if dbops runs its own, create the target and ``dagster`` databases, and close
+    ``postgres`` and ``dagster`` to PUBLIC (the Dagster storage user keeps CONNECT).
+
+    This is the long-lived server of ``db up``: it never changes the permissions of a folder above DBOPS_HOME.
+    """
+    if not settings.embedded:
+        return False
+    server = dataclasses.replace(settings.server(), widen_parents=False)
+    started = server.start()
+    admin = server.url("postgres")
+    ensure_database(admin, settings.db_name)
+    ensure_database(admin, DAGSTER_DB_NAME)
+    storage_user = parse_url(settings.dagster_url()).user
+    server.close_to_public(CLOSED_DATABASES, keep=(storage_user,) if storage_user else ())
+    return started

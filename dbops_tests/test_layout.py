@@ -1,0 +1,108 @@
+"""The layers of dbops hold: read from the code's own imports (every import statement, at any depth).
+
+The shared lower layer (PostgreSQL, programs, errors, configuration) imports no step; domain code (dbops/<step>/)
+never imports the Dagster layer or a command line; a step
+imports no other step's CLI; a step's Dagster layer imports no other step's (shared resources and the schedule table
+are dbops/defs/resources.py and dbops/defs/schedules.py); imports sit at the top of a module except the few slow ones
+named below; and no private Dagster module is imported.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from dbops_tests.conftest import PROJECT_DIR
+
+PACKAGE = PROJECT_DIR / "dbops"
+# Above every step: the code location, the commands that run it, and the CLI.
+TOP = {"dbops.cli", "dbops.definitions", "dbops.demo", "dbops.scorecard", "dbops.instance"}
+SHARED_DEFS = {"dbops.defs.resources", "dbops.defs.schedules"}
+# Below every step: what the steps share (PostgreSQL, programs, errors, settings); it imports none of them.
+LOWER = ("dbops.pg", "dbops.programs", "dbops.errors", "dbops.redact", "dbops.text", "dbops.private", "dbops.staging",
+         "dbops.config", "dbops.embedded", "dbops.runner")
+# Imports kept inside a function, each for its start-up cost (commented where it is made).
+LAZY = {
+    ("dbops.cli", "dagster"), ("dbops.cli", "dbops.definitions"), ("dbops.cli", "dbops.runner"),
+    ("dbops.cli", "dbops.scorecard"), ("dbops.cli", "dbops.demo"),
+    ("dbops.backup.store", "boto3"), ("dbops.backup.store", "botocore.config"),
+    ("dbops.validate.run", "dbops.validate.gxrun"),
+}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PROJECT_DIR).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> list[tuple[str, str, bool, int]]:
+    """(importer, imported, inside a function, line) for every import statement of the package."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importer = _module(path)
+
+        def walk(node: ast.AST, nested: bool, importer: str = importer) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                    found.append((importer, child.module, nested, child.lineno))
+                elif isinstance(child, ast.Import):
+                    found.extend((importer, alias.name, nested, child.lineno) for alias in child.names)
+                walk(child, nested or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+        walk(ast.parse(path.read_text()), False)
+    return found
+
+
+def _step(module: str) -> str | None:
+    """The step folder a module belongs to: dbops.<step>.x and dbops.defs.<step>.x."""
+    parts = module.split(".")
+    if parts[:2] == ["dbops", "defs"]:
+        return parts[2] if len(parts) > 3 else None
+    return parts[1] if len(parts) > 2 else None
+
+
+def test_domain_code_never_imports_the_dagster_layer_or_a_command_line() -> None:
+    wrong = [(a, b, line) for a, b, _, line in imports()
+             if not a.startswith("dbops.defs") and a not in TOP
+             and (b.startswith("dbops.defs") or b in TOP - {"dbops.instance"} or b == "dbops.definitions")]
+    assert not wrong, wrong
+
+
+def _lower(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in LOWER)
+
+
+def test_the_shared_lower_layer_imports_no_step() -> None:
+    wrong = [(a, b, line) for a, b, _, line in imports() if _lower(a) and b.startswith("dbops.") and not _lower(b)]
+    assert not wrong, wrong
+
+
+def test_no_step_imports_another_steps_cli() -> None:
+    wrong = [(a, b, line) for a, b, _, line in imports()
+             if b.startswith("dbops.") and b.endswith(".cli") and b != "dbops.cli" and _step(a) != _step(b)]
+    assert not wrong, wrong
+    from_dagster = [(a, b, line) for a, b, _, line in imports() if a.startswith("dbops.defs") and b.endswith(".cli")]
+    assert not from_dagster, from_dagster
+
+
+def test_a_steps_dagster_layer_imports_no_other_steps() -> None:
+    wrong = [(a, b, line) for a, b, _, line in imports()
+             if a.startswith("dbops.defs.") and b.startswith("dbops.defs.") and b not in SHARED_DEFS
+             and _step(a) is not None and _step(a) != _step(b)]
+    assert not wrong, wrong
+    shared_up = [(a, b, line) for a, b, _, line in imports()
+                 if a in SHARED_DEFS and b.startswith("dbops.defs.") and b not in SHARED_DEFS]
+    assert not shared_up, shared_up
+
+
+def test_imports_are_at_the_top_but_for_the_slow_ones() -> None:
+    nested = [(a, b, line) for a, b, inside, line in imports()
+              if inside and (b.startswith("dbops") or b.split(".")[0] in {"dagster", "boto3", "botocore",
+                                                                           "great_expectations", "pandas"})
+              and (a, b) not in LAZY]
+    assert not nested, nested
+
+
+def test_no_private_dagster_module() -> None:
+    private = [(a, b, line) for a, b, _, line in imports() if b.startswith("dagster._")]
+    assert not private, private
