@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -213,9 +212,6 @@ def step_main(group: str) -> Callable[[list[str], Settings], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Dagster marks some parameters (e.g. backfill_policy) as beta; that note is for developers, not operators, and
-    # would break the one-line error contract of the CLI.
-    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] in STEP_COMMANDS:

@@ -299,5 +299,5 @@ def test_new_migration_files_sensor_rehearses_first_when_the_rehearsal_is_on() -
     for on, expected in ((True, {"migration_rehearsal", "schema_migrations"}), (False, {"schema_migrations"})):
         defs = dg.Definitions.merge(build_migrate_defs(on), dg.Definitions(resources={
             **default_resources(), "migrations": MigrationsResource(), "backups": BackupResource()}))
-        selection = defs.get_sensor_def("new_migration_files").asset_selection
+        selection = defs.resolve_sensor_def("new_migration_files").asset_selection
         assert {k.to_user_string() for k in selection.resolve(defs.resolve_asset_graph())} == expected

@@ -26,7 +26,7 @@ def test_security_group_loads() -> None:
     assert graph.get(key).group_name == "security"
     assert {dg.AssetCheckKey(key, "no_critical_findings"), dg.AssetCheckKey(key, "no_high_findings")} <= set(
         graph.asset_check_keys)
-    assert merged.get_schedule_def("security_audit_daily").cron_schedule == "15 5 * * *"
+    assert merged.resolve_schedule_def("security_audit_daily").cron_schedule == "15 5 * * *"
 
 
 def materialize(url: str) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:

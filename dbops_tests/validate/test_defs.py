@@ -23,5 +23,5 @@ def test_integrity_group_loads() -> None:
     validation = graph.get(dg.AssetKey("integrity_validation"))
     assert validation.partitions_def is not None and validation.backfill_policy == dg.BackfillPolicy.single_run()
     assert dg.AssetCheckKey(dg.AssetKey("integrity_validation"), "no_integrity_violations") in graph.asset_check_keys
-    assert merged.get_sensor_def("revalidate_after_migration") is not None
-    assert merged.get_schedule_def("integrity_daily").cron_schedule == "30 1 * * *"
+    assert merged.resolve_sensor_def("revalidate_after_migration") is not None
+    assert merged.resolve_schedule_def("integrity_daily").cron_schedule == "30 1 * * *"
