@@ -1,6 +1,8 @@
 """The `dbops` command: the embedded server, the Dagster UI and runs, and one group per lifecycle step.
 
-Every failure an operator can cause ends as one line on stderr (``error: <problem> — <fix>``) and exit status 1.
+Every failure an operator can cause ends as one line on stderr (``error: <problem> — <fix>``) and exit status 1; a
+mistake in the configuration (environment or dbops.yaml) is one such line per mistake and exit status 2. The settings
+are read once here (:func:`dbops.settings.load_settings`) and handed to the command.
 SIGTERM, SIGINT (Ctrl-C) and SIGHUP become an exception (:class:`Terminated`), so every ``finally`` of the running
 step runs (staging directories removed, child programs stopped, partial backup objects discarded) before dbops exits
 with one line and status 128 + the signal number.
@@ -18,13 +20,13 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from dbops.config import Settings
 from dbops.embedded import ensure_embedded
 from dbops.errors import DbopsError
 from dbops.instance import prepare_environment
 from dbops.pg.binaries import find_program
 from dbops.pg.connect import connection
 from dbops.redact import redact, redact_url
+from dbops.settings import Settings, SettingsError, load_settings
 
 # `dbops <command> ...` handed to the step's own CLI: command -> (module, function, what it does). The step is the
 # module's folder, dbops/<step>/, the name of its Dagster group too; `dbops --help` shows it in brackets.
@@ -63,6 +65,8 @@ class Terminated(KeyboardInterrupt):
         return signal.Signals(self.signum).name
 
 
+# A mistake in the configuration (the environment or dbops.yaml): the exit status of `dbops config check` too.
+EXIT_CONFIG = 2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -142,7 +146,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(list_definitions(defs))
         return 0
     with dg.DagsterInstance.get() as instance:
-        summary = run_selection(defs, args.selection, instance, args.partition)
+        summary = run_selection(defs, args.selection, instance, args.partition, log_level=settings.log_level)
     print(summary.render())
     return 0 if summary.success else 1
 
@@ -221,10 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     try:
         with signals_as_exceptions():
-            settings = Settings.from_env()
+            # `dbops config` loads (and judges) the configuration itself, so a broken one can still be checked.
+            settings = None if getattr(args, "group", None) == "config" else load_settings()
             if args.func is None:
                 return int(step_main(args.group)(args.rest, settings) or 0)
             return int(args.func(args, settings) or 0)
+    except SettingsError as exc:  # every mistake of the environment or dbops.yaml, one line each
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     except DbopsError as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 1

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from dbops.config import Settings
 from dbops.definitions import defs
 from dbops.instance import prepare_environment
 from dbops.pg.connect import connection
 from dbops.runner import run_selection
 from dbops.scorecard import build_scorecard
 from dbops.seed import seed
+from dbops.settings import Settings
 
 
 def _step(title: str) -> float:
@@ -64,7 +64,7 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
     failures = 0
     with dg.DagsterInstance.get() as instance:
         t = _step("migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
-        summary = run_selection(defs, "group:migrate", instance)
+        summary = run_selection(defs, "group:migrate", instance, log_level=settings.log_level)
         print(summary.render())
         failures += not summary.success
         _done(t)
@@ -82,7 +82,7 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
         if rest:
             t = _step("lifecycle: " + ", ".join(k.to_user_string() for k in rest))
             selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
-            summary = run_selection(defs, selection, instance, ops_config=DEMO_LOAD_TEST)
+            summary = run_selection(defs, selection, instance, ops_config=DEMO_LOAD_TEST, log_level=settings.log_level)
             print(summary.render())
             failures += not summary.success
             _done(t)
@@ -90,7 +90,8 @@ def run_demo(settings: Settings, scale: float = 1.0) -> int:
         if "integrity_validation" in {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}:
             first, last = integrity_window()
             t = _step(f"integrity validation backfill: {first} to {last} (30 daily partitions, one run)")
-            summary = run_selection(defs, "integrity_validation", instance, partition_range=(first, last))
+            summary = run_selection(defs, "integrity_validation", instance, partition_range=(first, last),
+                                    log_level=settings.log_level)
             print(summary.render())
             failures += not summary.success
             _done(t)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from dbops.config import DAGSTER_DB_NAME, Settings
 from dbops.pg.connect import ensure_database, parse_url
+from dbops.settings import Settings
+from dbops.settings.model import DAGSTER_DB_NAME
 
 # Databases of the embedded server no application role has any business in: PUBLIC loses CONNECT and TEMPORARY.
 CLOSED_DATABASES = ("postgres", DAGSTER_DB_NAME)

@@ -5,7 +5,6 @@ The run is recorded in the same PostgreSQL storage as `dbops ui` uses, so it sho
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -101,11 +100,13 @@ def run_selection(
     partition_key: str | None = None,
     partition_range: tuple[str, str] | None = None,
     ops_config: dict | None = None,
+    log_level: str = "WARNING",
 ) -> RunSummary:
-    """Materialize ``selection`` in-process; ``partition_range`` (first, last) makes one ranged run (a backfill)."""
+    """Materialize ``selection`` in-process; ``partition_range`` (first, last) makes one ranged run (a backfill);
+    ``log_level`` (the ``log_level`` setting, DBOPS_LOG_LEVEL) is what the terminal gets of the step events."""
     job = resolve_job(defs, selection)
     # Step-by-step events go to the instance (and the UI); the terminal gets warnings and the summary below.
-    level = os.environ.get("DBOPS_LOG_LEVEL", "WARNING").upper()
+    level = log_level.upper()
     run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
     if ops_config:
         run_config["ops"] = ops_config

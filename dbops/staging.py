@@ -2,7 +2,7 @@
 
 A directory-format dump (``pg_dump --jobs``) and its restore (``pg_restore --jobs``) need the dump as local files,
 unencrypted. They live in ``<root>/<pid>-<random>`` (``root`` is ``$DBOPS_HOME/staging``, see
-:attr:`dbops.config.Settings.staging_root`), both mode 0700, and are removed when the step ends: on success, on
+:attr:`dbops.settings.Settings.staging_root`), both mode 0700, and are removed when the step ends: on success, on
 failure, on Ctrl-C and on SIGTERM (the CLI turns both into an exception, so ``finally`` blocks run).
 
 A run killed with SIGKILL (or by a power cut) cannot clean up. Its programs die with it (see

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from dbops.cli import step_main
-from dbops.config import Settings
 from dbops.pg.connect import drop_database, ensure_database, with_database
 from dbops.pg.server import EmbeddedServer, free_port
+from dbops.settings import Settings
 
 # The backup stores, keys and archiving servers the backup and restore tests share (one SeaweedFS per session).
 pytest_plugins = ["dbops_tests.stores"]

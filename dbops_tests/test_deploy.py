@@ -424,15 +424,19 @@ def test_constraints_pin_every_requirement_of_pyproject() -> None:
 
 
 def test_image_carries_the_checkout_files_dbops_reads() -> None:
-    """Every `project_dir() / "<name>"` of dbops/ is copied, or written elsewhere in Kubernetes (listed here)."""
+    """Every checkout path of dbops/ (the settings' `_project(c, "<name>", ...)` defaults, a domain function's
+    `checkout_dir() / "<name>"`, `project_dir / "<name>"`) is copied, or written elsewhere in Kubernetes (listed
+    here)."""
     elsewhere = {
         "review": "written, not read: DBOPS_REVIEW_DIR points at the scratch volume (Helm values)",
         "dagster.yaml": "the chart mounts the instance's dagster.yaml into DAGSTER_HOME",
     }
     read = set()
     for path in (ROOT / "dbops").rglob("*.py"):
-        read |= set(re.findall(r'project_dir\(\)\s*/\s*"([^"]+)"', path.read_text()))
-    assert read, "no project_dir() use found: the check lost its subject"
+        text = path.read_text()
+        read |= set(re.findall(r'(?:project_dir|checkout_dir\(\))\s*/\s*"([^"]+)"', text))
+        read |= set(re.findall(r'_project\(c,\s*"([^"]+)"', text))
+    assert read, "no checkout path found: the check lost its subject"
     copied = {shlex.split(rest)[0].rstrip("/") for instruction, rest in dockerfile() if instruction == "COPY"}
     missing = read - copied - set(elsewhere)
     assert not missing, f"dbops reads {missing} from the checkout: COPY it in deploy/Dockerfile"

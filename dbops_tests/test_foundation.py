@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dbops.config import Settings
 from dbops.errors import ConfigError, ConnectionFailed
 from dbops.pg.connect import connect
 from dbops.pg.server import free_port
 from dbops.redact import redact, redact_url
+from dbops.settings import load_settings
 from dbops_tests.conftest import make_test_dir, run_dbops
 
 
@@ -24,9 +24,9 @@ def test_redact_url_and_text() -> None:
 
 def test_settings_reject_bad_port_and_url() -> None:
     with pytest.raises(ConfigError, match="DBOPS_PG_PORT"):
-        Settings.from_env({"DBOPS_PG_PORT": "abc"})
+        load_settings({"DBOPS_PG_PORT": "abc"})
     with pytest.raises(ConfigError, match="postgresql://"):
-        Settings.from_env({"DBOPS_DATABASE_URL": "mysql://u:p@h/db"})
+        load_settings({"DBOPS_DATABASE_URL": "mysql://u:p@h/db"})
 
 
 def test_unreachable_server_and_wrong_password_are_clear(pg_server) -> None:
@@ -57,7 +57,7 @@ def test_db_up_status_url_down_through_the_cli(tmp_path: Path) -> None:
         url = run_dbops(["db", "url"], env)
         assert url.stdout.strip() == f"postgresql://postgres:***@127.0.0.1:{port}/shop"
         assert run_dbops(["db", "status"], env).returncode == 0
-        settings = Settings.from_env(env)
+        settings = load_settings(env)
         with connect(settings.target_url()) as conn:
             got = dict(conn.execute(
                 "SELECT name, setting FROM pg_settings WHERE name IN "
@@ -142,3 +142,18 @@ def test_every_alerting_target_names_a_check_that_exists() -> None:
     existing = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
     assert declared <= existing, declared - existing
     assert existing <= declared, existing - declared
+
+
+def test_a_configuration_mistake_is_one_line_each_and_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI reads the settings once, before any command: every mistake one line, status 2, nothing started."""
+    from dbops.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DBOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DBOPS_PG_PORT", "abc")
+    monkeypatch.setenv("DBOPS_BACKUP_KEEP_LAST", "0")
+    assert main(["db", "up"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: DBOPS_") for line in lines), lines
+    assert not (tmp_path / "home").exists()

@@ -20,7 +20,7 @@ TOP = {"dbops.cli", "dbops.definitions", "dbops.demo", "dbops.scorecard", "dbops
 SHARED_DEFS = {"dbops.defs.resources", "dbops.defs.schedules"}
 # Below every step: what the steps share (PostgreSQL, programs, errors, settings); it imports none of them.
 LOWER = ("dbops.pg", "dbops.programs", "dbops.errors", "dbops.redact", "dbops.text", "dbops.private", "dbops.staging",
-         "dbops.config", "dbops.embedded", "dbops.runner")
+         "dbops.settings", "dbops.embedded", "dbops.runner")
 # Imports kept inside a function, each for its start-up cost (commented where it is made).
 LAZY = {
     ("dbops.cli", "dagster"), ("dbops.cli", "dbops.definitions"), ("dbops.cli", "dbops.runner"),
@@ -106,6 +106,54 @@ def test_imports_are_at_the_top_but_for_the_slow_ones() -> None:
 def test_no_private_dagster_module() -> None:
     private = [(a, b, line) for a, b, _, line in imports() if b.startswith("dagster._")]
     assert not private, private
+
+
+# The only modules outside dbops/settings/ that touch os.environ, each for a reason that is not reading configuration.
+ENVIRON_EXCEPTIONS = {
+    # A child program's environment is built from this process's (passed on, secrets removed), not read as settings.
+    "dbops.programs": "child environment",
+    # Dagster's own interface (DAGSTER_PG_* for dagster.yaml, DAGSTER_HOME, telemetry) set for the dagster process.
+    "dbops.instance": "Dagster's variables",
+    # GX's analytics switch, read by GX when it is imported.
+    "dbops.validate.gxrun": "GX's variable",
+}
+
+
+def _environ_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of every os.environ / os.getenv / getenv in a module."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb") and \
+                isinstance(node.value, ast.Name) and node.value.id == "os":
+            found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" and \
+                any(a.name in ("environ", "getenv", "environb") for a in node.names):
+            found.append((node.lineno, "from os import ..."))
+    return found
+
+
+def test_nothing_outside_the_settings_reads_the_environment() -> None:
+    """Domain code gets typed settings as arguments: dbops.settings.load_settings is the one reader of os.environ."""
+    wrong, seen = [], set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module(path)
+        if module == "dbops.settings" or module.startswith("dbops.settings."):
+            continue
+        uses = _environ_uses(ast.parse(path.read_text()))
+        if uses and module in ENVIRON_EXCEPTIONS:
+            seen.add(module)
+            continue
+        wrong += [(module, line, text) for line, text in uses]
+    assert not wrong, wrong
+    assert seen == set(ENVIRON_EXCEPTIONS), f"stale exceptions: {set(ENVIRON_EXCEPTIONS) - seen}"
+
+
+def test_no_dbops_variable_is_written_back() -> None:
+    """dbops.instance sets Dagster's variables only: no DBOPS_* for resources to read back."""
+    source = (PACKAGE / "instance.py").read_text()
+    writes = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
+              and isinstance(node.value, str) and node.value.startswith("DBOPS_")]
+    assert not writes, [w.value for w in writes]
 
 
 # Direct dependencies dbops does not import, and why each is one.

@@ -11,12 +11,12 @@ from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
 from dbops.backup.manifest import Ignored, load_manifest, read_store, verify_objects
 from dbops.backup.physical import base_backup
-from dbops.backup.retention import prune, rules_from_env
+from dbops.backup.retention import prune, rules
 from dbops.backup.store import store_for
 from dbops.backup.wal import push_spool
-from dbops.config import Settings
 from dbops.embedded import ensure_embedded
 from dbops.redact import redact_url
+from dbops.settings import Settings
 
 
 def _report(ignored: list[Ignored]) -> None:
@@ -46,9 +46,10 @@ def backup_main(argv: list[str], settings: Settings) -> int:
     if args.action == "keygen":
         print(generate_key())
         return 0
-    store = store_for(settings)
+    store, backup = store_for(settings), settings.target().backup
     if args.action == "list":
-        listing = read_store(store, MasterKey.from_env)  # the key is needed once there is a manifest to verify
+        # the key is needed once there is a manifest to verify
+        listing = read_store(store, lambda: MasterKey.from_settings(backup))
         _report(listing.ignored)
         for m in listing.backups:
             parent = f"  parent {m['parent']}" if m.get("parent") else ""
@@ -56,7 +57,7 @@ def backup_main(argv: list[str], settings: Settings) -> int:
                   f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}{parent}")
         return 0
     if args.action == "prune":
-        result = prune(store, MasterKey.from_env, *rules_from_env(), dry_run=args.dry_run)
+        result = prune(store, lambda: MasterKey.from_settings(backup), *rules(backup), dry_run=args.dry_run)
         _report(result.ignored)
         verb = "would delete" if args.dry_run else "deleted"
         for backup_id in result.ids:
@@ -67,7 +68,7 @@ def backup_main(argv: list[str], settings: Settings) -> int:
             print(f"{verb} {len(result.unfinished)} unfinished upload(s) older than a day")
         print(f"kept {len(result.kept)} backup(s)")
         return 0
-    key = MasterKey.from_env()
+    key = MasterKey.from_settings(settings.target().backup)
     if args.action == "verify":
         if args.backup_id:
             manifests, ignored = [load_manifest(store, args.backup_id, key)], []
@@ -129,7 +130,7 @@ def wal_main(argv: list[str], settings: Settings) -> int:
         print(f"{len(archived)} WAL file(s) in {store.describe()}, newest {archived[-1] if archived else 'none'}; "
               f"{len(backlog)} waiting in the spool {spool or '(none)'}")
         return 0
-    key = MasterKey.from_env()
+    key = MasterKey.from_settings(settings.target().backup)
     if args.path:
         stored = wal.push_file(store, key, Path(args.path))
         print(f"{Path(args.path).name} {'archived' if stored else 'already archived'}")

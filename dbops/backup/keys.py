@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dbops.errors import ConfigError, DbopsError
+from dbops.settings import BackupSettings
 
 KEY_ENV = "DBOPS_BACKUP_KEY"
 KEY_FILE_ENV = "DBOPS_BACKUP_KEY_FILE"
@@ -41,24 +43,48 @@ class MasterKey:
     secret: bytes
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> MasterKey:
-        env = dict(os.environ) if env is None else env
+    def from_settings(cls, backup: BackupSettings) -> MasterKey:
+        """The target's key: ``backup.key`` (a secret reference, resolved now) first, else ``backup.key_file``."""
+        if backup.key is not None and backup.key.is_set:
+            return cls.from_text(backup.key.resolve(), backup.key.env)
+        if backup.key_file is not None:
+            try:
+                raw = backup.key_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the backup key file {backup.key_file}: {exc.strerror}",
+                                  f"fix {KEY_FILE_ENV} (backup.key_file) or set {KEY_ENV}") from exc
+            return cls.from_text(raw, str(backup.key_file))
+        name = backup.key.env if backup.key is not None else KEY_ENV
+        raise ConfigError(f"no backup encryption key: {name} and {KEY_FILE_ENV} are unset",
+                          f"set {name} to 32 random bytes in base64 (`dbops backup keygen` prints one)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MasterKey:
+        """The key in a mapping of ``DBOPS_BACKUP_KEY`` / ``DBOPS_BACKUP_KEY_FILE`` (tests, child environments)."""
         raw = env.get(KEY_ENV)
-        if not raw and env.get(KEY_FILE_ENV):
+        if raw:
+            return cls.from_text(raw, KEY_ENV)
+        if env.get(KEY_FILE_ENV):
             try:
                 raw = Path(env[KEY_FILE_ENV]).read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"cannot read the backup key file {env[KEY_FILE_ENV]}: {exc.strerror}",
                                   f"fix {KEY_FILE_ENV} or set {KEY_ENV}") from exc
+            return cls.from_text(raw, env[KEY_FILE_ENV])
+        raise ConfigError(f"no backup encryption key: {KEY_ENV} and {KEY_FILE_ENV} are unset",
+                          f"set {KEY_ENV} to 32 random bytes in base64 (`dbops backup keygen` prints one)")
+
+    @classmethod
+    def from_text(cls, raw: str, source: str = KEY_ENV) -> MasterKey:
+        """A key from its base64 text; ``source`` (a variable or file name, never the value) names it in errors."""
         if not raw:
-            raise ConfigError(f"no backup encryption key: {KEY_ENV} and {KEY_FILE_ENV} are unset",
-                              f"set {KEY_ENV} to 32 random bytes in base64 (`dbops backup keygen` prints one)")
+            raise ConfigError(f"{source} is empty", "use `dbops backup keygen` to make a key")
         try:
             secret = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ConfigError(f"{KEY_ENV} is not valid base64", "use `dbops backup keygen` to make a key") from exc
+            raise ConfigError(f"{source} is not valid base64", "use `dbops backup keygen` to make a key") from exc
         if len(secret) != 32:
-            raise ConfigError(f"{KEY_ENV} must decode to 32 bytes, got {len(secret)}",
+            raise ConfigError(f"{source} must decode to 32 bytes, got {len(secret)}",
                               "use `dbops backup keygen` to make a key")
         return cls(secret)
 

@@ -68,7 +68,7 @@ def logical_backup(
     """Take a logical backup of ``url`` into ``store``; return its manifest (already stored, so now "latest").
 
     ``jobs`` (≥ 1) selects the directory format dumped by that many pg_dump workers, staged locally under
-    ``staging_root`` (see above; :attr:`dbops.config.Settings.staging_root`), which it then requires. Staging
+    ``staging_root`` (see above; :attr:`dbops.settings.Settings.staging_root`), which it then requires. Staging
     directories left by killed runs under ``staging_root`` are removed first.
     """
     if jobs is not None and jobs < 1:

@@ -25,8 +25,6 @@ removed too; a younger one may belong to a backup still running.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,15 +32,13 @@ from typing import Any
 from dbops.backup import wal
 from dbops.backup.manifest import MANIFEST, PREFIX, Ignored, KeySource, object_key, read_store
 from dbops.backup.store import Store, Unfinished
-from dbops.config import positive_number
 from dbops.errors import ConfigError
+from dbops.settings import BackupSettings
 
 
-def rules_from_env(env: Mapping[str, str] | None = None) -> tuple[int | None, float | None]:
-    """(keep_last, keep_days) from ``DBOPS_BACKUP_KEEP_LAST`` (default 7) and ``DBOPS_BACKUP_KEEP_DAYS`` (unset)."""
-    env = os.environ if env is None else env
-    keep_last = positive_number(env, "DBOPS_BACKUP_KEEP_LAST", 7)
-    return (int(keep_last) if keep_last else None), positive_number(env, "DBOPS_BACKUP_KEEP_DAYS", None)
+def rules(backup: BackupSettings) -> tuple[int | None, float | None]:
+    """(keep_last, keep_days) of a target: ``backup.keep_last`` (default 7) and ``backup.keep_days`` (unset)."""
+    return backup.keep_last, backup.keep_days
 
 
 UNFINISHED_AFTER = timedelta(days=1)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dbops.config import Settings
 from dbops.errors import ConfigError, DbopsError
 from dbops.redact import redact
+from dbops.settings import BackupSettings, Settings
 
 Progress = Callable[[int], None]  # called with the bytes stored so far
 
@@ -190,7 +190,8 @@ class S3Store(Store):
     ATTEMPTS = 2  # every call, its first try included: worst case 2 x 15 s (+ backoff) on a silent endpoint
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
-                 sse: str | None = None, part_size: int = PART_SIZE) -> None:
+                 sse: str | None = None, part_size: int = PART_SIZE, access_key_id: str | None = None,
+                 secret_access_key: str | None = None) -> None:
         # Imported with the first S3 store: boto3 takes half a second, which a local store (and `dbops wal push`, an
         # archive_command run for every WAL file) need not pay.
         import boto3
@@ -203,6 +204,7 @@ class S3Store(Store):
         self.part_size = max(part_size, 5 << 20)
         self.client = boto3.client(
             "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
+            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,  # None: boto3's usual chain
             config=Config(retries={"total_max_attempts": self.ATTEMPTS, "mode": "standard"},
                           connect_timeout=self.CONNECT_TIMEOUT, read_timeout=self.READ_TIMEOUT),
         )
@@ -327,25 +329,20 @@ class S3Store(Store):
             raise self._fail("abort of the unfinished upload", item.name, exc) from exc
 
 
-def store_from_env(env: dict[str, str] | None = None, default_root: Path | None = None) -> Store:
-    """``DBOPS_BACKUP_STORE`` = ``local`` (``DBOPS_BACKUP_DIR``) or ``s3`` (``DBOPS_BACKUP_BUCKET``, ``_PREFIX``,
-    ``_S3_ENDPOINT``, ``_S3_REGION``, ``_S3_SSE``; credentials from the usual AWS_* variables)."""
-    env = dict(os.environ) if env is None else env
-    kind = env.get("DBOPS_BACKUP_STORE", "local").lower()
-    if kind == "local":
-        root = env.get("DBOPS_BACKUP_DIR") or (str(default_root) if default_root else "")
-        if not root:
-            raise ConfigError("no backup directory", "set DBOPS_BACKUP_DIR")
-        return LocalStore(Path(root))
-    if kind == "s3":
-        bucket = env.get("DBOPS_BACKUP_BUCKET")
-        if not bucket:
-            raise ConfigError("DBOPS_BACKUP_STORE=s3 but DBOPS_BACKUP_BUCKET is unset", "set the bucket name")
-        return S3Store(bucket, env.get("DBOPS_BACKUP_PREFIX", ""), endpoint_url=env.get("DBOPS_BACKUP_S3_ENDPOINT"),
-                       region=env.get("DBOPS_BACKUP_S3_REGION"), sse=env.get("DBOPS_BACKUP_S3_SSE"))
-    raise ConfigError(f"DBOPS_BACKUP_STORE={kind!r} is not a store kind", "use local or s3")
+def store_from_settings(backup: BackupSettings) -> Store:
+    """The target's store: ``local`` (``backup.directory``) or ``s3`` (``backup.s3``; credentials from the secret
+    references when set, else boto3's usual AWS chain)."""
+    if backup.store == "local":
+        return LocalStore(backup.directory)
+    s3 = backup.s3
+    if not s3.bucket:
+        raise ConfigError("the backup store is s3 but no bucket is set", "set DBOPS_BACKUP_BUCKET (backup.s3.bucket)")
+    credentials = {}
+    if s3.access_key_id is not None and s3.secret_access_key is not None:
+        credentials = {"access_key_id": s3.access_key_id.resolve(), "secret_access_key": s3.secret_access_key.resolve()}
+    return S3Store(s3.bucket, s3.prefix or "", endpoint_url=s3.endpoint, region=s3.region, sse=s3.sse, **credentials)
 
 
-def store_for(settings: Settings) -> Store:
-    """The store the CLI reads and writes: :func:`store_from_env`, a local store defaulting to $DBOPS_HOME/backups."""
-    return store_from_env(default_root=settings.home / "backups")
+def store_for(settings: Settings, target: str | None = None) -> Store:
+    """The store the CLI reads and writes: the (default) target's :func:`store_from_settings`."""
+    return store_from_settings(settings.target(target).backup)

@@ -1,8 +1,9 @@
 """Resources shared by the lifecycle steps: the managed database, the backup store several steps read (backup,
-restore, the migration rehearsal) and the migrations folder (migrate, and the catalog's drift check). Secrets arrive
-through ``dg.EnvVar`` or the environment and are resolved at launch."""
+restore, the migration rehearsal) and the migrations folder (migrate, and the catalog's drift check).
 
-import os
+A field left empty takes the target's value from :func:`dbops.settings.load_settings`, read when the resource is used
+(a run's launch); secrets stay references until then."""
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -14,36 +15,57 @@ import psycopg
 
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import Listing, read_store
-from dbops.backup.store import Store, store_from_env
-from dbops.config import Settings
+from dbops.backup.store import Store, store_from_settings
 from dbops.migrate import Migrator
 from dbops.migrate.rehearsal import Thresholds
 from dbops.pg.connect import check_url, connection
 from dbops.redact import redact_url
+from dbops.settings import BackupSettings, Settings, TargetSettings, load_settings
+
+
+def launch_settings() -> Settings:
+    """The settings of this process, read now: Dagster resources take their values from here, never from the
+    environment directly."""
+    return load_settings()
+
+
+def launch_target(name: str = "") -> TargetSettings:
+    """The target called ``name`` (empty: the default target) of :func:`launch_settings`."""
+    return launch_settings().target(name or None)
 
 
 class DatabaseResource(dg.ConfigurableResource):
-    """The managed PostgreSQL database.
+    """The managed PostgreSQL database: ``target``'s (empty: the default target) unless ``url`` is given.
 
     ``production`` marks a target where destructive or heavy operations (load tests, scratch restores on the same
-    server) must be explicitly allowed.
+    server) must be explicitly allowed; unset, it is the target's ``production`` setting (``DBOPS_PRODUCTION``).
     """
 
-    url: str
-    production: bool = False
+    url: str = ""
+    production: bool | None = None
+    target: str = ""
+
+    @property
+    def target_url(self) -> str:
+        """The database's URL (with its password: never print it, use ``display_url``)."""
+        return check_url(self.url) if self.url else launch_settings().target_url(self.target or None)
+
+    @property
+    def is_production(self) -> bool:
+        return self.production if self.production is not None else launch_target(self.target).production
 
     @contextmanager
     def connect(self, **kwargs: Any) -> Iterator[psycopg.Connection[Any]]:
-        with connection(check_url(self.url), **kwargs) as conn:
+        with connection(self.target_url, **kwargs) as conn:
             yield conn
 
     @property
     def display_url(self) -> str:
-        return redact_url(self.url)
+        return redact_url(self.target_url)
 
 
 class BackupResource(dg.ConfigurableResource):
-    """Store and key settings; empty fields fall back to the DBOPS_BACKUP_* environment variables.
+    """Store and key settings; empty fields take the target's ``backup`` settings (DBOPS_BACKUP_*, dbops.yaml).
 
     ``rto_target_seconds`` is the recovery-time objective every drill is checked against; ``max_age_hours`` how old
     the newest complete backup may be before ``backup_fresh`` fails; ``max_wal_segments_behind`` how many finished
@@ -59,32 +81,35 @@ class BackupResource(dg.ConfigurableResource):
     max_age_hours: float = 26.0
     max_wal_segments_behind: int = 2
 
+    target: str = ""
+
+    def backup_settings(self) -> BackupSettings:
+        """The target's backup settings with this resource's non-empty fields over them."""
+        backup = launch_target(self.target).backup
+        s3 = replace(backup.s3, bucket=self.bucket or backup.s3.bucket, prefix=self.prefix or backup.s3.prefix,
+                     endpoint=self.endpoint_url or backup.s3.endpoint)
+        return replace(backup, store=self.store or backup.store,
+                       directory=Path(self.directory) if self.directory else backup.directory, s3=s3)
+
     def open_store(self) -> Store:
-        env = dict(os.environ)
-        for field, var in (("store", "DBOPS_BACKUP_STORE"), ("directory", "DBOPS_BACKUP_DIR"),
-                           ("bucket", "DBOPS_BACKUP_BUCKET"), ("prefix", "DBOPS_BACKUP_PREFIX"),
-                           ("endpoint_url", "DBOPS_BACKUP_S3_ENDPOINT")):
-            value = getattr(self, field)
-            if value:
-                env[var] = value
-        return store_from_env(env, default_root=Settings.from_env().home / "backups")
+        return store_from_settings(self.backup_settings())
 
     def master_key(self) -> MasterKey:
-        return MasterKey.from_env()
+        return MasterKey.from_settings(self.backup_settings())
 
     @property
     def bin_dir(self) -> Path | None:
-        return Settings.from_env().pg_bin
+        return launch_settings().pg_bin
 
     @property
     def staging_root(self) -> Path:
         """Where a directory-format dump or restore stages its plaintext: $DBOPS_HOME/staging (0700)."""
-        return Settings.from_env().staging_root
+        return launch_settings().staging_root
 
     @property
     def wal_spool(self) -> Path | None:
         """The spool the server's archive_command fills (the embedded server's, or DBOPS_WAL_SPOOL)."""
-        return Settings.from_env().wal_spool
+        return launch_target(self.target).wal_spool
 
 
 class MigrationsResource(dg.ConfigurableResource):
@@ -93,7 +118,7 @@ class MigrationsResource(dg.ConfigurableResource):
     locations: str = ""
     out_of_order: bool = False
     lint_exclude: list[str] = []
-    # Rehearsal (migration_rehearsal): zero / empty falls back to DBOPS_REHEARSAL_* (see dbops.migrate.rehearsal).
+    # Rehearsal (migration_rehearsal): zero / empty takes the target's rehearsal settings (DBOPS_REHEARSAL_*).
     rehearsal_large_table_mb: float = 0.0
     rehearsal_max_lock_seconds: float = 0.0
     rehearsal_server_url: str = ""  # where scratch copies are restored; default DBOPS_REHEARSAL_SERVER_URL, else
@@ -101,7 +126,7 @@ class MigrationsResource(dg.ConfigurableResource):
 
     @property
     def path(self) -> Path:
-        return Path(self.locations) if self.locations else Settings.from_env().migrations_dir
+        return Path(self.locations) if self.locations else launch_settings().migrations_dir
 
     def migrator(self, url: str) -> Migrator:
         kwargs = {"out_of_order": self.out_of_order}
@@ -110,7 +135,7 @@ class MigrationsResource(dg.ConfigurableResource):
         return Migrator(url, self.path, **kwargs)
 
     def rehearsal_thresholds(self) -> Thresholds:
-        base = Thresholds.from_env()
+        base = Thresholds.from_settings(launch_target().rehearsal)
         return replace(
             base,
             large_table_bytes=int(self.rehearsal_large_table_mb * 1048576) or base.large_table_bytes,
@@ -118,7 +143,8 @@ class MigrationsResource(dg.ConfigurableResource):
         )
 
     def rehearsal_server(self, database_url: str) -> str:
-        return self.rehearsal_server_url or os.environ.get("DBOPS_REHEARSAL_SERVER_URL", "") or database_url
+        server = launch_target().rehearsal.server_url
+        return self.rehearsal_server_url or (server.resolve() if server else "") or database_url
 
 
 def read_verified(context: dg.AssetExecutionContext, store: Store, key: MasterKey) -> Listing:
@@ -131,8 +157,5 @@ def read_verified(context: dg.AssetExecutionContext, store: Store, key: MasterKe
 
 def default_resources() -> dict[str, Any]:
     return {
-        "database": DatabaseResource(
-            url=dg.EnvVar("DBOPS_DATABASE_URL"),
-            production=False,
-        ),
+        "database": DatabaseResource(),  # the default target's URL and production flag, read at launch
     }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from dbops.migrate.rehearsal import rehearsal_enabled
+from dbops.defs.resources import launch_target
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 STOPPED = dg.DefaultScheduleStatus.STOPPED
@@ -33,7 +33,7 @@ class StepSchedule:
 STEP_SCHEDULES: tuple[StepSchedule, ...] = (
     StepSchedule("migrate", "migrate_hourly", ("schema_migrations",), "0 * * * *", STOPPED,
                  "migrations normally run on deploy; turn on to apply merged migrations hourly",
-                 gates=("migration_rehearsal",) if rehearsal_enabled() else ()),
+                 gates=("migration_rehearsal",) if launch_target().rehearsal.enabled else ()),
     StepSchedule("catalog", "catalog_daily", ("schema_catalog",), "0 2 * * *", RUNNING,
                  "nightly catalog and drift check"),
     StepSchedule("profile", "query_profile_hourly", ("query_profile",), "15 * * * *", RUNNING,

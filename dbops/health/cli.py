@@ -13,16 +13,16 @@ from collections.abc import Callable
 import dagster as dg
 from prometheus_client import generate_latest, start_http_server
 
-from dbops.config import Settings
 from dbops.errors import ConfigError
 from dbops.health.alerts import Alert
 from dbops.health.exporter import build_registry
 from dbops.health.lifecycle import LifecycleFigures, lifecycle_figures
 from dbops.health.metrics import collect_health
-from dbops.health.sinks import deliver, sinks_from_env
+from dbops.health.sinks import deliver, sinks_from_settings
 from dbops.health.targets import Targets, load_targets
 from dbops.instance import prepare_environment
 from dbops.redact import redact, redact_url
+from dbops.settings import Settings
 
 DEFAULT_PORT = 9188  # postgres_exporter owns 9187
 
@@ -31,7 +31,7 @@ def lifecycle_reader(settings: Settings, targets: Targets | None = None) -> Call
     """Reads the other steps' figures from the Dagster instance dbops uses (DAGSTER_HOME, prepared like `dbops run`)."""
     prepare_environment(settings)
     instance = dg.DagsterInstance.get()
-    checks = (targets or load_targets()).checks
+    checks = (targets or load_targets(settings.target().targets_file)).checks
     return lambda: lifecycle_figures(instance, checks)
 
 
@@ -86,7 +86,7 @@ def alerts_main(argv: list[str], settings: Settings) -> int:
     test.add_argument("--send", action="store_true", help="also send a test notification to every configured sink")
     args = parser.parse_args(argv)
 
-    targets = load_targets(args.targets)
+    targets = load_targets(args.targets or settings.target().targets_file)
     print(f"targets: {targets.source}: {len(targets.metrics)} metric(s), {len(targets.checks)} check(s) - valid")
     url = settings.target_url()
     first = collect_health(url)
@@ -119,7 +119,7 @@ def alerts_main(argv: list[str], settings: Settings) -> int:
     alert = Alert(key="test", status="firing", severity="warning", summary="test alert from `dbops alerts test`",
                   detail=f"{missed} target(s) missed on {redact_url(url)}", at=now, started_at=now)
     failures = 0
-    for delivery in deliver([alert], sinks_from_env(), retries=2, backoff=0.5):
+    for delivery in deliver([alert], sinks_from_settings(settings.target().alerts), retries=2, backoff=0.5):
         failures += not delivery.ok
         print(f"sink {delivery.sink}: {'delivered' if delivery.ok else 'FAILED ' + redact(delivery.error)}")
     return 1 if failures else 0

@@ -15,13 +15,12 @@ delays or loses the alert for the others; what still failed is returned so the c
 from __future__ import annotations
 
 import json
-import os
 import smtplib
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -30,6 +29,7 @@ from pathlib import Path
 from dbops.errors import ConfigError
 from dbops.health.alerts import Alert
 from dbops.redact import redact, register_secret
+from dbops.settings import AlertSettings
 
 SEND_TIMEOUT_S = 5.0
 
@@ -115,29 +115,22 @@ class LogFileSink(Sink):
             fh.write(json.dumps(alert.to_dict(), sort_keys=True) + "\n")
 
 
-def sinks_from_env(env: Mapping[str, str] | None = None) -> list[Sink]:
-    """The sinks configured by environment variables (secrets never come from files)."""
-    env = os.environ if env is None else env
+def sinks_from_settings(alerts: AlertSettings) -> list[Sink]:
+    """The sinks a target's ``alerts`` settings configure (secrets by reference, resolved here), the log file last."""
     sinks: list[Sink] = []
-    if env.get("DBOPS_ALERT_SLACK_WEBHOOK"):
-        sinks.append(SlackWebhookSink(env["DBOPS_ALERT_SLACK_WEBHOOK"]))
-    if env.get("DBOPS_ALERT_WEBHOOK_URL"):
-        sinks.append(JsonWebhookSink(env["DBOPS_ALERT_WEBHOOK_URL"]))
-    if env.get("DBOPS_ALERT_SMTP_HOST"):
-        recipients = [r.strip() for r in env.get("DBOPS_ALERT_SMTP_TO", "").split(",") if r.strip()]
-        sender = env.get("DBOPS_ALERT_SMTP_FROM", "")
-        if not recipients or not sender:
+    if alerts.slack_webhook is not None and alerts.slack_webhook.is_set:
+        sinks.append(SlackWebhookSink(alerts.slack_webhook.resolve()))
+    if alerts.webhook_url is not None and alerts.webhook_url.is_set:
+        sinks.append(JsonWebhookSink(alerts.webhook_url.resolve()))
+    smtp = alerts.smtp
+    if smtp.host:
+        if not smtp.recipients or not smtp.sender:
             raise ConfigError("DBOPS_ALERT_SMTP_HOST is set but DBOPS_ALERT_SMTP_FROM or DBOPS_ALERT_SMTP_TO is empty",
                               "set both (DBOPS_ALERT_SMTP_TO is comma-separated)")
-        try:
-            port = int(env.get("DBOPS_ALERT_SMTP_PORT", "25"))
-        except ValueError as exc:
-            raise ConfigError("DBOPS_ALERT_SMTP_PORT is not a number", "use e.g. 25 or 587") from exc
-        sinks.append(EmailSink(env["DBOPS_ALERT_SMTP_HOST"], port, sender, recipients,
-                               env.get("DBOPS_ALERT_SMTP_USER"), env.get("DBOPS_ALERT_SMTP_PASSWORD"),
-                               env.get("DBOPS_ALERT_SMTP_STARTTLS", "1") not in ("0", "false", "no")))
-    log_file = env.get("DBOPS_ALERT_LOG_FILE") or str(Path(env.get("DBOPS_HOME") or ".dbops") / "alerts.log")
-    sinks.append(LogFileSink(Path(log_file)))
+        password = smtp.password.resolve() if smtp.password is not None and smtp.password.is_set else None
+        sinks.append(EmailSink(smtp.host, smtp.port, smtp.sender, list(smtp.recipients), smtp.user, password,
+                               smtp.starttls))
+    sinks.append(LogFileSink(alerts.log_file))
     return sinks
 
 

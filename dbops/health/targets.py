@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import operator
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from dbops.config import project_dir
 from dbops.errors import ConfigError
+from dbops.settings import checkout_dir
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -31,9 +30,9 @@ class TargetsError(ConfigError):
 
 
 def default_targets_path() -> Path:
-    """``DBOPS_TARGETS``, else ``monitoring/targets.yml`` of the checkout."""
-    explicit = os.environ.get("DBOPS_TARGETS")
-    return Path(explicit) if explicit else project_dir() / "monitoring" / "targets.yml"
+    """The reference file, ``monitoring/targets.yml`` of the checkout; callers pass the target's ``targets_file``
+    (``DBOPS_TARGETS``)."""
+    return checkout_dir() / "monitoring" / "targets.yml"
 
 
 def parse_duration(value: object, where: str) -> float:

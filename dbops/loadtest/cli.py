@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from dbops.config import Settings
 from dbops.embedded import ensure_embedded
 from dbops.errors import DbopsError
 from dbops.loadtest.runner import DEFAULT_THINK_TIME_S, LoadTestPlan, run_load_test
 from dbops.loadtest.workloads import PROFILES, LoadTestError
+from dbops.settings import Settings
 
 
 def _ramp(text: str) -> list[int]:
@@ -52,8 +51,9 @@ def main(argv: list[str], settings: Settings) -> int:
         profile=args.profile, users=args.ramp or [args.users], duration_s=args.duration,
         think_time_s=args.think_time or None, rate=args.rate, pooler=args.pooler, pool_size=args.pool_size,
         warmup_s=args.warmup, cleanup=not args.keep_rows, random_seed=args.seed, bin_dir=settings.pg_bin,
+        workloads_dir=settings.target().loadtest.workloads, pgbouncer=settings.pgbouncer,
     )
-    production = os.environ.get("DBOPS_PRODUCTION", "").lower() in ("1", "true", "yes")
+    production = settings.target().production
     try:
         if settings.embedded:
             ensure_embedded(settings)

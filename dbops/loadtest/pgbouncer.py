@@ -39,9 +39,9 @@ def pgbouncer_version(program: Path) -> tuple[int, int]:
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
-def find_pgbouncer() -> Path:
-    """``DBOPS_PGBOUNCER`` if set, else pgbouncer on PATH or in /usr/sbin (Debian's package)."""
-    explicit = os.environ.get("DBOPS_PGBOUNCER")
+def find_pgbouncer(explicit: Path | None = None) -> Path:
+    """``explicit`` (the ``pgbouncer`` setting, DBOPS_PGBOUNCER) if given, else pgbouncer on PATH or in /usr/sbin
+    (Debian's package)."""
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise PgBouncerError(f"DBOPS_PGBOUNCER={explicit} is not an executable pgbouncer",
@@ -65,6 +65,7 @@ class PgBouncer:
     max_client_conn: int = 10_100
     pool_size: int = 20
     work_dir: Path | None = None
+    program: Path | None = None  # the pgbouncer setting; None: found on PATH
     port: int = 0
     pid: int | None = None
     version: tuple[int, int] = (0, 0)
@@ -106,7 +107,7 @@ class PgBouncer:
         ])
 
     def start(self, timeout: float = 20) -> PgBouncer:
-        program = find_pgbouncer()
+        program = find_pgbouncer(self.program)
         self.version = pgbouncer_version(program)
         # A private directory (inside work_dir when given): handed to PgBouncer's OS user, removed at stop.
         self.work_dir = Path(tempfile.mkdtemp(prefix="dbops-pgbouncer-", dir=self.work_dir))

@@ -56,6 +56,7 @@ class LoadTestPlan:
     bin_dir: Path | None = None
     workloads_dir: Path | None = None
     work_dir: Path | None = None
+    pgbouncer: Path | None = None  # the pgbouncer program (None: on PATH)
 
     def validate(self) -> None:
         if not self.users or any(u < 1 for u in self.users):
@@ -252,7 +253,8 @@ def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, all
                 raise_fd_limit(peak + plan.pool_size + FD_MARGIN)  # each process needs its own
                 bouncer = PgBouncer(host, port, dbname, role.name, role.verifier,
                                     max_client_conn=max(peak + 100, 10_100 if peak >= 10_000 else peak + 100),
-                                    pool_size=plan.pool_size, work_dir=plan.work_dir).start()
+                                    pool_size=plan.pool_size, work_dir=plan.work_dir,
+                                    program=plan.pgbouncer).start()
                 target = Target("127.0.0.1", bouncer.port, dbname, role.name, role.password)
                 if not bouncer.supports_prepared:
                     protocol = "extended"

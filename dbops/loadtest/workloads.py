@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbops.config import project_dir
 from dbops.errors import DbopsError
 from dbops.pg.connect import connection
+from dbops.settings import checkout_dir
 
 
 class LoadTestError(DbopsError):
@@ -30,7 +30,8 @@ LOADTEST_CURRENCY = "XTS"
 
 
 def workloads_dir() -> Path:
-    return project_dir() / "sql" / "workloads"
+    """The checkout's scripts; callers pass the target's ``loadtest.workloads`` instead."""
+    return checkout_dir() / "sql" / "workloads"
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from dbops.config import Settings
 from dbops.embedded import ensure_embedded
 from dbops.migrate.engine import Migrator
 from dbops.migrate.files import resolve
 from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, lint_files
 from dbops.redact import redact_url
+from dbops.settings import Settings
 from dbops.text import aligned
 
 

@@ -12,7 +12,6 @@ fails on the copy. Lock durations are first-seen to last-seen samples, so they a
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,26 +25,12 @@ import psycopg
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import latest
 from dbops.backup.store import Store
-from dbops.config import positive_number
-from dbops.errors import ConfigError
 from dbops.migrate.engine import AppliedMigration, Migrator
 from dbops.migrate.files import MigrationError, Resolved, ResolvedMigration
 from dbops.pg.connect import connect
 from dbops.redact import redact
 from dbops.restore.drill import restored_copy
-
-# pg_locks' relation lock modes, weakest first (PostgreSQL's conflict table orders them the same way).
-_ON, _OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
-
-
-def rehearsal_enabled(env: dict[str, str] | None = None) -> bool:
-    """``DBOPS_REHEARSAL=on|off`` (default on): whether production ``schema_migrations`` waits for the rehearsal."""
-    raw = (os.environ if env is None else env).get("DBOPS_REHEARSAL", "on").strip().lower() or "on"
-    if raw not in _ON + _OFF:
-        raise ConfigError(f"DBOPS_REHEARSAL={raw!r} is neither on nor off",
-                          "set DBOPS_REHEARSAL=on (gate production migrations) or off")
-    return raw in _ON
-
+from dbops.settings import RehearsalSettings
 
 LOCK_MODES = (
     "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
@@ -103,20 +88,10 @@ class Thresholds:
     sample_interval: float = 0.01
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Thresholds:
-        """``DBOPS_REHEARSAL_LARGE_TABLE_MB``, ``DBOPS_REHEARSAL_MAX_LOCK_SECONDS``, ``DBOPS_REHEARSAL_SAMPLE_MS``."""
-        env = dict(os.environ) if env is None else env
-        default = cls()
-
-        def number(name: str, fallback: float) -> float:
-            return positive_number(env, name, fallback) or fallback
-
-        return cls(
-            large_table_bytes=int(number("DBOPS_REHEARSAL_LARGE_TABLE_MB", default.large_table_bytes / 1048576)
-                                  * 1048576),
-            max_exclusive_seconds=number("DBOPS_REHEARSAL_MAX_LOCK_SECONDS", default.max_exclusive_seconds),
-            sample_interval=number("DBOPS_REHEARSAL_SAMPLE_MS", default.sample_interval * 1000) / 1000,
-        )
+    def from_settings(cls, rehearsal: RehearsalSettings) -> Thresholds:
+        """The target's ``rehearsal`` settings (DBOPS_REHEARSAL_LARGE_TABLE_MB, _MAX_LOCK_SECONDS, _SAMPLE_MS)."""
+        return cls(large_table_bytes=rehearsal.large_table_bytes, max_exclusive_seconds=rehearsal.max_lock_seconds,
+                   sample_interval=rehearsal.sample_interval)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,8 @@ read from the environment only).
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 
-from dbops.config import Settings
 from dbops.embedded import ensure_embedded
 from dbops.pg.connect import connection, database_name
 from dbops.profile.advise import advise
@@ -20,6 +19,7 @@ from dbops.profile.review import review_dir
 from dbops.profile.statements import SnapshotStore, profile
 from dbops.profile.tables import table_facts
 from dbops.redact import redact_url
+from dbops.settings import Settings
 
 
 def _target(settings: Settings) -> str:
@@ -39,7 +39,7 @@ def profile_main(argv: list[str], settings: Settings) -> int:
     url = _target(settings)
     store = None if args.since_reset else SnapshotStore(settings.home / "profile", database_name(url))
     with connection(url) as conn:
-        prof = profile(conn, store, args.top)
+        prof = profile(conn, store, args.top, settings.target().profile.exclude_roles)
         plans = {} if args.no_plans else explain_top(conn, prof.top)
         facts = table_facts(conn)
     print(f"query profile of {redact_url(url)}")
@@ -59,13 +59,23 @@ def advise_main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--review-dir", help="where to write migrations (default $DBOPS_REVIEW_DIR or"
                         " review/migrations)")
     parser.add_argument("--no-verify", action="store_true", help="propose only; no scratch copy, no migration")
+    parser.add_argument("--allow-scratch-on-production", action="store_true",
+                        help="verify on a clone on the target's server although it is production (DBOPS_PRODUCTION)")
     args = parser.parse_args(argv)
     url = _target(settings)
     with connection(url) as conn:
-        prof = profile(conn, None, args.top)
-    report = advise(url, prof, review_dir=review_dir(args.review_dir), migrations_dir=settings.migrations_dir,
-                    scratch_url=os.environ.get("DBOPS_SCRATCH_URL") or None, bin_dir=settings.pg_bin,
-                    verify_candidates=not args.no_verify, staging_root=settings.staging_root)
+        prof = profile(conn, None, args.top, settings.target().profile.exclude_roles)
+    target = settings.target()
+    scratch = target.profile.scratch_url
+    verify = not args.no_verify
+    if verify and target.production and scratch is None and not args.allow_scratch_on_production:
+        print("warning: production target and no DBOPS_SCRATCH_URL (restored copy): candidates are proposed, not "
+              "verified; pass --allow-scratch-on-production to clone on the production server", file=sys.stderr)
+        verify = False
+    report = advise(url, prof, review_dir=review_dir(args.review_dir, target.profile.review_dir),
+                    migrations_dir=target.migrations, scratch_url=scratch.resolve() if scratch else None,
+                    bin_dir=settings.pg_bin,
+                    verify_candidates=verify, staging_root=settings.staging_root)
     print(f"index advice for {redact_url(url)}" + (f" (verified on a {report.scratch_method} copy)"
                                                    if report.scratch_method else ""))
     print(render_text("advice, verified first", advice_table(report)))

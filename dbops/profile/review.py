@@ -7,21 +7,19 @@ the migrations folder and the review folder, so the file can be moved into ``sql
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from psycopg import sql
 
-from dbops.config import project_dir
 from dbops.profile.candidates import Candidate
 
 _VERSION = re.compile(r"^V(\d+)__")
 
 
-def review_dir(explicit: str | None = None) -> Path:
-    """Where migrations for review go: ``explicit``, else ``DBOPS_REVIEW_DIR``, else ``review/migrations``."""
-    return Path(explicit or os.environ.get("DBOPS_REVIEW_DIR") or project_dir() / "review" / "migrations")
+def review_dir(explicit: str | None, default: Path) -> Path:
+    """Where migrations for review go: ``explicit``, else the target's ``profile.review_dir``."""
+    return Path(explicit) if explicit else default
 
 
 def next_version(*folders: Path) -> int:

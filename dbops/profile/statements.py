@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +82,10 @@ def ensure_extension(conn: psycopg.Connection[Any]) -> None:
 _IGNORED = ("pg_stat_statements", "EXPLAIN ", "pg_catalog.", "information_schema.")
 
 
-def excluded_roles(env: dict[str, str] | None = None) -> list[str]:
-    """Roles whose statements are maintenance, not application traffic (``DBOPS_PROFILE_EXCLUDE_ROLES``, comma-
-    separated): on the embedded server dbops' own tooling role, whose dumps, seeds and checks would otherwise rank as
-    the slowest "queries"."""
-    raw = (os.environ if env is None else env).get("DBOPS_PROFILE_EXCLUDE_ROLES", "")
+def excluded_roles(raw: str) -> list[str]:
+    """Roles whose statements are maintenance, not application traffic, from a comma-separated list (the target's
+    ``profile.exclude_roles``, ``DBOPS_PROFILE_EXCLUDE_ROLES``): on the embedded server dbops' own tooling roles,
+    whose dumps, seeds and checks would otherwise rank as the slowest "queries"."""
     return [name.strip() for name in raw.split(",") if name.strip()]
 
 
@@ -200,9 +198,11 @@ class SnapshotStore:
         write_private(self.path, snap.to_json())
 
 
-def profile(conn: psycopg.Connection[Any], store: SnapshotStore | None, top_n: int = 20) -> QueryProfile:
-    """Snapshot, diff against the stored snapshot, store the new one."""
-    current = take_snapshot(conn, excluded_roles())
+def profile(conn: psycopg.Connection[Any], store: SnapshotStore | None, top_n: int = 20,
+            exclude_roles: tuple[str, ...] | list[str] = ()) -> QueryProfile:
+    """Snapshot, diff against the stored snapshot, store the new one (``exclude_roles``: the target's
+    ``profile.exclude_roles``)."""
+    current = take_snapshot(conn, list(exclude_roles))
     previous = store.load() if store else None
     period, was_reset = delta(previous, current)
     if store:

@@ -9,7 +9,6 @@ from urllib.parse import unquote
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import load_manifest
 from dbops.backup.store import Store, store_for
-from dbops.config import DAGSTER_DB_NAME, Settings
 from dbops.embedded import ensure_embedded
 from dbops.pg.connect import database_name
 from dbops.redact import redact_url
@@ -17,6 +16,8 @@ from dbops.restore.drill import drill, physical_drill
 from dbops.restore.logical import check_logical_target, restore_logical
 from dbops.restore.physical import restore_cluster
 from dbops.restore.verify import verify_backup
+from dbops.settings import Settings
+from dbops.settings.model import DAGSTER_DB_NAME
 
 
 def _protected_databases(settings: Settings) -> dict[str, str]:
@@ -46,7 +47,7 @@ def restore_main(argv: list[str], settings: Settings) -> int:
     args = parser.parse_args(argv)
     if args.port is not None and not 1 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a TCP port (1 to 65535)")
-    store, key = store_for(settings), MasterKey.from_env()
+    store, key = store_for(settings), target_key(settings)
     manifest = load_manifest(store, args.backup_id, key)
     if manifest["kind"] != "logical":
         return _restore_physical(store, key, manifest, args, settings)
@@ -89,6 +90,11 @@ def _restore_physical(store: Store, key: MasterKey, manifest: dict, args: argpar
     return 0
 
 
+def target_key(settings: Settings) -> MasterKey:
+    """The default target's backup key."""
+    return MasterKey.from_settings(settings.target().backup)
+
+
 def drill_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops drill")
     parser.add_argument("--backup", help="backup id (default: the latest)")
@@ -96,10 +102,12 @@ def drill_main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--physical", action="store_true",
                         help="drill the latest base backup in a scratch cluster, with WAL replay to a target time")
     parser.add_argument("--no-pitr", action="store_true", help="physical: no canary rows, no WAL replay target")
+    parser.add_argument("--allow-production", action="store_true",
+                        help="logical: restore the scratch copy on the server although the target is production")
     args = parser.parse_args(argv)
     ensure_embedded(settings)
     if args.physical:
-        presult = physical_drill(settings.target_url(), store_for(settings), MasterKey.from_env(),
+        presult = physical_drill(settings.target_url(), store_for(settings), target_key(settings),
                                  backup_id=args.backup, bin_dir=settings.pg_bin, pitr=not args.no_pitr,
                                  spool=settings.wal_spool, keep=args.keep)
         print(f"physical drill of {' + '.join(presult.chain)}: RTO {presult.rto_seconds} s {presult.phases}; "
@@ -114,8 +122,9 @@ def drill_main(argv: list[str], settings: Settings) -> int:
         for problem in presult.problems:
             print(f"  MISMATCH {problem}")
         return 0 if presult.data_matches else 1
-    result = drill(settings.target_url(), store_for(settings), MasterKey.from_env(), backup_id=args.backup,
-                   keep=args.keep, bin_dir=settings.pg_bin, staging_root=settings.staging_root)
+    result = drill(settings.target_url(), store_for(settings), target_key(settings), backup_id=args.backup,
+                   keep=args.keep, bin_dir=settings.pg_bin, staging_root=settings.staging_root,
+                   production=settings.target().production, allow_production=args.allow_production)
     print(f"drill of {result.backup_id}: RTO {result.rto_seconds} s {result.phases}; {result.tables_checked} tables,"
           f" {result.rows_checked} rows, {result.indexes_checked} indexes checked")
     if result.restored_url:

@@ -34,6 +34,7 @@ from dbops.errors import DbopsError
 from dbops.pg.binaries import client_bin_dir
 from dbops.pg.connect import connection, drop_database, ensure_database, with_address, with_database
 from dbops.pg.server import EmbeddedServer, free_port
+from dbops.redact import redact_url
 from dbops.restore.logical import RestoreError, restore_logical
 from dbops.restore.physical import (
     PhysicalRestoreError,
@@ -151,12 +152,18 @@ def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS,
 
 def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = None, keep: bool = False,
           scratch_name: str | None = None, bin_dir: Path | None = None, jobs: int | None = None,
-          staging_root: Path | None = None) -> DrillResult:
+          staging_root: Path | None = None, production: bool = False,
+          allow_production: bool = False) -> DrillResult:
     """Restore a backup into a scratch database on ``url``'s server and prove it matches the manifest.
 
     A directory-format backup is staged under ``staging_root`` (required for one); staging directories left there by
-    killed runs are removed first.
+    killed runs are removed first. On a ``production`` server (the target's ``production`` setting) the scratch copy
+    is refused, before anything is read or created, unless ``allow_production``: it costs that server I/O and disk.
     """
+    if production and not allow_production:
+        raise DbopsError(f"{redact_url(url)} is marked production: a drill restores a scratch copy on its server",
+                         "drill the physical backups (a scratch cluster of its own), or pass --allow-production "
+                         "(allow_production: true) on purpose")
     if staging_root is not None and staging_root.is_dir():
         remove_leftovers(staging_root)
     t0 = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def audit_database(
     require_tls: bool | None = None,
     backups: Store | None = None,
     check_backups: bool = True,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AuditReport:
     """Audit the database at ``url`` (connect as a superuser to see roles' passwords and pg_hba.conf).
 

@@ -3,31 +3,37 @@ the backups."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from dbops.backup.keys import KEY_ENV, KEY_FILE_ENV, MasterKey
 from dbops.backup.manifest import Listing, read_store
-from dbops.backup.store import LocalStore, Store, StoreError, store_from_env
-from dbops.config import Settings
+from dbops.backup.store import LocalStore, Store, StoreError, store_from_settings
 from dbops.errors import ConfigError
 from dbops.security.findings import A02_CRYPTO, Finding, Severity
+from dbops.settings import BackupSettings
 
 KEY_LIKE_SUFFIXES = (".key", ".pem", ".b64")
 KEY_LIKE_WORDS = ("master", "backup-key", "backup_key", "secret")
 SMALL_OBJECT = 4096
 
 
-def backup_store_from_env() -> Store | None:
-    """The store the backup steps write to: DBOPS_BACKUP_STORE / DBOPS_BACKUP_DIR when set, else their default
-    ``$DBOPS_HOME/backups`` when it exists; None when there is none."""
-    default_root = Settings.from_env().home / "backups"
-    if not (os.environ.get("DBOPS_BACKUP_STORE") or os.environ.get("DBOPS_BACKUP_DIR") or default_root.is_dir()):
+def backup_store_for(backup: BackupSettings) -> Store | None:
+    """The store the backup steps write to: the target's, when it is configured (s3, or a local directory that
+    exists); None when there is none."""
+    if backup.store == "local" and not backup.directory.is_dir():
         return None
-    return store_from_env(default_root=default_root)
+    return store_from_settings(backup)
 
 
-def _master_key_text(env: dict[str, str]) -> str | None:
+def key_env(backup: BackupSettings) -> dict[str, str]:
+    """The target's key as the audit reads it: ``{DBOPS_BACKUP_KEY: ...}`` or ``{DBOPS_BACKUP_KEY_FILE: ...}``."""
+    if backup.key is not None and backup.key.is_set:
+        return {KEY_ENV: backup.key.resolve()}
+    return {KEY_FILE_ENV: str(backup.key_file)} if backup.key_file is not None else {}
+
+
+def _master_key_text(env: Mapping[str, str]) -> str | None:
     if env.get(KEY_ENV):
         return env[KEY_ENV].strip()
     if env.get(KEY_FILE_ENV):
@@ -38,9 +44,10 @@ def _master_key_text(env: dict[str, str]) -> str | None:
     return None
 
 
-def audit_backups(store: Store | None, env: dict[str, str] | None = None) -> list[Finding]:
-    """Findings about the backups in ``store`` (None: no store configured)."""
-    env = dict(os.environ) if env is None else env
+def audit_backups(store: Store | None, env: Mapping[str, str] | None = None) -> list[Finding]:
+    """Findings about the backups in ``store`` (None: no store configured); ``env`` holds the key (:func:`key_env`,
+    none: the manifests are not verified)."""
+    env = {} if env is None else env
     if store is None:
         return [Finding("SEC030", "no backups found", Severity.INFO, A02_CRYPTO, "backups",
                         "no backup store configured: encryption at rest not verified",

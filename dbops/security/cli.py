@@ -7,14 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from dbops.config import Settings
 from dbops.errors import DbopsError
 from dbops.redact import redact
 from dbops.security.audit import audit_database
-from dbops.security.backups import backup_store_from_env
+from dbops.security.backups import backup_store_for, key_env
 from dbops.security.findings import Severity
 from dbops.security.harden import plan, write_plan
-from dbops.security.matrix import default_matrix
+from dbops.settings import Settings, load_settings
 
 SEVERITIES = [s.value for s in Severity if s is not Severity.INFO]
 
@@ -40,13 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str], settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = settings or Settings.from_env()
-        url = settings.target_url()
-        matrix = args.matrix or default_matrix()
+        settings = settings or load_settings()
+        url, target = settings.target_url(), settings.target()
+        matrix = args.matrix or target.access_control
         if args.command == "harden" and not args.plan:
             raise DbopsError("harden only plans", "run `dbops security harden --plan` and apply the SQL through a"
                              " reviewed migration (`--write sql/migrations`)")
-        report = audit_database(url, matrix, require_tls=args.require_tls, backups=backup_store_from_env())
+        report = audit_database(url, matrix, require_tls=args.require_tls, backups=backup_store_for(target.backup),
+                                env=key_env(target.backup))
         if args.command == "audit":
             if args.format == "json":
                 doc = {"target": report.target, "counts": report.counts(), "tls": report.tls,

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dbops.config import project_dir
 from dbops.errors import DbopsError
+from dbops.settings import checkout_dir
 
 TABLE_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
 FUNCTION_PRIVILEGES = {"EXECUTE"}
 
 
 def default_matrix() -> Path:
-    """``DBOPS_ACCESS_CONTROL``, else ``sql/access-control.yml`` of the checkout."""
-    return Path(os.environ.get("DBOPS_ACCESS_CONTROL") or project_dir() / "sql" / "access-control.yml")
+    """``sql/access-control.yml`` of the checkout; callers pass the target's ``access_control``."""
+    return checkout_dir() / "sql" / "access-control.yml"
 
 
 class MatrixError(DbopsError):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from dbops.config import Settings
 from dbops.embedded import ensure_embedded
 from dbops.redact import redact_url
 from dbops.seed import seed
+from dbops.settings import Settings
 
 
 def main(argv: list[str], settings: Settings) -> int:

@@ -23,7 +23,7 @@ from dbops.settings.model import (
     TargetSettings,
     ValidationSettings,
 )
-from dbops.settings.options import OPTIONS, Option
+from dbops.settings.options import OPTIONS, Option, checkout_dir
 
 __all__ = [
     "OPTIONS",
@@ -45,6 +45,7 @@ __all__ = [
     "TargetSettings",
     "ValidationSettings",
     "check_settings",
+    "checkout_dir",
     "load_settings",
     "option_values",
 ]

@@ -328,8 +328,14 @@ def _config_file(ctx: DeriveContext) -> Path | None:
     return path if path.is_file() else None
 
 
+def checkout_dir() -> Path:
+    """The checkout this package runs from (no environment): the last-resort default of a domain function called
+    without its folder; the settings' ``project_dir`` (``DBOPS_PROJECT_DIR``) is what callers pass."""
+    return Path(__file__).resolve().parent.parent.parent
+
+
 def _project_dir(ctx: DeriveContext) -> Path:
-    here = Path(__file__).resolve().parent.parent.parent
+    here = checkout_dir()
     return here if (here / "sql").is_dir() else ctx.cwd
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, date, datetime, timedelta
 
-from dbops.config import Settings
 from dbops.errors import ConfigError
 from dbops.pg.connect import connection
 from dbops.redact import redact_url
+from dbops.settings import Settings
 from dbops.validate.amcheck import check_indexes
-from dbops.validate.run import IntegrityValidator, days_between, expectations_dir
+from dbops.validate.run import IntegrityValidator, days_between
 
 
 def parse_day(text: str) -> date:
@@ -43,9 +43,11 @@ def main(argv: list[str], settings: Settings) -> int:
     if last < first:
         raise ConfigError(f"--to {last} is before --from {first}", "swap the two days")
     url = settings.target_url()
-    print(f"validating {redact_url(url)} from {first} to {last} (rules: {expectations_dir()})")
+    target = settings.target()
+    rules = target.validation.expectations
+    print(f"validating {redact_url(url)} from {first} to {last} (rules: {rules})")
     failed = 0
-    with IntegrityValidator(url) as validator:
+    with IntegrityValidator(url, rules, target.access_control) as validator:
         for day in days_between(first, last):
             report = validator.validate_day(day)
             failed += report.failed

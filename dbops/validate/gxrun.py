@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+# GX's own switch, read when it is imported (a write of GX's interface, not a read of dbops' configuration).
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import great_expectations as gx  # noqa: E402
@@ -117,10 +118,11 @@ class GxValidator:
     """One ephemeral GX context and PostgreSQL data source for the life of a validation run."""
 
     def __init__(self, url: str) -> None:
-        # The URL reaches GX by ${VAR} substitution: its password never lands in a GX config object or log line.
+        # The URL reaches GX by ${VAR} substitution from this context's own runtime environment (not os.environ):
+        # its password never lands in a GX config object or log line.
         self._env_var = f"DBOPS_GX_URL_{uuid.uuid4().hex[:8].upper()}"
-        os.environ[self._env_var] = url.replace("postgres://", "postgresql://", 1)
-        self.context = gx.get_context(mode="ephemeral")
+        runtime = {self._env_var: url.replace("postgres://", "postgresql://", 1)}
+        self.context = gx.get_context(mode="ephemeral", runtime_environment=runtime)
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_postgres(
             name="dbops", connection_string="${" + self._env_var + "}"
@@ -129,7 +131,6 @@ class GxValidator:
         self._assets: dict[str, tuple[Any, Any]] = {}
 
     def close(self) -> None:
-        os.environ.pop(self._env_var, None)
         try:
             self.datasource.get_execution_engine().close()
         except Exception:  # noqa: BLE001 - closing is best effort

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from dbops.config import project_dir
 from dbops.pg.connect import connection
+from dbops.settings import checkout_dir
 from dbops.validate.catalog import read_tables
 from dbops.validate.rules import load_rules
 from dbops.validate.sensitive import load_sensitive, mask_row
@@ -30,11 +29,13 @@ SAMPLE_ROWS = 3
 
 
 def expectations_dir() -> Path:
-    return Path(os.environ.get("DBOPS_EXPECTATIONS") or project_dir() / "sql" / "expectations")
+    """The checkout's rules; callers pass the target's ``validation.expectations`` (``DBOPS_EXPECTATIONS``)."""
+    return checkout_dir() / "sql" / "expectations"
 
 
 def access_control_file() -> Path:
-    return Path(os.environ.get("DBOPS_ACCESS_CONTROL") or project_dir() / "sql" / "access-control.yml")
+    """The checkout's matrix; callers pass the target's ``access_control`` (``DBOPS_ACCESS_CONTROL``)."""
+    return checkout_dir() / "sql" / "access-control.yml"
 
 
 @dataclass

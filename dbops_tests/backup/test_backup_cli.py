@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dbops.backup.keys import generate_key
-from dbops.config import Settings
+from dbops.settings import load_settings
 from dbops_tests.conftest import dbops_step
 
 
@@ -17,7 +17,7 @@ def test_cli_run_list_verify_drill_prune(seeded_small: str, tmp_path: Path, monk
            "DBOPS_BACKUP_KEY": generate_key(), "DBOPS_BACKUP_KEEP_LAST": "1", "DBOPS_HOME": str(tmp_path)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    settings = Settings.from_env()
+    settings = load_settings()
     assert dbops_step(["backup", "run"], settings) == 0
     assert dbops_step(["backup", "run"], settings) == 0
     assert dbops_step(["backup", "list"], settings) == 0

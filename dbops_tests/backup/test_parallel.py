@@ -16,10 +16,10 @@ from dbops.backup.logical import DIRECTORY_PREFIX, logical_backup
 from dbops.backup.manifest import latest, list_backups, load_manifest, object_key, verify_objects
 from dbops.backup.store import LocalStore, S3Store, StoreError
 from dbops.backup.stream import decompress, decrypt, encrypt
-from dbops.config import Settings
 from dbops.pg.binaries import find_program
 from dbops.pg.connect import connection, split_password
 from dbops.restore.drill import drill
+from dbops.settings import load_settings
 from dbops_tests.conftest import dbops_step, new_database
 
 
@@ -154,11 +154,11 @@ def test_cli_backup_run_jobs(seeded_small: str, tmp_path: Path, monkeypatch: pyt
            "DBOPS_BACKUP_KEY": generate_key(), "DBOPS_HOME": str(tmp_path)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    settings = Settings.from_env()
+    settings = load_settings()
     assert dbops_step(["backup", "run", "--jobs", "2"], settings) == 0
     assert dbops_step(["backup", "verify"], settings) == 0
     assert dbops_step(["drill"], settings) == 0
     out = capsys.readouterr().out
     assert "object(s) intact" in out and "RTO" in out
-    manifest = latest(LocalStore(tmp_path / "store"), MasterKey.from_env())
+    manifest = latest(LocalStore(tmp_path / "store"), MasterKey.from_env(env))
     assert manifest is not None and manifest["dump_format"] == "directory"

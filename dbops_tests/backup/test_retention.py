@@ -11,9 +11,9 @@ import pytest
 from dbops.backup import wal
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import list_backups, save_manifest
-from dbops.backup.retention import plan_prune, prune, rules_from_env
+from dbops.backup.retention import plan_prune, prune, rules
 from dbops.backup.store import LocalStore
-from dbops.errors import ConfigError
+from dbops.settings import SettingsError, load_settings
 from dbops_tests.stores import wal_segment
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -74,9 +74,10 @@ def test_prune_deletes_wal_older_than_the_oldest_kept_base(tmp_path: Path, maste
     assert wal.list_wal(store) == segments[5:]
 
 
-def test_retention_rules_from_the_environment() -> None:
-    assert rules_from_env({}) == (7, None)
-    assert rules_from_env({"DBOPS_BACKUP_KEEP_LAST": "3", "DBOPS_BACKUP_KEEP_DAYS": "1.5"}) == (3, 1.5)
+def test_retention_rules_from_the_settings(tmp_path: Path) -> None:
+    assert rules(load_settings({}, tmp_path).target().backup) == (7, None)
+    custom = load_settings({"DBOPS_BACKUP_KEEP_LAST": "3", "DBOPS_BACKUP_KEEP_DAYS": "1.5"}, tmp_path)
+    assert rules(custom.target().backup) == (3, 1.5)
     for name, raw in (("DBOPS_BACKUP_KEEP_DAYS", "-2"), ("DBOPS_BACKUP_KEEP_LAST", "many")):
-        with pytest.raises(ConfigError, match=f"{name}='{raw}' is not a positive number"):
-            rules_from_env({name: raw})
+        with pytest.raises(SettingsError, match=f"{name}: .*got '{raw}'"):
+            load_settings({name: raw}, tmp_path)

@@ -13,8 +13,9 @@ import pytest
 from dbops.errors import ConfigError
 from dbops.health.alerts import FIRING, RESOLVED, AlertEngine, Reading, metric_readings
 from dbops.health.notify import alert_tick
-from dbops.health.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink, sinks_from_env
+from dbops.health.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink, sinks_from_settings
 from dbops.health.targets import TargetsError, load_targets, parse_targets
+from dbops.settings import load_settings
 from dbops_tests.health.conftest import Receiver, SmtpReceiver
 
 TARGETS = {
@@ -119,7 +120,7 @@ def test_the_shipped_targets_file_loads() -> None:
     assert ("integrity_validation", "no_integrity_violations") in {(c.asset, c.check) for c in targets.checks}
 
 
-def test_sinks_from_env_email_webhook_slack_and_log(receiver: Receiver, smtp_receiver: SmtpReceiver,
+def test_sinks_from_settings_email_webhook_slack_and_log(receiver: Receiver, smtp_receiver: SmtpReceiver,
                                                     tmp_path: Path) -> None:
     env = {
         "DBOPS_ALERT_SLACK_WEBHOOK": receiver.url,
@@ -130,7 +131,7 @@ def test_sinks_from_env_email_webhook_slack_and_log(receiver: Receiver, smtp_rec
         "DBOPS_ALERT_SMTP_TO": "dba@example.org, oncall@example.org",
         "DBOPS_ALERT_LOG_FILE": str(tmp_path / "a.log"),
     }
-    sinks = sinks_from_env(env)
+    sinks = sinks_from_settings(load_settings(env, tmp_path).target().alerts)
     assert [s.name for s in sinks] == ["slack", "webhook", "email", "logfile"]
     engine = AlertEngine(parse_targets(TARGETS))
     result = alert_tick(engine, [Reading("check:integrity_validation/no_integrity_violations", True, 5.0, 1.0,
@@ -141,8 +142,8 @@ def test_sinks_from_env_email_webhook_slack_and_log(receiver: Receiver, smtp_rec
     mail = email.message_from_string(smtp_receiver.messages[0], policy=email.policy.default)
     assert mail["Subject"] == "[dbops CRITICAL] asset check integrity_validation/no_integrity_violations failed"
     assert mail["To"] == "dba@example.org, oncall@example.org"
-    with pytest.raises(ConfigError, match="DBOPS_ALERT_SMTP_FROM or DBOPS_ALERT_SMTP_TO"):
-        sinks_from_env({"DBOPS_ALERT_SMTP_HOST": "127.0.0.1"})
+    with pytest.raises(ConfigError, match="DBOPS_ALERT_SMTP_FROM / DBOPS_ALERT_SMTP_TO"):  # checked up front
+        sinks_from_settings(load_settings({"DBOPS_ALERT_SMTP_HOST": "127.0.0.1"}, tmp_path).target().alerts)
 
 
 def test_a_hanging_sink_times_out_without_delaying_the_others(receiver: Receiver) -> None:

@@ -12,13 +12,13 @@ import pytest
 import yaml
 from prometheus_client import start_http_server
 
-from dbops.config import Settings
 from dbops.health.cli import alerts_main, metrics_main
 from dbops.health.exporter import build_registry
 from dbops.health.lifecycle import lifecycle_figures
 from dbops.health.targets import load_targets
 from dbops.pg.server import free_port
 from dbops.programs import run_command
+from dbops.settings import load_settings
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 
@@ -98,13 +98,11 @@ def test_exporter_serves_health_and_lifecycle_figures_over_http(fresh_db: str) -
 
 def test_cli_show_and_alerts_test(fresh_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = Settings.from_env({"DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path)})
+    settings = load_settings({"DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path),
+                              "DBOPS_ALERT_LOG_FILE": str(tmp_path / "alerts.log")})
     assert metrics_main(["--no-lifecycle", "show"], settings) == 0
     out = capsys.readouterr().out
     assert "pg_up 1.0" in out and "dbops_max_connections" in out
-    monkeypatch.setenv("DBOPS_ALERT_LOG_FILE", str(tmp_path / "alerts.log"))
-    for name in ("DBOPS_ALERT_SLACK_WEBHOOK", "DBOPS_ALERT_WEBHOOK_URL", "DBOPS_ALERT_SMTP_HOST"):
-        monkeypatch.delenv(name, raising=False)
     assert alerts_main(["--no-lifecycle", "test", "--send"], settings) == 0
     out = capsys.readouterr().out
     assert "valid" in out and "connections_used_ratio > 0.8" in out and "sink logfile: delivered" in out

@@ -8,15 +8,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dbops.config import Settings
 from dbops.defs.loadtest import defs
 from dbops.defs.loadtest.assets import load_test
 from dbops.defs.resources import DatabaseResource
 from dbops.loadtest.cli import main
+from dbops.settings import load_settings
 
 
 def test_cli_prints_the_table(seeded_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings.from_env({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path)})
+    settings = load_settings({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path)})
     code = main(["--profile", "read", "--ramp", "5,10", "--duration", "2", "--think-time", "0.5",
                  "--warmup", "0"], settings)
     out = capsys.readouterr()
@@ -30,7 +30,7 @@ def test_cli_prints_the_table(seeded_url: str, tmp_path: Path, capsys: pytest.Ca
 
 
 def test_cli_bad_profile_exits_1(seeded_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings.from_env({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path)})
+    settings = load_settings({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path)})
     assert main(["--profile", "heavy", "--duration", "1"], settings) == 1
     assert "unknown profile 'heavy'" in capsys.readouterr().err
 
@@ -63,6 +63,32 @@ def test_load_test_asset_and_checks(seeded_url: str) -> None:
 def test_asset_refuses_production(seeded_url: str) -> None:
     result = dg.materialize(
         [load_test], resources={"database": DatabaseResource(url=seeded_url, production=True)},
+        run_config={"ops": {"load_test": {"config": {"ramp": [2], "duration_s": 1, "capacity_users": 0}}}},
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure.cause is not None and "marked production" in failure.cause.message
+
+
+def test_production_setting_reaches_the_cli_and_the_asset(seeded_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`production: true` (DBOPS_PRODUCTION) refuses the load test from the CLI and from the default Dagster
+    resource, which used to hard-code production=False."""
+    from dbops.defs.resources import default_resources
+
+    settings = load_settings({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path),
+                              "DBOPS_PRODUCTION": "on"}, tmp_path)
+    assert main(["--profile", "read", "--users", "1", "--duration", "1", "--warmup", "0"], settings) == 1
+    assert "marked production" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DBOPS_DATABASE_URL", seeded_url)
+    monkeypatch.setenv("DBOPS_PRODUCTION", "on")
+    database = default_resources()["database"]
+    assert database.is_production and database.target_url == seeded_url
+    result = dg.materialize(
+        [load_test], resources={"database": database},
         run_config={"ops": {"load_test": {"config": {"ramp": [2], "duration_s": 1, "capacity_users": 0}}}},
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )

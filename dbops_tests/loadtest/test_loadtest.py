@@ -143,9 +143,9 @@ def test_server_down_and_production_guard(seeded_url: str) -> None:
 
 
 def test_missing_pgbouncer_and_too_few_descriptors(seeded_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DBOPS_PGBOUNCER", "/nonexistent/pgbouncer")
     with pytest.raises(PgBouncerError, match="apt-get install -y pgbouncer"):
-        run_load_test(seeded_url, LoadTestPlan(users=[2], duration_s=1, pooler="pgbouncer"))
+        run_load_test(seeded_url, LoadTestPlan(users=[2], duration_s=1, pooler="pgbouncer",
+                                               pgbouncer=Path("/nonexistent/pgbouncer")))
     assert counts(seeded_url)["roles"] == 0
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY:

@@ -27,11 +27,11 @@ from dbops.migrate.rehearsal import (
     Rewrite,
     Thresholds,
     lock_label,
-    rehearsal_enabled,
     rehearse,
 )
 from dbops.pg.connect import connection, drop_database
 from dbops.pg.server import EmbeddedServer
+from dbops.settings import TargetSettings, load_settings
 from dbops_tests.conftest import new_database
 
 ROWS = 1_000_000
@@ -238,17 +238,20 @@ def test_verdict_thresholds() -> None:
     assert lock_label("ShareUpdateExclusiveLock") == "SHARE UPDATE EXCLUSIVE"
 
 
-def test_settings_from_the_environment() -> None:
-    assert Thresholds.from_env({}) == Thresholds()
-    custom = Thresholds.from_env({"DBOPS_REHEARSAL_LARGE_TABLE_MB": "100", "DBOPS_REHEARSAL_MAX_LOCK_SECONDS": "0.5",
-                                  "DBOPS_REHEARSAL_SAMPLE_MS": "20"})
-    assert custom == Thresholds(100 * 1048576, 0.5, 0.02)
+def test_settings_from_the_environment(tmp_path: Path) -> None:
+    def target(env: dict[str, str]) -> TargetSettings:
+        return load_settings(env, tmp_path).target()
+
+    assert Thresholds.from_settings(target({}).rehearsal) == Thresholds()
+    custom = target({"DBOPS_REHEARSAL_LARGE_TABLE_MB": "100", "DBOPS_REHEARSAL_MAX_LOCK_SECONDS": "0.5",
+                     "DBOPS_REHEARSAL_SAMPLE_MS": "20"})
+    assert Thresholds.from_settings(custom.rehearsal) == Thresholds(100 * 1048576, 0.5, 0.02)
     with pytest.raises(ConfigError, match="DBOPS_REHEARSAL_MAX_LOCK_SECONDS"):
-        Thresholds.from_env({"DBOPS_REHEARSAL_MAX_LOCK_SECONDS": "soon"})
-    assert rehearsal_enabled({}) and rehearsal_enabled({"DBOPS_REHEARSAL": "on"})
-    assert not rehearsal_enabled({"DBOPS_REHEARSAL": "off"})
+        target({"DBOPS_REHEARSAL_MAX_LOCK_SECONDS": "soon"})
+    assert target({}).rehearsal.enabled and target({"DBOPS_REHEARSAL": "on"}).rehearsal.enabled
+    assert not target({"DBOPS_REHEARSAL": "off"}).rehearsal.enabled
     with pytest.raises(ConfigError, match="DBOPS_REHEARSAL"):
-        rehearsal_enabled({"DBOPS_REHEARSAL": "maybe"})
+        target({"DBOPS_REHEARSAL": "maybe"})
     key, rehearsal = dg.AssetKey("schema_migrations"), dg.AssetKey("migration_rehearsal")
     resources = dg.Definitions(resources={"database": DatabaseResource(url="postgresql://u@127.0.0.1:1/x"),
                                           "migrations": MigrationsResource(), "backups": BackupResource()})

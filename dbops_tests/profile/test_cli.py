@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from dbops.config import Settings
 from dbops.pg.connect import connection, server_version_num
 from dbops.profile.cli import advise_main, profile_main
 from dbops.profile.plans import explain
+from dbops.settings import Settings, load_settings
 from dbops_tests.profile.conftest import run_workload
 
 
 def settings_for(url: str, tmp_path: Path) -> Settings:
-    return Settings.from_env({"DBOPS_DATABASE_URL": url, "DBOPS_HOME": str(tmp_path / "home"),
-                              "DBOPS_MIGRATIONS": str(tmp_path / "migrations")})
+    return load_settings({"DBOPS_DATABASE_URL": url, "DBOPS_HOME": str(tmp_path / "home"),
+                          "DBOPS_MIGRATIONS": str(tmp_path / "migrations"),
+                          "DBOPS_REVIEW_DIR": str(tmp_path / "review")})
 
 
 def test_profile_and_advise_print_tables(planted_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -28,7 +29,6 @@ def test_profile_and_advise_print_tables(planted_db: str, tmp_path: Path, capsys
     assert "seq scan of visits (200,000 rows) under a selective filter" in out
     assert "cache hit ratio" in out and "password" not in out
 
-    monkeypatch.setenv("DBOPS_REVIEW_DIR", str(tmp_path / "review"))
     assert advise_main([], settings) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()

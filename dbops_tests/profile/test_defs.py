@@ -16,6 +16,8 @@ from dbops_tests.profile.conftest import run_workload
 def test_group_materializes_with_checks(planted_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBOPS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DBOPS_MIGRATIONS", str(tmp_path / "migrations"))
+    # The target is this external database: the embedded server's tooling roles (postgres...) are not left out.
+    monkeypatch.setenv("DBOPS_DATABASE_URL", planted_db)
     run_workload(planted_db, range(1, 21))
     result = dg.materialize(
         [query_profile, index_advice],

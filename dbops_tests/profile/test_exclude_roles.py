@@ -18,5 +18,5 @@ def test_statements_of_excluded_roles_are_left_out(fresh_db: str) -> None:
 
 
 def test_excluded_roles_come_from_the_environment() -> None:
-    assert excluded_roles({"DBOPS_PROFILE_EXCLUDE_ROLES": "postgres, dbops_owner,"}) == ["postgres", "dbops_owner"]
-    assert excluded_roles({}) == []
+    assert excluded_roles("postgres, dbops_owner,") == ["postgres", "dbops_owner"]
+    assert excluded_roles("") == []

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbops.config import Settings
 from dbops.pg.connect import connection, parse_url
 from dbops.pg.server import EmbeddedServer
 from dbops.profile.cli import advise_main, profile_main
+from dbops.settings import load_settings
 from dbops_tests.conftest import dbops_env, run_dbops
 
 # A distinctive piece of each password literal below (as it would appear in a text, a JSON string or a table).
@@ -127,9 +127,9 @@ def test_profiling_and_advising_never_run_what_a_statement_does(fresh_db: str, s
             conn.execute("INSERT INTO bad.victim_list VALUES (%s)", (pid,))
             conn.execute("UPDATE bad.victims SET pid = %s", (pid,))
             conn.execute("ANALYZE bad.victims")
-        settings = Settings.from_env({"DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path / "home"),
-                                      "DBOPS_MIGRATIONS": str(tmp_path / "migrations")})
-        monkeypatch.setenv("DBOPS_REVIEW_DIR", str(tmp_path / "review"))
+        settings = load_settings({"DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path / "home"),
+                                  "DBOPS_MIGRATIONS": str(tmp_path / "migrations"),
+                                  "DBOPS_REVIEW_DIR": str(tmp_path / "review")})
         assert profile_main(["--top", "100"], settings) == 0
         assert victim.execute("SELECT 1").fetchone()[0] == 1, "the profiler executed pg_terminate_backend"
         assert advise_main(["--top", "100"], settings) == 0

@@ -11,11 +11,11 @@ from dbops.backup.keys import BackupIntegrityError, MasterKey, generate_key
 from dbops.backup.manifest import object_key
 from dbops.backup.physical import BASE_OBJECT, base_backup, physical_backups
 from dbops.backup.store import LocalStore
-from dbops.config import Settings
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer
 from dbops.restore.drill import physical_drill
 from dbops.restore.physical import PhysicalRestoreError, prepare_recovery, restore_physical
+from dbops.settings import load_settings
 from dbops_tests.conftest import dbops_step
 from dbops_tests.stores import write_rows
 
@@ -58,7 +58,7 @@ def test_cli_physical_backup_restore_pitr_and_wal(archiving_server: EmbeddedServ
            "DBOPS_HOME": str(tmp_path), "DBOPS_WAL_SPOOL": str(archiving_server.wal_spool)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = Settings.from_env()
+    settings = load_settings()
     assert dbops_step(["backup", "run", "--kind", "full"], settings) == 0
     assert dbops_step(["backup", "run", "--kind", "incremental"], settings) == 0
     write_rows(url, "public.cli_ledger", 2_000)
@@ -72,7 +72,7 @@ def test_cli_physical_backup_restore_pitr_and_wal(archiving_server: EmbeddedServ
     assert "WAL file(s) in" in out
 
     store = LocalStore(tmp_path / "store")
-    newest = physical_backups(store, MasterKey.from_env())[-1]
+    newest = physical_backups(store, MasterKey.from_env(env))[-1]
     target = archiving_server.home / "restored"  # the server's OS user must reach it (pytest's tmp_path is 0700)
     pitr = ["--pitr", "2999-01-01 00:00:00+00"]
     assert dbops_step(["restore", newest["id"], "--target", str(target), *pitr], settings) == 0

@@ -38,3 +38,28 @@ def test_defs_load() -> None:
     assert graph.get(dg.AssetKey("restore_drill")).group_name == "restore"
     schedule = full.resolve_schedule_def("restore_drill_weekly")
     assert schedule.cron_schedule == "0 6 * * 6" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_a_production_target_gets_no_scratch_copy_on_its_server(seeded_small: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The logical drill restores on the target's own server: refused on a production target (DBOPS_PRODUCTION)
+    unless allow_production, and nothing is created there."""
+    from dbops.pg.connect import connection
+
+    monkeypatch.setenv("DBOPS_BACKUP_KEY", generate_key())
+    monkeypatch.setenv("DBOPS_PRODUCTION", "on")
+    monkeypatch.chdir(tmp_path)
+    resources = {"database": DatabaseResource(url=seeded_small),
+                 "backups": BackupResource(store="local", directory=str(tmp_path / "store"))}
+    assert dg.materialize([logical_backup], instance=dg.DagsterInstance.ephemeral(), resources=resources).success
+    config = {"ops": {"restore_drill": {"config": {"physical": False}}}}
+    result = dg.materialize([restore_drill], instance=dg.DagsterInstance.ephemeral(), resources=resources,
+                            run_config=config, raise_on_error=False, selection=["restore_drill"])
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure.cause is not None and "marked production" in failure.cause.message
+    with connection(seeded_small) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE 'dbops_drill_%'").fetchall()
+    config["ops"]["restore_drill"]["config"]["allow_production"] = True
+    assert dg.materialize([restore_drill], instance=dg.DagsterInstance.ephemeral(), resources=resources,
+                          run_config=config, selection=["restore_drill"]).success

@@ -24,7 +24,6 @@ from dbops.backup.logical import logical_backup
 from dbops.backup.manifest import load_manifest, object_key, save_manifest
 from dbops.backup.physical import BASE_OBJECT, base_backup
 from dbops.backup.store import LocalStore
-from dbops.config import Settings
 from dbops.errors import DbopsError
 from dbops.pg.archive import archive_command
 from dbops.pg.connect import connection, with_database
@@ -32,6 +31,7 @@ from dbops.pg.server import EmbeddedServer, free_port
 from dbops.restore.drill import _scratch_url, physical_drill, remove_scratch, wait_archived
 from dbops.restore.logical import RestoreError
 from dbops.restore.physical import PhysicalRestoreError
+from dbops.settings import load_settings
 from dbops_tests.conftest import (
     TEST_SETTINGS,
     dbops_step,
@@ -118,7 +118,7 @@ def cli(source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # typ
                   "DBOPS_WAL_SPOOL": str(source.spool), **env}
         for name, value in values.items():
             monkeypatch.setenv(name, value)
-        return dbops_step(args, Settings.from_env())
+        return dbops_step(args, load_settings())
 
     return run
 

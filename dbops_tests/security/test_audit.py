@@ -155,14 +155,13 @@ def test_audit_as_unprivileged_auditor_says_what_it_could_not_check(plain_server
 
 def test_audit_reads_the_default_backup_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without DBOPS_BACKUP_STORE/DIR the audit looks where the backup steps write: $DBOPS_HOME/backups."""
-    from dbops.security.backups import audit_backups, backup_store_from_env
+    from dbops.security.backups import audit_backups, backup_store_for
+    from dbops.settings import load_settings
 
-    for name in ("DBOPS_BACKUP_STORE", "DBOPS_BACKUP_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DBOPS_HOME", str(tmp_path))
-    assert backup_store_from_env() is None
+    backup = load_settings({"DBOPS_HOME": str(tmp_path)}, tmp_path).target().backup
+    assert backup_store_for(backup) is None
     (tmp_path / "backups").mkdir()
-    store = backup_store_from_env()
+    store = backup_store_for(backup)
     assert isinstance(store, LocalStore) and store.root.resolve() == (tmp_path / "backups").resolve()
     (finding,) = audit_backups(store, env={})
     assert finding.rule == "SEC030" and "no complete backup in" in finding.evidence, finding

@@ -59,36 +59,39 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 ])
 def test_no_file_is_one_target_dbops_like_dbops_config(clean_environ: Path, monkeypatch: pytest.MonkeyPatch,
                                                        extra: dict[str, str]) -> None:
-    """With no dbops.yaml, the one target `dbops` gives what dbops.config.Settings gives for the same variables."""
-    from dbops.backup.retention import rules_from_env
-    from dbops.config import Settings as OldSettings
-    from dbops.migrate.rehearsal import Thresholds, rehearsal_enabled
-
+    """With no dbops.yaml, the one target `dbops` gives what the former dbops.config.Settings gave for the same
+    variables (the values it computed, written out)."""
     for name, value in extra.items():
         monkeypatch.setenv(name, value)
-    old = OldSettings.from_env(dict(os.environ))
     new = load_settings(None, clean_environ)
+    home = (clean_environ / extra.get("DBOPS_HOME", ".dbops")).absolute()
 
     assert list(new.targets) == ["dbops"] and new.default_target == "dbops" and new.config_file is None
-    for attr in ("home", "port", "db_name", "migrations_dir", "database_url", "dagster_database_url", "pg_bin",
-                 "embedded", "wal_spool", "staging_root", "dagster_home"):
-        assert getattr(new, attr) == getattr(old, attr), attr
-    if not old.embedded:
-        assert new.target_url() == old.target_url() and new.dagster_url() == old.dagster_url()
+    assert new.home == home and new.staging_root == home / "staging"
+    assert new.port == int(extra.get("DBOPS_PG_PORT", "55432")) and new.db_name == extra.get("DBOPS_DB_NAME", "dbops")
+    assert new.migrations_dir == Path(extra.get("DBOPS_MIGRATIONS", str(PROJECT_DIR / "sql" / "migrations")))
+    assert new.database_url == extra.get("DBOPS_DATABASE_URL")
+    assert new.dagster_database_url == extra.get("DBOPS_DAGSTER_DATABASE_URL")
+    assert new.pg_bin == (Path(extra["DBOPS_PG_BIN"]) if "DBOPS_PG_BIN" in extra else None)
+    assert new.embedded == ("DBOPS_DATABASE_URL" not in extra)
+    assert new.dagster_home == Path(extra.get("DAGSTER_HOME", str(home / "dagster")))
+    if "DBOPS_WAL_SPOOL" in extra:
+        assert new.wal_spool == Path(extra["DBOPS_WAL_SPOOL"])
     else:
-        assert new.server().wal_spool == old.server().wal_spool and new.server().port == old.server().port
+        assert new.wal_spool == (None if extra.get("DBOPS_WAL_ARCHIVE") == "off" else home / "wal-spool")
+    if not new.embedded:
+        assert new.target_url() == extra["DBOPS_DATABASE_URL"] and new.dagster_url() == extra[
+            "DBOPS_DAGSTER_DATABASE_URL"]
     target = new.target()
-    assert (target.backup.keep_last, target.backup.keep_days) == rules_from_env(dict(os.environ))
-    assert target.backup.directory == old.home / "backups" and target.backup.store == "local"
-    assert target.rehearsal.enabled == rehearsal_enabled(dict(os.environ))
-    thresholds = Thresholds.from_env(dict(os.environ))
-    assert target.rehearsal.large_table_bytes == thresholds.large_table_bytes
-    assert target.rehearsal.max_lock_seconds == thresholds.max_exclusive_seconds
-    assert target.rehearsal.sample_interval == thresholds.sample_interval
+    assert (target.backup.keep_last, target.backup.keep_days) == (7, None)
+    assert target.backup.directory == home / "backups" and target.backup.store == "local"
+    assert target.rehearsal.enabled
+    assert target.rehearsal.large_table_bytes == 10 * 1048576
+    assert target.rehearsal.max_lock_seconds == 1.0 and target.rehearsal.sample_interval == 0.01
     assert target.validation.start_date == date(2025, 1, 1) and target.validation.backfill_days == 30
     assert target.targets_file == PROJECT_DIR / "monitoring" / "targets.yml"
-    assert target.alerts.log_file == old.home / "alerts.log"
-    assert target.backup.key_file == (old.home / "secrets" / "backup.key" if old.embedded else None)
+    assert target.alerts.log_file == home / "alerts.log"
+    assert target.backup.key_file == (home / "secrets" / "backup.key" if new.embedded else None)
     assert SECRET not in repr(new) and SECRET not in render_text(new)
 
 

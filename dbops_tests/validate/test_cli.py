@@ -8,13 +8,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from dbops.config import Settings
 from dbops.pg.connect import connection
+from dbops.settings import Settings, load_settings
 from dbops.validate.cli import main
 
 
-def settings_for(url: str) -> Settings:
-    return Settings.from_env({"DBOPS_DATABASE_URL": url})
+def settings_for(url: str, **env: str) -> Settings:
+    return load_settings({"DBOPS_DATABASE_URL": url, **env})
 
 
 def test_cli_clean_then_violation(seeded_db: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,8 +40,7 @@ def test_cli_clean_then_violation(seeded_db: str, capsys: pytest.CaptureFixture[
 
 def test_cli_bad_rule_file(seeded_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "orders.yml").write_text("rules:\n  - between: {column: totl, max: 1}\n", encoding="utf-8")
-    monkeypatch.setenv("DBOPS_EXPECTATIONS", str(tmp_path))
     from dbops.validate.rules import RuleFileError
 
     with pytest.raises(RuleFileError, match=r"orders.yml:2: app.orders has no column 'totl'"):
-        main([], settings_for(seeded_db))
+        main([], settings_for(seeded_db, DBOPS_EXPECTATIONS=str(tmp_path)))

@@ -12,7 +12,7 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.logical import logical_backup as take_logical_backup
 from dbops.backup.physical import PHYSICAL_KINDS
 from dbops.backup.physical import base_backup as take_base_backup
-from dbops.backup.retention import prune, rules_from_env
+from dbops.backup.retention import prune, rules
 from dbops.backup.store import Store
 from dbops.defs.resources import BackupResource, DatabaseResource, read_verified
 
@@ -70,7 +70,7 @@ class LogicalBackupConfig(dg.Config):
 def logical_backup(context: dg.AssetExecutionContext, config: LogicalBackupConfig, database: DatabaseResource,
                    backups: BackupResource):
     store, key = backups.open_store(), backups.master_key()
-    manifest = take_logical_backup(database.url, store, key, bin_dir=backups.bin_dir,
+    manifest = take_logical_backup(database.target_url, store, key, bin_dir=backups.bin_dir,
                                    progress=_progress(context), jobs=config.jobs or None,
                                    staging_root=backups.staging_root)
     yield dg.MaterializeResult(metadata={
@@ -101,7 +101,7 @@ def base_backup(context: dg.AssetExecutionContext, config: BaseBackupConfig, dat
     if config.kind not in PHYSICAL_KINDS:
         raise dg.Failure(f"base_backup kind {config.kind!r} is not one of {', '.join(PHYSICAL_KINDS)}")
     store, key = backups.open_store(), backups.master_key()
-    manifest = take_base_backup(database.url, store, key, incremental=config.kind == "incremental",
+    manifest = take_base_backup(database.target_url, store, key, incremental=config.kind == "incremental",
                                 bin_dir=backups.bin_dir, progress=_progress(context))
     pushed = wal.push_spool(store, key, backups.wal_spool) if backups.wal_spool else []
     context.log.info(f"{config.kind} base backup {manifest['id']}; {len(pushed)} WAL file(s) archived")
@@ -133,7 +133,7 @@ def _archive_metadata(status: dict[str, Any]) -> dict[str, Any]:
 def wal_archive(context: dg.AssetExecutionContext, database: DatabaseResource, backups: BackupResource):
     store = backups.open_store()
     pushed = wal.push_spool(store, backups.master_key(), backups.wal_spool) if backups.wal_spool else []
-    status = wal.archive_status(database.url, store, backups.wal_spool)
+    status = wal.archive_status(database.target_url, store, backups.wal_spool)
     context.log.info(f"{len(pushed)} WAL file(s) archived; {status['segments_behind']} segment(s) behind")
     yield dg.MaterializeResult(metadata={"wal_files_archived_now": len(pushed), **_archive_metadata(status)})
     behind = status["segments_behind"]
@@ -154,7 +154,7 @@ def wal_archive(context: dg.AssetExecutionContext, database: DatabaseResource, b
 )
 def wal_archive_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource,
                        backups: BackupResource) -> dg.SensorResult:
-    status = wal.archive_status(database.url, backups.open_store(), backups.wal_spool)
+    status = wal.archive_status(database.target_url, backups.open_store(), backups.wal_spool)
     observation = dg.AssetObservation(asset_key="wal_archive", metadata=_archive_metadata(status))
     return dg.SensorResult(asset_events=[observation])
 
@@ -163,13 +163,13 @@ def wal_archive_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     group_name="backup",
     deps=["logical_backup", "base_backup"],
     kinds={"postgres"},
-    description="Deletes backups outside the retention rules (DBOPS_BACKUP_KEEP_LAST / _KEEP_DAYS): logical "
+    description="Deletes backups outside the retention rules (backup.keep_last / keep_days): logical "
     "backups and physical full chains, never a base an incremental or the PITR window needs, and the archived WAL "
     "older than the oldest kept base backup; also unfinished uploads older than a day. Only backups whose signed "
     "manifest verifies are counted or deleted: the others are reported and left alone.",
 )
 def backup_retention(context: dg.AssetExecutionContext, backups: BackupResource):
-    keep_last, keep_days = rules_from_env()
+    keep_last, keep_days = rules(backups.backup_settings())
     result = prune(backups.open_store(), backups.master_key, keep_last, keep_days)
     for item in result.ignored:
         context.log.warning(f"{item} (left in place)")

@@ -38,7 +38,7 @@ def schema_catalog(
 ) -> dg.MaterializeResult:
     with database.connect() as conn:
         snap = snapshot(conn, catalog.schema_filter)
-    store = CatalogStore(catalog.root, database_name(database.url))
+    store = CatalogStore(catalog.root, database_name(database.target_url))
     previous = store.latest()
     changes = diff(previous, snap) if previous is not None else []
     files = store.save(snap)

@@ -15,7 +15,7 @@ from dbops.defs.resources import DatabaseResource, MigrationsResource
 def no_schema_drift(
     database: DatabaseResource, migrations: MigrationsResource, catalog: CatalogResource
 ) -> dg.AssetCheckResult:
-    report = detect_drift(database.url, migrations.path, schemas=catalog.schema_filter)
+    report = detect_drift(database.target_url, migrations.path, schemas=catalog.schema_filter)
     lines = report.lines()
     return dg.AssetCheckResult(
         passed=not report.drifted,

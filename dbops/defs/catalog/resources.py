@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dbops.config import Settings
+from dbops.defs.resources import launch_settings
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -15,7 +15,7 @@ class CatalogResource(dg.ConfigurableResource):
 
     @property
     def root(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else Settings.from_env().home / "catalog"
+        return Path(self.output_dir) if self.output_dir else launch_settings().home / "catalog"
 
     @property
     def schema_filter(self) -> list[str] | None:

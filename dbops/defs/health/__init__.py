@@ -6,9 +6,8 @@ silencing the alerts; the alert sensor re-reads it at each tick.
 
 import dagster as dg
 
-from dbops.defs.health.sensors import database_health, database_health_sensor, dbops_alerts
-from dbops.health.targets import load_targets
+from dbops.defs.health.sensors import database_health, database_health_sensor, dbops_alerts, target_targets
 
-load_targets()
+target_targets()
 
 defs = dg.Definitions(assets=[database_health], sensors=[database_health_sensor, dbops_alerts])

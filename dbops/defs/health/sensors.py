@@ -9,12 +9,12 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import DatabaseResource, launch_target
 from dbops.health.alerts import AlertEngine, Reading, metric_readings
 from dbops.health.lifecycle import lifecycle_figures
 from dbops.health.metrics import collect_health
 from dbops.health.notify import alert_tick
-from dbops.health.sinks import Sink, sinks_from_env
+from dbops.health.sinks import Sink, sinks_from_settings
 from dbops.health.targets import Targets, load_targets
 
 DATABASE_HEALTH = dg.AssetKey("database_health")
@@ -47,7 +47,7 @@ def health_observation(url: str, cursor: str | None) -> tuple[dg.AssetObservatio
     "database_health (no run is launched).",
 )
 def database_health_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    observation, cursor = health_observation(database.url, context.cursor)
+    observation, cursor = health_observation(database.target_url, context.cursor)
     return dg.SensorResult(asset_events=[observation], cursor=cursor)
 
 
@@ -87,8 +87,18 @@ def collect_readings(instance: dg.DagsterInstance, targets: Targets, after: int 
     return readings, after
 
 
-def build_alert_sensor(targets: Callable[[], Targets] = load_targets,
-                       sinks: Callable[[], Sequence[Sink]] = sinks_from_env, *, name: str = "dbops_alerts",
+def target_targets() -> Targets:
+    """The default target's targets file (``targets_file``, DBOPS_TARGETS), read now."""
+    return load_targets(launch_target().targets_file)
+
+
+def target_sinks() -> list[Sink]:
+    """The default target's alert sinks (``alerts``, DBOPS_ALERT_*), built now."""
+    return sinks_from_settings(launch_target().alerts)
+
+
+def build_alert_sensor(targets: Callable[[], Targets] = target_targets,
+                       sinks: Callable[[], Sequence[Sink]] = target_sinks, *, name: str = "dbops_alerts",
                        retries: int = 3, backoff: float = 1.0,
                        default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
     """The alert sensor; targets and sinks are loaded at each tick so a fixed file takes effect without a redeploy."""

@@ -86,14 +86,14 @@ def _check_results(config: LoadTestConfig, capacity: LoadTestResult | None,
 def load_test(context: dg.AssetExecutionContext, config: LoadTestConfig,
               database: DatabaseResource) -> dg.MaterializeResult:
     common = dict(pooler=config.pooler, warmup_s=config.warmup_s, random_seed=config.random_seed)
-    guard = dict(production=database.production, allow_production=config.allow_production, log=context.log.info)
+    guard = dict(production=database.is_production, allow_production=config.allow_production, log=context.log.info)
     capacity = None
     if config.capacity_users > 0:
-        capacity = run_load_test(database.url, LoadTestPlan(
+        capacity = run_load_test(database.target_url, LoadTestPlan(
             profile=config.capacity_profile, users=[config.capacity_users], duration_s=config.capacity_duration_s,
             think_time_s=None, rate=config.rate, **common), **guard)
         context.log.info("capacity run\n" + capacity.table())
-    ramp = run_load_test(database.url, LoadTestPlan(
+    ramp = run_load_test(database.target_url, LoadTestPlan(
         profile=config.profile, users=list(config.ramp), duration_s=config.duration_s,
         think_time_s=config.think_time_s or None, rate=config.rate, **common), **guard)
     context.log.info("ramp\n" + ramp.table())

@@ -6,7 +6,7 @@ from dbops.defs.migrate.assets import build_schema_migrations, schema_migrations
 from dbops.defs.migrate.checks import migration_history_valid, migrations_lint, no_pending_migrations
 from dbops.defs.migrate.rehearsal import REHEARSAL, migration_rehearsal
 from dbops.defs.migrate.sensors import new_migration_files
-from dbops.migrate.rehearsal import rehearsal_enabled
+from dbops.defs.resources import launch_target
 
 
 def build_migrate_defs(rehearsal: bool) -> dg.Definitions:
@@ -18,4 +18,4 @@ def build_migrate_defs(rehearsal: bool) -> dg.Definitions:
     )
 
 
-defs = build_migrate_defs(rehearsal_enabled())
+defs = build_migrate_defs(launch_target().rehearsal.enabled)

@@ -10,7 +10,7 @@ from dbops.defs.resources import DatabaseResource, MigrationsResource
 def apply_pending(
     context: dg.AssetExecutionContext, database: DatabaseResource, migrations: MigrationsResource
 ) -> dg.MaterializeResult:
-    migrator = migrations.migrator(database.url)
+    migrator = migrations.migrator(database.target_url)
     result = migrator.apply()
     for item in result.applied:
         context.log.info(f"applied {item.script} in {item.execution_ms} ms")

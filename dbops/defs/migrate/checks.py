@@ -17,7 +17,7 @@ MIGRATIONS = dg.AssetKey("schema_migrations")
 )
 def migration_history_valid(database: DatabaseResource, migrations: MigrationsResource) -> dg.AssetCheckResult:
     try:
-        migrations.migrator(database.url).validate()
+        migrations.migrator(database.target_url).validate()
     except DbopsError as exc:
         return dg.AssetCheckResult(
             passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"problems": dg.MetadataValue.text(str(exc))}
@@ -27,7 +27,7 @@ def migration_history_valid(database: DatabaseResource, migrations: MigrationsRe
 
 @dg.asset_check(asset=MIGRATIONS, description="Every migration file has been applied.")
 def no_pending_migrations(database: DatabaseResource, migrations: MigrationsResource) -> dg.AssetCheckResult:
-    pending = migrations.migrator(database.url).pending()
+    pending = migrations.migrator(database.target_url).pending()
     return dg.AssetCheckResult(
         passed=not pending,
         severity=dg.AssetCheckSeverity.WARN,

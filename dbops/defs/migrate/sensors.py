@@ -4,12 +4,12 @@ import hashlib
 
 import dagster as dg
 
-from dbops.config import Settings
+from dbops.defs.resources import launch_settings
 
 
 def migrations_fingerprint() -> tuple[str, int]:
     """A digest of every migration file's name and content, and how many there are."""
-    folder = Settings.from_env().migrations_dir
+    folder = launch_settings().migrations_dir
     digest = hashlib.sha256()
     files = sorted(folder.glob("*.sql")) if folder.is_dir() else []
     for path in files:

@@ -1,17 +1,14 @@
 """``query_profile`` and ``index_advice`` (group ``profile``) with their checks; the work is in dbops.profile."""
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
-from dbops.config import Settings
-from dbops.defs.resources import DatabaseResource
+from dbops.defs.resources import DatabaseResource, launch_settings
 from dbops.pg.connect import database_name
 from dbops.profile.advise import advise
 from dbops.profile.plans import explain_top
 from dbops.profile.report import advice_table, profile_table, render_markdown, tables_table
-from dbops.profile.review import review_dir
 from dbops.profile.statements import SLOW_MEAN_MS, SnapshotStore, profile
 from dbops.profile.tables import table_facts
 
@@ -25,7 +22,7 @@ class ProfileConfig(dg.Config):
 
 class AdviceConfig(dg.Config):
     top: int = 20
-    review_dir: str = ""  # default: $DBOPS_REVIEW_DIR or review/migrations
+    review_dir: str = ""  # default: the target's profile.review_dir ($DBOPS_REVIEW_DIR, review/migrations)
     verify: bool = True
     allow_scratch_on_production: bool = False  # a scratch clone costs the production server I/O and disk
 
@@ -44,10 +41,10 @@ class AdviceConfig(dg.Config):
 )
 def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
                   database: DatabaseResource) -> dg.MaterializeResult:
-    root = Path(config.snapshot_dir) if config.snapshot_dir else Settings.from_env().home / "profile"
-    store = SnapshotStore(root, database_name(database.url))
+    root = Path(config.snapshot_dir) if config.snapshot_dir else launch_settings().home / "profile"
+    store = SnapshotStore(root, database_name(database.target_url))
     with database.connect() as conn:
-        prof = profile(conn, store, config.top)
+        prof = profile(conn, store, config.top, launch_settings().target(database.target or None).profile.exclude_roles)
         plans = explain_top(conn, prof.top)
         facts = table_facts(conn)
     flags = sum(len(p.flags) for p in plans.values())
@@ -97,17 +94,19 @@ def query_profile(context: dg.AssetExecutionContext, config: ProfileConfig,
 )
 def index_advice(context: dg.AssetExecutionContext, config: AdviceConfig,
                  database: DatabaseResource) -> dg.MaterializeResult:
-    settings = Settings.from_env()
-    scratch_url = os.environ.get("DBOPS_SCRATCH_URL") or None
+    settings = launch_settings()
+    target = settings.target(database.target or None)
+    scratch_url = target.profile.scratch_url.resolve() if target.profile.scratch_url else None
     verify = config.verify
-    if verify and database.production and not scratch_url and not config.allow_scratch_on_production:
+    if verify and database.is_production and not scratch_url and not config.allow_scratch_on_production:
         context.log.warning("production target and no DBOPS_SCRATCH_URL (restored copy): candidates are proposed, "
                             "not verified; set allow_scratch_on_production to clone on the production server")
         verify = False
     with database.connect() as conn:
-        prof = profile(conn, None, config.top)
-    report = advise(database.url, prof, review_dir=review_dir(config.review_dir or None),
-                    migrations_dir=settings.migrations_dir, scratch_url=scratch_url, bin_dir=settings.pg_bin,
+        prof = profile(conn, None, config.top, target.profile.exclude_roles)
+    review = Path(config.review_dir) if config.review_dir else target.profile.review_dir
+    report = advise(database.target_url, prof, review_dir=review,
+                    migrations_dir=target.migrations, scratch_url=scratch_url, bin_dir=settings.pg_bin,
                     verify_candidates=verify, staging_root=settings.staging_root)
     unindexed = [f for f in report.findings if f.kind == "unindexed_fk"]
     best = max((a.measurement.speedup for a in report.verified if a.measurement), default=0.0)

@@ -17,6 +17,8 @@ class RestoreDrillConfig(dg.Config):
     logical: bool = Field(default=True, description="drill the latest logical backup (if there is one)")
     physical: bool = Field(default=True, description="drill the latest base backup chain (if there is one)")
     pitr: bool = Field(default=True, description="physical: canary rows and WAL replay to a target time")
+    allow_production: bool = Field(default=False, description="logical: restore the scratch copy on a production "
+                                   "target's server anyway (its I/O and disk)")
 
 
 @dg.asset(
@@ -42,10 +44,11 @@ def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig,
     present = {chosen["kind"]} if chosen else {m.get("kind") for m in read_verified(context, store, key).backups}
     results: dict[str, Any] = {}
     if (config.logical or chosen) and "logical" in present:
-        results["logical"] = drill(database.url, store, key, backup_id=config.backup_id or None,
-                                   bin_dir=backups.bin_dir, staging_root=backups.staging_root)
+        results["logical"] = drill(database.target_url, store, key, backup_id=config.backup_id or None,
+                                   bin_dir=backups.bin_dir, staging_root=backups.staging_root,
+                                   production=database.is_production, allow_production=config.allow_production)
     if (config.physical or chosen) and present & set(PHYSICAL_KINDS):
-        results["physical"] = physical_drill(database.url, store, key, backup_id=config.backup_id or None,
+        results["physical"] = physical_drill(database.target_url, store, key, backup_id=config.backup_id or None,
                                              bin_dir=backups.bin_dir, pitr=config.pitr, spool=backups.wal_spool)
     if not results:
         raise dg.Failure(f"there is no backup to drill in {store.describe()}: materialize logical_backup or "

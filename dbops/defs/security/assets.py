@@ -30,11 +30,12 @@ def security_audit(
     context: dg.AssetExecutionContext, database: DatabaseResource, security: SecurityResource
 ) -> dg.MaterializeResult:
     report = audit_database(
-        database.url,
+        database.target_url,
         security.matrix_path,
         require_tls=security.require_tls,
         backups=security.backup_store() if security.check_backups else None,
         check_backups=security.check_backups,
+        env=security.backup_key_env() if security.check_backups else None,
     )
     counts = report.counts()
     context.log.info(f"security audit of {report.target}: {report.summary()}")

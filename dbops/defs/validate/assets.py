@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from dbops.defs.resources import DatabaseResource
-from dbops.defs.validate.resources import DAILY
+from dbops.defs.validate.resources import DAILY, rule_files
 from dbops.validate.amcheck import IndexReport, check_indexes
 from dbops.validate.run import IntegrityValidator, ValidationReport
 
@@ -80,7 +80,7 @@ with warnings.catch_warnings():
 @_daily_single_run
 def integrity_validation(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
     days = [date.fromisoformat(k) for k in context.partition_keys]
-    with IntegrityValidator(database.url) as validator:
+    with IntegrityValidator(database.target_url, *rule_files()) as validator:
         reports = []
         for day in days:
             report = validator.validate_day(day)
@@ -104,7 +104,7 @@ def integrity_validation(context: dg.AssetExecutionContext, database: DatabaseRe
     "catalog's constraints and the rules in sql/expectations.",
 )
 def dimension_integrity(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
-    with IntegrityValidator(database.url) as validator:
+    with IntegrityValidator(database.target_url, *rule_files()) as validator:
         report = validator.validate_dimensions()
         tables = ", ".join(p.name for p in validator.dimension_plans)
     context.log.info(report.render())

@@ -1,47 +1,30 @@
-"""Where validation finds its rule files and sensitive-column list, and which days it covers.
-
-| variable | meaning | default |
-|---|---|---|
-| ``DBOPS_VALIDATION_START_DATE`` | first daily partition of ``integrity_validation`` (YYYY-MM-DD) | 2025-01-01 |
-| ``DBOPS_VALIDATION_BACKFILL_DAYS`` | partitions re-validated after a migration applies something | 30 |
+"""Which days validation covers: the target's ``validation`` settings (DBOPS_VALIDATION_START_DATE, first daily
+partition of ``integrity_validation``; DBOPS_VALIDATION_BACKFILL_DAYS, partitions re-validated after a migration
+applies something), and where it finds its rule files and sensitive-column list.
 """
 
 from __future__ import annotations
 
-import os
-from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
-from dbops.errors import ConfigError
-
-DEFAULT_START_DATE = "2025-01-01"
-DEFAULT_BACKFILL_DAYS = 30
+from dbops.defs.resources import launch_target
 
 
 def start_date() -> str:
     """Read when the code location loads: a partitions definition is fixed for the life of the location."""
-    raw = os.environ.get("DBOPS_VALIDATION_START_DATE") or DEFAULT_START_DATE
-    try:
-        date.fromisoformat(raw)
-    except ValueError as exc:
-        raise ConfigError(
-            f"DBOPS_VALIDATION_START_DATE={raw!r} is not a date", "use YYYY-MM-DD, e.g. 2025-01-01"
-        ) from exc
-    return raw
+    return launch_target().validation.start_date.isoformat()
 
 
 def backfill_days() -> int:
-    raw = os.environ.get("DBOPS_VALIDATION_BACKFILL_DAYS") or str(DEFAULT_BACKFILL_DAYS)
-    try:
-        days = int(raw)
-        if days < 1:
-            raise ValueError
-    except ValueError as exc:
-        raise ConfigError(
-            f"DBOPS_VALIDATION_BACKFILL_DAYS={raw!r} is not a positive number of days", "use e.g. 30"
-        ) from exc
-    return days
+    return launch_target().validation.backfill_days
+
+
+def rule_files() -> tuple[Path, Path]:
+    """(expectations folder, access-control matrix) of the default target, read at launch."""
+    target = launch_target()
+    return target.validation.expectations, target.access_control
 
 
 # Days are UTC, the same boundaries dbops.validate uses for its range predicates; end_offset 0 keeps today (still
