@@ -18,8 +18,9 @@ from dbops.redact import MASK, redact, redact_url, register_secret
 
 CONNECT_TIMEOUT_S = 10
 SCHEMES = ("postgresql://", "postgres://")
-ENCODING_FIX = ("percent-encode special characters of the user and password: % as %25, @ as %40, / as %2F,"
-                " ? as %3F, # as %23, & as %26, = as %3D")
+# No "password:" in this text: redaction would take what follows for a password and mask the "%".
+ENCODING_FIX = ("percent-encode special characters in the user name and the password (% as %25, @ as %40,"
+                " / as %2F, ? as %3F, # as %23, & as %26, = as %3D)")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 

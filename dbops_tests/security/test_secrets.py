@@ -113,6 +113,7 @@ def test_a_malformed_url_is_one_line_without_the_password(pg_server: EmbeddedSer
     assert done.returncode == 2, output  # a configuration mistake (dbops config check exits 2 too)
     assert "Traceback" not in output and secret not in output and secret[4:] not in output, output
     assert len(done.stderr.strip().splitlines()) == 1 and "malformed database URL" in done.stderr, done.stderr
+    assert "(% as %25, @ as %40" in done.stderr, done.stderr  # the fix itself survives redaction
     with pytest.raises(ConfigError) as caught:
         parse_url(url)
     assert secret not in str(caught.value)
