@@ -106,6 +106,8 @@ def _libpq_reason(message: str, names_are_safe: bool = False) -> str:
         return first if names_are_safe else "a parameter libpq does not know (or a password with an unencoded '&')"
     if first.startswith("extra key/value separator"):
         return "a parameter value contains an unencoded '='"
+    if first.startswith("unexpected spaces"):
+        return "it contains a space (write %20 in the user name or password; nowhere else may a space stand)"
     if "percent-encoded" in first:
         return "a '%' is not followed by two hex digits"
     if "port" in first:

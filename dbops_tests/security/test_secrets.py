@@ -192,3 +192,10 @@ def test_db_up_refuses_a_parent_the_server_user_cannot_traverse_instead_of_widen
     finally:
         run_dbops(["db", "down"], embedded_env(parent / "dbops-home"), timeout=120)
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_a_url_with_a_space_is_named_as_such() -> None:
+    """libpq refuses spaces; the message says so rather than blaming a '%' the URL does not have."""
+    with pytest.raises(ConfigError, match="contains a space") as caught:
+        parse_url("postgres://bad url")
+    assert "'%'" not in str(caught.value)
