@@ -130,8 +130,7 @@ def logical_backup(
 
     raw_bytes = sum(o["raw_size"] for o in objects)
     stored_bytes = sum(o["size"] for o in objects)
-    manifest: dict[str, Any] = {
-        "format": 1,
+    manifest: dict[str, Any] = {  # "format" is set by save_manifest, the one writer
         "id": backup_id,
         "kind": "logical",
         "dump_format": "custom" if jobs is None else "directory",

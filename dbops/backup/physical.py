@@ -222,8 +222,7 @@ def base_backup(
     label = _label_fields(watcher.found.get("backup_label", b""))
     ranges = json.loads(pg_manifest).get("WAL-Ranges", [])
     start_wal = re.search(r"file ([0-9A-F]{24})", label.get("START WAL LOCATION", ""))
-    manifest: dict[str, Any] = {
-        "format": 1,
+    manifest: dict[str, Any] = {  # "format" is set by save_manifest, the one writer
         "id": backup_id,
         "kind": kind,
         "method": "physical",

@@ -132,10 +132,3 @@ def prune(store: Store, key: KeySource, keep_last: int | None, keep_days: float 
         for item in result.unfinished:
             store.abort(item)
     return result
-
-
-def incomplete_backups(store: Store) -> list[str]:
-    """Backup folders without a manifest: left by an interrupted backup or prune."""
-    names = store.list(PREFIX)
-    complete = {n.split("/")[1] for n in names if n.endswith("/" + MANIFEST)}
-    return sorted({n.split("/")[1] for n in names} - complete)
