@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +94,42 @@ class CheckTarget:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The thresholds the asset checks and the scorecard compare against (the targets file's ``limits:``).
+
+    A key the file leaves out keeps its default, today's value, so a file without the section works as before.
+    """
+
+    rto_seconds: float = 1800.0  # drill_rto_under_target: a drill restores within this many seconds
+    backup_max_age_hours: float = 26.0  # backup_fresh: the newest backup is at most this old
+    wal_max_segments_behind: int = 2  # wal_archive_current: archived WAL at most this many segments behind
+    slow_query_mean_ms: float = 50.0  # slow_queries_under_target: mean of the slowest 10 % of statements
+    read_avg_ms: float = 50.0  # read_latency_avg_under_target: average read latency under load
+    read_p99_aim_ms: float = 20.0  # scorecard: read p99 at max users (an aim, no check)
+    write_tps: float = 1000.0  # write_throughput_over_target: write transactions per second
+    concurrent_users: int = 10000  # scorecard: users through the pooler the load test reaches
+    degradation_ratio: float = 1.5  # degradation_within_bound: p95 at max users / p95 at the first step
+    integrity_violations: int = 0  # scorecard (no_integrity_violations): violations allowed
+    critical_findings: int = 0  # scorecard (no_critical_findings): critical security findings allowed
+
+
+def default_limits() -> Limits:
+    """The limits of a targets file without a ``limits:`` section."""
+    return Limits()
+
+
+# The smallest sensible value of each limit (0 unless a smaller one means nothing): a ratio of 1.0 is no degradation.
+_LIMIT_MINIMUM: dict[str, float] = {"degradation_ratio": 1.0, "concurrent_users": 1}
+_LIMIT_EXAMPLE: dict[str, str] = {"rto_seconds": "1800 (30 min)", "backup_max_age_hours": "26",
+                                  "degradation_ratio": "1.5"}
+
+
+@dataclass(frozen=True)
 class Targets:
     metrics: tuple[MetricTarget, ...]
     checks: tuple[CheckTarget, ...]
     source: str = "<memory>"
+    limits: Limits = field(default_factory=Limits)
 
     def metric_names(self) -> set[str]:
         return {t.metric for t in self.metrics}
@@ -118,15 +152,42 @@ def _severity(raw: dict[str, Any], default: str, where: str) -> str:
 
 
 def _unknown_keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
-    extra = sorted(set(raw) - allowed)
+    extra = sorted(set(raw) - allowed, key=str)
     if extra:
-        raise TargetsError(f"{where}: unknown key(s) {', '.join(extra)}", f"allowed: {', '.join(sorted(allowed))}")
+        close = difflib.get_close_matches(str(extra[0]), sorted(allowed), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise TargetsError(f"{where}: unknown key(s) {', '.join(map(str, extra))}",
+                           f"{hint}allowed: {', '.join(sorted(allowed))}")
+
+
+def parse_limits(raw: object, source: str = "<memory>") -> Limits:
+    """The ``limits:`` mapping: numbers, none negative, whole numbers for counts; absent keys keep their default."""
+    where = f"{source}: limits"
+    values = _require_mapping({} if raw is None else raw, where)
+    kinds = {f.name: f.type for f in fields(Limits)}
+    _unknown_keys(values, set(kinds), where)
+    defaults = default_limits()
+    out: dict[str, float | int] = {}
+    for name, value in values.items():
+        whole = kinds[name] in (int, "int")
+        example = _LIMIT_EXAMPLE.get(name, f"{getattr(defaults, name):g}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+            kind = "a whole number" if whole else "a number"
+            raise TargetsError(f"{where}.{name}: {value!r} is not {kind}", f"write e.g. {name}: {example}")
+        if not math.isfinite(value):
+            raise TargetsError(f"{where}.{name}: {value!r} is not a finite number", f"write e.g. {name}: {example}")
+        minimum = _LIMIT_MINIMUM.get(name, 0)
+        if value < minimum:
+            problem = "is negative" if value < 0 else f"is below {minimum:g}"
+            raise TargetsError(f"{where}.{name}: {value!r} {problem}", f"use {minimum:g} or more, e.g. {example}")
+        out[name] = int(value) if whole else float(value)
+    return Limits(**out)  # type: ignore[arg-type]
 
 
 def parse_targets(data: object, source: str = "<memory>") -> Targets:
     """Validate the parsed YAML; every error names the file, the entry and the fix."""
     doc = _require_mapping(data, source)
-    _unknown_keys(doc, {"defaults", "metrics", "checks"}, source)
+    _unknown_keys(doc, {"defaults", "metrics", "checks", "limits"}, source)
     defaults = _require_mapping(doc.get("defaults") or {}, f"{source}: defaults")
     _unknown_keys(defaults, {"cooldown", "severity", "for"}, f"{source}: defaults")
     default_cooldown = parse_duration(defaults.get("cooldown", "15m"), f"{source}: defaults.cooldown")
@@ -176,7 +237,7 @@ def parse_targets(data: object, source: str = "<memory>") -> Targets:
             cooldown_seconds=parse_duration(raw.get("cooldown", default_cooldown), f"{where}.cooldown"),
             summary=str(raw.get("summary", "")),
         ))
-    targets = Targets(tuple(metrics), tuple(checks), source)
+    targets = Targets(tuple(metrics), tuple(checks), source, parse_limits(doc.get("limits"), source))
     seen: set[str] = set()
     for key in [t.key for t in (*targets.metrics, *targets.checks)]:
         if key in seen:

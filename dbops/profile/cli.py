@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from dbops.embedded import ensure_embedded
+from dbops.health.targets import load_targets
 from dbops.pg.connect import connection, database_name
 from dbops.profile.advise import advise
 from dbops.profile.plans import explain_top
@@ -36,14 +37,19 @@ def profile_main(argv: list[str], settings: Settings) -> int:
                         help="cumulative since the pg_stat_statements reset; do not update the stored snapshot")
     parser.add_argument("--no-plans", action="store_true", help="skip EXPLAIN of the top statements")
     args = parser.parse_args(argv)
+    target = settings.target()
+    slow_limit = load_targets(target.targets_file).limits.slow_query_mean_ms  # a bad file fails before the profile
     url = _target(settings)
     store = None if args.since_reset else SnapshotStore(settings.home / "profile", database_name(url))
     with connection(url) as conn:
-        prof = profile(conn, store, args.top, settings.target().profile.exclude_roles)
+        prof = profile(conn, store, args.top, target.profile.exclude_roles)
         plans = {} if args.no_plans else explain_top(conn, prof.top)
         facts = table_facts(conn)
     print(f"query profile of {redact_url(url)}")
     print("\n".join(summary_lines(prof, facts)))
+    verdict = "met" if prof.slow_queries_under(slow_limit) else "MISSED"
+    print(f"slow queries: slowest 10 % mean {prof.slowest_10pct_mean_ms:.3f} ms, target < {slow_limit:g} ms"
+          f" (limits.slow_query_mean_ms): {verdict}")
     print()
     print(render_text("top statements by total time", profile_table(prof, plans)))
     print()

@@ -22,8 +22,6 @@ from dbops.errors import DbopsError
 from dbops.private import private_dir, write_private
 from dbops.redact import redact
 
-SLOW_MEAN_MS = 50.0
-
 
 class StatsNotLoaded(DbopsError):
     """pg_stat_statements is not in shared_preload_libraries."""
@@ -152,6 +150,11 @@ class QueryProfile:
 
     def share(self, s: StatementStats) -> float:
         return s.total_ms / self.total_ms if self.total_ms else 0.0
+
+    def slow_queries_under(self, limit_ms: float) -> bool:
+        """Whether the mean time of the slowest 10 % of statements is below ``limit_ms``: the targets file's
+        ``limits.slow_query_mean_ms`` (``load_targets(target.targets_file).limits.slow_query_mean_ms``)."""
+        return self.slowest_10pct_mean_ms < limit_ms
 
 
 def percentile(values: list[float], q: float) -> float:

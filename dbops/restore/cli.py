@@ -10,9 +10,10 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import load_manifest
 from dbops.backup.store import Store, store_for
 from dbops.embedded import ensure_embedded
+from dbops.health.targets import load_targets
 from dbops.pg.connect import database_name
 from dbops.redact import redact_url
-from dbops.restore.drill import drill, physical_drill
+from dbops.restore.drill import DrillResult, drill, physical_drill
 from dbops.restore.logical import check_logical_target, restore_logical
 from dbops.restore.physical import restore_cluster
 from dbops.restore.verify import verify_backup
@@ -95,6 +96,12 @@ def target_key(settings: Settings) -> MasterKey:
     return MasterKey.from_settings(settings.target().backup)
 
 
+def _rto_line(result: DrillResult, limit_seconds: float) -> str:
+    """The drill's RTO against the target's ``limits.rto_seconds``."""
+    verdict = "met" if result.within_rto(limit_seconds) else "MISSED"
+    return f"  RTO {result.rto_seconds} s, target < {limit_seconds:g} s (limits.rto_seconds): {verdict}"
+
+
 def drill_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops drill")
     parser.add_argument("--backup", help="backup id (default: the latest)")
@@ -105,6 +112,7 @@ def drill_main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--allow-production", action="store_true",
                         help="logical: restore the scratch copy on the server although the target is production")
     args = parser.parse_args(argv)
+    rto_limit = load_targets(settings.target().targets_file).limits.rto_seconds  # a bad file fails before the drill
     ensure_embedded(settings)
     if args.physical:
         presult = physical_drill(settings.target_url(), store_for(settings), target_key(settings),
@@ -113,6 +121,7 @@ def drill_main(argv: list[str], settings: Settings) -> int:
         print(f"physical drill of {' + '.join(presult.chain)}: RTO {presult.rto_seconds} s {presult.phases}; "
               f"{presult.wal_files_replayed} WAL file(s) replayed to {presult.target_time or 'the backup end'}; "
               f"{presult.tables_checked} tables, {presult.rows_checked} rows, {presult.indexes_checked} indexes")
+        print(_rto_line(presult, rto_limit))
         if presult.restored_url:
             data_dir = presult.scratch_server.data_dir
             print(f"restored cluster kept at {redact_url(presult.restored_url)}, data in {data_dir} "
@@ -127,6 +136,7 @@ def drill_main(argv: list[str], settings: Settings) -> int:
                    production=settings.target().production, allow_production=args.allow_production)
     print(f"drill of {result.backup_id}: RTO {result.rto_seconds} s {result.phases}; {result.tables_checked} tables,"
           f" {result.rows_checked} rows, {result.indexes_checked} indexes checked")
+    print(_rto_line(result, rto_limit))
     if result.restored_url:
         print(f"restored copy kept at {redact_url(result.restored_url)}")
     for problem in result.problems:

@@ -46,7 +46,6 @@ from dbops.restore.physical import (
 )
 from dbops.staging import remove_leftovers
 
-RTO_TARGET_SECONDS = 1800.0
 VERIFY_CONNECTIONS = 2
 # Settings of a restored scratch cluster: never archive into the production archive, modest memory.
 SCRATCH_SETTINGS = {"archive_mode": "off", "shared_buffers": "'256MB'",
@@ -66,6 +65,11 @@ class DrillResult:
     @property
     def rto_seconds(self) -> float:
         return round(sum(self.phases.values()), 3)
+
+    def within_rto(self, limit_seconds: float) -> bool:
+        """Whether the drill restored in less than ``limit_seconds``, the recovery-time objective: the targets
+        file's ``limits.rto_seconds`` (``load_targets(target.targets_file).limits.rto_seconds``)."""
+        return self.rto_seconds < limit_seconds
 
     @property
     def data_matches(self) -> bool:

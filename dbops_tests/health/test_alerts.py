@@ -14,7 +14,7 @@ from dbops.errors import ConfigError
 from dbops.health.alerts import FIRING, RESOLVED, AlertEngine, Reading, metric_readings
 from dbops.health.notify import alert_tick
 from dbops.health.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink, sinks_from_settings
-from dbops.health.targets import TargetsError, load_targets, parse_targets
+from dbops.health.targets import Limits, TargetsError, default_limits, load_targets, parse_targets
 from dbops.settings import load_settings
 from dbops_tests.health.conftest import Receiver, SmtpReceiver
 
@@ -118,6 +118,66 @@ def test_the_shipped_targets_file_loads() -> None:
     targets = load_targets()
     assert {"connections_used_ratio", "cache_hit_ratio", "longest_transaction_seconds"} <= targets.metric_names()
     assert ("integrity_validation", "no_integrity_violations") in {(c.asset, c.check) for c in targets.checks}
+
+
+def test_limits_default_to_todays_thresholds_when_the_section_or_a_key_is_absent(tmp_path: Path) -> None:
+    path = tmp_path / "targets.yml"
+    path.write_text("metrics:\n  - {metric: up, op: '<', threshold: 1}\n")  # a file from before limits: existed
+    assert load_targets(path).limits == default_limits() == Limits()
+    assert (default_limits().rto_seconds, default_limits().backup_max_age_hours) == (1800.0, 26.0)
+    assert (default_limits().wal_max_segments_behind, default_limits().slow_query_mean_ms) == (2, 50.0)
+    assert (default_limits().read_avg_ms, default_limits().read_p99_aim_ms, default_limits().write_tps) == (
+        50.0, 20.0, 1000.0)
+    assert (default_limits().concurrent_users, default_limits().degradation_ratio) == (10000, 1.5)
+    assert (default_limits().integrity_violations, default_limits().critical_findings) == (0, 0)
+    path.write_text("limits:\n")
+    assert load_targets(path).limits == default_limits()
+
+
+def test_a_limit_in_the_file_overrides_its_default_and_only_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "targets.yml"
+    path.write_text("limits:\n  rto_seconds: 600\n  slow_query_mean_ms: 12.5\n  concurrent_users: 500\n")
+    limits = load_targets(path).limits
+    assert (limits.rto_seconds, limits.slow_query_mean_ms, limits.concurrent_users) == (600.0, 12.5, 500)
+    assert isinstance(limits.rto_seconds, float) and isinstance(limits.concurrent_users, int)
+    assert limits.backup_max_age_hours == 26.0 and limits.degradation_ratio == 1.5
+    with pytest.raises(AttributeError):
+        limits.rto_seconds = 1.0  # type: ignore[misc]  # frozen
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("limits:\n  rto_secs: 600\n", "unknown key(s) rto_secs — did you mean rto_seconds?"),
+        ("limits:\n  slow_query_mean: 20\n", "did you mean slow_query_mean_ms?"),
+        ("limits:\n  rto_seconds: -5\n", "limits.rto_seconds: -5 is negative — use 0 or more"),
+        ("limits:\n  write_tps: -0.5\n", "limits.write_tps: -0.5 is negative"),
+        ("limits:\n  rto_seconds: 30m\n", "limits.rto_seconds: '30m' is not a number — write e.g. rto_seconds:"),
+        ("limits:\n  critical_findings: true\n", "limits.critical_findings: True is not a whole number"),
+        ("limits:\n  wal_max_segments_behind: 2.5\n", "limits.wal_max_segments_behind: 2.5 is not a whole number"),
+        ("limits:\n  read_avg_ms: .inf\n", "limits.read_avg_ms: inf is not a finite number"),
+        ("limits:\n  degradation_ratio: 0.9\n", "limits.degradation_ratio: 0.9 is below 1 — use 1 or more"),
+        ("limits:\n  concurrent_users: 0\n", "limits.concurrent_users: 0 is below 1"),
+        ("limits: [rto_seconds]\n", "limits must be a mapping"),
+        ("limit:\n  rto_seconds: 600\n", "unknown key(s) limit — did you mean limits?"),
+    ],
+)
+def test_a_malformed_limit_fails_at_load_time_naming_file_key_and_fix(tmp_path: Path, text: str,
+                                                                     message: str) -> None:
+    path = tmp_path / "targets.yml"
+    path.write_text(text)
+    with pytest.raises(TargetsError) as info:
+        load_targets(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_the_shipped_limits_are_todays_and_the_backup_age_metric_agrees() -> None:
+    targets = load_targets()
+    assert targets.limits == default_limits()
+    age = next(t for t in targets.metrics if t.metric == "backup_age_seconds")
+    assert age.threshold == targets.limits.backup_max_age_hours * 3600
 
 
 def test_sinks_from_settings_email_webhook_slack_and_log(receiver: Receiver, smtp_receiver: SmtpReceiver,

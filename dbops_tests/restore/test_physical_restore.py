@@ -54,8 +54,11 @@ def test_cli_physical_backup_restore_pitr_and_wal(archiving_server: EmbeddedServ
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     url = archiving_server.url("postgres")
+    targets = tmp_path / "targets.yml"
+    targets.write_text("limits:\n  rto_seconds: 0\n")  # no drill is that fast: the RTO verdict must say so
     env = {"DBOPS_DATABASE_URL": url, "DBOPS_BACKUP_DIR": str(tmp_path / "store"), "DBOPS_BACKUP_KEY": generate_key(),
-           "DBOPS_HOME": str(tmp_path), "DBOPS_WAL_SPOOL": str(archiving_server.wal_spool)}
+           "DBOPS_HOME": str(tmp_path), "DBOPS_WAL_SPOOL": str(archiving_server.wal_spool),
+           "DBOPS_TARGETS": str(targets)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
@@ -69,6 +72,7 @@ def test_cli_physical_backup_restore_pitr_and_wal(archiving_server: EmbeddedServ
     assert dbops_step(["wal", "status"], settings) == 0
     out = capsys.readouterr().out
     assert "incremental base backup" in out and " on " in out and "physical drill of" in out
+    assert "target < 0 s (limits.rto_seconds): MISSED" in out  # printed; the exit code stays the data's verdict
     assert "WAL file(s) in" in out
 
     store = LocalStore(tmp_path / "store")
