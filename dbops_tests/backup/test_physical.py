@@ -144,10 +144,18 @@ def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: E
     import dagster as dg
 
     from dbops.backup.keys import generate_key
-    from dbops.defs.backup.assets import backup_retention, wal_archive
-    from dbops.defs.backup.assets import base_backup as base_backup_asset
-    from dbops.defs.resources import BackupResource, DatabaseResource
-    from dbops.defs.restore.assets import restore_drill
+    from dbops.components import backup
+    from dbops.components.naming import asset_key, op_name
+    from dbops.components.resources import BackupResource, DatabaseResource
+    from dbops.components.restore.assets import build_restore_drill
+
+    target = "dbops"
+    step = {a.key: a for a in backup.build(target).assets or [] if isinstance(a, dg.AssetsDefinition)}
+    base_backup_asset = step[asset_key(target, "base_backup")]
+    wal_archive = step[asset_key(target, "wal_archive")]
+    backup_retention = step[asset_key(target, "backup_retention")]
+    restore_drill = build_restore_drill(target)
+    drill_op, base_op = op_name(target, "restore_drill"), op_name(target, "base_backup")
 
     monkeypatch.setenv("DBOPS_BACKUP_KEY", generate_key())
     monkeypatch.setenv("DBOPS_WAL_SPOOL", str(archiving_server.wal_spool))
@@ -159,35 +167,36 @@ def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: E
     instance = dg.DagsterInstance.ephemeral()
 
     def run(assets: list, kind: str = "full") -> dg.ExecuteInProcessResult:  # type: ignore[type-arg]
-        config = {"ops": {"base_backup": {"config": {"kind": kind}}}} if base_backup_asset in assets else None
+        config = {"ops": {base_op: {"config": {"kind": kind}}}} if base_backup_asset in assets else None
         result = dg.materialize(assets, instance=instance, resources=resources, run_config=config)
         assert result.success
         return result
 
     first = run([base_backup_asset, wal_archive])
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in first.get_asset_check_evaluations()}
-    assert checks == {("base_backup", "backup_fresh"): True, ("wal_archive", "wal_archive_current"): True}
+    assert checks == {("dbops/base_backup", "backup_fresh"): True, ("dbops/wal_archive", "wal_archive_current"): True}
     run([base_backup_asset], kind="incremental")
     write_rows(url, "public.dagster_ledger", 1_000)
 
     drill = dg.materialize([restore_drill], instance=instance, resources=resources,
-                           run_config={"ops": {"restore_drill": {"config": {"logical": False}}}})
+                           run_config={"ops": {drill_op: {"config": {"logical": False}}}})
     assert drill.success
     checks = {e.check_name: e.passed for e in drill.get_asset_check_evaluations()}
     assert checks == {"drill_data_matches": True, "drill_rto_under_target": True}
-    meta = drill.asset_materializations_for_node("restore_drill")[0].metadata
+    meta = drill.asset_materializations_for_node(drill_op)[0].metadata
     assert meta["physical_wal_files_replayed"].value > 0 and meta["physical_rto_seconds"].value > 0
     assert meta["physical_phase_combine_seconds"].value >= 0
 
-    full_id = first.asset_materializations_for_node("base_backup")[0].metadata["backup_id"].value
+    full_id = first.asset_materializations_for_node(base_op)[0].metadata["backup_id"].value
     chosen = dg.materialize([restore_drill], instance=instance, resources=resources,
-                            run_config={"ops": {"restore_drill": {"config": {"backup_id": full_id, "pitr": False}}}})
-    chosen_meta = chosen.asset_materializations_for_node("restore_drill")[0].metadata
+                            run_config={"ops": {drill_op: {"config": {"backup_id": full_id, "pitr": False}}}})
+    chosen_meta = chosen.asset_materializations_for_node(drill_op)[0].metadata
     assert chosen.success and chosen_meta["physical_backup_id"].value == full_id
     assert "logical_backup_id" not in chosen_meta and "physical_phase_combine_seconds" not in chosen_meta
 
     run([base_backup_asset])  # a second full chain: keep_last=1 drops the first chain and the WAL before it
-    pruned = run([backup_retention]).asset_materializations_for_node("backup_retention")[0].metadata
+    pruned = run([backup_retention]).asset_materializations_for_node(
+        op_name(target, "backup_retention"))[0].metadata
     assert pruned["deleted_backups"].value == 2 and pruned["deleted_wal_files"].value > 0
 
 

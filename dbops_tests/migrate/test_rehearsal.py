@@ -15,10 +15,11 @@ import pytest
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
 from dbops.backup.store import LocalStore
-from dbops.defs.migrate import build_migrate_defs
-from dbops.defs.migrate.assets import build_schema_migrations
-from dbops.defs.migrate.rehearsal import migration_rehearsal
-from dbops.defs.resources import BackupResource, DatabaseResource, MigrationsResource
+from dbops.components import migrate
+from dbops.components.migrate.assets import build_schema_migrations
+from dbops.components.migrate.rehearsal import build_rehearsal
+from dbops.components.naming import asset_key, op_name
+from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource
 from dbops.errors import ConfigError
 from dbops.migrate import Migrator
 from dbops.migrate.rehearsal import (
@@ -34,6 +35,8 @@ from dbops.pg.server import EmbeddedServer
 from dbops.settings import TargetSettings, load_settings
 from dbops_tests.conftest import new_database
 
+TARGET = "dbops"
+REHEARSAL_OP, MIGRATE_OP = op_name(TARGET, "migration_rehearsal"), op_name(TARGET, "schema_migrations")
 ROWS = 1_000_000
 BIG = """
 CREATE TABLE big AS SELECT g AS id, g % 1000 AS val FROM generate_series(1, 1000000) g;
@@ -104,7 +107,7 @@ def production(pg_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFacto
 def _materialize(prod: Production, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dg.ExecuteInProcessResult:
     monkeypatch.setenv("DBOPS_BACKUP_KEY", prod.key_text)
     return dg.materialize(
-        [migration_rehearsal, build_schema_migrations(["migration_rehearsal"])],
+        [build_rehearsal(TARGET), build_schema_migrations(TARGET, [asset_key(TARGET, "migration_rehearsal")])],
         instance=dg.DagsterInstance.ephemeral(),
         resources={
             "database": DatabaseResource(url=prod.url),
@@ -116,7 +119,7 @@ def _materialize(prod: Production, folder: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def _figures(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    meta = result.asset_materializations_for_node("migration_rehearsal")[0].metadata
+    meta = result.asset_materializations_for_node(REHEARSAL_OP)[0].metadata
     return {k: v.value for k, v in meta.items()}
 
 
@@ -143,8 +146,8 @@ def test_volatile_default_rewrites_the_table_and_blocks_the_production_migrate(
     assert "rewrites public.big" in detail and f"{ROWS} rows" in detail
 
     # The blocking check stopped the production migrate: it never ran and production is as it was.
-    assert not result.asset_materializations_for_node("schema_migrations")
-    assert not [e for e in result.all_events if e.step_key == "schema_migrations" and e.is_step_start]
+    assert not result.asset_materializations_for_node(MIGRATE_OP)
+    assert not [e for e in result.all_events if e.step_key == MIGRATE_OP and e.is_step_start]
     assert production.state() == (["1"], ["id", "val"])
     assert production.scratch_databases() == []
 
@@ -168,7 +171,7 @@ def test_create_index_concurrently_passes_and_production_migrates(
         assert figures["max_access_exclusive_seconds"] == 0
         assert "public.big: SHARE UPDATE EXCLUSIVE" in figures["report"]
         # The gate opened: production was migrated after the rehearsal, in the same run.
-        assert result.asset_materializations_for_node("schema_migrations")
+        assert result.asset_materializations_for_node(MIGRATE_OP)
         assert production.state()[0] == ["1", "2"]
         assert production.scratch_databases() == []
     finally:
@@ -252,11 +255,11 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
     assert not target({"DBOPS_REHEARSAL": "off"}).rehearsal.enabled
     with pytest.raises(ConfigError, match="DBOPS_REHEARSAL"):
         target({"DBOPS_REHEARSAL": "maybe"})
-    key, rehearsal = dg.AssetKey("schema_migrations"), dg.AssetKey("migration_rehearsal")
+    key, rehearsal = asset_key(TARGET, "schema_migrations"), asset_key(TARGET, "migration_rehearsal")
     resources = dg.Definitions(resources={"database": DatabaseResource(url="postgresql://u@127.0.0.1:1/x"),
                                           "migrations": MigrationsResource(), "backups": BackupResource()})
-    on = dg.Definitions.merge(build_migrate_defs(True), resources).resolve_asset_graph()
-    off = dg.Definitions.merge(build_migrate_defs(False), resources).resolve_asset_graph()
+    on = dg.Definitions.merge(migrate.build(TARGET, rehearsal=True), resources).resolve_asset_graph()
+    off = dg.Definitions.merge(migrate.build(TARGET, rehearsal=False), resources).resolve_asset_graph()
     assert rehearsal in on.get(key).parent_keys and rehearsal not in off.get(key).parent_keys
     assert dg.AssetCheckKey(rehearsal, "rehearsal_safe") in off.asset_check_keys  # the report exists either way
 
@@ -279,11 +282,12 @@ def test_dbops_run_group_migrate_on_a_fresh_database_without_backups(pg_server: 
     try:
         first = run_dbops(["run", "group:migrate"], env)
         assert first.returncode == 0, first.stdout + first.stderr
-        assert "ok   asset migration_rehearsal" in first.stdout and "ok   asset schema_migrations" in first.stdout
+        assert "ok   asset dbops/migration_rehearsal" in first.stdout
+        assert "ok   asset dbops/schema_migrations" in first.stdout
         files = Migrator(fresh_db, MIGRATIONS_DIR).resolve()
         pending = len(files.versioned) + len(files.repeatable)
         assert f"pending_count={pending}, rehearsed_count=0" in first.stdout and "backup_id=none" in first.stdout
-        assert "ok   check migration_rehearsal:rehearsal_safe" in first.stdout
+        assert "ok   check dbops/migration_rehearsal:rehearsal_safe" in first.stdout
         with connection(fresh_db) as conn:
             assert conn.execute("SELECT count(*) FROM flyway_schema_history WHERE success").fetchone()[0] > 0
         second = run_dbops(["run", "migration_rehearsal"], env)
@@ -296,11 +300,11 @@ def test_dbops_run_group_migrate_on_a_fresh_database_without_backups(pg_server: 
 def test_new_migration_files_sensor_rehearses_first_when_the_rehearsal_is_on() -> None:
     import dagster as dg
 
-    from dbops.defs.migrate import build_migrate_defs
-    from dbops.defs.resources import BackupResource, MigrationsResource, default_resources
+    from dbops.components.resources import default_resources
 
-    for on, expected in ((True, {"migration_rehearsal", "schema_migrations"}), (False, {"schema_migrations"})):
-        defs = dg.Definitions.merge(build_migrate_defs(on), dg.Definitions(resources={
+    for on, expected in ((True, {"dbops/migration_rehearsal", "dbops/schema_migrations"}),
+                         (False, {"dbops/schema_migrations"})):
+        defs = dg.Definitions.merge(migrate.build(TARGET, rehearsal=on), dg.Definitions(resources={
             **default_resources(), "migrations": MigrationsResource(), "backups": BackupResource()}))
-        selection = defs.resolve_sensor_def("new_migration_files").asset_selection
+        selection = defs.resolve_sensor_def("dbops_new_migration_files").asset_selection
         assert {k.to_user_string() for k in selection.resolve(defs.resolve_asset_graph())} == expected

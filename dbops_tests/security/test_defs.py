@@ -4,29 +4,40 @@ log line, event or metadata value carries the database password."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from dbops.defs import migrate
-from dbops.defs.resources import BackupResource, DatabaseResource, MigrationsResource, default_resources
-from dbops.defs.security import defs, security_audit
-from dbops.defs.security.resources import SecurityResource
+from dbops.components import migrate, security
+from dbops.components.naming import asset_key, op_name
+from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource, default_resources
+from dbops.components.schedules import build_schedules
+from dbops.components.security.assets import build_security_audit
+from dbops.components.security.resources import SecurityResource
 from dbops.pg.server import EmbeddedServer
+from dbops.settings import load_settings
 from dbops_tests.security.conftest import REF_DB
 
+TARGET = "dbops"
+security_audit = build_security_audit(TARGET)
 
-def test_security_group_loads() -> None:
-    merged = dg.Definitions.merge(migrate.defs, defs, dg.Definitions(resources={
+
+def test_security_group_loads(tmp_path: Path) -> None:
+    steps = dg.Definitions.merge(migrate.build(TARGET, rehearsal=True), security.build(TARGET))
+    own = {k for a in steps.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
+    target = load_settings({"DBOPS_HOME": str(tmp_path / "home")}, cwd=tmp_path).target(TARGET)
+    merged = dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, own), resources={
         **default_resources(), "migrations": MigrationsResource(), "security": SecurityResource(),
         "backups": BackupResource()}))
     dg.Definitions.validate_loadable(merged)
     graph = merged.resolve_asset_graph()
-    key = dg.AssetKey("security_audit")
+    key = asset_key(TARGET, "security_audit")
     assert graph.get(key).group_name == "security"
+    assert asset_key(TARGET, "schema_migrations") in graph.get(key).parent_keys
     assert {dg.AssetCheckKey(key, "no_critical_findings"), dg.AssetCheckKey(key, "no_high_findings")} <= set(
         graph.asset_check_keys)
-    assert merged.resolve_schedule_def("security_audit_daily").cron_schedule == "15 5 * * *"
+    assert merged.resolve_schedule_def("dbops_security_audit_daily").cron_schedule == "15 5 * * *"
 
 
 def materialize(url: str) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:
@@ -54,7 +65,7 @@ def test_materialize_gates_and_no_password_anywhere(
     caplog.set_level(logging.DEBUG)
     result, instance = materialize(server.url(REF_DB))
     assert result.success
-    metadata = result.asset_materializations_for_node("security_audit")[0].metadata
+    metadata = result.asset_materializations_for_node(op_name(TARGET, "security_audit"))[0].metadata
     checks = check_results(result)
     if which == "weak":
         assert metadata["findings_critical"].value == 4 - 1  # the backup findings are not part of this run
