@@ -1,4 +1,4 @@
-"""The health group loads beside the other steps, and a malformed targets file stops the code location."""
+"""A target's health group loads beside the other steps, and a malformed targets file stops the code location."""
 
 from __future__ import annotations
 
@@ -9,22 +9,27 @@ from pathlib import Path
 
 import dagster as dg
 
-from dbops.defs import health
-from dbops.defs.resources import default_resources
+from dbops.components import health
+from dbops.components.naming import asset_key
+from dbops.components.resources import default_resources
+
+TARGET = "dbops"  # no config file: the one embedded target
 
 
 def test_health_defs_load_as_group_health() -> None:
-    defs = dg.Definitions.merge(health.defs, dg.Definitions(resources=default_resources()))
+    defs = dg.Definitions.merge(health.build(TARGET), dg.Definitions(resources=default_resources()))
     dg.Definitions.validate_loadable(defs)
-    assert {s.name for s in defs.sensors or []} == {"database_health_sensor", "dbops_alerts"}
-    spec = defs.resolve_asset_graph().get(dg.AssetKey("database_health"))
+    assert {s.name for s in defs.sensors or []} == {"dbops_database_health_sensor", "dbops_alerts"}
+    spec = defs.resolve_asset_graph().get(asset_key(TARGET, "database_health"))
+    assert spec.key.to_user_string() == "dbops/database_health"
     assert spec.group_name == "health"
 
 
 def test_a_malformed_targets_file_stops_the_code_location_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "targets.yml"
     bad.write_text("metrics:\n  - {metric: cache_hit_ratio, op: '<', threshold: 0.99, for: 2 weeks}\n")
-    proc = subprocess.run([sys.executable, "-c", "import dbops.defs.health"], capture_output=True, text=True,
-                          env={**os.environ, "DBOPS_TARGETS": str(bad)}, timeout=120, check=False)
+    # The code location, as `dagster dev` and `dbops run` load it: each target's health step reads its targets file.
+    proc = subprocess.run([sys.executable, "-c", "from dbops.definitions import load; load()"], capture_output=True,
+                          text=True, env={**os.environ, "DBOPS_TARGETS": str(bad)}, timeout=120, check=False)
     assert proc.returncode != 0
     assert f"TargetsError: {bad}: metrics[1] (cache_hit_ratio).for: '2 weeks' is not a duration" in proc.stderr

@@ -14,8 +14,9 @@ import dagster as dg
 import psycopg
 import pytest
 
-from dbops.defs.health.sensors import DATABASE_HEALTH, build_alert_sensor, database_health_sensor
-from dbops.defs.resources import DatabaseResource
+from dbops.components.health.sensors import build_alert_sensor, build_database_health_sensor
+from dbops.components.naming import asset_key
+from dbops.components.resources import DatabaseResource
 from dbops.health.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
 from dbops.health.targets import parse_targets
 from dbops.pg.connect import drop_database
@@ -24,6 +25,7 @@ from dbops_tests.conftest import new_database, start_test_server, stop_test_serv
 from dbops_tests.health.conftest import Receiver
 
 SESSIONS = 20
+TARGET = "dbops"  # no config file: the one embedded target
 TARGETS = parse_targets({
     "defaults": {"cooldown": "10m"},
     "metrics": [
@@ -70,19 +72,21 @@ def open_transactions(url: str, count: int) -> Iterator[None]:
 
 
 class Ticker:
-    """Drives both sensors the way the daemon does: health observation recorded, then the alert sensor."""
+    """Drives one target's two sensors the way the daemon does: health observation recorded, then the alert sensor."""
 
-    def __init__(self, url: str, sinks: list[Any]) -> None:
-        self.instance = dg.DagsterInstance.ephemeral()
+    def __init__(self, url: str, sinks: list[Any], target: str = TARGET,
+                 instance: dg.DagsterInstance | None = None) -> None:
+        self.instance = instance or dg.DagsterInstance.ephemeral()
         self.resources = {"database": DatabaseResource(url=url)}
-        self.alert_sensor = build_alert_sensor(lambda: TARGETS, lambda: sinks, backoff=0.05)
+        self.health_sensor = build_database_health_sensor(target)
+        self.alert_sensor = build_alert_sensor(target, lambda: TARGETS, lambda: sinks, backoff=0.05)
         self.health_cursor: str | None = None
         self.alert_cursor: str | None = None
         self.observations: list[dict[str, float]] = []
 
     def tick(self) -> None:
         ctx = dg.build_sensor_context(instance=self.instance, cursor=self.health_cursor, resources=self.resources)
-        result = database_health_sensor(ctx)
+        result = self.health_sensor(ctx)
         assert isinstance(result, dg.SensorResult) and not result.run_requests
         self.health_cursor = result.cursor
         for event in result.asset_events:
@@ -151,14 +155,16 @@ def spike(ticker: Ticker, url: str, receiver: Receiver) -> None:
         assert ticker.observations[-1]["longest_transaction_seconds"] >= 4
     texts = sorted(b["text"] for b in receiver.bodies)
     assert len(texts) == 2, texts
-    assert texts[0].startswith("[dbops CRITICAL] more than 80 % of max_connections in use: connections_used_ratio")
-    assert texts[1].startswith("[dbops CRITICAL] sessions idle in transaction: idle_in_transaction_sessions = 20")
+    assert texts[0].startswith(
+        "[dbops dbops CRITICAL] more than 80 % of max_connections in use: connections_used_ratio")
+    assert texts[1].startswith(
+        "[dbops dbops CRITICAL] sessions idle in transaction: idle_in_transaction_sessions = 20")
     ticker.tick()
     ticker.tick()
     resolved = sorted(b["text"] for b in receiver.bodies[2:])
     assert len(resolved) == 2, resolved
-    assert resolved[0].startswith("[dbops RESOLVED] more than 80 % of max_connections")
-    assert resolved[1].startswith("[dbops RESOLVED] sessions idle in transaction")
+    assert resolved[0].startswith("[dbops dbops RESOLVED] more than 80 % of max_connections")
+    assert resolved[1].startswith("[dbops dbops RESOLVED] sessions idle in transaction")
     # the figures a UI plots: rates exist from the second sample on, host figures because the server is local
     last = ticker.observations[-1]
     for name in ("connections_used_ratio", "commits_per_second", "cache_hit_ratio", "wal_bytes_per_second",
@@ -166,7 +172,7 @@ def spike(ticker: Ticker, url: str, receiver: Receiver) -> None:
         assert name in last, name
     assert 0 < last["connections_used_ratio"] < 1 and last["idle_in_transaction_sessions"] == 0
     assert 0 <= last["host_cpu_percent"] <= 100 and 0 < last["host_memory_percent"] <= 100
-    recorded = ticker.instance.fetch_observations(DATABASE_HEALTH, limit=100).records
+    recorded = ticker.instance.fetch_observations(asset_key(TARGET, "database_health"), limit=100).records
     assert len(recorded) == len(ticker.observations)
 
 
@@ -178,7 +184,7 @@ def test_a_failed_asset_check_raises_an_alert_and_its_fix_resolves_it(
         conn.execute("CREATE TABLE orders (id int PRIMARY KEY, customer_id int)")  # FK left out on purpose
         conn.execute("INSERT INTO customers VALUES (1); INSERT INTO orders VALUES (1, 1), (2, 999)")
 
-    @dg.asset(name="integrity_validation")
+    @dg.asset(key=asset_key(TARGET, "integrity_validation"))
     def integrity_validation() -> None:
         """Stands in for the integrity step: same asset and check keys, a real query."""
 
@@ -205,7 +211,7 @@ def test_a_failed_asset_check_raises_an_alert_and_its_fix_resolves_it(
         conn.execute("DELETE FROM orders WHERE customer_id = 999")
     dg.materialize([integrity_validation, no_integrity_violations], instance=ticker.instance)
     ticker.alerts()
-    assert len(receiver.bodies) == 2 and receiver.bodies[1]["text"].startswith("[dbops RESOLVED]")
+    assert len(receiver.bodies) == 2 and receiver.bodies[1]["text"].startswith("[dbops dbops RESOLVED]")
     state = json.loads(ticker.alert_cursor or "{}")
     assert state["engine"]["pending"] == []
 
@@ -219,3 +225,26 @@ def test_a_server_that_is_down_is_a_figure_and_pages(receiver: Receiver, tmp_pat
     assert ticker.observations[-1]["up"] == 0.0
     assert "error" in ticker.observations[-1]
     assert [b["key"] for b in receiver.bodies] == ["metric:up<1"]
+
+
+def test_an_alert_names_its_target_and_another_targets_sensor_stays_quiet(receiver: Receiver) -> None:
+    """Target ``shop``'s sensors observe ``shop/database_health`` and send alerts naming shop (title, payload and
+    incident); target ``dbops``'s alert sensor on the same instance reads its own observations only."""
+    shop = Ticker("postgresql://nobody@127.0.0.1:9/none", [JsonWebhookSink(receiver.url)], target="shop")
+    quiet = Receiver()
+    try:
+        shop.tick()
+        dbops = Ticker("postgresql://nobody@127.0.0.1:9/none", [JsonWebhookSink(quiet.url)], instance=shop.instance)
+        dbops.alerts()
+        dbops.alerts()
+        assert shop.instance.fetch_observations(asset_key("shop", "database_health"), limit=10).records
+        assert not shop.instance.fetch_observations(asset_key(TARGET, "database_health"), limit=10).records
+    finally:
+        quiet.close()
+        shop.instance.dispose()
+    assert [b["key"] for b in receiver.bodies] == ["metric:up<1"]
+    body = receiver.bodies[0]
+    assert body["target"] == "shop"
+    assert body["title"] == "[dbops shop WARNING] up < 1" and body["severity"] == "warning"
+    assert body["text"].startswith(body["title"]) and body["incident"].startswith("shop/metric:up<1@")
+    assert quiet.bodies == []

@@ -8,11 +8,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dbops.defs.loadtest import defs
-from dbops.defs.loadtest.assets import load_test
-from dbops.defs.resources import DatabaseResource
+from dbops.components import loadtest
+from dbops.components.naming import asset_key, op_name
+from dbops.components.resources import DatabaseResource
+from dbops.components.schedules import build_schedules
 from dbops.loadtest.cli import main
 from dbops.settings import load_settings
+
+TARGET = "dbops"  # no config file: the one embedded target
+[load_test] = loadtest.build(TARGET).assets or []
+NODE = op_name(TARGET, "load_test")  # the run config's "ops" key
 
 
 def test_cli_prints_the_table(seeded_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,18 +41,23 @@ def test_cli_bad_profile_exits_1(seeded_url: str, tmp_path: Path, capsys: pytest
 
 
 def test_load_test_asset_and_checks(seeded_url: str) -> None:
-    loaded = dg.Definitions.merge(defs, dg.Definitions(resources={"database": DatabaseResource(url=seeded_url)}))
-    assert loaded.resolve_assets_def("load_test") is not None
-    schedule = loaded.resolve_schedule_def("weekly_load_test")
+    step = dg.Definitions.merge(loadtest.build(TARGET),
+                                dg.Definitions(resources={"database": DatabaseResource(url=seeded_url)}))
+    keys = step.resolve_asset_graph().get_all_asset_keys()
+    loaded = dg.Definitions.merge(step, dg.Definitions(
+        schedules=build_schedules(load_settings().target(TARGET), keys)))
+    assert loaded.resolve_assets_def(asset_key(TARGET, "load_test")) is not None
+    assert load_test.key.to_user_string() == "dbops/load_test"
+    schedule = loaded.resolve_schedule_def("dbops_weekly_load_test")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     request = schedule.evaluate_tick(dg.build_schedule_context()).run_requests[0]
-    dg.validate_run_config(loaded.resolve_job_def("load_test_job"), request.run_config)  # the 10k ramp config is valid
-    assert request.run_config["ops"]["load_test"]["config"]["ramp"][-1] == 10_000
+    dg.validate_run_config(loaded.resolve_job_def(schedule.job_name), request.run_config)  # the 10k ramp is valid
+    assert request.run_config["ops"][NODE]["config"]["ramp"][-1] == 10_000
     config = {"ramp": [4, 8], "duration_s": 2, "think_time_s": 0.5, "capacity_users": 2,
               "capacity_duration_s": 2, "warmup_s": 0, "write_tps_target": 1.0}
     result = dg.materialize(
         [load_test], resources={"database": DatabaseResource(url=seeded_url)},
-        run_config={"ops": {"load_test": {"config": config}}}, instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {NODE: {"config": config}}}, instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
@@ -63,7 +73,7 @@ def test_load_test_asset_and_checks(seeded_url: str) -> None:
 def test_asset_refuses_production(seeded_url: str) -> None:
     result = dg.materialize(
         [load_test], resources={"database": DatabaseResource(url=seeded_url, production=True)},
-        run_config={"ops": {"load_test": {"config": {"ramp": [2], "duration_s": 1, "capacity_users": 0}}}},
+        run_config={"ops": {NODE: {"config": {"ramp": [2], "duration_s": 1, "capacity_users": 0}}}},
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )
     assert not result.success
@@ -76,7 +86,7 @@ def test_production_setting_reaches_the_cli_and_the_asset(seeded_url: str, tmp_p
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """`production: true` (DBOPS_PRODUCTION) refuses the load test from the CLI and from the default Dagster
     resource, which used to hard-code production=False."""
-    from dbops.defs.resources import default_resources
+    from dbops.components.resources import default_resources
 
     settings = load_settings({"DBOPS_DATABASE_URL": seeded_url, "DBOPS_HOME": str(tmp_path),
                               "DBOPS_PRODUCTION": "on"}, tmp_path)
@@ -89,7 +99,7 @@ def test_production_setting_reaches_the_cli_and_the_asset(seeded_url: str, tmp_p
     assert database.is_production and database.target_url == seeded_url
     result = dg.materialize(
         [load_test], resources={"database": database},
-        run_config={"ops": {"load_test": {"config": {"ramp": [2], "duration_s": 1, "capacity_users": 0}}}},
+        run_config={"ops": {NODE: {"config": {"ramp": [2], "duration_s": 1, "capacity_users": 0}}}},
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )
     assert not result.success

@@ -7,13 +7,16 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from dbops.defs.resources import DatabaseResource
-from dbops.defs.validate.assets import dimension_integrity, index_integrity, integrity_validation
+from dbops.components.naming import op_name
+from dbops.components.resources import DatabaseResource
+from dbops.components.validate.assets import build
 from dbops.pg.connect import connection
 from dbops.validate.amcheck import check_indexes
 from dbops.validate.run import IntegrityValidator, days_between
 
 DAYS = 30
+TARGET = "dbops"
+integrity_validation, dimension_integrity, index_integrity = build(TARGET)
 
 
 def last_days(n: int) -> list[date]:
@@ -95,7 +98,7 @@ def test_backfill_clean_then_each_planted_violation_found(seeded_db: str) -> Non
         selection=[integrity_validation.key],
     )
     assert result.success
-    materializations = result.asset_materializations_for_node("integrity_validation")
+    materializations = result.asset_materializations_for_node(op_name(TARGET, "integrity_validation"))
     assert len(materializations) == DAYS
     meta = materializations[0].metadata
     assert meta["batches"].value == DAYS
@@ -142,5 +145,5 @@ def test_backfill_clean_then_each_planted_violation_found(seeded_db: str) -> Non
         ("app.order_items", "order_items_quantity_check"),
     }
     index_result = dg.materialize([index_integrity], instance=instance, resources=resources)
-    index_meta = index_result.asset_materializations_for_node("index_integrity")[0].metadata
+    index_meta = index_result.asset_materializations_for_node(op_name(TARGET, "index_integrity"))[0].metadata
     assert index_meta["not_valid_constraints"].value == 2 and index_meta["corrupt_indexes"].value == 0

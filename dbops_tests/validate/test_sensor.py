@@ -9,20 +9,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dbops.defs.migrate.assets import schema_migrations
-from dbops.defs.resources import DatabaseResource, MigrationsResource
-from dbops.defs.validate import defs as validate_defs
-from dbops.defs.validate.assets import dimension_integrity, integrity_validation
-from dbops.defs.validate.resources import DAILY, backfill_days
-from dbops.defs.validate.sensors import backfill_request, revalidate_after_migration
+from dbops.components import validate
+from dbops.components.migrate.assets import build_schema_migrations
+from dbops.components.naming import asset_key, def_name
+from dbops.components.resources import DatabaseResource, MigrationsResource
+from dbops.components.validate.resources import backfill_days, daily_partitions
+from dbops.components.validate.sensors import backfill_request
 from dbops.errors import ConfigError
 from dbops.runner import PARTITION_RANGE_END, PARTITION_RANGE_START
 from dbops_tests.conftest import MIGRATIONS_DIR
 
+TARGET = "dbops"
+
 
 def tick(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None) -> dg.SensorExecutionData:
     context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
-    return revalidate_after_migration.evaluate_tick(context)
+    return defs.resolve_sensor_def(def_name(TARGET, "revalidate_after_migration")).evaluate_tick(context)
 
 
 def test_migration_adding_a_column_requests_backfill(fresh_db: str, tmp_path: Path) -> None:
@@ -32,7 +34,8 @@ def test_migration_adding_a_column_requests_backfill(fresh_db: str, tmp_path: Pa
         "database": DatabaseResource(url=fresh_db),
         "migrations": MigrationsResource(locations=str(migrations)),
     }
-    defs = dg.Definitions.merge(validate_defs, dg.Definitions(assets=[schema_migrations], resources=resources))
+    schema_migrations = build_schema_migrations(TARGET)
+    defs = dg.Definitions.merge(validate.build(TARGET), dg.Definitions(assets=[schema_migrations], resources=resources))
 
     with dg.instance_for_test() as instance:
         assert dg.materialize([schema_migrations], instance=instance, resources=resources).success
@@ -55,21 +58,24 @@ def test_migration_adding_a_column_requests_backfill(fresh_db: str, tmp_path: Pa
 
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
-    assert request.asset_selection == [integrity_validation.key, dimension_integrity.key]
+    assert request.asset_selection == [
+        asset_key(TARGET, "integrity_validation"),
+        asset_key(TARGET, "dimension_integrity"),
+    ]
     first, last = request.tags[PARTITION_RANGE_START], request.tags[PARTITION_RANGE_END]
-    keys = DAILY.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    keys = daily_partitions(TARGET).get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     assert len(keys) == 30
     assert keys[-1] == yesterday.isoformat() and keys[0] == (yesterday - timedelta(days=29)).isoformat()
-    assert request.tags["dbops/reason"] == "schema_migrations"
+    assert request.tags["dbops/reason"] == "schema_migrations" and request.tags["dbops/target"] == TARGET
 
 
 def test_backfill_days_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBOPS_VALIDATION_BACKFILL_DAYS", "7")
-    request = backfill_request(backfill_days())
+    request = backfill_request(TARGET, backfill_days(TARGET))
     assert request is not None
     ranged = dg.PartitionKeyRange(request.tags[PARTITION_RANGE_START], request.tags[PARTITION_RANGE_END])
-    assert len(DAILY.get_partition_keys_in_range(ranged)) == 7
+    assert len(daily_partitions(TARGET).get_partition_keys_in_range(ranged)) == 7
     monkeypatch.setenv("DBOPS_VALIDATION_BACKFILL_DAYS", "zero")
     with pytest.raises(ConfigError, match="DBOPS_VALIDATION_BACKFILL_DAYS: .*got 'zero'"):
-        backfill_days()
+        backfill_days(TARGET)
