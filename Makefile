@@ -35,7 +35,14 @@ system-deps:
 	  for svc in pgbouncer prometheus postgresql; do $$SUDO service $$svc stop >/dev/null 2>&1 || true; done; \
 	fi
 
-demo: install
+# The demo manages two databases (dbops.example.yaml, unless DBOPS_CONFIG names another file): `dbops`, the reference,
+# and `shop`, backing up to an S3 server (SeaweedFS on 127.0.0.1:8333) the demo starts and stops. Unless exported, the
+# S3 credentials are made up for the run: they reach only that server's private (0600) configuration.
+DEMO_CONFIG ?= dbops.example.yaml
+demo: install system-deps
+	DBOPS_CONFIG=$${DBOPS_CONFIG:-$(DEMO_CONFIG)} \
+	SHOP_S3_ACCESS_KEY_ID=$${SHOP_S3_ACCESS_KEY_ID:-dbops-demo} \
+	SHOP_S3_SECRET_ACCESS_KEY=$${SHOP_S3_SECRET_ACCESS_KEY:-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')} \
 	$(BIN)/dbops demo
 
 # The whole suite on the embedded PostgreSQL 18, then the version-sensitive tests again on Debian's PostgreSQL 15.
@@ -44,8 +51,9 @@ test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 	DBOPS_TEST_PG_BIN=/usr/lib/postgresql/15/bin $(BIN)/pytest $(PYTEST_ARGS) $(PG15_TESTS)
 
+# The UI of the demo's two targets (the shop target's S3 server runs during `make demo` only).
 ui: install
-	$(BIN)/dbops ui
+	DBOPS_CONFIG=$${DBOPS_CONFIG:-$(DEMO_CONFIG)} $(BIN)/dbops ui
 
 db-up: install
 	$(BIN)/dbops db up

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from dbops.embedded import ensure_embedded
-from dbops.errors import DbopsError
+from dbops.errors import DbopsError, UnknownTarget
+from dbops.health.targets import load_targets
 from dbops.instance import prepare_environment
 from dbops.pg.binaries import find_program
 from dbops.pg.connect import connection
@@ -48,8 +49,8 @@ STEP_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-# The lifecycle steps, in order: each is a folder dbops/<step>/, a Dagster layer dbops/defs/<step>/ and a Dagster group
-# of the same name (`dbops run 'group:<step>'`).
+# The lifecycle steps, in order: each is a folder dbops/<step>/, a Dagster layer dbops/components/<step>/ and a Dagster
+# group of the same name (`dbops run 'group:<step>'`).
 STEPS = ("migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security", "health")
 
 
@@ -139,14 +140,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # other command (`dbops backup`, `dbops wal push` as an archive_command...) would pay for nothing.
     import dagster as dg
 
-    from dbops.definitions import defs
+    from dbops.definitions import load
     from dbops.runner import list_definitions, run_selection
 
+    defs = load()
     if args.list or not args.selection:
         print(list_definitions(defs))
         return 0
+    target = settings.target(args.target).name  # a typo names the closest target
     with dg.DagsterInstance.get() as instance:
-        summary = run_selection(defs, args.selection, instance, args.partition, log_level=settings.log_level)
+        summary = run_selection(defs, args.selection, instance, args.partition, log_level=settings.log_level,
+                                target=target)
     print(summary.render())
     return 0 if summary.success else 1
 
@@ -155,11 +159,15 @@ def cmd_scorecard(args: argparse.Namespace, settings: Settings) -> int:
     prepare_environment(settings)
     import dagster as dg  # loaded by the commands that use it only (see cmd_run)
 
+    from dbops.definitions import load
     from dbops.scorecard import build_scorecard
 
+    names = [settings.target(args.target).name] if args.target else list(settings.targets)
+    defined = set(load().resolve_asset_graph().get_all_asset_keys())
     with dg.DagsterInstance.get() as instance:
-        card = build_scorecard(instance)
-    print(card.render())
+        cards = [build_scorecard(instance, name, defined, load_targets(settings.target(name).targets_file).limits)
+                 for name in names]
+    print("\n\n".join(card.render() for card in cards))
     return 0
 
 
@@ -187,14 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize a job or asset selection in-process and print a summary")
     run.add_argument("selection", nargs="?", help="job name, asset key or selection (e.g. group:migrate, '*')")
     run.add_argument("--partition", help="partition key for partitioned assets")
+    run.add_argument("--target", help="the target (database) whose assets the selection names (default: the "
+                     "default target, DBOPS_TARGET)")
     run.add_argument("--list", action="store_true", help="list assets, checks and jobs")
     run.set_defaults(func=cmd_run)
 
     score = sub.add_parser("scorecard", help="print each target, what was measured and pass/fail")
+    score.add_argument("--target", help="one target's scorecard (default: every target's)")
     score.set_defaults(func=cmd_scorecard)
 
     demo = sub.add_parser("demo", help="start, migrate, seed, run the whole lifecycle and print the scorecard")
-    demo.add_argument("--scale", type=float, default=1.0)
+    demo.add_argument("--scale", type=float, help="seed every target at this scale (default: each target's seed.scale)")
     demo.set_defaults(func=cmd_demo)
 
     for group, (module_name, _, what) in STEP_COMMANDS.items():
@@ -233,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:  # every mistake of the environment or dbops.yaml, one line each
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except UnknownTarget as exc:  # --target names no target of the settings
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     except DbopsError as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)

@@ -1,36 +1,24 @@
-"""The dbops code location: every lifecycle step's definitions merged, with the shared resources."""
+"""The dbops code location (``dbops``): the dg defs folder, ``dbops/defs``, loaded automatically."""
 
 from __future__ import annotations
 
+import warnings
+from functools import cache
+from pathlib import Path
+
 import dagster as dg
 
-from dbops.defs import backup, catalog, health, loadtest, migrate, profile, restore, security, validate
-from dbops.defs.catalog.resources import CatalogResource
-from dbops.defs.resources import BackupResource, MigrationsResource, default_resources
-from dbops.defs.schedules import build_schedules
-from dbops.defs.security.resources import SecurityResource
-
-STEP_DEFS = [
-    migrate.defs, catalog.defs, profile.defs, loadtest.defs, backup.defs, restore.defs, validate.defs, security.defs,
-    health.defs,
-]
+# Dagster 1.13 converts a component's asset checks through a beta constructor parameter of its own when the asset graph
+# is resolved: a warning about Dagster, not about dbops' definitions, that every `dbops run` would print.
+warnings.filterwarnings("ignore", message=r"Parameter `execution_type` of function `AssetsDefinition.__init__`")
 
 
-def build_defs() -> dg.Definitions:
-    resources = {
-        **default_resources(),
-        "migrations": MigrationsResource(),
-        "catalog": CatalogResource(),
-        "security": SecurityResource(),
-        "backups": BackupResource(),
-    }
-    merged = dg.Definitions.merge(*STEP_DEFS, dg.Definitions(resources=resources))
-    # The lifecycle schedules are built once every step's assets are known (a schedule for a missing step is skipped).
-    # A step that ships its own schedule keeps it.
-    keys = merged.resolve_asset_graph().get_all_asset_keys()
-    own = {s.name for s in merged.schedules or []}
-    extra = [s for s in build_schedules(keys) if s.name not in own]
-    return dg.Definitions.merge(merged, dg.Definitions(schedules=extra))
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 
 
-defs = build_defs()
+@cache
+def load() -> dg.Definitions:
+    """The code location's definitions, for the CLI (``dbops run``, the demo, the scorecard): built once a process."""
+    return defs()

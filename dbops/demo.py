@@ -1,19 +1,29 @@
-"""`dbops demo` (what `make demo` runs): the whole lifecycle on the embedded server, then the scorecard."""
+"""`dbops demo` (what `make demo` runs): the whole lifecycle of every target on the embedded server, then a scorecard
+per target. A target backing up to S3 on a loopback endpoint nothing answers yet gets an S3 server (SeaweedFS) the
+demo starts for it, with the credentials its settings reference, and stops at the end."""
 
 from __future__ import annotations
 
+import socket
 import time
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import dagster as dg
 
-from dbops.definitions import defs
+from dbops.definitions import load
+from dbops.health.targets import load_targets
 from dbops.instance import prepare_environment
 from dbops.pg.connect import connection
 from dbops.runner import run_selection
-from dbops.scorecard import build_scorecard
+from dbops.s3server import S3Server, start_s3_server
+from dbops.scorecard import Scorecard, build_scorecard
 from dbops.seed import seed
-from dbops.settings import Settings
+from dbops.settings import Settings, TargetSettings
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _step(title: str) -> float:
@@ -33,13 +43,18 @@ def orders_present(url: str) -> bool:
         return conn.execute("SELECT EXISTS (SELECT 1 FROM app.orders)").fetchone()[0]  # type: ignore[index]
 
 
-def unpartitioned_selection(defs: dg.Definitions) -> list[dg.AssetKey]:
+def lifecycle_selection(defs: dg.Definitions, target: TargetSettings) -> list[dg.AssetKey]:
+    """``target``'s executable, unpartitioned assets but its migrations (run first). A target without a WAL spool
+    shares a server whose WAL another target archives: its backups are logical (the server's base backups are that
+    other target's)."""
     graph = defs.resolve_asset_graph()
+    physical = {"base_backup", "wal_archive"} if target.wal_spool is None else set()
     return sorted(
         (
             key
             for key in graph.get_all_asset_keys()
-            if graph.get(key).is_executable and not graph.get(key).is_partitioned
+            if key.path[0] == target.name and graph.get(key).is_executable and not graph.get(key).is_partitioned
+            and graph.get(key).group_name != "migrate" and key.path[-1] not in physical
         ),
         key=lambda k: k.to_user_string(),
     )
@@ -55,53 +70,110 @@ def integrity_window(days: int = 30) -> tuple[str, str]:
     return (today - timedelta(days=days)).isoformat(), (today - timedelta(days=1)).isoformat()
 
 
-def run_demo(settings: Settings, scale: float = 1.0) -> int:
-    began = time.monotonic()
-    t = _step("embedded PostgreSQL")
-    settings = prepare_environment(settings)
+def _listening(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def demo_s3_servers(settings: Settings, stack: ExitStack) -> list[S3Server]:
+    """An S3 server for every target whose store is S3 at a loopback endpoint that does not answer, in
+    ``$DBOPS_HOME/s3/<target>``, with the credentials the target's settings reference; its bucket created."""
+    servers = []
+    for target in settings.targets.values():
+        s3 = target.backup.s3
+        if target.backup.store != "s3" or not s3.endpoint:
+            continue
+        where = urlsplit(s3.endpoint)
+        port = where.port or 80
+        if where.hostname not in LOOPBACK or _listening("127.0.0.1", port):
+            continue
+        if s3.access_key_id is None or s3.secret_access_key is None:
+            print(f"   {target.name}: no S3 credentials referenced (backup.s3.access_key_id_env): not starting one")
+            continue
+        t = _step(f"S3 server for {target.name} on {s3.endpoint} (SeaweedFS, {settings.home / 's3' / target.name})")
+        server = stack.enter_context(start_s3_server(
+            settings.home / "s3" / target.name, access_key=s3.access_key_id.resolve(),
+            secret_key=s3.secret_access_key.resolve(), port=port))
+        client = server.client()
+        if s3.bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=s3.bucket)
+        servers.append(server)
+        _done(t)
+    return servers
+
+
+def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings,
+               target: TargetSettings) -> int:
+    """The lifecycle of one target; the number of runs that failed."""
+    failures = 0
+    name, level = target.name, settings.log_level
+    t = _step(f"{name}: migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
+    summary = run_selection(defs, "group:migrate", instance, log_level=level, target=name)
+    print(summary.render())
+    failures += not summary.success
     _done(t)
 
-    failures = 0
-    with dg.DagsterInstance.get() as instance:
-        t = _step("migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
-        summary = run_selection(defs, "group:migrate", instance, log_level=settings.log_level)
+    url = settings.target_url(name)
+    t = _step(f"{name}: seed (scale {target.seed.scale:g})")
+    if orders_present(url):
+        print("   already seeded; keeping the data (`dbops seed --reset` reseeds)")
+    else:
+        result = seed(url, target.seed.scale)
+        print("\n".join("   " + line for line in result.render().splitlines()))
+    _done(t)
+
+    rest = lifecycle_selection(defs, target)
+    if rest:
+        t = _step(f"{name}: lifecycle: " + ", ".join(k.path[-1] for k in rest))
+        selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
+        summary = run_selection(defs, selection, instance, ops_config=DEMO_LOAD_TEST, log_level=level, target=name)
         print(summary.render())
         failures += not summary.success
         _done(t)
 
-        t = _step(f"seed (scale {scale:g})")
-        if orders_present(settings.target_url()):
-            print("   already seeded; keeping the data (`dbops seed --reset` reseeds)")
-        else:
-            result = seed(settings.target_url(), scale)
-            print("\n".join("   " + line for line in result.render().splitlines()))
+    if dg.AssetKey([name, "integrity_validation"]) in defs.resolve_asset_graph().get_all_asset_keys():
+        first, last = integrity_window()
+        t = _step(f"{name}: integrity validation backfill: {first} to {last} (30 daily partitions, one run)")
+        summary = run_selection(defs, "integrity_validation", instance, partition_range=(first, last),
+                                log_level=level, target=name)
+        print(summary.render())
+        failures += not summary.success
         _done(t)
+    return failures
 
-        graph = defs.resolve_asset_graph()
-        rest = [k for k in unpartitioned_selection(defs) if graph.get(k).group_name != "migrate"]
-        if rest:
-            t = _step("lifecycle: " + ", ".join(k.to_user_string() for k in rest))
-            selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
-            summary = run_selection(defs, selection, instance, ops_config=DEMO_LOAD_TEST, log_level=settings.log_level)
-            print(summary.render())
-            failures += not summary.success
-            _done(t)
 
-        if "integrity_validation" in {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}:
-            first, last = integrity_window()
-            t = _step(f"integrity validation backfill: {first} to {last} (30 daily partitions, one run)")
-            summary = run_selection(defs, "integrity_validation", instance, partition_range=(first, last),
-                                    log_level=settings.log_level)
-            print(summary.render())
-            failures += not summary.success
-            _done(t)
+def run_demo(settings: Settings, scale: float | None = None) -> int:
+    """Every target's lifecycle; ``scale`` (``--scale``) overrides every target's ``seed.scale``."""
+    began = time.monotonic()
+    t = _step("embedded PostgreSQL (" + ", ".join(t.db_name for t in settings.targets.values() if t.embedded) + ")")
+    settings = prepare_environment(settings)
+    _done(t)
 
-        t = _step("scorecard")
-        card = build_scorecard(instance)
-        print(card.render())
+    failures = 0
+    cards: list[Scorecard] = []
+    with ExitStack() as stack, dg.DagsterInstance.get() as instance:
+        demo_s3_servers(settings, stack)
+        defs = load()
+        defined = set(defs.resolve_asset_graph().get_all_asset_keys())
+        for target in settings.targets.values():
+            if scale is not None:
+                target = _with_scale(target, scale)
+            failures += run_target(defs, instance, settings, target)
+        t = _step("scorecards")
+        for target in settings.targets.values():
+            card = build_scorecard(instance, target.name, defined, load_targets(target.targets_file).limits)
+            print(card.render() + "\n")
+            cards.append(card)
         _done(t)
     print(f"\ndemo finished in {time.monotonic() - began:.1f} s; the runs are in the Dagster UI (`make ui`)")
-    if card.failed:
-        print("targets missed: " + ", ".join(r.target.metric for r in card.failed) + " (measured, see above)")
+    for card in cards:
+        if card.failed:
+            print(f"{card.target}: targets missed: " + ", ".join(r.target.metric for r in card.failed)
+                  + " (measured, see above)")
     # A missed target is a finding, reported above; the demo fails only when a step could not run.
     return 1 if failures else 0
+
+
+def _with_scale(target: TargetSettings, scale: float) -> TargetSettings:
+    return replace(target, seed=replace(target.seed, scale=scale))

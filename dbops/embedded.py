@@ -17,17 +17,20 @@ CLOSED_DATABASES = ("postgres", DAGSTER_DB_NAME)
 
 
 def ensure_embedded(settings: Settings) -> bool:
-    """Start the embedded server if dbops runs its own, create the target and ``dagster`` databases, and close
+    """Start the embedded server if dbops runs its own, create every embedded target's and the ``dagster`` databases,
+    and close
     ``postgres`` and ``dagster`` to PUBLIC (the Dagster storage user keeps CONNECT).
 
     This is the long-lived server of ``db up``: it never changes the permissions of a folder above DBOPS_HOME.
     """
-    if not settings.embedded:
+    embedded = [t for t in settings.targets.values() if t.embedded]
+    if not embedded:
         return False
     server = dataclasses.replace(settings.server(), widen_parents=False)
     started = server.start()
     admin = server.url("postgres")
-    ensure_database(admin, settings.db_name)
+    for target in embedded:
+        ensure_database(admin, target.db_name)
     ensure_database(admin, DAGSTER_DB_NAME)
     storage_user = parse_url(settings.dagster_url()).user
     server.close_to_public(CLOSED_DATABASES, keep=(storage_user,) if storage_user else ())

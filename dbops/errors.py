@@ -21,6 +21,10 @@ class ConfigError(DbopsError):
     """Settings are missing or malformed."""
 
 
+class UnknownTarget(ConfigError):
+    """A target name (``--target``, ``default_target``) that the settings do not have: a configuration mistake."""
+
+
 class ConnectionFailed(DbopsError):
     """A PostgreSQL server could not be reached or refused us."""
 

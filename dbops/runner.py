@@ -5,6 +5,8 @@ The run is recorded in the same PostgreSQL storage as `dbops ui` uses, so it sho
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -75,12 +77,45 @@ def _figures(metadata: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in ((k, _plain(v)) for k, v in metadata.items()) if v is not None}
 
 
-def resolve_job(defs: dg.Definitions, selection: str) -> dg.JobDefinition:
-    """A job by name, else an asset job built from Dagster's selection syntax (``group:migrate``, ``*``, a key)."""
+_BARE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def target_selection(selection: str, target: str | None) -> str | dg.AssetSelection:
+    """``selection`` within ``target``'s assets: a bare asset name is ``<target>/<name>``, anything else in Dagster's
+    selection syntax (``group:migrate``, ``*``, ``key:"shop/load_test"``) is kept to the keys under ``<target>/``.
+    Without a target, the selection is Dagster's, over every target."""
+    if target is None:
+        return selection
+    if _BARE_NAME.match(selection):
+        return dg.AssetSelection.assets(dg.AssetKey([target, selection]))
+    # Parsing a group selection raises a BetaWarning about a parameter Dagster passes itself (include_sources).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        parsed = dg.AssetSelection.from_string(selection)
+    return parsed & dg.AssetSelection.key_prefixes([target])
+
+
+def op_config_for(target: str | None, ops_config: dict | None) -> dict | None:
+    """Op config keyed by asset name (``load_test``) rekeyed to the target's op names (``shop__load_test``)."""
+    if not ops_config or target is None:
+        return ops_config
+    return {(f"{target}__{name}" if "__" not in name else name): value for name, value in ops_config.items()}
+
+
+def resolve_job(defs: dg.Definitions, selection: str, target: str | None = None) -> dg.JobDefinition:
+    """A job by name, else an asset job built from Dagster's selection syntax (``group:migrate``, ``*``, a key),
+    within ``target``'s assets when one is given."""
     job_names = {job.name for job in defs.jobs or []}  # type: ignore[union-attr]
     if selection in job_names:
         return defs.resolve_job_def(selection)
-    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(CLI_JOB, selection=selection)]))
+    try:
+        chosen = target_selection(selection, target)
+    except Exception as exc:  # dagster raises several types for a bad selection
+        raise DbopsError(
+            f"cannot select {selection!r}: {str(exc).splitlines()[0]}",
+            "give a job name, an asset key, or a selection such as 'group:migrate' (see `dbops run --list`)",
+        ) from exc
+    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(CLI_JOB, selection=chosen)]))
     try:
         job = merged.resolve_job_def(CLI_JOB)
     except Exception as exc:  # dagster raises several types for a bad selection
@@ -89,7 +124,9 @@ def resolve_job(defs: dg.Definitions, selection: str) -> dg.JobDefinition:
             "give a job name, an asset key, or a selection such as 'group:migrate' (see `dbops run --list`)",
         ) from exc
     if not job.asset_layer.executable_asset_keys:
-        raise DbopsError(f"selection {selection!r} matches no asset", "see `dbops run --list` for the asset keys")
+        where = f" of target {target!r}" if target else ""
+        raise DbopsError(f"selection {selection!r} matches no asset{where}",
+                         "see `dbops run --list` for the asset keys")
     return job
 
 
@@ -101,16 +138,21 @@ def run_selection(
     partition_range: tuple[str, str] | None = None,
     ops_config: dict | None = None,
     log_level: str = "WARNING",
+    target: str | None = None,
 ) -> RunSummary:
-    """Materialize ``selection`` in-process; ``partition_range`` (first, last) makes one ranged run (a backfill);
+    """Materialize ``selection`` (within ``target``'s assets, see :func:`target_selection`) in-process;
+    ``partition_range`` (first, last) makes one ranged run (a backfill); ``ops_config`` is keyed by asset name;
     ``log_level`` (the ``log_level`` setting, DBOPS_LOG_LEVEL) is what the terminal gets of the step events."""
-    job = resolve_job(defs, selection)
+    job = resolve_job(defs, selection, target)
+    ops_config = op_config_for(target, ops_config)
     # Step-by-step events go to the instance (and the UI); the terminal gets warnings and the summary below.
     level = log_level.upper()
     run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
     if ops_config:
         run_config["ops"] = ops_config
     tags = partition_range_tags(*partition_range) if partition_range is not None else {}
+    if target:
+        tags["dbops/target"] = target
     result = job.execute_in_process(
         instance=instance, partition_key=partition_key, raise_on_error=False, run_config=run_config, tags=tags
     )
@@ -140,13 +182,34 @@ def run_selection(
 
 
 def list_definitions(defs: dg.Definitions) -> str:
+    """Assets (keyed ``<target>/<asset>``) with their group, pool and checks, then schedules and sensors with their
+    default state."""
     graph = defs.resolve_asset_graph()
     lines = ["assets:"]
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
-        lines.append(f"  {key.to_user_string():28} group={node.group_name}")
+        marks = [f"group={node.group_name}"]
+        if node.pools:
+            marks.append("pool=" + ",".join(sorted(node.pools)))
+        if node.is_partitioned:
+            marks.append("partitioned")
+        if not node.is_executable:
+            marks.append("observed")
+        lines.append(f"  {key.to_user_string():36} {' '.join(marks)}")
         for check_key in sorted(node.check_keys, key=lambda c: c.name):
             lines.append(f"      check {check_key.name}")
+    schedules = sorted(defs.schedules or [], key=lambda s: s.name)  # type: ignore[union-attr]
+    if schedules:
+        lines.append("schedules:")
+        for schedule in schedules:
+            state = "on" if schedule.default_status == dg.DefaultScheduleStatus.RUNNING else "off"
+            lines.append(f"  {schedule.name:44} {schedule.cron_schedule:16} {state}")
+    sensors = sorted(defs.sensors or [], key=lambda s: s.name)  # type: ignore[union-attr]
+    if sensors:
+        lines.append("sensors:")
+        for sensor in sensors:
+            state = "on" if sensor.default_status == dg.DefaultSensorStatus.RUNNING else "off"
+            lines.append(f"  {sensor.name:44} {'':16} {state}")
     jobs = sorted(job.name for job in defs.jobs or [])  # type: ignore[union-attr]
     if jobs:
         lines.append("jobs: " + ", ".join(jobs))

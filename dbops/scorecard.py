@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from dbops.definitions import defs
+from dbops.health.targets import Limits, default_limits
 from dbops.text import aligned
 
 OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
@@ -31,24 +31,34 @@ class Target:
     check: str | None = None  # read the figure from this asset check's latest evaluation instead
 
 
-TARGETS: list[Target] = [
-    Target("average read latency under load", "< 50 ms", "load_test", "read_avg_ms", "<", 50, "ms",
-           check="read_latency_avg_under_target"),
-    Target("read latency p99 at max users (aim)", "< 20 ms", "load_test", "read_p99_ms_at_max_users", "<", 20, "ms"),
-    Target("write throughput", "> 1000 tx/s", "load_test", "write_tps", ">", 1000, "tx/s",
-           check="write_throughput_over_target"),
-    Target("concurrent users through the pooler", ">= 10,000", "load_test", "max_users", ">=", 10000, "users"),
-    Target("degradation p95 at max users / at 100", "<= 1.5x", "load_test", "degradation_p95_ratio", "<=", 1.5, "x",
-           check="degradation_within_bound"),
-    Target("integrity violations (last 30 daily partitions)", "0", "integrity_validation", "violations", "==", 0,
-           check="no_integrity_violations"),
-    Target("security audit critical findings", "0", "security_audit", "findings_critical", "==", 0),
-    Target("restore RTO: logical backup drill", "< 30 min", "restore_drill", "logical_rto_seconds", "<", 1800, "s"),
-    Target("restore RTO: base backup + WAL replay (PITR) drill", "< 30 min", "restore_drill", "physical_rto_seconds",
-           "<", 1800, "s"),
-    Target("pending migrations after migrate", "0", "schema_migrations", "pending_count", "==", 0,
-           check="no_pending_migrations"),
-]
+def score_targets(limits: Limits) -> list[Target]:
+    """The project's targets, their thresholds from a target's ``limits`` (its targets file)."""
+    return [
+        Target("average read latency under load", f"< {limits.read_avg_ms:g} ms", "load_test", "read_avg_ms", "<",
+               limits.read_avg_ms, "ms", check="read_latency_avg_under_target"),
+        Target("read latency p99 at max users (aim)", f"< {limits.read_p99_aim_ms:g} ms", "load_test",
+               "read_p99_ms_at_max_users", "<", limits.read_p99_aim_ms, "ms"),
+        Target("write throughput", f"> {limits.write_tps:,.0f} tx/s", "load_test", "write_tps", ">",
+               limits.write_tps, "tx/s", check="write_throughput_over_target"),
+        Target("concurrent users through the pooler", f">= {limits.concurrent_users:,}", "load_test", "max_users",
+               ">=", limits.concurrent_users, "users"),
+        Target("degradation p95 at max users / at 100", f"<= {limits.degradation_ratio:g}x", "load_test",
+               "degradation_p95_ratio", "<=", limits.degradation_ratio, "x", check="degradation_within_bound"),
+        Target("integrity violations (last 30 daily partitions)", f"{limits.integrity_violations}",
+               "integrity_validation", "violations", "<=", limits.integrity_violations,
+               check="no_integrity_violations"),
+        Target("security audit critical findings", f"{limits.critical_findings}", "security_audit",
+               "findings_critical", "<=", limits.critical_findings),
+        Target("restore RTO: logical backup drill", f"< {limits.rto_seconds / 60:g} min", "restore_drill",
+               "logical_rto_seconds", "<", limits.rto_seconds, "s"),
+        Target("restore RTO: base backup + WAL replay (PITR) drill", f"< {limits.rto_seconds / 60:g} min",
+               "restore_drill", "physical_rto_seconds", "<", limits.rto_seconds, "s"),
+        Target("pending migrations after migrate", "0", "schema_migrations", "pending_count", "==", 0,
+               check="no_pending_migrations"),
+    ]
+
+
+TARGETS: list[Target] = score_targets(default_limits())
 
 
 @dataclass
@@ -61,19 +71,21 @@ class Row:
 @dataclass
 class Scorecard:
     rows: list[Row]
+    target: str = ""  # the database (dbops target) the figures are of
 
     def render(self) -> str:
         headers = ("target", "goal", "measured", "status")
         data = [(r.target.metric, r.target.goal, r.measured, r.status) for r in self.rows]
-        return "\n".join(["dbops scorecard", *aligned(headers, data)])
+        title = f"dbops scorecard: {self.target}" if self.target else "dbops scorecard"
+        return "\n".join([title, *aligned(headers, data)])
 
     @property
     def failed(self) -> list[Row]:
         return [r for r in self.rows if r.status == "FAIL"]
 
 
-def _latest_value(instance: dg.DagsterInstance, asset: str, key: str) -> float | None:
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+def _latest_value(instance: dg.DagsterInstance, asset: dg.AssetKey, key: str) -> float | None:
+    event = instance.get_latest_materialization_event(asset)
     if event is None or event.asset_materialization is None:
         return None
     value = event.asset_materialization.metadata.get(key)
@@ -81,8 +93,8 @@ def _latest_value(instance: dg.DagsterInstance, asset: str, key: str) -> float |
     return float(inner) if isinstance(inner, int | float) and not isinstance(inner, bool) else None
 
 
-def _latest_check_metadata(instance: dg.DagsterInstance, asset: str, check: str, key: str) -> float | None:
-    record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(dg.AssetKey(asset), check))
+def _latest_check_metadata(instance: dg.DagsterInstance, asset: dg.AssetKey, check: str, key: str) -> float | None:
+    record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(asset, check))
     if record is None or record.event is None or record.event.dagster_event is None:
         return None
     evaluation = record.event.dagster_event.event_specific_data
@@ -91,22 +103,24 @@ def _latest_check_metadata(instance: dg.DagsterInstance, asset: str, check: str,
     return float(inner) if isinstance(inner, int | float) and not isinstance(inner, bool) else None
 
 
-def build_scorecard(instance: dg.DagsterInstance, defined_assets: set[str] | None = None) -> Scorecard:
-    if defined_assets is None:
-        defined_assets = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+def build_scorecard(instance: dg.DagsterInstance, target: str, defined_assets: set[dg.AssetKey],
+                    limits: Limits | None = None) -> Scorecard:
+    """``target``'s scorecard: its assets' latest figures against its ``limits`` (``defined_assets``: the code
+    location's asset keys, so a step that is not built says so)."""
     rows = []
-    for target in TARGETS:
-        if target.asset not in defined_assets:
-            rows.append(Row(target, "-", "NOT BUILT"))
+    for goal in score_targets(limits or default_limits()):
+        key = dg.AssetKey([target, goal.asset])
+        if key not in defined_assets:
+            rows.append(Row(goal, "-", "NOT BUILT"))
             continue
-        if target.check:
-            value = _latest_check_metadata(instance, target.asset, target.check, target.key)
+        if goal.check:
+            value = _latest_check_metadata(instance, key, goal.check, goal.key)
         else:
-            value = _latest_value(instance, target.asset, target.key)
+            value = _latest_value(instance, key, goal.key)
         if value is None:
-            rows.append(Row(target, "-", "NOT RUN"))
+            rows.append(Row(goal, "-", "NOT RUN"))
             continue
-        ok = OPS[target.op](value, target.threshold)
-        shown = f"{value:g} {target.unit}".strip()
-        rows.append(Row(target, shown, "PASS" if ok else "FAIL"))
-    return Scorecard(rows)
+        ok = OPS[goal.op](value, goal.threshold)
+        shown = f"{value:g} {goal.unit}".strip()
+        rows.append(Row(goal, shown, "PASS" if ok else "FAIL"))
+    return Scorecard(rows, target)

@@ -2,9 +2,9 @@
 
 The shared lower layer (PostgreSQL, programs, errors, configuration) imports no step; domain code (dbops/<step>/)
 never imports the Dagster layer or a command line; a step
-imports no other step's CLI; a step's Dagster layer imports no other step's (shared resources and the schedule table
-are dbops/defs/resources.py and dbops/defs/schedules.py); imports sit at the top of a module except the few slow ones
-named below; and no private Dagster module is imported.
+imports no other step's CLI; a step's Dagster layer imports no other step's (shared resources, naming and the schedule
+table are dbops/components/resources.py, naming.py and schedules.py); imports sit at the top of a module except the few
+slow ones named below; and no private Dagster module is imported.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dbops_tests.conftest import PROJECT_DIR
 PACKAGE = PROJECT_DIR / "dbops"
 # Above every step: the code location, the commands that run it, and the CLI.
 TOP = {"dbops.cli", "dbops.definitions", "dbops.demo", "dbops.scorecard", "dbops.instance"}
-SHARED_DEFS = {"dbops.defs.resources", "dbops.defs.schedules"}
+# What every step's Dagster layer shares; dbops.components.target (the components) sits above the steps and builds them.
+SHARED_DEFS = {"dbops.components.resources", "dbops.components.schedules", "dbops.components.naming"}
 # Below every step: what the steps share (PostgreSQL, programs, errors, settings); it imports none of them.
 LOWER = ("dbops.pg", "dbops.programs", "dbops.errors", "dbops.redact", "dbops.text", "dbops.private", "dbops.staging",
          "dbops.settings", "dbops.embedded", "dbops.runner")
@@ -54,17 +55,17 @@ def imports() -> list[tuple[str, str, bool, int]]:
 
 
 def _step(module: str) -> str | None:
-    """The step folder a module belongs to: dbops.<step>.x and dbops.defs.<step>.x."""
+    """The step folder a module belongs to: dbops.<step>.x and dbops.components.<step>.x."""
     parts = module.split(".")
-    if parts[:2] == ["dbops", "defs"]:
+    if parts[:2] == ["dbops", "components"]:
         return parts[2] if len(parts) > 3 else None
     return parts[1] if len(parts) > 2 else None
 
 
 def test_domain_code_never_imports_the_dagster_layer_or_a_command_line() -> None:
     wrong = [(a, b, line) for a, b, _, line in imports()
-             if not a.startswith("dbops.defs") and a not in TOP
-             and (b.startswith("dbops.defs") or b in TOP - {"dbops.instance"} or b == "dbops.definitions")]
+             if not a.startswith("dbops.components") and a not in TOP
+             and (b.startswith("dbops.components") or b in TOP - {"dbops.instance"} or b == "dbops.definitions")]
     assert not wrong, wrong
 
 
@@ -81,17 +82,18 @@ def test_no_step_imports_another_steps_cli() -> None:
     wrong = [(a, b, line) for a, b, _, line in imports()
              if b.startswith("dbops.") and b.endswith(".cli") and b != "dbops.cli" and _step(a) != _step(b)]
     assert not wrong, wrong
-    from_dagster = [(a, b, line) for a, b, _, line in imports() if a.startswith("dbops.defs") and b.endswith(".cli")]
+    from_dagster = [(a, b, line) for a, b, _, line in imports()
+                    if a.startswith("dbops.components") and b.endswith(".cli")]
     assert not from_dagster, from_dagster
 
 
 def test_a_steps_dagster_layer_imports_no_other_steps() -> None:
     wrong = [(a, b, line) for a, b, _, line in imports()
-             if a.startswith("dbops.defs.") and b.startswith("dbops.defs.") and b not in SHARED_DEFS
+             if a.startswith("dbops.components.") and b.startswith("dbops.components.") and b not in SHARED_DEFS
              and _step(a) is not None and _step(a) != _step(b)]
     assert not wrong, wrong
     shared_up = [(a, b, line) for a, b, _, line in imports()
-                 if a in SHARED_DEFS and b.startswith("dbops.defs.") and b not in SHARED_DEFS]
+                 if a in SHARED_DEFS and b.startswith("dbops.components.") and b not in SHARED_DEFS]
     assert not shared_up, shared_up
 
 

@@ -1,1 +1,2 @@
-"""The thin Dagster layer: one folder per lifecycle step, each exporting ``defs``; domain code lives elsewhere."""
+"""The dg defs folder, loaded automatically (``[tool.dg]`` in pyproject.toml): ``fleet/defs.yaml`` declares every
+configured target as one dbops component instance."""

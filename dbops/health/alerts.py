@@ -40,14 +40,16 @@ class Alert:
     detail: str
     at: float
     started_at: float
+    target: str = ""  # the dbops target (database) the alert is about
 
     @property
     def incident(self) -> str:
-        return f"{self.key}@{self.started_at:.0f}"
+        return f"{self.target + '/' if self.target else ''}{self.key}@{self.started_at:.0f}"
 
     def title(self) -> str:
         mark = "RESOLVED" if self.status == RESOLVED else self.severity.upper()
-        return f"[dbops {mark}] {self.summary or self.key}"
+        where = f" {self.target}" if self.target else ""
+        return f"[dbops{where} {mark}] {self.summary or self.key}"
 
     def text(self) -> str:
         when = datetime.fromtimestamp(self.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -58,7 +60,8 @@ class Alert:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Alert:
-        return cls(**{k: raw[k] for k in ("key", "status", "severity", "summary", "detail", "at", "started_at")})
+        return cls(**{k: raw[k] for k in ("key", "status", "severity", "summary", "detail", "at", "started_at")},
+                   target=raw.get("target", ""))
 
 
 def metric_readings(targets: Targets, metrics: dict[str, float], at: float) -> list[Reading]:
@@ -75,8 +78,9 @@ def metric_readings(targets: Targets, metrics: dict[str, float], at: float) -> l
 class AlertEngine:
     """Feed it readings in time order; it returns the alerts to send and keeps its state in ``state``."""
 
-    def __init__(self, targets: Targets, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, targets: Targets, state: dict[str, Any] | None = None, target: str = "") -> None:
         self.targets = targets
+        self.target = target  # the database the readings are of: named in every alert
         self.state: dict[str, Any] = {"targets": {}, "pending": []}
         if state:
             self.state.update(state)
@@ -108,14 +112,13 @@ class AlertEngine:
                 st.update(since=None, firing=False, notified=False)
         return alerts
 
-    @staticmethod
-    def _alert(target: MetricTarget | CheckTarget, status: str, reading: Reading, since: float) -> Alert:
+    def _alert(self, target: MetricTarget | CheckTarget, status: str, reading: Reading, since: float) -> Alert:
         summary = target.summary or (
             f"{target.metric} {target.op} {target.threshold:g}" if isinstance(target, MetricTarget)
             else f"asset check {target.asset}/{target.check} failed"
         )
         return Alert(key=target.key, status=status, severity=target.severity, summary=summary,
-                     detail=reading.detail, at=reading.at, started_at=since)
+                     detail=reading.detail, at=reading.at, started_at=since, target=self.target)
 
     def firing(self) -> list[str]:
         return sorted(k for k, st in self.state["targets"].items() if st.get("firing"))

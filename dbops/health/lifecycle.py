@@ -39,12 +39,19 @@ def _numeric(value: object) -> float | None:
     return float(raw)
 
 
-def check_outcome(instance: dg.DagsterInstance, asset: str, check: str) -> tuple[bool, float] | None:
-    """(passed, when) of a check's latest completed evaluation; None when it never ran (or its asset is absent).
+def asset_key(target: str, asset: str) -> dg.AssetKey:
+    """Target ``shop``'s asset ``load_test`` is ``shop/load_test`` (an empty target: the bare name)."""
+    return dg.AssetKey([target, asset] if target else [asset])
+
+
+def check_outcome(instance: dg.DagsterInstance, asset: str, check: str,
+                  target: str = "") -> tuple[bool, float] | None:
+    """(passed, when) of ``target``'s check's latest completed evaluation; None when it never ran (or its asset is
+    absent).
 
     A record without an evaluation is a check still planned (None: not run yet) or one whose step failed (missed).
     """
-    record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(dg.AssetKey(asset), check))
+    record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(asset_key(target, asset), check))
     if record is None:
         return None
     evaluation = record.evaluation  # a dg.AssetCheckEvaluation
@@ -56,10 +63,11 @@ def check_outcome(instance: dg.DagsterInstance, asset: str, check: str) -> tuple
 
 
 def lifecycle_figures(instance: dg.DagsterInstance, checks: tuple[CheckTarget, ...] = (),
-                      now: float | None = None) -> LifecycleFigures:
+                      now: float | None = None, target: str = "") -> LifecycleFigures:
+    """The figures of ``target``'s assets (``<target>/<asset>``)."""
     figures = LifecycleFigures()
     for asset in LIFECYCLE_ASSETS:
-        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        event = instance.get_latest_materialization_event(asset_key(target, asset))
         if event is None or event.asset_materialization is None:
             continue
         figures.materialized_at[asset] = float(event.timestamp)
@@ -72,8 +80,8 @@ def lifecycle_figures(instance: dg.DagsterInstance, checks: tuple[CheckTarget, .
     backups = [figures.materialized_at[a] for a in BACKUP_ASSETS if a in figures.materialized_at]
     if backups:
         figures.backup_age_seconds = (time.time() if now is None else now) - max(backups)
-    for target in checks:
-        outcome = check_outcome(instance, target.asset, target.check)
+    for check in checks:
+        outcome = check_outcome(instance, check.asset, check.check, target)
         if outcome is not None:
-            figures.checks[(target.asset, target.check)] = outcome
+            figures.checks[(check.asset, check.check)] = outcome
     return figures

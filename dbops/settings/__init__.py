@@ -6,7 +6,7 @@ target, ``dbops``, configured by the variables alone. ``docs/configuration.md`` 
 (``python -m dbops.settings.docs``).
 """
 
-from dbops.settings.load import Problem, SettingsError, check_settings, load_settings, option_values
+from dbops.settings.load import Problem, SettingsError, check_settings, current_settings, load_settings, option_values
 from dbops.settings.model import (
     AlertSettings,
     BackupSettings,
@@ -46,6 +46,7 @@ __all__ = [
     "ValidationSettings",
     "check_settings",
     "checkout_dir",
+    "current_settings",
     "load_settings",
     "option_values",
 ]

@@ -568,6 +568,33 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None,
     return _Loader(environ, (cwd or Path.cwd()).absolute()).load(config_file)
 
 
+_current: tuple[tuple, model.Settings] | None = None
+
+
+def _fingerprint() -> tuple:
+    """What this process's settings are read from: the DBOPS_* variables, the working directory and the config file's
+    identity. Secrets are references resolved when used, so a changed secret needs no new read."""
+    settings_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DBOPS_")))
+    cwd = Path.cwd()
+    config = Path(os.environ.get(CONFIG_ENV) or cwd / "dbops.yaml")
+    try:
+        stat = config.stat()
+        file_id: tuple = (str(config), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        file_id = (str(config), None)
+    return settings_env, str(cwd), file_id
+
+
+def current_settings() -> model.Settings:
+    """:func:`load_settings` of this process, read again only when a DBOPS_* variable, the working directory or the
+    config file changed: building the definitions of many targets asks for them a few times per target."""
+    global _current
+    key = _fingerprint()
+    if _current is None or _current[0] != key:
+        _current = (key, load_settings())
+    return _current[1]
+
+
 def _secret_refs(obj: Any, path: str) -> Iterator[tuple[str, model.SecretRef]]:
     if isinstance(obj, model.SecretRef):
         yield path, obj

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from dbops.errors import ConfigError
+from dbops.errors import ConfigError, UnknownTarget
 from dbops.pg.connect import check_url, with_database
 from dbops.pg.server import EmbeddedServer
 
@@ -194,7 +194,7 @@ class Settings:
             return self.targets[name]
         close = difflib.get_close_matches(name, list(self.targets), n=1)
         hint = f"did you mean {close[0]}?" if close else "use one of " + ", ".join(self.targets)
-        raise ConfigError(f"no target named {name!r}", hint)
+        raise UnknownTarget(f"no target named {name!r}", hint)
 
     # --- the former dbops.config.Settings, for the default target ----------------------------------------------------
 

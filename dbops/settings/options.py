@@ -354,7 +354,10 @@ def _backup_dir(ctx: DeriveContext) -> Path:
 
 
 def _spool(ctx: DeriveContext) -> Path | None:
-    return ctx["home"] / "wal-spool" if ctx["embedded"] and ctx["wal_archive"] else None
+    # The embedded server's WAL is the whole cluster's: it is archived once, into the default target's store (whose
+    # base backups are the server's); another database on that server has logical backups of its own.
+    owner = ctx.target is None or ctx.target == ctx["default_target"]
+    return ctx["home"] / "wal-spool" if ctx["embedded"] and ctx["wal_archive"] and owner else None
 
 
 def _key_file(ctx: DeriveContext) -> Path | None:
@@ -377,7 +380,7 @@ def _target(key: str, kind: Kind, default: Any, description: str, env: str | Non
 
 
 # (schedule, cron, on by default, what it runs): every schedule of the code location. The coordinator's wiring makes
-# dbops/defs read these; until then dbops_tests/settings checks they equal the code location's.
+# dbops/components read these; until then dbops_tests/settings checks they equal the code location's.
 SCHEDULES: tuple[tuple[str, str, bool, str], ...] = (
     ("migrate_hourly", "0 * * * *", False, "applies merged migrations (schema_migrations)"),
     ("catalog_daily", "0 2 * * *", True, "catalog snapshot and drift check (schema_catalog)"),
@@ -463,8 +466,9 @@ OPTIONS: tuple[Option, ...] = (
             Derived("`monitoring/targets.yml`", lambda c: _project(c, "monitoring", "targets.yml")),
             "metric targets file: the thresholds that say what healthy means", "DBOPS_TARGETS",
             "monitoring/targets.yml"),
-    _target("wal_spool", PathKind(), Derived("`$DBOPS_HOME/wal-spool` on the embedded server when `wal_archive` is "
-                                             "on, else none", _spool),
+    _target("wal_spool", PathKind(), Derived("`$DBOPS_HOME/wal-spool` for the default target on the embedded "
+                                             "server when `wal_archive` is on (the server's WAL is archived once), "
+                                             "else none", _spool),
             "spool the server's `archive_command` copies WAL into, moved into the store by `dbops wal push`",
             "DBOPS_WAL_SPOOL", "/var/spool/dbops-wal", readme="database", nullable=True),
     _target("seed.scale", Number(), 1.0, "size of the reference data set `dbops seed` and the demo load "

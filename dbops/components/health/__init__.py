@@ -1,0 +1,20 @@
+"""Dagster group ``health``: one target's ``database_health`` observations and its alert sensor.
+
+The targets file is validated here, at load time, so a typo stops the code location with one clear line instead of
+silencing the alerts; the alert sensor re-reads it at each tick.
+"""
+
+import dagster as dg
+
+from dbops.components.health.sensors import (
+    build_alert_sensor,
+    build_database_health_sensor,
+    database_health,
+    target_targets,
+)
+
+
+def build(target: str) -> dg.Definitions:
+    target_targets(target)
+    return dg.Definitions(assets=[database_health(target)],
+                          sensors=[build_database_health_sensor(target), build_alert_sensor(target)])

@@ -1,0 +1,141 @@
+"""Two sensors per target, no runs: one records ``<target>/database_health`` observations every minute, one turns
+missed targets into notifications naming the target (Dagster's open-source edition has no alerting on failed asset
+checks)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+
+import dagster as dg
+
+from dbops.components.naming import asset_key, def_name
+from dbops.components.resources import DatabaseResource, launch_target
+from dbops.health.alerts import AlertEngine, Reading, metric_readings
+from dbops.health.lifecycle import lifecycle_figures
+from dbops.health.metrics import collect_health
+from dbops.health.notify import alert_tick
+from dbops.health.sinks import Sink, sinks_from_settings
+from dbops.health.targets import Targets, load_targets
+
+
+def database_health(target: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        asset_key(target, "database_health"),
+        group_name="health",
+        kinds={"postgres"},
+        description=f"Health figures of {target}'s database and its host, observed every minute by the "
+        f"{def_name(target, 'database_health_sensor')} (connections, sessions, locks, rates, cache hit, WAL, size, "
+        "wraparound, lag).",
+    )
+
+
+def health_observation(key: dg.AssetKey, url: str, cursor: str | None) -> tuple[dg.AssetObservation, str]:
+    """One observation of ``key`` (a target's ``database_health``) and the cursor for the next (the raw counters
+    rates need)."""
+    previous = json.loads(cursor) if cursor else None
+    sample = collect_health(url, previous)
+    metadata: dict[str, dg.RawMetadataValue] = {k: float(v) for k, v in sorted(sample.metrics.items())}
+    if sample.error:
+        metadata["error"] = sample.error
+    next_cursor = json.dumps(sample.state()) if sample.metrics.get("up") else (cursor or "")
+    return dg.AssetObservation(asset_key=key, metadata=metadata), next_cursor
+
+
+def build_database_health_sensor(target: str) -> dg.SensorDefinition:
+    key = asset_key(target, "database_health")
+
+    @dg.sensor(
+        name=def_name(target, "database_health_sensor"),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Every minute, samples {target}'s database and records the figures as an observation of "
+        f"{key.to_user_string()} (no run is launched).",
+    )
+    def database_health_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
+        observation, cursor = health_observation(key, database.for_target(target).target_url, context.cursor)
+        return dg.SensorResult(asset_events=[observation], cursor=cursor)
+
+    return database_health_sensor
+
+
+def _observation_metrics(record: dg.EventLogRecord) -> dict[str, float]:
+    observation = record.asset_observation
+    out: dict[str, float] = {}
+    for key, value in (observation.metadata if observation else {}).items():
+        raw = getattr(value, "value", value)
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            out[key] = float(raw)
+    return out
+
+
+def collect_readings(instance: dg.DagsterInstance, targets: Targets, after: int | None,
+                     now: float, target: str) -> tuple[list[Reading], int | None]:
+    """Readings of ``target`` from its health observations newer than ``after`` (the newest only on a first tick),
+    the latest evaluation of every check target, and the lifecycle figures (backup age)."""
+    readings: list[Reading] = []
+    health = asset_key(target, "database_health")
+    if after is None:
+        result = instance.fetch_observations(health, limit=1)
+    else:
+        result = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=health, after_storage_id=after), limit=500, ascending=True)
+    for record in result.records:
+        readings += metric_readings(targets, _observation_metrics(record), float(record.timestamp))
+        after = max(after or 0, record.storage_id)
+    figures = lifecycle_figures(instance, targets.checks, now, target=target)
+    if figures.backup_age_seconds is not None:
+        readings += metric_readings(targets, {"backup_age_seconds": figures.backup_age_seconds}, now)
+    for check in targets.checks:
+        outcome = figures.checks.get((check.asset, check.check))
+        if outcome is None:
+            continue
+        passed, _when = outcome
+        detail = f"asset check {target}/{check.asset}:{check.check} {'passed' if passed else 'failed'}"
+        readings.append(Reading(check.key, not passed, now, 0.0 if passed else 1.0, detail))
+    return readings, after
+
+
+def target_targets(target: str) -> Targets:
+    """``target``'s targets file (``targets_file``, DBOPS_TARGETS), read now."""
+    return load_targets(launch_target(target).targets_file)
+
+
+def target_sinks(target: str) -> list[Sink]:
+    """``target``'s alert sinks (``alerts``, DBOPS_ALERT_*), built now."""
+    return sinks_from_settings(launch_target(target).alerts)
+
+
+def build_alert_sensor(target: str, targets: Callable[[], Targets] | None = None,
+                       sinks: Callable[[], Sequence[Sink]] | None = None, *, name: str = "",
+                       retries: int = 3, backoff: float = 1.0,
+                       default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
+    """``target``'s alert sensor (``<target>_alerts``); its targets file and sinks are loaded at each tick so a
+    fixed file takes effect without a redeploy."""
+    load = targets or (lambda: target_targets(target))
+    open_sinks = sinks or (lambda: target_sinks(target))
+
+    @dg.sensor(
+        name=name or def_name(target, "alerts"),
+        minimum_interval_seconds=60,
+        default_status=default_status,
+        description=f"Compares {target}'s latest database_health observations and asset-check evaluations with its "
+        "targets file and notifies its sinks (each alert names the target): once per incident, after the breach "
+        "lasted its 'for', then 'resolved'; failed deliveries are retried next tick.",
+    )
+    def _alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        loaded = load()
+        state = json.loads(context.cursor) if context.cursor else {}
+        engine = AlertEngine(loaded, state.get("engine"), target=target)
+        readings, after = collect_readings(context.instance, loaded, state.get("after"), time.time(), target)
+        result = alert_tick(engine, readings, open_sinks(), retries=retries, backoff=backoff)
+        for alert in result.alerts:
+            context.log.info(alert.text())
+        cursor = json.dumps({"after": after, "engine": engine.state})
+        if not result.alerts:
+            return dg.SensorResult(skip_reason=f"{len(readings)} reading(s), firing: "
+                                               f"{', '.join(engine.firing()) or 'none'}", cursor=cursor)
+        return dg.SensorResult(cursor=cursor)
+
+    return _alert_sensor

@@ -1,0 +1,128 @@
+"""The ``<target>/load_test`` asset: pgbench workloads on the managed database, a capacity run and a users ramp."""
+
+import dagster as dg
+
+from dbops.components.naming import asset_key, pool
+from dbops.components.resources import DatabaseResource, launch_limits
+from dbops.health.targets import Limits
+from dbops.loadtest.runner import LoadTestPlan, LoadTestResult, run_load_test
+
+CHECKS = (
+    "read_latency_avg_under_target",
+    "write_throughput_over_target",
+    "no_failed_transactions",
+    "degradation_within_bound",
+)
+
+
+class LoadTestConfig(dg.Config):
+    """What to run; the defaults are a modest weekly run, the 10k-user ramp is one config away."""
+
+    profile: str = "mixed"
+    ramp: list[int] = [100, 1000]
+    duration_s: int = 30
+    think_time_s: float = 10.0
+    capacity_profile: str = "write"
+    capacity_users: int = 8
+    capacity_duration_s: int = 15
+    rate: float | None = None
+    pooler: str = "auto"
+    warmup_s: int = 5
+    random_seed: int | None = None
+    allow_production: bool = False
+    # Unset: the target's limits (its targets file: read_avg_ms, write_tps, degradation_ratio).
+    read_avg_target_ms: float | None = None
+    write_tps_target: float | None = None
+    degradation_bound: float | None = None
+
+
+def _check_results(config: LoadTestConfig, limits: Limits, capacity: LoadTestResult | None,
+                   ramp: LoadTestResult) -> list[dg.AssetCheckResult]:
+    read_target = config.read_avg_target_ms if config.read_avg_target_ms is not None else limits.read_avg_ms
+    tps_target = config.write_tps_target if config.write_tps_target is not None else limits.write_tps
+    bound = config.degradation_bound if config.degradation_bound is not None else limits.degradation_ratio
+    runs = [r for r in (capacity, ramp) if r is not None]
+    read_avg = max((r.read_avg_ms for r in runs if r.read_avg_ms is not None), default=None)
+    write_tps = max((r.write_tps for r in runs if r.write_tps is not None), default=None)
+    failures = sum(r.failures for r in runs)
+    degradation = ramp.degradation
+    warn = dg.AssetCheckSeverity.WARN
+    return [
+        dg.AssetCheckResult(
+            check_name="read_latency_avg_under_target",
+            passed=read_avg is not None and read_avg < read_target,
+            severity=warn if read_avg is None else dg.AssetCheckSeverity.ERROR,
+            metadata={"read_avg_ms": read_avg if read_avg is not None else -1.0,
+                      "target_ms": float(read_target)},
+            description=None if read_avg is not None else "not measured: the profiles ran no read transaction",
+        ),
+        dg.AssetCheckResult(
+            check_name="write_throughput_over_target",
+            passed=write_tps is not None and write_tps > tps_target,
+            severity=warn if write_tps is None else dg.AssetCheckSeverity.ERROR,
+            metadata={"write_tps": write_tps if write_tps is not None else -1.0,
+                      "target_tps": float(tps_target)},
+            description=None if write_tps is not None else "not measured: the profiles ran no write transaction",
+        ),
+        dg.AssetCheckResult(
+            check_name="no_failed_transactions",
+            passed=failures == 0,
+            metadata={"failures": failures},
+        ),
+        dg.AssetCheckResult(
+            check_name="degradation_within_bound",
+            passed=degradation is not None and degradation <= bound,
+            severity=warn if degradation is None else dg.AssetCheckSeverity.ERROR,
+            metadata={"degradation_p95_ratio": degradation if degradation is not None else -1.0,
+                      "bound": float(bound)},
+            description=None if degradation is not None else "not measured: the ramp needs at least two steps",
+        ),
+    ]
+
+
+def build(target: str) -> dg.Definitions:
+    """``target``'s load test (its weekly schedule, off by default, is in dbops/components/schedules.py)."""
+
+    @dg.asset(
+        key=asset_key(target, "load_test"),
+        group_name="loadtest",
+        kinds={"postgres", "pgbench"},
+        pool=pool(target),
+        check_specs=[dg.AssetCheckSpec(name, asset=asset_key(target, "load_test")) for name in CHECKS],
+        description="Measures the database under load with pgbench: a closed-loop capacity run (write throughput) and "
+                    "a users ramp with think time (through PgBouncer when users exceed max_connections). Percentiles "
+                    "come from pgbench's per-transaction logs; rows the writes create are deleted afterwards. Refuses "
+                    "a production target unless allow_production is set.",
+    )
+    def load_test(context: dg.AssetExecutionContext, config: LoadTestConfig,
+                  database: DatabaseResource) -> dg.MaterializeResult:
+        database = database.for_target(target)
+        common = dict(pooler=config.pooler, warmup_s=config.warmup_s, random_seed=config.random_seed)
+        guard = dict(production=database.is_production, allow_production=config.allow_production, log=context.log.info)
+        capacity = None
+        if config.capacity_users > 0:
+            capacity = run_load_test(database.target_url, LoadTestPlan(
+                profile=config.capacity_profile, users=[config.capacity_users], duration_s=config.capacity_duration_s,
+                think_time_s=None, rate=config.rate, **common), **guard)
+            context.log.info("capacity run\n" + capacity.table())
+        ramp = run_load_test(database.target_url, LoadTestPlan(
+            profile=config.profile, users=list(config.ramp), duration_s=config.duration_s,
+            think_time_s=config.think_time_s or None, rate=config.rate, **common), **guard)
+        context.log.info("ramp\n" + ramp.table())
+        metadata: dict[str, object] = {f"ramp/{k}": v for k, v in ramp.metadata().items()}
+        if capacity is not None:
+            metadata.update({f"capacity/{k}": v for k, v in capacity.metadata().items()})
+            metadata["capacity_table"] = dg.MetadataValue.md(capacity.table())
+        metadata["ramp_table"] = dg.MetadataValue.md(ramp.table())
+        # Flat figures for the scorecard: the largest user count reached without errors, and read p99 there.
+        clean_steps = [st for st in ramp.steps if not st.error]
+        if clean_steps:
+            metadata["max_users"] = clean_steps[-1].users
+            if clean_steps[-1].reads["transactions"]:
+                metadata["read_p99_ms_at_max_users"] = clean_steps[-1].reads["p99_ms"]
+        metadata["database"] = dg.MetadataValue.text(database.display_url)
+        checks = _check_results(config, launch_limits(target), capacity, ramp)
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+    return dg.Definitions(assets=[load_test])

@@ -1,0 +1,89 @@
+"""``<target>/migration_rehearsal``: the pending migrations run first on the latest backup, restored into a scratch
+copy.
+
+When the rehearsal is on (``DBOPS_REHEARSAL``, read when the definitions are built, default ``on``),
+``schema_migrations`` depends on it and its blocking check ``rehearsal_safe`` keeps a dangerous migration from running
+in production in the same run. The rehearsal reads the newest backup from the store but does not depend on
+``logical_backup`` (which depends on ``schema_migrations``): the graph stays acyclic.
+"""
+
+import dagster as dg
+
+from dbops.components.naming import asset_key, pool
+from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource
+from dbops.migrate.rehearsal import RehearsalReport, Thresholds, rehearse
+
+
+def _metadata(report: RehearsalReport, thresholds: Thresholds) -> dict[str, dg.MetadataValue]:
+    judged = [m for m in report.migrations if not m.in_production]
+    return {
+        "pending_count": dg.MetadataValue.int(len(report.pending)),
+        "rehearsed_count": dg.MetadataValue.int(len(report.migrations)),
+        "unsafe_count": dg.MetadataValue.int(sum(not m.safe for m in judged)),
+        "max_migration_seconds": dg.MetadataValue.float(max((m.seconds for m in judged), default=0.0)),
+        "max_access_exclusive_seconds": dg.MetadataValue.float(
+            max((m.max_exclusive_seconds for m in judged), default=0.0)),
+        "rewritten_tables": dg.MetadataValue.int(sum(1 for m in judged for r in m.rewrites if r.kind == "table")),
+        "rewritten_bytes": dg.MetadataValue.int(sum(m.rewritten_bytes for m in judged)),
+        "restore_seconds": dg.MetadataValue.float(report.restore_seconds),
+        "total_seconds": dg.MetadataValue.float(report.total_seconds),
+        "large_table_bytes": dg.MetadataValue.int(thresholds.large_table_bytes),
+        "max_lock_seconds": dg.MetadataValue.float(thresholds.max_exclusive_seconds),
+        "backup_id": dg.MetadataValue.text(report.backup_id or "none"),
+        "note": dg.MetadataValue.text(report.note or "rehearsed"),
+        "report": dg.MetadataValue.md(report.markdown()),
+    }
+
+
+def build_rehearsal(target: str) -> dg.AssetsDefinition:
+    """``target``'s rehearsal asset and its blocking check ``rehearsal_safe``."""
+
+    @dg.asset(
+        key=asset_key(target, "migration_rehearsal"),
+        group_name="migrate",
+        kinds={"postgres", "sql"},
+        pool=pool(target),
+        check_specs=[dg.AssetCheckSpec(
+            "rehearsal_safe", asset=asset_key(target, "migration_rehearsal"), blocking=True,
+            description="On a restored copy of production, no pending migration holds ACCESS EXCLUSIVE on a large "
+                        "table longer than allowed, rewrites a large table, or fails. Blocks schema_migrations in the "
+                        "same run.",
+        )],
+        description="Restores the newest logical backup into a scratch database, applies the pending migrations there "
+        "while sampling pg_locks and comparing relfilenodes, and reports per migration its duration, strongest lock "
+        "per table and how long it was held, and the tables it rewrote. The scratch copy is dropped afterwards.",
+    )
+    def migration_rehearsal(
+        context: dg.AssetExecutionContext, database: DatabaseResource, migrations: MigrationsResource,
+        backups: BackupResource,
+    ) -> dg.MaterializeResult:
+        database, migrations, backups = (database.for_target(target), migrations.for_target(target),
+                                         backups.for_target(target))
+        thresholds = migrations.rehearsal_thresholds()
+        server = migrations.rehearsal_server(database.target_url)
+        report = rehearse(database.target_url, backups.open_store(), backups.master_key, migrations.path, thresholds,
+                          server_url=server, out_of_order=migrations.out_of_order, staging_root=backups.staging_root)
+        if report.rehearsed and database.is_production and server == database.target_url:
+            context.log.warning("the rehearsal copy was restored on the production server (its I/O and disk): set "
+                                "DBOPS_REHEARSAL_SERVER_URL to restore it elsewhere")
+        for item in report.migrations:
+            context.log.info(f"rehearsed {item.script} in {item.seconds:.2f} s: "
+                             + ("; ".join(item.problems) if item.problems else "safe"))
+        if report.note:
+            context.log.info(report.note)
+        problems = report.problems
+        return dg.MaterializeResult(
+            metadata=_metadata(report, thresholds),
+            check_results=[dg.AssetCheckResult(
+                check_name="rehearsal_safe",
+                passed=not problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="; ".join(problems) if problems else (report.note or "every pending migration is safe"),
+                metadata={
+                    "unsafe_count": dg.MetadataValue.int(sum(not m.safe for m in report.migrations)),
+                    "problems": dg.MetadataValue.text("\n".join(problems) or "none"),
+                },
+            )],
+        )
+
+    return migration_rehearsal

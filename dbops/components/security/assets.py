@@ -1,0 +1,80 @@
+"""``<target>/security_audit``: the OWASP-mapped findings of the managed database, with its two gates as checks."""
+
+import dagster as dg
+
+from dbops.components.naming import asset_key, pool
+from dbops.components.resources import DatabaseResource
+from dbops.components.security.resources import SecurityResource
+from dbops.redact import redact
+from dbops.security.audit import audit_database
+from dbops.security.findings import Severity
+
+_MAX_ROWS_SHOWN = 200
+
+
+def build_security_audit(target: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=asset_key(target, "security_audit"),
+        group_name="security",
+        deps=[asset_key(target, "schema_migrations")],
+        pool=pool(target),
+        kinds={"postgres"},
+        check_specs=[
+            dg.AssetCheckSpec("no_critical_findings", asset=asset_key(target, "security_audit"),
+                              description="No critical finding (superusers, trust logins, keys beside backups...)."),
+            dg.AssetCheckSpec("no_high_findings", asset=asset_key(target, "security_audit"),
+                              description="No high finding; warns only, so the fix can go through a reviewed "
+                                          "migration."),
+        ],
+        description="Audits roles, authentication, pg_hba.conf, TLS, grants against the access-control matrix, "
+        "row-level security, SECURITY DEFINER functions, languages and extensions, connection logging, the audit "
+        "trail and backup encryption; each finding graded and mapped to the OWASP Top 10 (2021). "
+        "`dbops security harden --plan` proposes the fixes.",
+    )
+    def security_audit(
+        context: dg.AssetExecutionContext, database: DatabaseResource, security: SecurityResource
+    ) -> dg.MaterializeResult:
+        database, security = database.for_target(target), security.for_target(target)
+        report = audit_database(
+            database.target_url,
+            security.matrix_path,
+            require_tls=security.require_tls,
+            backups=security.backup_store() if security.check_backups else None,
+            check_backups=security.check_backups,
+            env=security.backup_key_env() if security.check_backups else None,
+        )
+        counts = report.counts()
+        context.log.info(f"security audit of {report.target}: {report.summary()}")
+
+        def gate(name: str, severity: Severity, level: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+            hits = [f for f in report.sorted() if f.severity is severity]
+            return dg.AssetCheckResult(
+                check_name=name,
+                passed=not hits,
+                severity=level,
+                metadata={
+                    "count": dg.MetadataValue.int(len(hits)),
+                    "findings": dg.MetadataValue.md(redact("\n".join(
+                        f"- **{f.rule}** {f.subject}: {f.title} — fix: {f.remediation}" for f in hits) or "none")),
+                },
+            )
+
+        findings = report.sorted()
+        table = report.table_markdown()
+        if len(findings) > _MAX_ROWS_SHOWN:
+            table = "\n".join(table.splitlines()[: _MAX_ROWS_SHOWN + 2]) + f"\n\n({len(findings)} findings in all)"
+        return dg.MaterializeResult(
+            metadata={
+                **{f"findings_{level}": dg.MetadataValue.int(n) for level, n in counts.items()},
+                "findings_total": dg.MetadataValue.int(len(findings)),
+                "findings": dg.MetadataValue.md(redact(table)),
+                "target": dg.MetadataValue.text(report.target),
+                "tls": dg.MetadataValue.json({k: v for k, v in report.tls.items()}),
+            },
+            check_results=[
+                gate("no_critical_findings", Severity.CRITICAL, dg.AssetCheckSeverity.ERROR),
+                gate("no_high_findings", Severity.HIGH, dg.AssetCheckSeverity.WARN),
+            ],
+        )
+
+    return security_audit

@@ -1,0 +1,73 @@
+"""The dbops Components: ``DbopsTarget`` is one managed database (every lifecycle step's assets, checks, schedules
+and sensors, keyed ``<target>/<asset>`` and named ``<target>_<name>``); ``DbopsFleet`` is one ``DbopsTarget`` per
+target of the settings (``targets:`` in dbops.yaml; no file: the embedded target ``dbops``), with the resources they
+share. ``dbops/defs/fleet/defs.yaml`` declares the fleet, so adding a database is one YAML block in dbops.yaml and a
+reload.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dbops.components import backup, catalog, health, loadtest, migrate, profile, restore, security, validate
+from dbops.components.catalog.resources import CatalogResource
+from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource, launch_settings
+from dbops.components.schedules import build_schedules
+from dbops.components.security.resources import SecurityResource
+from dbops.settings import Settings, TargetSettings
+
+# One object per resource key, shared by every target (each asset binds it to its own with ``for_target``): the same
+# objects in every target's Definitions, so merging them does not clash.
+SHARED_RESOURCES: dict[str, dg.ConfigurableResource] = {
+    "database": DatabaseResource(),
+    "migrations": MigrationsResource(),
+    "catalog": CatalogResource(),
+    "security": SecurityResource(),
+    "backups": BackupResource(),
+}
+
+
+def shared_resources() -> dict[str, dg.ConfigurableResource]:
+    return dict(SHARED_RESOURCES)
+
+
+def target_defs(target: TargetSettings) -> dg.Definitions:
+    """Every step's definitions for ``target``, and its schedules (a schedule for a missing step is skipped)."""
+    name = target.name
+    steps = dg.Definitions.merge(
+        migrate.build(name, rehearsal=target.rehearsal.enabled), catalog.build(name), profile.build(name),
+        loadtest.build(name), backup.build(name), restore.build(name), validate.build(name), security.build(name),
+        health.build(name),
+    )
+    keys = {k for a in steps.assets or [] for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
+    return dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, keys)))
+
+
+def fleet_defs(settings: Settings) -> dg.Definitions:
+    """Every target of ``settings``, with the shared resources."""
+    return dg.Definitions.merge(*(target_defs(t) for t in settings.targets.values()),
+                                dg.Definitions(resources=shared_resources()))
+
+
+class DbopsTarget(dg.Component, dg.Model, dg.Resolvable):
+    """One database dbops manages: ``target`` names it in the settings (dbops.yaml ``targets:``)."""
+
+    target: str
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return dg.Definitions.merge(target_defs(launch_settings().target(self.target)),
+                                    dg.Definitions(resources=shared_resources()))
+
+
+class DbopsFleet(dg.Component, dg.Model, dg.Resolvable):
+    """Every target of the settings, each built as one :class:`DbopsTarget`; ``exclude`` leaves some out (to declare
+    them as a ``DbopsTarget`` of their own elsewhere in the defs folder)."""
+
+    exclude: list[str] = []
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        settings = launch_settings()
+        for name in self.exclude:
+            settings.target(name)  # a typo names the closest target
+        kept = [DbopsTarget(target=name).build_defs(context) for name in settings.targets if name not in self.exclude]
+        return dg.Definitions.merge(*kept, dg.Definitions(resources=shared_resources()))

@@ -1,0 +1,30 @@
+"""Which days validation covers: the target's ``validation`` settings (``validation.start_date``, the first daily
+partition of ``integrity_validation``; ``validation.backfill_days``, partitions re-validated after a migration
+applies something), and where it finds its rule files and sensitive-column list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from dbops.components.resources import launch_target
+
+
+def backfill_days(target: str) -> int:
+    return launch_target(target).validation.backfill_days
+
+
+def rule_files(target: str) -> tuple[Path, Path]:
+    """(expectations folder, access-control matrix) of ``target``, read at launch."""
+    settings = launch_target(target)
+    return settings.validation.expectations, settings.access_control
+
+
+def daily_partitions(target: str) -> dg.DailyPartitionsDefinition:
+    """``target``'s days, from its ``validation.start_date`` (read when the code location loads: a partitions
+    definition is fixed for the life of the location). Days are UTC, the boundaries dbops.validate uses for its range
+    predicates; end_offset 0 keeps today (still being written) out: the newest partition is yesterday."""
+    start = launch_target(target).validation.start_date.isoformat()
+    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=0)
