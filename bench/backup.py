@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from typing import Any
 
 PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))  # dbops_tests (the SeaweedFS launcher) lives beside dbops
+    sys.path.insert(0, str(PROJECT))  # run from a checkout without the package installed
 
 from dbops.backup.keys import MasterKey, generate_key  # noqa: E402
 from dbops.backup.logical import logical_backup  # noqa: E402
@@ -40,6 +41,7 @@ from dbops.pg.connect import connection, drop_database, ensure_database, split_p
 from dbops.pg.server import EmbeddedServer, free_port  # noqa: E402
 from dbops.programs import run_command  # noqa: E402
 from dbops.restore.drill import drill  # noqa: E402
+from dbops.s3server import start_s3_server  # noqa: E402
 from dbops.seed import seed  # noqa: E402
 
 DATABASE = "bench_backup"
@@ -221,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         key_b64 = generate_key()
         stores: list[dict[str, Any]] = [{"kind": "local", "root": str(work / "store")}]
         if not args.no_s3:
-            from dbops_tests.stores import ACCESS_KEY, SECRET_KEY, start_seaweed
-
-            os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-            seaweed = start_seaweed()
+            access_key, secret_key = "dbops-bench", secrets.token_hex(16)
+            # the measuring child processes reach the store through boto3's usual credential chain
+            os.environ.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
+            seaweed = start_s3_server(work / "s3", access_key=access_key, secret_key=secret_key)
             seaweed.client().create_bucket(Bucket="bench")
             stores.append({"kind": "s3", "bucket": "bench", "prefix": "b", "endpoint": seaweed.endpoint})
         doc["runs"] = [measure(server_url, url, work, spec, key_b64, jobs)

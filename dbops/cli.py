@@ -129,7 +129,9 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     print(f"Dagster UI on http://127.0.0.1:{args.port} (no authentication of its own: keep it on loopback "
           "or behind an authenticating proxy)")
     dagster = find_program("dagster", os.path.dirname(sys.executable))  # type: ignore[arg-type]
-    argv = [str(dagster), "dev", "-m", "dbops.definitions", "-h", "127.0.0.1", "-p", str(args.port)]
+    # workspace.yaml names the code location `dbops` (as [tool.dg.project] does); `-m` would name it after the module
+    workspace = settings.project_dir / "workspace.yaml"
+    argv = [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port)]
     os.execv(argv[0], argv)  # noqa: S606 - replaces this process with dagster dev
     return 0  # pragma: no cover
 

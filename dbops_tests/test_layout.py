@@ -183,3 +183,9 @@ def test_every_dependency_is_imported_or_says_why_not() -> None:
               if IMPORT_NAMES.get(name, name.replace("-", "_")) not in imported]
     assert not unused, f"declared in pyproject.toml, imported nowhere in dbops: {unused}"
     assert set(NOT_IMPORTED) <= names, f"stale entries: {set(NOT_IMPORTED) - names}"
+
+
+def test_benchmarks_import_no_test_code() -> None:
+    """bench/ runs without the test suite: what a benchmark needs (servers, stores) lives in dbops."""
+    offenders = [path.name for path in (PROJECT_DIR / "bench").glob("*.py") if "dbops_tests" in path.read_text()]
+    assert not offenders, offenders

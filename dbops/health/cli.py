@@ -28,11 +28,13 @@ DEFAULT_PORT = 9188  # postgres_exporter owns 9187
 
 
 def lifecycle_reader(settings: Settings, targets: Targets | None = None) -> Callable[[], LifecycleFigures]:
-    """Reads the other steps' figures from the Dagster instance dbops uses (DAGSTER_HOME, prepared like `dbops run`)."""
+    """Reads the (default) target's figures of the other steps (its ``<target>/<asset>`` records) from the Dagster
+    instance dbops uses (DAGSTER_HOME, prepared like `dbops run`)."""
     prepare_environment(settings)
     instance = dg.DagsterInstance.get()
-    checks = (targets or load_targets(settings.target().targets_file)).checks
-    return lambda: lifecycle_figures(instance, checks)
+    target = settings.target()
+    checks = (targets or load_targets(target.targets_file)).checks
+    return lambda: lifecycle_figures(instance, checks, target=target.name)
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -117,7 +119,8 @@ def alerts_main(argv: list[str], settings: Settings) -> int:
         return 0
     now = time.time()
     alert = Alert(key="test", status="firing", severity="warning", summary="test alert from `dbops alerts test`",
-                  detail=f"{missed} target(s) missed on {redact_url(url)}", at=now, started_at=now)
+                  detail=f"{missed} target(s) missed on {redact_url(url)}", at=now, started_at=now,
+                  target=settings.target().name)
     failures = 0
     for delivery in deliver([alert], sinks_from_settings(settings.target().alerts), retries=2, backoff=0.5):
         failures += not delivery.ok

@@ -67,13 +67,13 @@ def test_grafana_dashboard_plots_exported_metrics() -> None:
 def test_exporter_serves_health_and_lifecycle_figures_over_http(fresh_db: str) -> None:
     instance = dg.DagsterInstance.ephemeral()
 
-    @dg.asset(name="logical_backup")
+    @dg.asset(key=["dbops", "logical_backup"])  # the default target's, as the component keys it
     def logical_backup() -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={"size_bytes": 12345, "duration_s": 1.5, "format": "custom"})
 
     dg.materialize([logical_backup], instance=instance)
     targets = load_targets(MONITORING / "targets.yml")
-    registry = build_registry(fresh_db, lambda: lifecycle_figures(instance, targets.checks))
+    registry = build_registry(fresh_db, lambda: lifecycle_figures(instance, targets.checks, target="dbops"))
     port = free_port()
     server, thread = start_http_server(port, "127.0.0.1", registry)
     try:
