@@ -7,6 +7,8 @@ reload.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from dbops.components import backup, catalog, health, loadtest, migrate, profile, restore, security, validate
@@ -43,9 +45,9 @@ def target_defs(target: TargetSettings) -> dg.Definitions:
     return dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, keys)))
 
 
-def fleet_defs(settings: Settings) -> dg.Definitions:
-    """Every target of ``settings``, with the shared resources."""
-    return dg.Definitions.merge(*(target_defs(t) for t in settings.targets.values()),
+def fleet_defs(settings: Settings, exclude: Sequence[str] = ()) -> dg.Definitions:
+    """Every target of ``settings`` but ``exclude``, with the shared resources (merged once)."""
+    return dg.Definitions.merge(*(target_defs(t) for t in settings.targets.values() if t.name not in exclude),
                                 dg.Definitions(resources=shared_resources()))
 
 
@@ -60,8 +62,8 @@ class DbopsTarget(dg.Component, dg.Model, dg.Resolvable):
 
 
 class DbopsFleet(dg.Component, dg.Model, dg.Resolvable):
-    """Every target of the settings, each built as one :class:`DbopsTarget`; ``exclude`` leaves some out (to declare
-    them as a ``DbopsTarget`` of their own elsewhere in the defs folder)."""
+    """Every target of the settings, each built as a :class:`DbopsTarget` builds it; ``exclude`` leaves some out (to
+    declare them as a ``DbopsTarget`` of their own elsewhere in the defs folder)."""
 
     exclude: list[str] = []
 
@@ -69,5 +71,4 @@ class DbopsFleet(dg.Component, dg.Model, dg.Resolvable):
         settings = launch_settings()
         for name in self.exclude:
             settings.target(name)  # a typo names the closest target
-        kept = [DbopsTarget(target=name).build_defs(context) for name in settings.targets if name not in self.exclude]
-        return dg.Definitions.merge(*kept, dg.Definitions(resources=shared_resources()))
+        return fleet_defs(settings, self.exclude)
