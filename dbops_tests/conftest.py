@@ -17,6 +17,7 @@ from dbops.cli import step_main
 from dbops.pg.connect import drop_database, ensure_database, with_database
 from dbops.pg.server import EmbeddedServer, free_port
 from dbops.settings import Settings
+from dbops_tests.foreign import SCHEMAS, ForeignSchema, create
 
 # The backup stores, keys and archiving servers the backup and restore tests share (one SeaweedFS per session).
 pytest_plugins = ["dbops_tests.stores"]
@@ -90,6 +91,15 @@ def migrated_db(fresh_db: str) -> str:
 
     Migrator(fresh_db, MIGRATIONS_DIR).apply()
     return fresh_db
+
+
+@pytest.fixture(params=sorted(SCHEMAS))
+def foreign_db(request: pytest.FixtureRequest, fresh_db: str) -> tuple[ForeignSchema, str]:
+    """(schema, URL): a new database holding one of the test schemas dbops did not create (dbops_tests/foreign), built
+    with plain SQL and seeded; every test using it runs once per schema."""
+    schema = SCHEMAS[request.param]
+    create(fresh_db, schema)
+    return schema, fresh_db
 
 
 def dbops_env(pg_server: EmbeddedServer, database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -53,6 +53,7 @@ _SECTIONS: dict[str, type] = {
     "dagster": model.DagsterSettings,
     "seed": model.SeedSettings,
     "loadtest": model.LoadTestSettings,
+    "migrate": model.MigrateSettings,
     "profile": model.ProfileSettings,
     "validation": model.ValidationSettings,
     "rehearsal": model.RehearsalSettings,

@@ -63,6 +63,17 @@ class SeedSettings:
 @dataclass(frozen=True)
 class LoadTestSettings:
     workloads: Path
+    replay_statements: int
+
+
+@dataclass(frozen=True)
+class MigrateSettings:
+    default_schema: str
+    table: str
+    baseline_on_migrate: bool
+    baseline_version: str
+    placeholder_replacement: bool
+    placeholders: tuple[tuple[str, str], ...]  # (name, value), sorted
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,10 @@ class ProfileSettings:
 
 @dataclass(frozen=True)
 class ValidationSettings:
-    expectations: Path
+    expectations: Path | None  # None: only the rules derived from the database's constraints
     start_date: date
     backfill_days: int
+    time_columns: tuple[tuple[str, str], ...]  # (schema.table, column), sorted
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,8 @@ class TargetSettings:
     production: bool
     schemas: tuple[str, ...]
     migrations: Path
-    access_control: Path
+    migrate: MigrateSettings
+    access_control: Path | None  # None: no matrix; the first audit records the grants as the baseline
     targets_file: Path
     wal_spool: Path | None
     seed: SeedSettings

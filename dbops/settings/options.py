@@ -26,6 +26,7 @@ Scope = Literal["global", "target"]
 TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 _TRUE = ("on", "true", "yes", "1")
 _FALSE = ("off", "false", "no", "0")
 
@@ -181,6 +182,37 @@ class TextList(Kind):
 
     def text(self, value: Any) -> str:
         return ", ".join(value) if value else "none"
+
+
+class KeyValues(Kind):
+    """A mapping of names to text values (``{reminder_channel: email}`` in the file, ``a=1,b=2`` in the environment),
+    kept as sorted (name, value) pairs so settings stay hashable."""
+
+    name = "mapping"
+    empty = ()
+
+    def __init__(self, key: Text | None = None, value: Kind | None = None) -> None:
+        self.key, self.value = key or Text(), value or Text(empty="")
+
+    def parse(self, raw: object, example: str) -> tuple[tuple[str, str], ...]:
+        if isinstance(raw, str):
+            pairs: list[tuple[object, object]] = []
+            for part in (p for p in raw.split(",") if p.strip()):
+                name, sep, value = part.partition("=")
+                if not sep:
+                    raise Invalid(f"{shown(part)} is not name=value", f"write e.g. {example}")
+                pairs.append((name, value))
+        elif isinstance(raw, dict):
+            pairs = list(raw.items())
+        else:
+            raise Invalid(f"must be a mapping, got {shown(raw)}", f"set it to e.g. {{{example.replace('=', ': ')}}}")
+        out = {}
+        for name, value in pairs:
+            out[self.key.parse(name, example)] = self.value.parse("" if value is None else value, example)
+        return tuple(sorted(out.items()))
+
+    def text(self, value: Any) -> str:
+        return ", ".join(f"{k}={v}" for k, v in value) if value else "none"
 
 
 class IsoDate(Kind):
@@ -360,6 +392,12 @@ def _spool(ctx: DeriveContext) -> Path | None:
     return ctx["home"] / "wal-spool" if ctx["embedded"] and ctx["wal_archive"] and owner else None
 
 
+def _reference(ctx: DeriveContext) -> bool:
+    """The target runs dbops' own reference schema (its migrations are the checkout's `sql/migrations`): only then do
+    the reference's matrix and rule files apply by default; a team's own database has its own, or none."""
+    return Path(ctx["migrations"]).resolve() == _project(ctx, "sql", "migrations").resolve()
+
+
 def _key_file(ctx: DeriveContext) -> Path | None:
     if ctx["embedded"] and ctx["backup.key_env"] is None:
         return ctx["home"] / "secrets" / "backup.key"
@@ -454,14 +492,35 @@ OPTIONS: tuple[Option, ...] = (
     _target("production", Flag(), False, "a production database: load tests and scratch copies on its server are "
             "refused unless explicitly allowed", "DBOPS_PRODUCTION", "on"),
     _target("schemas", TextList(Text(IDENTIFIER, "a schema name")), (),
-            "schemas the catalog documents (none: every non-system schema)", example="public"),
+            "the target's schemas: what the catalog documents, integrity validates and the audit covers (none: every "
+            "non-system schema)", example="public"),
     _target("migrations", PathKind("dir"), Derived("`sql/migrations`", lambda c: _project(c, "sql", "migrations")),
             "folder of versioned SQL migrations (Flyway layout)", "DBOPS_MIGRATIONS", "sql/migrations",
             readme="database"),
+    _target("migrate.default_schema", Text(IDENTIFIER, "a schema name"),
+            Derived("the first of `schemas`, else `public`", lambda c: c["schemas"][0] if c["schemas"] else "public"),
+            "Flyway's defaultSchema: where the history table lives and what `${flyway:defaultSchema}` means",
+            "DBOPS_MIGRATE_DEFAULT_SCHEMA", "lending"),
+    _target("migrate.table", Text(IDENTIFIER, "a table name"), "flyway_schema_history",
+            "the migration history table (Flyway's `table`)", "DBOPS_MIGRATE_TABLE", "flyway_schema_history"),
+    _target("migrate.baseline_on_migrate", Flag(), False, "a non-empty schema without a history table is baselined "
+            "at `baseline_version` on the first migrate (off: refused with \"baseline first\", as Flyway does)",
+            "DBOPS_MIGRATE_BASELINE_ON_MIGRATE", "on"),
+    _target("migrate.baseline_version", Text(re.compile(r"^[0-9]+([._][0-9]+)*$"), "a version such as 1 or 020"),
+            "1", "the version a baseline stands for (Flyway's baselineVersion)", "DBOPS_MIGRATE_BASELINE_VERSION",
+            "020"),
+    _target("migrate.placeholder_replacement", Flag(), True, "replace `${...}` placeholders in migrations and "
+            "callbacks, as Flyway does (off: the text runs as written)", "DBOPS_MIGRATE_PLACEHOLDER_REPLACEMENT",
+            "off"),
+    _target("migrate.placeholders", KeyValues(Text(re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$"), "a placeholder name")),
+            (), "user placeholders: `${name}` in a migration is replaced by its value", "DBOPS_MIGRATE_PLACEHOLDERS",
+            "reminder_channel=email"),
     _target("access_control", PathKind("file"),
-            Derived("`sql/access-control.yml`", lambda c: _project(c, "sql", "access-control.yml")),
+            Derived("`sql/access-control.yml` for a target of the reference schema (its migrations are "
+                    "`sql/migrations`), else none: the first audit records the grants as the baseline",
+                    lambda c: _project(c, "sql", "access-control.yml") if _reference(c) else None),
             "access-control matrix: roles, grants and the sensitive columns masked in sample rows",
-            "DBOPS_ACCESS_CONTROL", "sql/access-control.yml"),
+            "DBOPS_ACCESS_CONTROL", "sql/access-control.yml", nullable=True),
     _target("targets_file", PathKind("file"),
             Derived("`monitoring/targets.yml`", lambda c: _project(c, "monitoring", "targets.yml")),
             "metric targets file: the thresholds that say what healthy means", "DBOPS_TARGETS",
@@ -476,6 +535,8 @@ OPTIONS: tuple[Option, ...] = (
     _target("loadtest.workloads", PathKind("dir"),
             Derived("`sql/workloads`", lambda c: _project(c, "sql", "workloads")),
             "folder of the pgbench workload scripts", example="sql/workloads"),
+    _target("loadtest.replay_statements", Integer(1), 20, "the `replay` profile: how many of the target's top read "
+            "statements (pg_stat_statements) it replays", example="50"),
     _target("profile.exclude_roles", TextList(Text(IDENTIFIER, "a role name")),
             Derived("on the embedded server `" + ",".join(EMBEDDED_TOOL_ROLES) + "` (dbops' own tooling), else none",
                     lambda c: EMBEDDED_TOOL_ROLES if c["embedded"] else ()),
@@ -488,8 +549,15 @@ OPTIONS: tuple[Option, ...] = (
     _target("profile.scratch_url_env", EnvRef(), None, "variable holding the URL of a restored copy that index advice "
             "is verified on (none: a clone of the target)", "DBOPS_SCRATCH_URL", "SHOP_SCRATCH_URL"),
     _target("validation.expectations", PathKind("dir"),
-            Derived("`sql/expectations`", lambda c: _project(c, "sql", "expectations")),
-            "folder of the integrity rule files (`<table>.yml`)", "DBOPS_EXPECTATIONS", "sql/expectations"),
+            Derived("`sql/expectations` for a target of the reference schema, else none (the rules come from the "
+                    "database's own constraints)",
+                    lambda c: _project(c, "sql", "expectations") if _reference(c) else None),
+            "folder of extra integrity rule files (`<table>.yml`), checked beside the rules derived from the "
+            "database's constraints", "DBOPS_EXPECTATIONS", "sql/expectations", nullable=True),
+    _target("validation.time_columns", KeyValues(Text(QUALIFIED, "a table name (schema.table)"),
+                                                 Text(IDENTIFIER, "a column name")),
+            (), "tables validated in daily slices by a time column (`schema.table: column`); a range-partitioned "
+            "table uses its partition key unless listed", "DBOPS_VALIDATION_TIME_COLUMNS", "app.orders=created_at"),
     _target("validation.start_date", IsoDate(), date(2025, 1, 1), "first daily partition of `integrity_validation`",
             "DBOPS_VALIDATION_START_DATE", "2025-01-01"),
     _target("validation.backfill_days", Integer(1), 30, "days re-validated after a migration applies something",

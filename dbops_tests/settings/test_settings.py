@@ -433,7 +433,11 @@ def test_every_variable_dbops_reads_is_an_option() -> None:
     used = _variables_in([*sources, PROJECT_DIR / "README.md"]) - {"DBOPS_GX_URL"}  # a per-run internal name
     known = set(BY_ENV) | {"DBOPS_CONFIG"}
     assert used - known == set()
+    migrate = ("DEFAULT_SCHEMA", "TABLE", "BASELINE_ON_MIGRATE", "BASELINE_VERSION", "PLACEHOLDER_REPLACEMENT",
+               "PLACEHOLDERS")
+    added = {f"DBOPS_MIGRATE_{n}" for n in migrate} | {"DBOPS_VALIDATION_TIME_COLUMNS"}  # new names since then
     legacy = {o.env for o in OPTIONS if o.env and o.env.startswith("DBOPS_")} - {"DBOPS_TARGET", "DBOPS_CONFIG"}
+    legacy -= added
     assert len(legacy) == 47 and "DAGSTER_HOME" in BY_ENV
 
 
@@ -461,3 +465,32 @@ def test_schedules_are_the_code_locations() -> None:
         assert on == (running[name].default_status == dg.DefaultScheduleStatus.RUNNING), name
     for bad in ("* * * *", "60 * * * *", "0 0 32 * *", "0 0 * * 8", "a b c d e", "*/0 * * * *"):
         assert cron_problem(bad), bad
+
+
+def test_a_team_database_gets_no_reference_matrix_or_rules_and_its_own_migrate_options(tmp_path: Path) -> None:
+    (tmp_path / "lib-migrations").mkdir()
+    write(tmp_path, """
+        targets:
+          dbops: {embedded: true}
+          library:
+            embedded: true
+            schemas: [lending, public]
+            migrations: lib-migrations
+            migrate:
+              baseline_version: "020"
+              placeholders: {reminder_channel: email, empty: ""}
+            validation:
+              time_columns: {lending.loans: loaned_on}
+    """)
+    settings = load_settings({"DBOPS_MIGRATE_PLACEHOLDERS": "a=1,b=two"}, tmp_path)
+    dbops, library = settings.targets["dbops"], settings.targets["library"]
+    assert dbops.access_control is not None and dbops.validation.expectations is not None
+    assert library.access_control is None and library.validation.expectations is None
+    assert library.migrate.default_schema == "lending" and dbops.migrate.default_schema == "public"
+    assert library.migrate.baseline_version == "020" and not library.migrate.baseline_on_migrate
+    assert library.migrate.placeholders == (("empty", ""), ("reminder_channel", "email"))
+    assert dbops.migrate.placeholders == (("a", "1"), ("b", "two"))  # the environment sets the default target's
+    assert library.validation.time_columns == (("lending.loans", "loaned_on"),)
+    assert "reminder_channel=email" in render_text(settings) and "a=1, b=two" in render_text(settings)
+    with pytest.raises(SettingsError, match="not name=value"):
+        load_settings({"DBOPS_MIGRATE_PLACEHOLDERS": "oops"}, tmp_path)
