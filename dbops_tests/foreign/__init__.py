@@ -36,6 +36,11 @@ class ForeignSchema:
     def migrations(self) -> Path:
         return HERE / self.name / "migrations"
 
+    @property
+    def workloads(self) -> Path:
+        """Its own pgbench scripts (a read and a write)."""
+        return HERE / self.name / "workloads"
+
 
 LIBRARY = ForeignSchema(
     name="library", schemas=("lending", "public"), default_schema="lending", baseline_version="020",

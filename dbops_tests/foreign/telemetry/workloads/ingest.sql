@@ -1,0 +1,3 @@
+-- Ingestion through the SECURITY DEFINER function.
+\set device random(1, 24)
+SELECT iot.record_reading(:device, 21.5, 40);
