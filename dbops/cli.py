@@ -35,7 +35,7 @@ STEP_COMMANDS: dict[str, tuple[str, str, str]] = {
     "migrate": ("dbops.migrate.cli", "main", "info, plan, validate, apply, baseline, repair, lint"),
     "seed": ("dbops.seed.cli", "main", "load the deterministic reference data"),
     "loadtest": ("dbops.loadtest.cli", "main", "pgbench workloads, a users ramp through PgBouncer"),
-    "backup": ("dbops.backup.cli", "backup_main", "run, list, verify, prune backups; keygen"),
+    "backup": ("dbops.backup.cli", "backup_main", "run, list, verify, export, prune backups; keygen"),
     "wal": ("dbops.backup.cli", "wal_main", "push, list, status of the WAL archive"),
     "restore": ("dbops.restore.cli", "restore_main", "a backup into an empty database or data directory"),
     "drill": ("dbops.restore.cli", "drill_main", "restore into a scratch copy, compare it, time it"),

@@ -1,4 +1,4 @@
-"""`dbops backup run|list|verify|prune|keygen` and `dbops wal push|list|status`: :func:`main` dispatches."""
+"""`dbops backup run|list|verify|export|prune|keygen` and `dbops wal push|list|status`: :func:`main` dispatches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dbops.backup import wal
 from dbops.backup.keys import MasterKey, generate_key
-from dbops.backup.logical import logical_backup
+from dbops.backup.logical import export_logical, logical_backup
 from dbops.backup.manifest import Ignored, load_manifest, read_store, verify_objects
 from dbops.backup.physical import base_backup
 from dbops.backup.retention import prune, rules
@@ -35,14 +35,22 @@ def _size(n: int) -> str:
 
 def backup_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops backup")
-    parser.add_argument("action", choices=["run", "list", "verify", "prune", "keygen"])
+    parser.add_argument("action", choices=["run", "list", "verify", "export", "prune", "keygen"])
     parser.add_argument("--kind", choices=["logical", "full", "incremental"], default="logical",
                         help="run: pg_dump (logical) or pg_basebackup full/incremental (physical)")
     parser.add_argument("--dry-run", action="store_true", help="prune: list what would be deleted")
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="run: parallel pg_dump --format=directory with N workers (stages the dump files locally)")
-    parser.add_argument("backup_id", nargs="?", help="backup to verify (default: every backup)")
+    parser.add_argument("--output", type=Path, metavar="PATH",
+                        help="export: where to write the plain pg_dump archive (a file; a folder for a "
+                             "directory-format backup)")
+    parser.add_argument("--force", action="store_true", help="export: replace PATH if it exists")
+    parser.add_argument("backup_id", nargs="?", help="backup to verify (default: every backup) or export")
     args = parser.parse_args(argv)
+    if args.action == "export" and (not args.backup_id or args.output is None):
+        parser.error("export needs a backup id and --output PATH: dbops backup export ID --output PATH")
+    if args.action != "export" and (args.output is not None or args.force):
+        parser.error("--output and --force are options of export")
     if args.action == "keygen":
         print(generate_key())
         return 0
@@ -69,6 +77,14 @@ def backup_main(argv: list[str], settings: Settings) -> int:
         print(f"kept {len(result.kept)} backup(s)")
         return 0
     key = MasterKey.from_settings(settings.target().backup)
+    if args.action == "export":
+        exported = export_logical(store, key, args.backup_id, args.output, force=args.force, bin_dir=settings.pg_bin)
+        what = ("pg_dump directory archive (a folder)" if exported.dump_format == "directory"
+                else "pg_dump custom archive")
+        print(f"exported {exported.backup_id} to {exported.path}: {what}, {_size(exported.bytes)}, "
+              f"{exported.entries} entries (pg_restore --list); restore it with "
+              f"pg_restore --dbname=URL {exported.path}")
+        return 0
     if args.action == "verify":
         if args.backup_id:
             manifests, ignored = [load_manifest(store, args.backup_id, key)], []
@@ -147,6 +163,6 @@ def main(argv: list[str], settings: Settings) -> int:
     """``argv`` starts with the group: ``backup ...`` or ``wal ...``."""
     groups = {"backup": backup_main, "wal": wal_main}
     if not argv or argv[0] not in groups:
-        print("usage: dbops {backup run|list|verify|prune|keygen, wal push|list|status}")
+        print("usage: dbops {backup run|list|verify|export|prune|keygen, wal push|list|status}")
         return 2
     return groups[argv[0]](argv[1:], settings)

@@ -13,6 +13,9 @@ Two dump formats:
   (the next backup then removes the killed run's staging directory; see :mod:`dbops.staging`). Staging needs at most
   the raw size of the dump in free space (less while uploads keep up).
 
+:func:`export_logical` (``dbops backup export ID --output PATH``) writes a logical backup back out as the plain
+pg_dump archive it was made from (a file, or a directory-format folder), checked, for ``pg_restore`` without dbops.
+
 The figures the restore drill compares (rows and content checksum per table) are read in the same snapshot that
 pg_dump dumps, on the exporting connection while pg_dump runs, so they describe exactly the data in the backup, even
 while the application keeps writing.
@@ -21,11 +24,17 @@ while the application keeps writing.
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import re
+import shutil
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +42,14 @@ import psutil
 import psycopg
 
 from dbops.backup.figures import table_figures
-from dbops.backup.keys import MasterKey
-from dbops.backup.manifest import discard, new_backup_id, now_iso, object_key, save_manifest
-from dbops.backup.store import Store
-from dbops.backup.stream import CHUNK, ProcessOutput, compress, encrypt, read_file
+from dbops.backup.keys import BackupIntegrityError, MasterKey
+from dbops.backup.manifest import discard, load_manifest, new_backup_id, now_iso, object_key, save_manifest
+from dbops.backup.store import ObjectMissing, Store
+from dbops.backup.stream import CHUNK, ProcessOutput, compress, decompress, decrypt, encrypt, read_file
+from dbops.errors import CommandFailed, DbopsError
 from dbops.pg.binaries import client_bin_dir, find_program
 from dbops.pg.connect import connect, database_name, split_password
-from dbops.programs import finish_process, start_process, stop_process
+from dbops.programs import finish_process, run_command, start_process, stop_process
 from dbops.staging import remove_leftovers, staging_dir
 
 DUMP_OBJECT = "dump.pgc.zst.enc"
@@ -231,3 +241,185 @@ def _closed_files(dump_dir: Path, proc: subprocess.Popen[bytes]) -> list[Path]:
         return []  # pg_dump just exited: its remaining files are uploaded after its exit status is known
     return [p for p in present if str(p) not in open_now and str(p.resolve()) not in open_now]
 
+
+
+# ---- export ---------------------------------------------------------------------------------------------------
+
+EXPORT_TIMEOUT = 600.0  # seconds for `pg_restore --list` of an exported archive
+
+
+class ExportError(DbopsError):
+    """A backup cannot be exported to the path given."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    backup_id: str
+    path: Path
+    dump_format: str  # "custom": one file; "directory": a pg_dump directory-format archive (a folder)
+    bytes: int  # plain archive bytes written
+    entries: int  # entries of the archive's table of contents, as `pg_restore --list` lists them
+
+
+def export_logical(store: Store, key: MasterKey, backup_id: str, output: Path, *, force: bool = False,
+                   bin_dir: Path | None = None) -> Exported:
+    """Write the plain pg_dump archive of logical backup ``backup_id`` to ``output``: what ``pg_restore`` reads with
+    no dbops around (docs/backup-format.md).
+
+    The manifest is verified (key, signature, folder, prefix), every object is read once, its size and sha256
+    compared with the manifest while it is decrypted (every AES-GCM chunk authenticated) and decompressed, and the
+    result must list with ``pg_restore --list``. A custom-format backup becomes one file, a directory-format one
+    (``backup run --jobs N``) a pg_dump directory archive (a folder, restorable with ``pg_restore --jobs``).
+
+    Written atomically: into a temporary name in ``output``'s folder (a file 0600, a folder 0700 of 0600 files),
+    renamed to ``output`` only once checked, and removed on any failure or interruption, so ``output`` is either
+    absent, the old file untouched, or the complete archive. An existing ``output`` is refused unless ``force``.
+    A physical base backup is refused: it is a cluster, not a pg_dump archive (see the format document).
+    """
+    manifest = load_manifest(store, backup_id, key)
+    if manifest.get("kind") != "logical":
+        raise ExportError(
+            f"backup {backup_id} is a physical {manifest.get('kind')} base backup, not a pg_dump archive",
+            f"restore it into a data directory with `dbops restore {backup_id} --target DIR`, or export a logical "
+            "backup (see `dbops backup list`)")
+    output = Path(os.path.abspath(output))
+    folder = output.parent
+    if not folder.is_dir():
+        raise ExportError(f"the folder of {output} does not exist", "create it first, or choose another --output")
+    if (output.exists() or output.is_symlink()) and not force:
+        raise ExportError(f"{output} already exists", "choose another --output, or pass --force to replace it")
+    directory = manifest.get("dump_format") == "directory"
+    objects = manifest.get("objects") or []
+    if not objects or (not directory and len(objects) != 1):
+        raise BackupIntegrityError(f"the manifest of backup {backup_id} lists {len(objects)} object(s) for a "
+                                   f"{manifest.get('dump_format', 'custom')}-format dump", "take a new backup")
+    data_key = key.unwrap(manifest["encryption"], backup_id)
+    pg_restore = find_program("pg_restore", client_bin_dir(bin_dir, _major(manifest)))
+    partial = folder / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
+    written = 0
+    try:
+        if directory:
+            partial.mkdir(mode=0o700)
+            for obj in objects:
+                file_name = str(obj.get("file", ""))
+                if not file_name or Path(file_name).name != file_name or file_name.startswith("."):
+                    raise BackupIntegrityError(f"object {obj.get('name')} of backup {backup_id} has no valid file "
+                                               "name in the manifest", "take a new backup")
+                written += _export_object(store, data_key, manifest, obj, partial / file_name, folder, output)
+        else:
+            written = _export_object(store, data_key, manifest, objects[0], partial, folder, output)
+        try:
+            listing = run_command([pg_restore, "--list", partial], timeout=EXPORT_TIMEOUT)
+        except CommandFailed as exc:
+            raise BackupIntegrityError(f"the archive of backup {backup_id} does not list with pg_restore "
+                                       f"({pg_restore}): {exc.problem}",
+                                       "use a pg_restore as new as the server that dumped it (DBOPS_PG_BIN), or "
+                                       "take a new backup") from exc
+        entries = sum(1 for line in listing.stdout.splitlines() if line.strip() and not line.startswith(";"))
+        _place(partial, output, force)
+    except BaseException:
+        _remove(partial)
+        raise
+    return Exported(backup_id, output, "directory" if directory else "custom", written, entries)
+
+
+def _major(manifest: dict[str, Any]) -> int:
+    found = re.match(r"\d+", str(manifest.get("server_version", "")))
+    if not found:
+        raise BackupIntegrityError(f"the manifest of backup {manifest['id']} has no server version",
+                                   "take a new backup")
+    return int(found.group())
+
+
+def _export_object(store: Store, data_key: bytes, manifest: dict[str, Any], obj: dict[str, Any], path: Path,
+                   folder: Path, output: Path) -> int:
+    """Decrypt and decompress one object into ``path`` (0600, fsynced), checking size and sha256 on the way; a
+    damaged object is reported by its checksum first (as `dbops backup verify` does). Returns the bytes written."""
+    name = f"object {obj['name']} of backup {manifest['id']}"
+    context = str(obj["name"]).encode() if manifest.get("dump_format") == "directory" else b""
+    digest, size = hashlib.sha256(), 0
+
+    def raw() -> Iterator[bytes]:
+        nonlocal size
+        for chunk in store.get(object_key(manifest["id"], obj["name"])):
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+
+    stream = raw()
+    written = 0
+    failure: BackupIntegrityError | None = None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                for block in decompress(decrypt(stream, data_key, name, context), name):
+                    out.write(block)
+                    written += len(block)
+            except BackupIntegrityError as exc:
+                failure = exc
+                for _ in stream:  # read the rest: a damaged object is reported by its checksum first
+                    pass
+            out.flush()
+            os.fsync(out.fileno())
+    except ObjectMissing as exc:
+        raise BackupIntegrityError(f"{name} is missing from {store.describe()}",
+                                   "the backup cannot be exported; take a new one") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ExportError(f"no space left in {folder} while exporting {manifest['id']}",
+                              "free space there, or choose another --output") from exc
+        raise ExportError(f"cannot write {output}: {exc.strerror}", "check the folder, or choose another --output"
+                          ) from exc
+    if size != obj.get("size") or digest.hexdigest() != obj.get("sha256"):
+        raise BackupIntegrityError(f"{name} fails its sha256 check ({size} bytes, manifest says {obj.get('size')})",
+                                   "the object was modified or damaged; take a new backup") from failure
+    if failure is not None:
+        raise failure
+    if obj.get("raw_size") is not None and written != obj["raw_size"]:
+        raise BackupIntegrityError(f"{name} decrypts to {written} bytes, manifest says {obj['raw_size']}",
+                                   "the backup is not what its manifest says; take a new backup")
+    return written
+
+
+def _place(partial: Path, output: Path, force: bool) -> None:
+    """Rename the checked archive to ``output``: never over an existing one unless ``force``."""
+    if not force:
+        if partial.is_dir():
+            if output.exists() or output.is_symlink():
+                raise ExportError(f"{output} already exists", "choose another --output, or pass --force to replace it")
+            partial.rename(output)
+        else:
+            try:
+                os.link(partial, output)  # fails if output appeared meanwhile: never replaces it
+            except FileExistsError as exc:
+                raise ExportError(f"{output} already exists",
+                                  "choose another --output, or pass --force to replace it") from exc
+            partial.unlink()
+    elif partial.is_dir() or output.is_dir():
+        old = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.old")
+        had_old = output.exists() or output.is_symlink()
+        if had_old:
+            output.rename(old)
+        try:
+            partial.rename(output)
+        except BaseException:
+            if had_old:
+                old.rename(output)
+            raise
+        if had_old:
+            _remove(old)
+    else:
+        os.replace(partial, output)
+    fd = os.open(output.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
