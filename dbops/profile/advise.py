@@ -18,7 +18,7 @@ from dbops.pg.connect import connection
 from dbops.profile.candidates import Candidate, ColumnResolver, analyze_statement, candidates_for, is_covered
 from dbops.profile.indexes import Finding, index_findings, list_indexes
 from dbops.profile.plans import unsafe_functions
-from dbops.profile.review import write_migration
+from dbops.profile.review import history_versions, write_migration
 from dbops.profile.statements import QueryProfile, StatementStats
 from dbops.profile.verify import Measurement, measure_candidate, sample_parameters, scratch_copy
 
@@ -138,8 +138,11 @@ def verify(target_url: str, advice: list[Advice], *, scratch_url: str | None = N
 
 def advise(target_url: str, prof: QueryProfile, *, review_dir: Path, migrations_dir: Path | None = None,
            scratch_url: str | None = None, bin_dir: Path | None = None, verify_candidates: bool = True,
-           staging_root: Path | None = None) -> AdviceReport:
-    """The whole advice: findings, candidates for the top statements, verification, review migrations."""
+           staging_root: Path | None = None, history: tuple[str, str] | None = None) -> AdviceReport:
+    """The whole advice: findings, candidates for the top statements, verification, review migrations.
+
+    ``history``: the target's migration history table (``migrate.default_schema``, ``migrate.table``); a review
+    migration is numbered after its versions and the pending files of ``migrations_dir``."""
     with connection(target_url) as conn:
         findings = index_findings(conn)
         advice = propose(conn, prof.top)
@@ -147,12 +150,15 @@ def advise(target_url: str, prof: QueryProfile, *, review_dir: Path, migrations_
     if verify_candidates:
         report.scratch_method = verify(target_url, advice, scratch_url=scratch_url, bin_dir=bin_dir,
                                        staging_root=staging_root)
+    applied: list[str] | None = None
     for item in advice:
         m = item.measurement
         if m is not None and m.helped:
             with connection(target_url) as conn:
                 parts = partitions_of(conn, item.candidate.table)
+                if applied is None:
+                    applied = history_versions(conn, *history) if history else []
             item.migration = write_migration(review_dir, migrations_dir, item.candidate, m.speedup, m.before_ms,
-                                             m.after_ms, m.index_bytes, parts)
+                                             m.after_ms, m.index_bytes, parts, applied)
     report.advice = sorted(advice, key=lambda a: (not a.verified, -(a.measurement.speedup if a.measurement else 0)))
     return report

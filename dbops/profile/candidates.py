@@ -69,12 +69,14 @@ class ColumnResolver:
         self._columns: dict[str, set[str]] = {}
 
     def table(self, schema: str | None, name: str) -> str | None:
+        """The table a name means; a partition stands for its partitioned root (indexes are proposed there)."""
         ref = f"{schema}.{name}" if schema else name
         if ref not in self._tables:
             row = self.conn.execute(
                 "SELECT n.nspname || '.' || c.relname FROM pg_class AS c JOIN pg_namespace AS n"
-                " ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s) AND c.relkind IN ('r', 'p', 'm')",
-                (psycopg.sql.Identifier(*([schema, name] if schema else [name])).as_string(self.conn),),
+                " ON n.oid = c.relnamespace WHERE c.oid = coalesce(pg_partition_root(to_regclass(%s)),"
+                " to_regclass(%s)) AND c.relkind IN ('r', 'p', 'm')",
+                (psycopg.sql.Identifier(*([schema, name] if schema else [name])).as_string(self.conn),) * 2,
             ).fetchone()
             self._tables[ref] = row[0] if row else None
         return self._tables[ref]

@@ -81,7 +81,8 @@ def advise_main(argv: list[str], settings: Settings) -> int:
     report = advise(url, prof, review_dir=review_dir(args.review_dir, target.profile.review_dir),
                     migrations_dir=target.migrations, scratch_url=scratch.resolve() if scratch else None,
                     bin_dir=settings.pg_bin,
-                    verify_candidates=verify, staging_root=settings.staging_root)
+                    verify_candidates=verify, staging_root=settings.staging_root,
+                    history=(target.migrate.default_schema, target.migrate.table))
     print(f"index advice for {redact_url(url)}" + (f" (verified on a {report.scratch_method} copy)"
                                                    if report.scratch_method else ""))
     print(render_text("advice, verified first", advice_table(report)))

@@ -1,20 +1,31 @@
 """Migration files for verified advice, written for an operator's review and never applied by dbops.
 
-Format of dbops migrations: ``V<version>__<description>.sql``, first line ``-- dbops:no-transaction`` because
-``CREATE INDEX CONCURRENTLY`` cannot run inside a transaction. The version continues after the highest one found in
-the migrations folder and the review folder, so the file can be moved into ``sql/migrations`` as is.
+Format: ``V<version>__<description>.sql``, first line ``-- dbops:no-transaction`` because ``CREATE INDEX
+CONCURRENTLY`` cannot run inside a transaction. The version comes after the highest one the target has: applied or
+baselined (its history table, ``migrate.default_schema``.``migrate.table``), pending (its migrations folder) or already
+written for review, and is spelled in the target's own style: ``V021__`` after ``V020__`` (zero padding kept), ``V9__``
+after ``V8__``, ``V1.3__`` after ``V1.2__``. So the file can be moved into the migrations folder as is.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
+from dbops.errors import DbopsError
+from dbops.migrate.files import MigrationError, Version
 from dbops.profile.candidates import Candidate
 
-_VERSION = re.compile(r"^V(\d+)__")
+_FILE_VERSION = re.compile(r"^V(\d+(?:[._]\d+)*)__.+\.sql$")
+
+
+class HistoryUnreadable(DbopsError):
+    """The target's migration history cannot be read, so a review migration cannot be numbered safely."""
 
 
 def review_dir(explicit: str | None, default: Path) -> Path:
@@ -22,15 +33,56 @@ def review_dir(explicit: str | None, default: Path) -> Path:
     return Path(explicit) if explicit else default
 
 
-def next_version(*folders: Path) -> int:
-    highest = 0
+def folder_versions(*folders: Path | None) -> list[str]:
+    """The versions of the ``V<version>__*.sql`` files under ``folders`` (recursively, as Flyway finds them),
+    spelled as the files spell them."""
+    out = []
     for folder in folders:
         if folder and Path(folder).is_dir():
-            for path in Path(folder).glob("V*__*.sql"):
-                match = _VERSION.match(path.name)
+            for path in Path(folder).rglob("V*__*.sql"):
+                match = _FILE_VERSION.match(path.name)
                 if match:
-                    highest = max(highest, int(match.group(1)))
-    return highest + 1
+                    out.append(match.group(1))
+    return out
+
+
+def history_versions(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+    """Every version the history table records (applied, failed or baseline rows), as written; none when the table
+    does not exist."""
+    ident = sql.Identifier(schema, table)
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (ident.as_string(conn),)).fetchone()
+    if not exists or not exists[0]:
+        return []
+    try:
+        rows = conn.execute(sql.SQL("SELECT version FROM {} WHERE version IS NOT NULL").format(ident)).fetchall()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise HistoryUnreadable(f"cannot read the migration history {schema}.{table} to number the review migration",
+                                f"grant SELECT on {schema}.{table} to the role dbops connects as") from exc
+    return [str(r[0]).strip() for r in rows]
+
+
+def _parse(text: str) -> Version | None:
+    try:
+        return Version.parse(text)
+    except MigrationError:
+        return None
+
+
+def next_version(versions: Iterable[str]) -> str:
+    """The version after the highest of ``versions``, in their style: its last part plus one, zero-padded as wide
+    as the padded versions of the same shape are (``020`` -> ``021``, ``8`` -> ``9``, ``1.2`` -> ``1.3``,
+    ``099`` -> ``100``); ``1`` when there is none."""
+    parsed = [(v, text) for text in versions if (v := _parse(text)) is not None]
+    if not parsed:
+        return "1"
+    _, text = max(parsed, key=lambda p: (p[0], len(p[1])))  # of equal versions, the spelling with padding
+    parts = re.split(r"([._])", text)
+    shape = len(parts)
+    padded = [len(re.split(r"[._]", t)[-1]) for _, t in parsed
+              if len(re.split(r"([._])", t)) == shape and re.split(r"[._]", t)[-1].startswith("0")]
+    width = max([len(parts[-1]) if parts[-1].startswith("0") else 0, *padded])
+    parts[-1] = str(int(parts[-1]) + 1).zfill(width)
+    return "".join(parts)
 
 
 def _q(*parts: str) -> str:
@@ -46,7 +98,7 @@ def migration_text(candidate: Candidate, speedup: float, before_ms: float, after
         "-- dbops:no-transaction\n"
         f"-- Verified by dbops advise on a scratch copy: {before_ms:.2f} ms -> {after_ms:.2f} ms"
         f" ({speedup:.1f}x faster) for the affected queries; index size {size:,} bytes.\n"
-        "-- Review before moving this file into sql/migrations: dbops never applies it by itself.\n"
+        "-- Review before moving this file into the target's migrations folder: dbops never applies it by itself.\n"
     )
     table = _q(*candidate.table.split(".", 1))
     if not partitions:
@@ -61,12 +113,17 @@ def migration_text(candidate: Candidate, speedup: float, before_ms: float, after
 
 
 def write_migration(review_dir: Path, migrations_dir: Path | None, candidate: Candidate, speedup: float,
-                    before_ms: float, after_ms: float, size: int, partitions: list[str] | None = None) -> Path:
-    """Write (or rewrite, keeping its version) the review migration for one candidate."""
+                    before_ms: float, after_ms: float, size: int, partitions: list[str] | None = None,
+                    applied: Iterable[str] = ()) -> Path:
+    """Write (or rewrite, keeping its version) the review migration for one candidate; a new one is numbered after
+    ``applied`` (the history's versions), the pending files of ``migrations_dir`` and the review folder's files."""
     review_dir = Path(review_dir)
     review_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"__add_index_{candidate.name}.sql"
     existing = sorted(review_dir.glob(f"V*{suffix}"))
-    path = existing[0] if existing else review_dir / f"V{next_version(review_dir, migrations_dir)}{suffix}"
+    if existing:
+        path = existing[0]
+    else:
+        path = review_dir / f"V{next_version([*applied, *folder_versions(review_dir, migrations_dir)])}{suffix}"
     path.write_text(migration_text(candidate, speedup, before_ms, after_ms, size, partitions))
     return path

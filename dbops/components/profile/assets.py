@@ -120,7 +120,8 @@ def build(target: str) -> list[dg.AssetsDefinition]:
         review = Path(config.review_dir) if config.review_dir else target_settings.profile.review_dir
         report = advise(database.target_url, prof, review_dir=review,
                         migrations_dir=target_settings.migrations, scratch_url=scratch_url, bin_dir=settings.pg_bin,
-                        verify_candidates=verify, staging_root=settings.staging_root)
+                        verify_candidates=verify, staging_root=settings.staging_root,
+                        history=(target_settings.migrate.default_schema, target_settings.migrate.table))
         unindexed = [f for f in report.findings if f.kind == "unindexed_fk"]
         best = max((a.measurement.speedup for a in report.verified if a.measurement), default=0.0)
         context.log.info(f"{len(report.verified)} verified of {len(report.advice)} candidates "
