@@ -19,7 +19,7 @@ from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import Listing, read_store
 from dbops.backup.store import Store, store_from_settings
 from dbops.health.targets import Limits, load_targets
-from dbops.migrate import Migrator
+from dbops.migrate import BaselineRecord, Migrator, migrator_options
 from dbops.migrate.rehearsal import Thresholds
 from dbops.pg.connect import check_url, connection
 from dbops.redact import redact_url
@@ -143,11 +143,26 @@ class MigrationsResource(TargetedResource):
     def path(self) -> Path:
         return Path(self.locations) if self.locations else launch_target(self.target).migrations
 
-    def migrator(self, url: str) -> Migrator:
-        kwargs = {"out_of_order": self.out_of_order}
+    def _own(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"out_of_order": self.out_of_order}
         if self.lint_exclude:
             kwargs["lint_exclude"] = tuple(self.lint_exclude)
-        return Migrator(url, self.path, **kwargs)
+        return kwargs
+
+    def options(self) -> dict[str, Any]:
+        """The migrator's keyword arguments: the target's migrate settings (``migrator_options``), then this
+        resource's own (for a migrator built elsewhere, e.g. the rehearsal's)."""
+        return {**migrator_options(launch_target(self.target)), **self._own()}
+
+    @property
+    def baseline_record(self) -> BaselineRecord:
+        """Where a baseline of this target records the schema it adopted ($DBOPS_HOME/migrate/<target>)."""
+        settings = launch_settings()
+        return BaselineRecord.of(settings.home, settings.target(self.target or None).name, settings.pg_bin)
+
+    def migrator(self, url: str) -> Migrator:
+        return Migrator.for_target(url, launch_target(self.target), locations=self.path, record=self.baseline_record,
+                                   **self._own())
 
     def rehearsal_thresholds(self) -> Thresholds:
         base = Thresholds.from_settings(launch_target(self.target).rehearsal)

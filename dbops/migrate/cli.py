@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dbops.embedded import ensure_embedded
+from dbops.migrate.baseline import BaselineRecord
 from dbops.migrate.engine import Migrator
 from dbops.migrate.files import resolve
 from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, lint_files
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of V<n>__<name>.sql files (default: DBOPS_MIGRATIONS or sql/migrations)")
     parser.add_argument("--target", help="apply up to and including this version")
     parser.add_argument("--out-of-order", action="store_true", help="apply pending versions older than the current")
-    parser.add_argument("--version", default="1", help="baseline version (baseline only)")
+    parser.add_argument("--version", help="baseline version (baseline only; default: the target's "
+                        "migrate.baseline_version)")
     parser.add_argument("--exclude", action="append", default=[], help="squawk rule to skip (repeatable)")
     return parser
 
@@ -47,10 +49,16 @@ def main(argv: list[str], settings: Settings) -> int:
 
     ensure_embedded(settings)
     url = settings.target_url()
-    migrator = Migrator(url, locations, out_of_order=args.out_of_order, lint_exclude=exclude)
+    target = settings.target()
+    record = BaselineRecord.of(settings.home, target.name, settings.pg_bin)
+    migrator = Migrator.for_target(url, target, locations=locations, record=record, out_of_order=args.out_of_order,
+                                   lint_exclude=exclude)
     where = redact_url(url)
     if args.action == "apply":
         result = migrator.apply(args.target)
+        if result.baselined:
+            print(f"baselined {where} at version {result.baselined} (migrate.baseline_on_migrate); the schema it "
+                  f"adopted is recorded in {record.sql_path}")
         if result.applied:
             print(table(["version", "description", "script", "ms"],
                         [[m.version or "R", m.description, m.script, m.execution_ms] for m in result.applied]))
@@ -74,8 +82,9 @@ def main(argv: list[str], settings: Settings) -> int:
             for finding in item.findings:
                 print(f"    line {finding.line}: {finding.level}: {finding.rule}: {finding.message}")
     elif args.action == "baseline":
-        migrator.baseline(args.version)
-        print(f"baselined {where} at version {args.version}")
+        version = migrator.baseline(args.version)
+        print(f"baselined {where} at version {version} in {migrator.history.name}; the schema it adopted is "
+              f"recorded in {record.sql_path}")
     elif args.action == "repair":
         result = migrator.repair()
         print(f"removed {result.removed_failed} failed row(s); realigned {len(result.realigned)} checksum(s)"

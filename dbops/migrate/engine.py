@@ -14,10 +14,11 @@ history once they hold it, so every version is applied exactly once.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from dbops.migrate.baseline import BaselineRecord
 from dbops.migrate.files import (
     Callback,
     MigrationError,
@@ -32,13 +34,16 @@ from dbops.migrate.files import (
     ResolvedMigration,
     Version,
     checked_statements,
+    flyway_checksum,
     resolve,
     split_statements,
 )
 from dbops.migrate.history import BASELINE_DESCRIPTION, AppliedRow, HistoryTable
 from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, LintFinding, lint_files
-from dbops.pg.connect import connect
+from dbops.migrate.placeholders import Placeholders
+from dbops.pg.connect import connect, database_name
 from dbops.redact import redact, redact_url
+from dbops.settings.model import TargetSettings
 
 DEFAULT_LOCK_TIMEOUT = "10s"  # a migration waiting longer than this for a lock is blocking live traffic: fail fast
 DEFAULT_STATEMENT_TIMEOUT = "30min"  # a runaway statement must not hold locks forever; raise per file via header
@@ -80,6 +85,7 @@ class ApplyResult:
     applied: list[AppliedMigration] = field(default_factory=list)
     current_version: str | None = None
     total_ms: int = 0
+    baselined: str | None = None  # the version baseline_on_migrate baselined the database at before applying
 
 
 @dataclass
@@ -105,8 +111,53 @@ def _first_line(message: str) -> str:
     return (message or "").strip().splitlines()[0] if (message or "").strip() else "unknown error"
 
 
+def migrator_options(target: TargetSettings) -> dict[str, Any]:
+    """The :class:`Migrator` keyword arguments a target's settings (``migrate.*``, ``schemas``) stand for; the one
+    translation of those settings (see :meth:`Migrator.for_target`)."""
+    settings = target.migrate
+    schemas = tuple(dict.fromkeys((settings.default_schema, *target.schemas))) if target.schemas else ()
+    return {
+        "schema": settings.default_schema,
+        "table": settings.table,
+        "schemas": schemas,
+        "baseline_on_migrate": settings.baseline_on_migrate,
+        "baseline_version": settings.baseline_version,
+        "placeholder_replacement": settings.placeholder_replacement,
+        "placeholders": dict(settings.placeholders),
+    }
+
+
+# User objects of a schema (relations, routines, types, collations, operators), extension members left out: Flyway's
+# "is the schema empty" before a first migrate.
+_OBJECTS = """
+WITH objects(nsp, oid, classid) AS (
+    SELECT relnamespace, oid, 'pg_class'::regclass FROM pg_class WHERE relkind NOT IN ('i', 'I', 't')
+    UNION ALL SELECT pronamespace, oid, 'pg_proc'::regclass FROM pg_proc
+    UNION ALL SELECT typnamespace, oid, 'pg_type'::regclass FROM pg_type t
+        WHERE t.typrelid = 0 AND NOT (t.typelem <> 0 AND t.typcategory = 'A')
+    UNION ALL SELECT collnamespace, oid, 'pg_collation'::regclass FROM pg_collation
+    UNION ALL SELECT oprnamespace, oid, 'pg_operator'::regclass FROM pg_operator
+)
+SELECT n.nspname, count(*)
+FROM objects o JOIN pg_namespace n ON n.oid = o.nsp
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT LIKE 'pg_toast_temp_%%'
+  AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s::text[]))
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.classid AND d.objid = o.oid AND d.deptype = 'e')
+GROUP BY 1 ORDER BY 1
+"""
+
+
 class Migrator:
-    """Applies and inspects Flyway-style migrations on one database."""
+    """Applies and inspects Flyway-style migrations on one database.
+
+    ``schema``/``table``: the history table (Flyway's defaultSchema and table). ``schemas``: what must be empty for a
+    first migrate without a history table (None: ``schema`` alone, Flyway's default; empty: every non-system
+    schema); a schema holding objects is refused ("baseline first") unless ``baseline_on_migrate``, which baselines
+    it at ``baseline_version`` first. ``placeholders``/``placeholder_replacement``: Flyway's ``${...}`` replacement
+    (see :mod:`dbops.migrate.placeholders`). ``record``: where a baseline records the schema it adopted (None: not
+    recorded). Build one from a target's settings with :meth:`for_target`.
+    """
 
     def __init__(
         self,
@@ -115,6 +166,12 @@ class Migrator:
         *,
         schema: str = "public",
         table: str = "flyway_schema_history",
+        schemas: Sequence[str] | None = None,
+        baseline_on_migrate: bool = False,
+        baseline_version: str = "1",
+        placeholder_replacement: bool = True,
+        placeholders: Mapping[str, str] | None = None,
+        record: BaselineRecord | None = None,
         out_of_order: bool = False,
         lint_exclude: tuple[str, ...] = DEFAULT_LINT_EXCLUDE,
         installed_by: str | None = None,
@@ -127,12 +184,46 @@ class Migrator:
             locations = [Path(locations)]
         self.locations = [Path(p) for p in locations]
         self.history = HistoryTable(schema, table)
+        self.schemas = (schema,) if schemas is None else tuple(schemas)
+        self.baseline_on_migrate = baseline_on_migrate
+        self.baseline_version = str(Version.parse(baseline_version))
+        self.placeholder_replacement = placeholder_replacement
+        self.placeholders = dict(placeholders or {})
+        self.record = record
         self.out_of_order = out_of_order
         self.lint_exclude = tuple(lint_exclude)
         self.installed_by = installed_by
         self.lock_timeout = lock_timeout
         self.statement_timeout = statement_timeout
         self.lock_wait_seconds = lock_wait_seconds
+        self._bound = Placeholders(enabled=placeholder_replacement, user=self.placeholders)
+
+    @classmethod
+    def for_target(cls, url: str, target: TargetSettings, *, locations: Path | str | list[Path] | None = None,
+                   record: BaselineRecord | None = None, **overrides: Any) -> Migrator:
+        """The migrator of ``target``'s database at ``url``: its migrations folder (or ``locations``), history table,
+        baseline and placeholder settings (:func:`migrator_options`), ``overrides`` on top."""
+        return cls(url, locations if locations is not None else target.migrations, record=record,
+                   **{**migrator_options(target), **overrides})
+
+    # ---- placeholders ---------------------------------------------------------------------------------------
+    def _bind(self, conn: psycopg.Connection[Any], resolved: Resolved) -> Resolved:
+        """Fix this run's placeholder values (user and database from the connection) and return ``resolved`` with
+        each repeatable's checksum taken over its replaced text, as Flyway does (versioned ones keep the file's)."""
+        row = conn.execute("SELECT session_user, current_database()").fetchone()
+        user, database = (str(row[0]), str(row[1])) if row else ("", database_name(self.url))
+        self._bound = Placeholders(enabled=self.placeholder_replacement, user=self.placeholders, context={
+            "defaultSchema": self.history.schema, "user": user, "database": database, "table": self.history.table,
+            "workingDirectory": os.getcwd(),
+        })
+        if not self.placeholder_replacement:
+            return resolved
+        repeatable = [replace(m, checksum=flyway_checksum(self._bound.replace(m.script, m.sql)))
+                      for m in resolved.repeatable]
+        return replace(resolved, repeatable=repeatable)
+
+    def _text(self, script: str, text: str) -> str:
+        return self._bound.replace(script, text)
 
     # ---- reading --------------------------------------------------------------------------------------------
     def resolve(self) -> Resolved:
@@ -178,10 +269,18 @@ class Migrator:
         done = [v for v, row in versioned.items() if row.success]
         return max(done) if done else None
 
+    def _state(self) -> tuple[Resolved, list[AppliedRow]]:
+        """The files (placeholders bound) and the history rows, over one connection."""
+        resolved = self.resolve()
+        with self._connect() as conn:
+            return self._bind(conn, resolved), self.history.rows(conn)
+
     def info(self) -> list[MigrationInfo]:
         resolved = self.resolve()
-        with self._connect() as conn, self._event(conn, resolved, "Info"):
-            return self._info(resolved, self.history.rows(conn), self.history.running_elsewhere(conn))
+        with self._connect() as conn:
+            resolved = self._bind(conn, resolved)
+            with self._event(conn, resolved, "Info"):
+                return self._info(resolved, self.history.rows(conn), self.history.running_elsewhere(conn))
 
     def _info(self, resolved: Resolved, rows: list[AppliedRow], running: bool = False) -> list[MigrationInfo]:
         """States per file and row. ``running``: another session holds the migration lock, so an unfinished row
@@ -211,7 +310,7 @@ class Migrator:
             else:
                 state = "pending"
             out.append(MigrationInfo(
-                version=str(version),
+                version=str(migration.version if migration else version),  # as the file spells it
                 description=migration.description if migration else row.description,  # type: ignore[union-attr]
                 type=row.type if row else "SQL",
                 script=migration.script if migration else row.script,  # type: ignore[union-attr]
@@ -266,7 +365,7 @@ class Migrator:
         return todo
 
     def pending(self, target: str | None = None) -> list[ResolvedMigration]:
-        return self._pending(self.resolve(), self._rows(), Version.parse(target) if target else None)
+        return self._pending(*self._state(), Version.parse(target) if target else None)
 
     def _problems(self, resolved: Resolved, rows: list[AppliedRow], running: bool = False) -> list[str]:
         problems = []
@@ -294,9 +393,11 @@ class Migrator:
     def validate(self) -> None:
         """Raise :class:`MigrationError` when the history and the files disagree (pending files are fine)."""
         resolved = self.resolve()
-        with self._connect() as conn, self._event(conn, resolved, "Validate"):
-            rows = self.history.rows(conn)
-            self._raise_problems(self._problems(resolved, rows, self.history.running_elsewhere(conn)))
+        with self._connect() as conn:
+            resolved = self._bind(conn, resolved)
+            with self._event(conn, resolved, "Validate"):
+                rows = self.history.rows(conn)
+                self._raise_problems(self._problems(resolved, rows, self.history.running_elsewhere(conn)))
 
     def _raise_problems(self, problems: list[str]) -> None:
         if problems:
@@ -310,17 +411,18 @@ class Migrator:
         """Refuse a run before anything of it runs: every file in ``todo`` and every callback `apply` fires must
         parse whole, and what runs inside a file's transaction must not commit, roll back or begin one itself."""
         for migration in todo:
-            checked_statements(migration.script, migration.sql, in_transaction=migration.transactional)
+            checked_statements(migration.script, self._text(migration.script, migration.sql),
+                               in_transaction=migration.transactional)
         any_transactional = any(m.transactional for m in todo)
         for cb in resolved.callbacks:
             if cb.event in APPLY_EVENTS:
-                checked_statements(cb.script, cb.sql,
+                checked_statements(cb.script, self._text(cb.script, cb.sql),
                                    in_transaction=any_transactional and cb.event in IN_FILE_TRANSACTION)
 
     def plan(self, target: str | None = None) -> list[PlannedMigration]:
         """Pending files with what squawk says about each (refused like `apply` when one would be refused)."""
-        resolved = self.resolve()
-        todo = self._pending(resolved, self._rows(), Version.parse(target) if target else None)
+        resolved, rows = self._state()
+        todo = self._pending(resolved, rows, Version.parse(target) if target else None)
         self.check(resolved, todo)
         findings = lint_files([m.path for m in todo], exclude=self.lint_exclude) if todo else []
         by_file: dict[str, list[LintFinding]] = {}
@@ -368,7 +470,7 @@ class Migrator:
 
         The whole text is parsed (and, in dbops's transaction, checked for transaction control) before its first
         statement runs."""
-        for item in checked_statements(script, text, in_transaction=in_transaction):
+        for item in checked_statements(script, self._text(script, text), in_transaction=in_transaction):
             line, statement = item.line, item.text
             try:
                 conn.execute(statement)  # type: ignore[arg-type]  # no parameters: run as written
@@ -495,7 +597,12 @@ class Migrator:
         started = time.monotonic()
         result = ApplyResult()
         with self._locked() as conn:
+            resolved = self._bind(conn, resolved)
             rows = self.history.rows(conn)
+            adopt = self._first_migrate(conn) if not self.history.exists(conn) else False
+            if adopt:  # baseline_on_migrate: plan and check the run as it will be after the baseline
+                rows = [AppliedRow(1, Version.parse(self.baseline_version), BASELINE_DESCRIPTION, "BASELINE",
+                                   BASELINE_DESCRIPTION, None, "", datetime.now(), 0, True)]
             problems = self._problems(resolved, rows)
             if problems:
                 raise MigrationError(
@@ -503,6 +610,9 @@ class Migrator:
                 )
             todo = self._pending(resolved, rows, target_version)
             self.check(resolved, todo)  # every pending file and callback, before anything (even the table) is made
+            if adopt:
+                self._baseline(conn, resolved, self.baseline_version, BASELINE_DESCRIPTION)
+                result.baselined = self.baseline_version
             with conn.transaction():
                 self.history.create(conn)
             installed_by = self._installed_by(conn)
@@ -527,29 +637,68 @@ class Migrator:
         result.total_ms = int((time.monotonic() - started) * 1000)
         return result
 
-    def baseline(self, version: str = "1", description: str = BASELINE_DESCRIPTION) -> None:
-        """Mark an existing database as being at ``version``: older files are never run on it."""
-        baseline_version = Version.parse(version)
+    def _first_migrate(self, conn: psycopg.Connection[Any]) -> bool:
+        """No history table yet: True when the schemas hold objects and ``baseline_on_migrate`` says to baseline them
+        first; False when they are empty; refused (nothing created) when they hold objects and it does not."""
+        found = self.nonempty_schemas(conn)
+        if not found:
+            return False
+        if self.baseline_on_migrate:
+            return True
+        listed = ", ".join(f"{name} ({count} object{'s' if count != 1 else ''})" for name, count in found.items())
+        raise MigrationError(
+            f"{redact_url(self.url)}: schema(s) {listed} not empty and no history table {self.history.name}: "
+            f"baseline first (dbops migrate baseline --version V) or set migrate.baseline_on_migrate"
+        )
+
+    def nonempty_schemas(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        """The schemas :attr:`schemas` names (every non-system one when empty) that hold user objects, with their
+        number of objects (extension members not counted)."""
+        rows = conn.execute(_OBJECTS, {"schemas": list(self.schemas) or None}).fetchall()
+        return {str(name): int(count) for name, count in rows}
+
+    def baseline(self, version: str | None = None, description: str = BASELINE_DESCRIPTION) -> str:
+        """Mark an existing database as being at ``version`` (default: ``baseline_version``): older files are never
+        run on it. With a :attr:`record`, the schema it adopts is recorded (for the drift check). Returns the
+        version as recorded."""
+        text = str(Version.parse(version if version is not None else self.baseline_version))
         resolved = self.resolve()
-        with self._locked() as conn, self._event(conn, resolved, "Baseline"):
+        with self._locked() as conn:
+            resolved = self._bind(conn, resolved)
+            with self._event(conn, resolved, "Baseline"):
+                self._baseline(conn, resolved, text, description)
+        return text
+
+    def _baseline(self, conn: psycopg.Connection[Any], resolved: Resolved, version: str, description: str) -> None:
+        """Record the adopted schema (before the history table exists), then the BASELINE row; the record is kept
+        only once the row is committed."""
+        rows = [r for r in self.history.rows(conn) if r.type != "SCHEMA"]
+        if rows:
+            raise MigrationError(
+                f"{self.history.name} already has {len(rows)} row(s) on {redact_url(self.url)}",
+                "baseline only a database that has never been migrated",
+            )
+        captured = self.record.capture(self.url) if self.record is not None else None
+        try:
             with conn.transaction():
                 self.history.create(conn)
-                rows = [r for r in self.history.rows(conn) if r.type != "SCHEMA"]
-                if rows:
-                    raise MigrationError(
-                        f"{self.history.name} already has {len(rows)} row(s) on {redact_url(self.url)}",
-                        "baseline only a database that has never been migrated",
-                    )
-                self.history.insert(conn, version=baseline_version, description=description, type_="BASELINE",
-                                    script=description, checksum=None, installed_by=self._installed_by(conn),
-                                    execution_ms=0, success=True)
+                self.history.insert(conn, version=Version.parse(version), description=description,
+                                    type_="BASELINE", script=description, checksum=None,
+                                    installed_by=self._installed_by(conn), execution_ms=0, success=True)
+        except BaseException:
+            if captured is not None:
+                BaselineRecord.discard(captured)
+            raise
+        if self.record is not None and captured is not None:
+            self.record.keep(captured, version=version, history=self.history.name, url=self.url)
 
     def repair(self) -> RepairResult:
         """Remove failed rows, realign checksums with the files, mark applied migrations whose file is gone."""
         resolved = self.resolve()
         result = RepairResult()
-        with self._locked() as conn, self._event(conn, resolved, "Repair"):
-            with conn.transaction():
+        with self._locked() as conn:
+            resolved = self._bind(conn, resolved)
+            with self._event(conn, resolved, "Repair"), conn.transaction():
                 if not self.history.exists(conn):
                     return result
                 result.removed_failed = self.history.delete_failed(conn)

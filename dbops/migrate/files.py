@@ -59,16 +59,21 @@ SETTING_HEADER = re.compile(
 @total_ordering
 @dataclass(frozen=True)
 class Version:
-    """A Flyway version: dot- or underscore-separated integers, compared numerically, trailing zeros ignored."""
+    """A Flyway version: dot- or underscore-separated integers, compared numerically, trailing zeros ignored.
+
+    ``text`` is the version as written (underscores as dots, leading zeros kept: ``020`` for ``V020__x.sql``), which
+    is what Flyway records in the history's ``version`` column; it never takes part in comparisons, so ``020`` and a
+    ``20`` written by an older dbops are the same version."""
 
     parts: tuple[int, ...]
+    text: str = field(default="", compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Version:
         cleaned = text.strip().replace("_", ".")
         if not re.fullmatch(r"\d+(?:\.\d+)*", cleaned):
             raise MigrationError(f"{text!r} is not a migration version", "use numbers separated by dots, e.g. 1.2")
-        return cls(tuple(int(p) for p in cleaned.split(".")))
+        return cls(tuple(int(p) for p in cleaned.split(".")), cleaned)
 
     @property
     def _key(self) -> tuple[int, ...]:
@@ -87,7 +92,7 @@ class Version:
         return self._key < other._key
 
     def __str__(self) -> str:
-        return ".".join(str(p) for p in self.parts)
+        return self.text or ".".join(str(p) for p in self.parts)
 
 
 def flyway_checksum(text: str) -> int:

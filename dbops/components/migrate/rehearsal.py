@@ -62,7 +62,8 @@ def build_rehearsal(target: str) -> dg.AssetsDefinition:
         thresholds = migrations.rehearsal_thresholds()
         server = migrations.rehearsal_server(database.target_url)
         report = rehearse(database.target_url, backups.open_store(), backups.master_key, migrations.path, thresholds,
-                          server_url=server, out_of_order=migrations.out_of_order, staging_root=backups.staging_root)
+                          server_url=server, staging_root=backups.staging_root,
+                          **migrations.options())
         if report.rehearsed and database.is_production and server == database.target_url:
             context.log.warning("the rehearsal copy was restored on the production server (its I/O and disk): set "
                                 "DBOPS_REHEARSAL_SERVER_URL to restore it elsewhere")
