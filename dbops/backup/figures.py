@@ -3,10 +3,12 @@
 The checksum is the sum of a 64-bit hash of every row: order-independent, so a restore that loads rows in another
 order still matches. The row hash is ``hash_record_extended(row)``, which hashes every column with its type's own
 hash function (two to three times cheaper than rendering the row as text, and independent of session settings such as
-TimeZone or DateStyle). A table with a column type that has no hash function (``point``, say) is hashed through its
-text form instead, ``hashtextextended(row::text)``, the method backups made before used for every table; each table's
-figures name the method (``"hash"``, absent meaning text), and a drill recomputes with the same one. The hashes are
-summed as bigint: PostgreSQL accumulates ``sum(bigint)`` exactly in 128-bit integers.
+TimeZone or DateStyle). A table with a column type that has no hash function (``point``, say), or whose hash is of an
+OID a restore renumbers (an enum, ``regclass`` and the other ``reg*`` types, also inside a domain, array, range or
+composite), is hashed through its text form instead, ``hashtextextended(row::text)``, the method backups made before
+used for every table; each table's figures name the method (``"hash"``, absent meaning text), and a drill recomputes
+with the same one. The hashes are summed as bigint: PostgreSQL accumulates ``sum(bigint)`` exactly in 128-bit
+integers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,25 @@ ROW_HASHES = {
     "text": "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} AS t",
 }
 
+# Whether a table has a column whose hash_record_extended is a hash of OIDs (hashenum hashes the label's pg_enum OID,
+# reg* types are OIDs): the same rows restored elsewhere get other OIDs, so the text form is hashed instead. Follows
+# domains, arrays, ranges, multiranges and composite types down to their elements.
+OID_VALUED = """
+WITH RECURSIVE t(oid) AS (
+    SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+    UNION
+    SELECT c.child FROM t JOIN pg_type ty ON ty.oid = t.oid CROSS JOIN LATERAL (
+        SELECT nullif(ty.typbasetype, 0) UNION ALL SELECT nullif(ty.typelem, 0)
+        UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = ty.oid
+        UNION ALL SELECT r.rngtypid FROM pg_range r WHERE r.rngmultitypid = ty.oid
+        UNION ALL SELECT a.atttypid FROM pg_attribute a
+         WHERE ty.typrelid <> 0 AND a.attrelid = ty.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+    ) AS c(child) WHERE c.child IS NOT NULL
+)
+SELECT EXISTS (SELECT FROM t JOIN pg_type ty ON ty.oid = t.oid JOIN pg_namespace n ON n.oid = ty.typnamespace
+               WHERE ty.typtype = 'e' OR (n.nspname = 'pg_catalog' AND ty.typname LIKE 'reg%%'))
+"""
+
 
 def leaf_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
     """Every ordinary table (partitions included, parents excluded) with its size, largest first."""
@@ -43,6 +64,9 @@ def table_figure(conn: psycopg.Connection[Any], schema: str, table: str, row_has
     if row_hash not in ROW_HASHES:
         raise ValueError(f"unknown row hash {row_hash!r}")
     query = sql.SQL(ROW_HASHES[row_hash]).format(sql.Identifier(schema, table))
+    if row_hash == "record" and conn.execute(OID_VALUED, [sql.Identifier(schema, table).as_string(conn)]
+                                             ).fetchone()[0]:  # type: ignore[index]
+        return table_figure(conn, schema, table, "text")
     if row_hash == "record":
         try:
             with conn.transaction():  # a savepoint inside the backup's snapshot transaction

@@ -42,8 +42,10 @@ ORDER BY 1, 2
 """
 
 PARTITIONS = """
-SELECT p.oid::regclass::text, c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid), c.relkind::text
+SELECT pn.nspname || '.' || p.relname, cn.nspname || '.' || c.relname, pg_get_expr(c.relpartbound, c.oid),
+       c.relkind::text
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace cn ON cn.oid = c.relnamespace JOIN pg_namespace pn ON pn.oid = p.relnamespace
 WHERE p.relkind = 'p' ORDER BY 1, 2
 """
 
