@@ -68,6 +68,11 @@ def connect_allowance(clients: int) -> int:
 
 
 _ABORT = re.compile(r"client \d+ (?:script \d+ )?aborted", re.I)
+_SCRIPT_ABORT = re.compile(r"client \d+ script (\d+) aborted in command (\d+) query \d+: (?:ERROR|FATAL):\s+(.*)")
+_SERVER_ERROR = re.compile(r"^pgbench: error: (?:ERROR|FATAL):\s+(.*)$", re.M)
+_PREPARED_GONE = re.compile(r'prepared statement "P_\d+" does not exist')
+# A script naming a table, column, function, schema or type that is not there can never succeed: the run stops.
+_MISSING = re.compile(r"does not exist|permission denied")
 _TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.M)
 _CONNECTION = re.compile(r"^initial connection time = ([\d.]+) ms", re.M)
 
@@ -124,6 +129,9 @@ def run_pgbench(
         pgbench_cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
         busy, total = (b - a for a, b in zip(host, _host_times(), strict=True))
         output = (proc.stderr or "") + "\n" + (proc.stdout or "")
+        broken = _broken_script(output, scripts)
+        if broken is not None:
+            raise broken
         if proc.returncode == 1:
             raise _explain(output, scripts)
         names = [s.name for s in scripts]
@@ -166,6 +174,24 @@ def _first_error(output: str) -> str:
             return redact(line.strip())
     lines = [line for line in output.splitlines() if line.strip()]
     return redact(lines[-1].strip()) if lines else "no output"
+
+
+def _broken_script(output: str, scripts: list[Script]) -> LoadTestError | None:
+    """A client aborted because its script names something missing or forbidden: one line naming the script."""
+    for match in _SCRIPT_ABORT.finditer(output):
+        index, command, message = int(match[1]), int(match[2]), match[3].strip()
+        if _PREPARED_GONE.search(message):  # -M prepared: the real error is the PREPARE's, printed before
+            server = [m.strip() for m in _SERVER_ERROR.findall(output) if not _PREPARED_GONE.search(m)]
+            message = server[0] if server else message
+        if not _MISSING.search(message):
+            continue
+        script = scripts[index] if 0 <= index < len(scripts) else None
+        name = script.path.name if script else f"script {index}"
+        fix = (f"fix {script.path if script else 'the script'} (or create what it uses); it runs as a throw-away "
+               "role: " + ("a member of dbops_app_rw" if script is None or script.reference
+                           else "pg_read_all_data" + (" and pg_write_all_data" if script.is_write else "")))
+        return LoadTestError(f"workload script {name}: {redact(message)} (command {command + 1})", fix)
+    return None
 
 
 def _explain(output: str, scripts: list[Script]) -> CommandFailed:

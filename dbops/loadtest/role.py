@@ -5,6 +5,10 @@ off the real application. So each run creates ``dbops_loadtest_<random>``: a mem
 same row-level security, no superuser, no BYPASSRLS), with a random 256-bit password whose SCRAM verifier is computed
 here, so the plain password never reaches the server or its logs. The role is dropped after the run, and every row it
 audited is identifiable by ``changed_by``.
+
+On a database dbops did not create (the operator's own scripts, the replay profile) there is no ``dbops_app_rw``: the
+role is then a member of PostgreSQL's predefined ``pg_read_all_data`` (and ``pg_write_all_data`` when a script
+writes), which read (write) every table without owning any, and without bypassing row-level security.
 """
 
 from __future__ import annotations
@@ -50,24 +54,29 @@ class LoadTestRole:
 
 
 @contextmanager
-def loadtest_role(admin_url: str, member_of: str = APP_ROLE) -> Iterator[LoadTestRole]:
-    """Create the run's login role (as a member of the app role) and drop it afterwards."""
+def loadtest_role(admin_url: str, member_of: str | tuple[str, ...] = APP_ROLE) -> Iterator[LoadTestRole]:
+    """Create the run's login role (as a member of the app role, or of ``member_of``) and drop it afterwards."""
+    roles = (member_of,) if isinstance(member_of, str) else tuple(member_of)
     password = secrets.token_urlsafe(32)
     register_secret(password)
     expiry = datetime.now(UTC) + timedelta(days=1)  # a role left by a killed run cannot log in for long
     role = LoadTestRole(f"dbops_loadtest_{secrets.token_hex(4)}", password, scram_verifier(password))
     with connection(admin_url) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [member_of]).fetchone()
-        if not exists:
-            raise DbopsError(f"role {member_of} does not exist", "run `dbops migrate` to create the reference roles")
+        for name in roles:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone()
+            if not exists and name == APP_ROLE:
+                raise DbopsError(f"role {name} does not exist", "run `dbops migrate` to create the reference roles")
+            if not exists:
+                raise DbopsError(f"role {name} does not exist", "the load test needs PostgreSQL 14 or later")
         try:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS INHERIT "
                                  "PASSWORD {} VALID UNTIL {} IN ROLE {}").format(
                 sql.Identifier(role.name), sql.Literal(role.verifier), sql.Literal(expiry.isoformat()),
-                sql.Identifier(member_of)))
+                sql.SQL(", ").join(sql.Identifier(name) for name in roles)))
         except Exception as exc:
             raise DbopsError(f"cannot create the load test role: {str(exc).splitlines()[0]}",
-                             "connect as a role with CREATEROLE and ADMIN on dbops_app_rw (or a superuser)") from exc
+                             f"connect as a role with CREATEROLE and ADMIN on {', '.join(roles)} (or a superuser)"
+                             ) from exc
     try:
         yield role
     finally:

@@ -14,20 +14,22 @@ opens every pooled server connection before anything is measured.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbops.errors import DbopsError
 from dbops.loadtest.limits import FD_MARGIN, raise_fd_limit
 from dbops.loadtest.pgbench import PgbenchRun, Target, run_pgbench
 from dbops.loadtest.pgbouncer import PgBouncer
-from dbops.loadtest.role import loadtest_role
+from dbops.loadtest.replay import ReplayProfile, build_replay
+from dbops.loadtest.role import APP_ROLE, loadtest_role
 from dbops.loadtest.stats import combined
 from dbops.loadtest.workloads import (
     LOADTEST_CURRENCY,
     READ_SCRIPTS,
+    REPLAY_PROFILE,
     LoadTestError,
     Script,
     resolve_profile,
@@ -57,6 +59,9 @@ class LoadTestPlan:
     workloads_dir: Path | None = None
     work_dir: Path | None = None
     pgbouncer: Path | None = None  # the pgbouncer program (None: on PATH)
+    replay_statements: int = 20  # the replay profile: at most this many top read statements
+    exclude_roles: tuple[str, ...] = ()  # the replay profile leaves their statements out (profile.exclude_roles)
+    replay_dir: Path | None = None  # where the replay scripts are written and kept (None: a temporary folder)
 
     def validate(self) -> None:
         if not self.users or any(u < 1 for u in self.users):
@@ -95,6 +100,7 @@ class LoadTestResult:
     steps: list[StepResult] = field(default_factory=list)
     cleaned_rows: int = 0
     seconds: float = 0.0
+    replay: ReplayProfile | None = None
 
     @property
     def failures(self) -> int:
@@ -141,6 +147,8 @@ class LoadTestResult:
         for s in self.steps:
             if s.error:
                 lines.append(f"step {s.users:,} users: {s.error}")
+        if self.replay is not None:
+            lines += ["", self.replay.table()]
         return "\n".join(lines)
 
     def metadata(self) -> dict[str, float | int | str]:
@@ -155,6 +163,9 @@ class LoadTestResult:
             meta["read_avg_ms"] = self.read_avg_ms
         if self.write_tps is not None:
             meta["write_tps"] = self.write_tps
+        if self.replay is not None:
+            meta["replay/statements"] = len(self.replay.statements)
+            meta["replay/skipped"] = len(self.replay.skipped)
         for s in self.steps:
             for group, figures in (("all", s.total), ("reads", s.reads), ("writes", s.writes)):
                 if not figures["transactions"]:
@@ -232,10 +243,27 @@ def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, all
     if production and not allow_production:
         raise LoadTestError(f"{redact_url(url)} is marked production: a load test would slow it and write rows",
                             "run it against a copy, or pass --allow-production (allow_production: true) on purpose")
-    scripts = resolve_profile(plan.profile, plan.workloads_dir)
+    with tempfile.TemporaryDirectory(prefix="dbops-replay-", dir=plan.work_dir) as scratch:
+        replay = None
+        if plan.profile == REPLAY_PROFILE:
+            replay = build_replay(url, plan.replay_dir or Path(scratch), limit=plan.replay_statements,
+                                  exclude_roles=plan.exclude_roles)
+            scripts = replay.scripts
+        else:
+            scripts = resolve_profile(plan.profile, plan.workloads_dir)
+        result = _run(url, plan, scripts, log or (lambda message: None))
+    result.replay = replay
+    return result
+
+
+def _run(url: str, plan: LoadTestPlan, scripts: list[Script], say: Any) -> LoadTestResult:
     started = time.monotonic()
     max_connections, _ = _server_facts(url)
-    variables = workload_variables(url)
+    # Only dbops' reference scripts assume the reference schema (app.*), its roles and its seed.
+    reference = any(s.reference for s in scripts)
+    variables = workload_variables(url) if reference else {}
+    member_of: tuple[str, ...] = (APP_ROLE,) if reference else \
+        ("pg_read_all_data",) + (("pg_write_all_data",) if any(s.is_write for s in scripts) else ())
     peak = max(plan.users)
     pooled = plan.pooler == "pgbouncer" or (plan.pooler == "auto" and peak > max_connections - DIRECT_HEADROOM)
     if plan.pooler == "direct" and peak > max_connections - DIRECT_HEADROOM:
@@ -244,8 +272,9 @@ def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, all
     parts = parse_url(url)
     host, port, dbname = parts.host or "127.0.0.1", parts.port or 5432, database_name(url)
     result = LoadTestResult(plan.profile, plan.think_time_s, "pgbouncer" if pooled else "direct", redact_url(url))
-    say = log or (lambda message: None)
-    with loadtest_role(url) as role:
+    if not reference and any(s.is_write for s in scripts):
+        say("your scripts write: dbops does not delete the rows they create")
+    with loadtest_role(url, member_of) as role:
         bouncer: PgBouncer | None = None
         protocol = "prepared"
         try:
@@ -281,10 +310,7 @@ def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, all
         finally:
             if bouncer is not None:
                 bouncer.stop()
-            if plan.cleanup and any(s.is_write for s in scripts):
-                try:
-                    result.cleaned_rows = cleanup_rows(url)
-                except DbopsError:
-                    raise
+            if plan.cleanup and any(s.is_write and s.reference for s in scripts):
+                result.cleaned_rows = cleanup_rows(url)
     result.seconds = time.monotonic() - started
     return result
