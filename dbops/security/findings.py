@@ -59,6 +59,10 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     # the server's TLS settings and whether the audit's own connection was encrypted
     tls: dict[str, Any] = field(default_factory=dict)
+    # the schemas the generic rules covered
+    schemas: list[str] = field(default_factory=list)
+    # without a matrix: the grants baseline (path, recorded now or not, when, how many changes it found)
+    baseline: dict[str, Any] = field(default_factory=dict)
 
     def sorted(self) -> list[Finding]:
         return sorted(self.findings, key=lambda f: (f.severity.rank, f.rule, f.subject))

@@ -4,35 +4,92 @@ Transactional fixes (grants, ownership, row-level security, triggers) go in one 
 cannot run in a transaction, so server settings go in a second file marked ``-- dbops:no-transaction``. Drops that
 may break an application (languages, extensions) are written commented out, and what only an operator can do
 (pg_hba.conf, certificates, passwords) is listed as comments.
+
+Before it is shown, the plan is tried on a scratch copy (:mod:`dbops.security.verify`); each step then says whether
+it was verified, and a step that breaks something there is left out (commented, with the error).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbops.errors import DbopsError
-from dbops.security.findings import AuditReport, Severity
+from dbops.security.findings import AuditReport, Finding, Severity
 
 VERSION = re.compile(r"^V(\d+)__")
 REVIEW_FIRST = ("DROP ",)
 
 
 @dataclass(frozen=True)
+class StepCheck:
+    """What the scratch copy said about one step: ``verified``, ``broken`` (an error, or a function that worked
+    stops working: the step is left out), ``unresolved`` (applied, still reported) or ``not tried``."""
+
+    status: str
+    detail: str
+
+    @property
+    def line(self) -> str:
+        if self.status == "verified":
+            return f"-- verified on a scratch copy: {self.detail}"
+        if self.status == "broken":
+            return f"-- NOT VERIFIED, left out: {self.detail}"
+        return f"-- NOT VERIFIED: {self.detail}"
+
+
+@dataclass
+class PlanStep:
+    finding: Finding
+    statements: list[str]  # what runs (already deduplicated against earlier steps)
+    review_first: list[str]  # DROP ...: written commented out
+    outside_transaction: bool
+    check: StepCheck | None = None
+
+    @property
+    def header(self) -> str:
+        f = self.finding
+        return f"-- {f.rule} {f.severity.value}: {f.title} ({f.subject})"
+
+    def lines(self) -> list[str]:
+        out = [self.header]
+        if self.check:
+            out.append(self.check.line)
+        broken = self.check is not None and self.check.status == "broken"
+        out += [f"-- left out: {s}" if broken else s for s in self.statements]
+        out += [f"-- review first: {s}" for s in self.review_first]
+        return out
+
+
+@dataclass
 class HardeningPlan:
-    transactional: list[str]
-    settings: list[str]
+    steps: list[PlanStep]
     manual: list[str]
+    # how the plan was verified (the scratch copy, new findings after it), or why it was not
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def transactional(self) -> list[str]:
+        return [line for step in self.steps if not step.outside_transaction for line in step.lines()]
+
+    @property
+    def settings(self) -> list[str]:
+        lines = [line for step in self.steps if step.outside_transaction for line in step.lines()]
+        return [*lines, "SELECT pg_reload_conf();"] if lines else []
 
     @property
     def empty(self) -> bool:
-        return not (self.transactional or self.settings)
+        return not self.steps
+
+    @property
+    def broken(self) -> list[PlanStep]:
+        return [s for s in self.steps if s.check is not None and s.check.status == "broken"]
 
     def migration_text(self, target: str) -> str:
         lines = [f"-- Security hardening proposed by `dbops security harden --plan` for {target}.",
                  "-- Review every statement before committing this migration; it runs as the migration role.",
-                 *self.transactional]
+                 *(f"-- {note}" for note in self.notes), *self.transactional]
         if self.manual:
             lines += ["", "-- Not fixable in SQL (do these by hand):", *(f"--   {m}" for m in self.manual)]
         return "\n".join(lines) + "\n"
@@ -54,28 +111,23 @@ class HardeningPlan:
 
 def plan(report: AuditReport, minimum: Severity = Severity.LOW) -> HardeningPlan:
     """Collect fixes for findings at ``minimum`` severity or worse, most severe first, without duplicates."""
-    transactional: list[str] = []
-    settings: list[str] = []
+    steps: list[PlanStep] = []
     manual: list[str] = []
+    seen: set[tuple[bool, str]] = set()
     for finding in report.sorted():
         if finding.severity.rank > minimum.rank:
             continue
-        header = f"-- {finding.rule} {finding.severity.value}: {finding.title} ({finding.subject})"
         if not finding.fix_sql:
             manual.append(f"{finding.rule} {finding.severity.value} {finding.subject}: {finding.remediation}")
             continue
-        target = settings if finding.fix_outside_transaction else transactional
-        statements = [s for s in finding.fix_sql if s not in target]
-        if finding.fix_outside_transaction and "SELECT pg_reload_conf();" in statements:
-            statements.remove("SELECT pg_reload_conf();")
+        outside = finding.fix_outside_transaction
+        statements = [s for s in finding.fix_sql if (outside, s) not in seen and s != "SELECT pg_reload_conf();"]
+        seen |= {(outside, s) for s in statements}
         if not statements:
             continue
-        target.append(header)
-        for statement in statements:
-            target.append(f"-- review first: {statement}" if statement.startswith(REVIEW_FIRST) else statement)
-    if settings:
-        settings.append("SELECT pg_reload_conf();")
-    return HardeningPlan(transactional, settings, manual)
+        steps.append(PlanStep(finding, [s for s in statements if not s.startswith(REVIEW_FIRST)],
+                              [s for s in statements if s.startswith(REVIEW_FIRST)], outside))
+    return HardeningPlan(steps, manual)
 
 
 def next_version(migrations_dir: Path) -> int:

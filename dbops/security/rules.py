@@ -6,6 +6,7 @@ cannot read it, rather than passing silently.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,20 +47,33 @@ def q_qualified(name: str) -> str:
     return ".".join(q(part) for part in name.split("."))
 
 
+USER_SCHEMAS = (
+    "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema')"
+    " AND nspname !~ '^pg_(toast|temp_|toast_temp_)' ORDER BY 1"
+)
+
+
 @dataclass
 class AuditContext:
     conn: psycopg.Connection[Any]
-    matrix: AccessMatrix
+    # None: the target has no access-control matrix (its grants are compared with the baseline instead)
+    matrix: AccessMatrix | None
     # None: TLS is required when ssl is on or the server listens beyond loopback
     require_tls: bool | None = None
+    # the target's configured schemas (empty: every user schema); ``schemas`` is what the rules cover
+    scope: tuple[str, ...] = ()
     settings: dict[str, str] = field(default_factory=dict)
     is_superuser: bool = False
+    schemas: list[str] = field(default_factory=list)
+    user_schemas: list[str] = field(default_factory=list)
 
     def load(self) -> AuditContext:
         self.settings = dict(self.conn.execute("SELECT name, setting FROM pg_settings").fetchall())
         self.is_superuser = self.settings.get("is_superuser") == "on" or bool(
             self.conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
         )
+        self.user_schemas = [name for (name,) in self.conn.execute(USER_SCHEMAS).fetchall()]
+        self.schemas = audit_schemas(self.scope, self.user_schemas)
         return self
 
     def rows(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -75,6 +89,13 @@ class AuditContext:
         if self.require_tls is not None:
             return self.require_tls
         return self.settings.get("ssl") == "on" or self.listens_beyond_loopback
+
+
+def audit_schemas(scope: tuple[str, ...], existing: list[str]) -> list[str]:
+    """The schemas the generic rules cover: the configured ones (every user schema when none is), ``public``
+    always (everybody's search_path resolves through it), and only those the database has."""
+    wanted = set(scope or existing) | {"public"}
+    return [name for name in existing if name in wanted]
 
 
 Rule = Callable[[AuditContext], list[Finding]]
@@ -198,7 +219,7 @@ def tls_settings(ctx: AuditContext) -> list[Finding]:
 def public_schema_create(ctx: AuditContext) -> list[Finding]:
     rows = ctx.rows(
         "SELECT n.nspname FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
-        " WHERE a.grantee = 0 AND a.privilege_type = 'CREATE' ORDER BY 1"
+        " WHERE a.grantee = 0 AND a.privilege_type = 'CREATE' AND n.nspname = ANY(%s) ORDER BY 1", (ctx.schemas,)
     )
     return [
         Finding("SEC009", "PUBLIC may create objects in a schema", Severity.HIGH, A01_ACCESS, f"schema {name}",
@@ -250,6 +271,8 @@ ORDER BY 1, 2
 
 @rule
 def application_role_ddl(ctx: AuditContext) -> list[Finding]:
+    if ctx.matrix is None:  # which roles are the application's is the matrix's to say
+        return []
     roles = sorted(ctx.matrix.application_roles)
     out = []
     owner = next(iter(sorted(ctx.matrix.owner_roles)), None)
@@ -299,6 +322,8 @@ def _unquote_name(name: str) -> str:
 
 @rule
 def grants_match_matrix(ctx: AuditContext) -> list[Finding]:
+    if ctx.matrix is None:  # compared with the grants baseline instead (dbops.security.grants)
+        return []
     role_names = dict(ctx.rows("SELECT oid, rolname FROM pg_roles"))
     role_names[0] = "PUBLIC"
     actual = {
@@ -353,8 +378,9 @@ ORDER BY 1
 @rule
 def tenant_row_security(ctx: AuditContext) -> list[Finding]:
     out = []
-    for name, enabled, forced, policies in ctx.rows(TENANT_TABLES, {"schemas": sorted(ctx.matrix.schemas)}):
-        if _unquote_name(name) in ctx.matrix.cross_tenant:
+    cross_tenant = ctx.matrix.cross_tenant if ctx.matrix else set()
+    for name, enabled, forced, policies in ctx.rows(TENANT_TABLES, {"schemas": ctx.schemas}):
+        if _unquote_name(name) in cross_tenant:
             continue
         if not enabled:
             fix = f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;"
@@ -369,25 +395,107 @@ def tenant_row_security(ctx: AuditContext) -> list[Finding]:
     return out
 
 
+DEFINERS = """
+SELECT format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+       CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, n.nspname, pg_get_userbyid(p.proowner),
+       p.prosrc, (SELECT substr(c, 13) FROM unnest(coalesce(p.proconfig, '{}')) c WHERE c LIKE 'search\\_path=%%')
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prosecdef AND n.nspname = ANY(%(schemas)s)
+  -- an extension's functions are fixed by the extension (and reported by SEC018), not by ALTER FUNCTION
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
+ORDER BY 1
+"""
+# schemas (other than pg_catalog) holding a table, view, sequence, type or function of one of these names
+NAMED_IN = """
+SELECT n.nspname FROM pg_namespace n
+WHERE n.nspname = ANY(%(schemas)s) AND (
+    EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relname = ANY(%(names)s))
+    OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = n.oid AND p.proname = ANY(%(names)s))
+    OR EXISTS (SELECT 1 FROM pg_type t WHERE t.typnamespace = n.oid AND t.typname = ANY(%(names)s)))
+"""
+DATABASE_SEARCH_PATH = """
+SELECT substr(c, 13) FROM pg_db_role_setting s, unnest(s.setconfig) c
+WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND s.setrole = 0
+  AND c LIKE 'search\\_path=%'
+"""
+IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)')
+
+
+def parse_search_path(value: str) -> list[str]:
+    """``"$user", lending, "Odd Name"`` -> ['$user', 'lending', 'Odd Name'] (as PostgreSQL stores the setting)."""
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if part.startswith('"') and part.endswith('"') and len(part) >= 2:
+            part = part[1:-1].replace('""', '"')
+        if part:
+            out.append(part)
+    return out
+
+
+def unqualified_names(body: str) -> set[str]:
+    """Every identifier of a function body not written after a dot (``members``, ``open_loans``), as PostgreSQL
+    would fold it: what the body may resolve through its search_path."""
+    names = set()
+    for match in IDENTIFIER.finditer(body or ""):
+        if match.start() > 0 and body[match.start() - 1] == ".":
+            continue
+        names.add(match.group(1).replace('""', '"') if match.group(1) else match.group(2).lower())
+    return names
+
+
+def definer_search_path(ctx: AuditContext, schema: str, owner: str, body: str, current: list[str] | None,
+                        caller_path: list[str]) -> tuple[list[str], list[str]]:
+    """The search_path that keeps a SECURITY DEFINER function resolving what it resolves today, with ``pg_temp``
+    last: ``pg_catalog`` first (where PostgreSQL searches it when the path does not name it), the schemas the
+    function already lists, its own schema, and the schemas holding the names its body uses unqualified (ordered as
+    the callers' search_path orders them). Returns (path, the schemas added for names in the body)."""
+    order = {name: i for i, name in enumerate(owner if s == "$user" else s for s in caller_path)}
+    found = [name for (name,) in ctx.rows(NAMED_IN, {"schemas": ctx.user_schemas,
+                                                        "names": sorted(unqualified_names(body))})]
+    found.sort(key=lambda name: (order.get(name, len(order)), name))
+    path: list[str] = []
+    for name in [*(current or []), schema, *found]:
+        name = owner if name == "$user" else name
+        if name != "pg_temp" and name not in path and (name in ctx.user_schemas or name == "pg_catalog"):
+            path.append(name)
+    if "pg_catalog" not in path:
+        path.insert(0, "pg_catalog")
+    return [*path, "pg_temp"], [name for name in found if name != schema and name not in (current or [])]
+
+
+def render_search_path(path: list[str]) -> str:
+    return ", ".join(name if name in ("pg_catalog", "pg_temp") else q(name) for name in path)
+
+
 @rule
 def security_definer_search_path(ctx: AuditContext) -> list[Finding]:
-    rows = ctx.rows(
-        "SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),"
-        " format('%I.%I', n.nspname, p.proname), pg_get_function_identity_arguments(p.oid)"
-        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-        " WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-        " AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) c WHERE c LIKE 'search\\_path=%')"
-        # an extension's functions are fixed by the extension (and reported by SEC018), not by ALTER FUNCTION
-        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid"
-        " AND d.deptype = 'e')"
-        " ORDER BY 1"
-    )
+    rows = ctx.rows(DEFINERS, {"schemas": ctx.schemas})
+    if not rows:
+        return []
+    database_path = ctx.rows(DATABASE_SEARCH_PATH)
+    caller_path = parse_search_path(database_path[0][0] if database_path else '"$user", public')
     out = []
-    for signature, name, args in rows:
-        fix = f"ALTER FUNCTION {name}({args}) SET search_path = pg_catalog, pg_temp;"
-        out.append(Finding("SEC016", "SECURITY DEFINER function without a fixed search_path", Severity.HIGH,
-                           A01_ACCESS, signature, f"{signature} runs with its owner's rights and resolves names"
-                           " through the caller's search_path", fix, (fix,)))
+    for signature, kind, schema, owner, body, setting in rows:
+        current = parse_search_path(setting) if setting is not None else None
+        if current and current[-1] == "pg_temp":
+            continue
+        if current is None:
+            why = "resolves names through the caller's search_path"
+        elif "pg_temp" in current:
+            after = ", ".join(current[current.index("pg_temp") + 1:])
+            why = f"has search_path = {setting}, with pg_temp searched before {after}"
+        else:
+            why = (f"has search_path = {setting} without pg_temp, which PostgreSQL then searches first for tables and"
+                   " types: a caller's temporary table shadows the function's own")
+        path, added = definer_search_path(ctx, schema, owner, body, current, caller_path)
+        name, args = signature.split("(", 1)
+        fix = f"ALTER {kind} {name}({args} SET search_path = {render_search_path(path)};"
+        kept = f"; keeps {', '.join(added)} for the names its body uses unqualified" if added else ""
+        out.append(Finding("SEC016", "SECURITY DEFINER function without a safe search_path", Severity.HIGH,
+                           A01_ACCESS, signature, f"{signature} runs with its owner's ({owner}) rights and {why}",
+                           fix + f" (its own schema{kept}, pg_temp last)", (fix,)))
     return out
 
 
@@ -454,6 +562,8 @@ ROW, BEFORE, INSERT, DELETE, UPDATE = 1, 2, 4, 8, 16
 
 @rule
 def audit_trail(ctx: AuditContext) -> list[Finding]:
+    if ctx.matrix is None:  # sensitive tables are declared in the matrix
+        return []
     out = []
     for table in sorted(ctx.matrix.sensitive):
         exists = ctx.rows("SELECT to_regclass(%s) IS NOT NULL", (table,))[0][0]

@@ -1,0 +1,181 @@
+"""The audit on the two team databases dbops did not create (dbops_tests/foreign): no matrix, so the first audit
+records the grants baseline and later ones report what changed; every rule covers every schema of the target,
+`public` included; nothing is reported about objects the database does not have; and `harden --plan` is verified on
+a scratch copy: after it, the SECURITY DEFINER calls still work and the definer finding is gone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from psycopg import sql
+
+from dbops.pg.connect import connection, database_name
+from dbops.security import Severity, audit_database
+from dbops.security.findings import AuditReport
+from dbops.security.grants import BaselineStore, baseline_path
+from dbops_tests.foreign import ForeignSchema
+
+# rules that exist only because a matrix names roles, grants and sensitive tables
+MATRIX_RULES = {"SEC010", "SEC011", "SEC012", "SEC013", "SEC021", "SEC022"}
+BASELINE_CHANGES = {"SEC041", "SEC042", "SEC043", "SEC044"}
+
+
+def audit(url: str, schema: ForeignSchema, home: Path, **kwargs: object) -> AuditReport:
+    store = BaselineStore(baseline_path(home, schema.name), schema.name)
+    return audit_database(url, None, schemas=schema.schemas, baseline=store, check_backups=False, **kwargs)
+
+
+def by_rule(report: AuditReport, *rules: str) -> list[tuple[str, str, Severity]]:
+    return sorted((f.rule, f.subject, f.severity) for f in report.findings if f.rule in rules)
+
+
+def schema_qualified_names(text: str) -> set[str]:
+    return {m.group(1) for m in re.finditer(r"\b([a-z_][a-z0-9_]*)\.[a-z_\"]", text)}
+
+
+def assert_only_own_objects(report: AuditReport, url: str, schema: ForeignSchema) -> None:
+    """No matrix rule, nothing in a schema the database does not have, every role named exists."""
+    assert not {f.rule for f in report.findings} & MATRIX_RULES, report.table_markdown()
+    with connection(url) as conn:
+        schemas = {n for (n,) in conn.execute("SELECT nspname FROM pg_namespace")}
+        roles = {n for (n,) in conn.execute("SELECT rolname FROM pg_roles")}
+    for f in report.findings:
+        named = schema_qualified_names(f.subject) - {"pg_hba"}
+        assert named <= schemas, (f.rule, f.subject, named - schemas)
+        assert "app." not in f.subject + f.evidence, f
+        if f.subject.startswith("role "):
+            assert f.subject.split()[1].rstrip(":") in roles, f
+
+
+def test_first_audit_records_the_baseline_later_ones_report_changes(foreign_db: tuple[ForeignSchema, str],
+                                                                    tmp_path: Path) -> None:
+    schema, url = foreign_db
+    first = audit(url, schema, tmp_path)
+    print(f"\n{schema.name} FIRST AUDIT: {first.summary()}\n{first.table_markdown(with_remediation=False)}")
+    assert set(first.schemas) == set(schema.schemas)
+    assert first.baseline["recorded"] is True
+    assert not by_rule(first, *BASELINE_CHANGES)
+    assert [f.rule for f in first.findings if f.rule == "SEC040"] == ["SEC040"]
+    assert_only_own_objects(first, url, schema)
+    # the file is explicit: the team's own grants are in it, one line each
+    doc = yaml.safe_load(baseline_path(tmp_path, schema.name).read_text())
+    assert doc["database"] == database_name(url) and list(doc["schemas"]) == list(schema.schemas)
+    own_role = "library_app" if schema.name == "library" else "telemetry_ingest"
+    assert "LOGIN" in doc["roles"][own_role]
+    assert any(line.startswith(f"{own_role}: ") for line in doc["privileges"]), doc["privileges"]
+
+    second = audit(url, schema, tmp_path)
+    assert second.baseline["recorded"] is False and second.baseline["changes"] == 0
+    assert not by_rule(second, "SEC040", "SEC045", *BASELINE_CHANGES), second.table_markdown()
+
+    table = f"public.{'branches' if schema.name == 'library' else 'sites'}"
+    with connection(url) as conn:
+        conn.execute(f"GRANT ALL ON {table} TO PUBLIC")
+        conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(own_role)))
+        conn.execute(f"REVOKE SELECT ON {table} FROM {own_role if schema.name == 'library' else 'telemetry_viewer'}")
+    try:
+        changed = audit(url, schema, tmp_path)
+    finally:
+        with connection(url) as conn:
+            conn.execute(sql.SQL("REVOKE pg_read_all_data FROM {}").format(sql.Identifier(own_role)))
+    print(f"\n{schema.name} AFTER GRANTS: {changed.summary()}\n{changed.table_markdown(with_remediation=False)}")
+    found = {(f.rule, f.subject): f.severity for f in changed.findings}
+    (to_public,) = [f for f in changed.findings if f.rule == "SEC043"]  # GRANT ALL: one finding, every privilege
+    assert to_public.severity is Severity.HIGH and to_public.subject.startswith("PUBLIC: ")
+    assert to_public.subject.endswith(f" on table {table}")
+    assert {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"} <= set(re.findall(r"[A-Z]+", to_public.subject))
+    assert to_public.fix_sql[0].startswith("REVOKE ") and to_public.fix_sql[0].endswith(f"{table} FROM PUBLIC;")
+    assert found[("SEC042", f"{own_role} in pg_read_all_data")] is Severity.MEDIUM
+    gone = [s for (r, s) in found if r == "SEC045"]
+    assert len(gone) == 1 and gone[0].endswith(f"SELECT on table {table}"), gone
+    assert changed.baseline["changes"] == sum(1 for f in changed.findings if f.rule in BASELINE_CHANGES) > 0
+    assert_only_own_objects(changed, url, schema)
+
+    # accepted: the grants as they are now become the baseline
+    accepted = audit(url, schema, tmp_path, accept_baseline=True)
+    assert accepted.baseline["recorded"] is True
+    assert not by_rule(audit(url, schema, tmp_path), *BASELINE_CHANGES)
+
+
+def test_definer_without_safe_search_path_found_in_the_team_schema(foreign_db: tuple[ForeignSchema, str],
+                                                                   tmp_path: Path) -> None:
+    schema, url = foreign_db
+    report = audit(url, schema, tmp_path)
+    definers = [f for f in report.findings if f.rule == "SEC016"]
+    expected = {"library": "lending.member_summary(p_member bigint)",
+                "telemetry": "iot.record_reading(p_device integer, p_value double precision, p_humidity numeric)"}
+    assert [f.subject for f in definers] == [expected[schema.name]], report.table_markdown()
+    (fix,) = definers[0].fix_sql
+    own = schema.default_schema
+    # its own schema stays on the path (the body calls its helpers unqualified), pg_temp last
+    assert re.search(rf'SET search_path = pg_catalog, "{own}"(, "public")?, pg_temp;$', fix), fix
+
+
+def test_harden_plan_is_verified_on_a_scratch_copy(foreign_db: tuple[ForeignSchema, str], tmp_path: Path) -> None:
+    from dbops.security.harden import plan
+    from dbops.security.verify import verify_plan
+
+    schema, url = foreign_db
+    store = BaselineStore(baseline_path(tmp_path, schema.name), schema.name)
+    before = audit(url, schema, tmp_path)
+    with connection(url) as conn:
+        databases_before = {n for (n,) in conn.execute("SELECT datname FROM pg_database")}
+        definition_before = conn.execute("SELECT pg_get_functiondef(%s::regprocedure)",
+                                         (_definer(schema),)).fetchone()[0]
+    hardening = plan(before)
+    verification = verify_plan(url, hardening, before, None, schemas=schema.schemas, baseline=store)
+    rendered = hardening.render(before.target)
+    print(f"\n{schema.name} HARDEN PLAN\n{rendered}")
+    (step,) = [s for s in hardening.steps if s.finding.rule == "SEC016"]
+    assert step.check is not None and step.check.status == "verified", step.check
+    # the function was really called, before and after, and still works
+    (call,) = verification.calls.values()
+    assert call.sql is not None and call.after_error is None and call.before_error is None, call
+    assert "SEC016" not in {f.rule for f in verification.after.findings}
+    assert not hardening.broken
+    assert not verification.new_findings, verification.new_findings
+    # the copy was dropped, the target untouched (still the old definition, no baseline recorded from the copy)
+    with connection(url) as conn:
+        assert {n for (n,) in conn.execute("SELECT datname FROM pg_database")} == databases_before
+        assert conn.execute("SELECT pg_get_functiondef(%s::regprocedure)",
+                            (_definer(schema),)).fetchone()[0] == definition_before
+    assert audit(url, schema, tmp_path).baseline["changes"] == 0
+
+    # the plan applied for real: the team's own calls still work, and the finding is gone
+    with connection(url) as conn:
+        for statement in step.statements:
+            conn.execute(statement)
+        for call_sql in schema.definer_calls:
+            with conn.transaction(force_rollback=True):
+                conn.execute(call_sql).fetchall()
+    assert "SEC016" not in {f.rule for f in audit(url, schema, tmp_path).findings}
+
+
+def _definer(schema: ForeignSchema) -> str:
+    return {"library": "lending.member_summary(bigint)",
+            "telemetry": "iot.record_reading(integer, double precision, numeric)"}[schema.name]
+
+
+def test_a_step_that_breaks_a_function_is_left_out_with_the_error(foreign_db: tuple[ForeignSchema, str],
+                                                                   tmp_path: Path) -> None:
+    """Yesterday's fix, `SET search_path = pg_catalog, pg_temp`, breaks the definer: the copy catches it."""
+    from dbops.security.harden import plan
+    from dbops.security.verify import verify_plan
+
+    schema, url = foreign_db
+    before = audit(url, schema, tmp_path)
+    hardening = plan(before)
+    (step,) = [s for s in hardening.steps if s.finding.rule == "SEC016"]
+    name = step.statements[0].split(" SET search_path")[0]
+    step.statements = [f"{name} SET search_path = pg_catalog, pg_temp;"]
+    verify_plan(url, hardening, before, None, schemas=schema.schemas,
+                baseline=BaselineStore(baseline_path(tmp_path, schema.name), schema.name))
+    assert step.check is not None and step.check.status == "broken", step.check
+    assert "worked before the plan and fails after it" in step.check.detail
+    assert "does not exist" in step.check.detail, step.check.detail
+    rendered = hardening.render(before.target)
+    assert f"-- left out: {name} SET search_path = pg_catalog, pg_temp;" in rendered
+    assert "\n" + step.statements[0] not in rendered  # never as a statement that would run
+    assert hardening.broken == [step]
