@@ -74,7 +74,9 @@ def test_first_audit_records_the_baseline_later_ones_report_changes(foreign_db: 
     with connection(url) as conn:
         conn.execute(f"GRANT ALL ON {table} TO PUBLIC")
         conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(own_role)))
-        conn.execute(f"REVOKE SELECT ON {table} FROM {own_role if schema.name == 'library' else 'telemetry_viewer'}")
+        reader = own_role if schema.name == "library" else "telemetry_viewer"
+        conn.execute(sql.SQL("REVOKE SELECT ON {} FROM {}").format(sql.Identifier(*table.split(".")),
+                                                                   sql.Identifier(reader)))
     try:
         changed = audit(url, schema, tmp_path)
     finally:
@@ -179,3 +181,51 @@ def test_a_step_that_breaks_a_function_is_left_out_with_the_error(foreign_db: tu
     assert f"-- left out: {name} SET search_path = pg_catalog, pg_temp;" in rendered
     assert "\n" + step.statements[0] not in rendered  # never as a statement that would run
     assert hardening.broken == [step]
+
+
+def team_env(schema: ForeignSchema, url: str, tmp_path: Path) -> dict[str, str]:
+    """`dbops` aimed at a team target as its operator configures it: its schemas, no access-control matrix."""
+    import json
+    import os
+
+    config = tmp_path / "dbops.yaml"
+    config.write_text(json.dumps({"home": str(tmp_path / "home"), "targets": {schema.name: {
+        "url_env": "TEAM_DATABASE_URL", "schemas": list(schema.schemas), "migrations": str(schema.migrations),
+        "migrate": {"default_schema": schema.default_schema}}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBOPS_")}
+    env.update(DBOPS_CONFIG=str(config), TEAM_DATABASE_URL=url)
+    return env
+
+
+def test_cli_on_a_team_database(foreign_db: tuple[ForeignSchema, str], tmp_path: Path) -> None:
+    from dbops_tests.conftest import run_dbops
+
+    schema, url = foreign_db
+    env = team_env(schema, url, tmp_path)
+    first = run_dbops(["security", "audit"], env, timeout=120)
+    assert first.returncode == 0, first.stderr  # no critical finding
+    path = baseline_path(tmp_path / "home", schema.name)
+    assert f"grants baseline recorded in {path}" in first.stdout and path.is_file()
+    assert f"(schemas {', '.join(sorted(schema.schemas))})" in first.stdout
+    again = run_dbops(["security", "audit", "--fail-on", "high", "--format", "json"], env, timeout=120)
+    assert again.returncode == 1  # the definer finding is high
+    doc = yaml.safe_load(again.stdout)
+    assert doc["baseline"]["changes"] == 0 and doc["counts"]["critical"] == 0
+    assert {f["rule"] for f in doc["findings"]} & BASELINE_CHANGES == set()
+
+    table = f"public.{'branches' if schema.name == 'library' else 'sites'}"
+    with connection(url) as conn:
+        conn.execute(f"GRANT ALL ON {table} TO PUBLIC")
+    changed = run_dbops(["security", "audit"], env, timeout=120)
+    assert changed.returncode == 0 and ": 1 changes" in changed.stdout  # GRANT ALL: one change
+    assert "| high | SEC043 | A01:2021-Broken Access Control | PUBLIC: " in changed.stdout
+    plan_run = run_dbops(["security", "harden", "--plan"], env, timeout=300)
+    assert plan_run.returncode == 0, plan_run.stderr
+    assert f"ON TABLE {table} FROM PUBLIC;" in plan_run.stdout
+    assert "-- verified on a scratch copy: finding gone after applying it" in plan_run.stdout
+    assert f'SET search_path = pg_catalog, "{schema.default_schema}"' in plan_run.stdout
+    assert "NOT VERIFIED, left out" not in plan_run.stdout
+    accepted = run_dbops(["security", "audit", "--accept-baseline"], env, timeout=120)
+    assert accepted.returncode == 0 and "grants baseline recorded" in accepted.stdout
+    after = run_dbops(["security", "audit", "--format", "json"], env, timeout=120)
+    assert yaml.safe_load(after.stdout)["baseline"]["changes"] == 0

@@ -26,7 +26,8 @@ def build_security_audit(target: str) -> dg.AssetsDefinition:
                               description="No high finding; warns only, so the fix can go through a reviewed "
                                           "migration."),
         ],
-        description="Audits roles, authentication, pg_hba.conf, TLS, grants against the access-control matrix, "
+        description="Audits roles, authentication, pg_hba.conf, TLS, grants against the access-control matrix (or, "
+        "without one, against the grants baseline the first audit records), "
         "row-level security, SECURITY DEFINER functions, languages and extensions, connection logging, the audit "
         "trail and backup encryption; each finding graded and mapped to the OWASP Top 10 (2021). "
         "`dbops security harden --plan` proposes the fixes.",
@@ -42,6 +43,8 @@ def build_security_audit(target: str) -> dg.AssetsDefinition:
             backups=security.backup_store() if security.check_backups else None,
             check_backups=security.check_backups,
             env=security.backup_key_env() if security.check_backups else None,
+            schemas=security.schemas,
+            baseline=security.baseline(),
         )
         counts = report.counts()
         context.log.info(f"security audit of {report.target}: {report.summary()}")
@@ -70,6 +73,8 @@ def build_security_audit(target: str) -> dg.AssetsDefinition:
                 "findings": dg.MetadataValue.md(redact(table)),
                 "target": dg.MetadataValue.text(report.target),
                 "tls": dg.MetadataValue.json({k: v for k, v in report.tls.items()}),
+                "schemas": dg.MetadataValue.text(", ".join(report.schemas)),
+                **({"grants_baseline": dg.MetadataValue.json(report.baseline)} if report.baseline else {}),
             },
             check_results=[
                 gate("no_critical_findings", Severity.CRITICAL, dg.AssetCheckSeverity.ERROR),
