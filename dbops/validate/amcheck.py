@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from dbops.errors import DbopsError
-from dbops.validate.catalog import NotValidConstraint, not_valid_constraints
+from dbops.validate.catalog import NotValidConstraint, not_valid_constraints, resolve_schemas
 
 # Leaf btree indexes (relkind 'i'): partitioned parents ('I') have no storage of their own. Temporary tables of
 # other sessions cannot be read, and an index being built concurrently (not valid yet) is skipped.
@@ -49,6 +49,14 @@ class IndexReport:
     seconds: float = 0.0
     problems: list[IndexProblem] = field(default_factory=list)
     not_valid: list[NotValidConstraint] = field(default_factory=list)
+    schemas: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str | None:
+        """Why nothing was checked (no btree index in the schemas), else None."""
+        if self.checked:
+            return None
+        return f"no btree index in {', '.join(self.schemas) or 'no schema'}"
 
 
 def ensure_amcheck(conn: psycopg.Connection[Any]) -> None:
@@ -62,13 +70,15 @@ def ensure_amcheck(conn: psycopg.Connection[Any]) -> None:
 
 
 def check_indexes(
-    conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...] = ("app",), *, thorough: bool = False
+    conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...] = (), *, thorough: bool = False
 ) -> IndexReport:
-    """Run ``bt_index_check`` on every btree index of ``schemas``; each failure names the index and the error."""
+    """Run ``bt_index_check`` on every btree index of ``schemas`` (none: every user schema); each failure names the
+    index and the error."""
     ensure_amcheck(conn)
-    report = IndexReport(thorough=thorough)
+    resolved = resolve_schemas(conn, schemas)
+    report = IndexReport(thorough=thorough, schemas=tuple(resolved))
     started = time.monotonic()
-    for schema, index, table, regclass in conn.execute(INDEXES_SQL, (list(schemas),)).fetchall():
+    for schema, index, table, regclass in conn.execute(INDEXES_SQL, (resolved,)).fetchall():
         try:
             conn.execute("SELECT bt_index_check(%s::regclass, %s)", (regclass, thorough))
         except psycopg.errors.IndexCorrupted as exc:
@@ -82,7 +92,7 @@ def check_indexes(
                 "pg_read_all_data (or ownership) on the tables",
             ) from exc
         report.checked += 1
-    report.not_valid = not_valid_constraints(conn, schemas)
+    report.not_valid = not_valid_constraints(conn, resolved)
     report.seconds = time.monotonic() - started
     return report
 

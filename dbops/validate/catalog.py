@@ -3,7 +3,7 @@
 Validation starts from what the database promises (NOT NULL, primary keys, UNIQUE, foreign keys, CHECK) because a
 promise can be broken without PostgreSQL noticing: constraints added NOT VALID, triggers disabled through
 ``session_replication_role``, a restored dump, a corrupt index. Partitions are folded into their parent: a rule is
-stated once for ``app.orders``, not once per month.
+stated once for ``app.orders``, not once per month. With no schemas configured, every user schema is read.
 """
 
 from __future__ import annotations
@@ -13,18 +13,32 @@ from typing import Any
 
 import psycopg
 
+# Schemas PostgreSQL keeps for itself: every other schema is a user schema.
+USER_SCHEMAS_SQL = """
+SELECT n.nspname FROM pg_namespace n
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND n.nspname !~ '^pg_temp_' AND n.nspname !~ '^pg_toast_temp_'
+ORDER BY 1
+"""
+
+# Ordinary and partitioned tables, partitions folded into their parent. The partition key is kept when the table is
+# RANGE partitioned and the first key column (not an expression) is a date or timestamp: its daily slices prune.
 TABLES_SQL = """
 SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
        (SELECT a.attname FROM pg_partitioned_table pt
           JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
-         WHERE pt.partrelid = c.oid AND pt.partstrat = 'r' AND pt.partnatts = 1)
+         WHERE pt.partrelid = c.oid AND pt.partstrat = 'r'
+           AND a.atttypid IN ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence <> 't' AND n.nspname = ANY(%s)
 ORDER BY n.nspname, c.relname
 """
 
 COLUMNS_SQL = """
-SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       CASE WHEN a.atttypid = 'date'::regtype THEN 'date'
+            WHEN a.atttypid = 'timestamp'::regtype THEN 'timestamp'
+            WHEN a.atttypid = 'timestamptz'::regtype THEN 'timestamptz' END
 FROM pg_attribute a
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
@@ -40,7 +54,8 @@ SELECT con.conrelid, con.conname, con.contype::text, con.convalidated,
        ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.i)::text[],
        CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END,
-       con.confmatchtype::text
+       con.confmatchtype::text,
+       coalesce((SELECT i.indnullsnotdistinct FROM pg_index i WHERE i.indexrelid = con.conindid), false)
 FROM pg_constraint con
 LEFT JOIN pg_class rc ON rc.oid = con.confrelid
 LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
@@ -62,6 +77,7 @@ class Constraint:
     ref_columns: tuple[str, ...] = ()
     expression: str | None = None
     match_full: bool = False
+    nulls_not_distinct: bool = False
 
 
 @dataclass
@@ -72,6 +88,8 @@ class Table:
     partitioned: bool = False
     partition_column: str | None = None
     constraints: list[Constraint] = field(default_factory=list)
+    # column -> 'date', 'timestamp' or 'timestamptz' for the columns a table can be sliced by day on
+    time_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
@@ -84,44 +102,85 @@ class Table:
 _KINDS = {"p": "primary_key", "u": "unique", "f": "foreign_key", "c": "check", "n": "not_null"}
 
 
-def read_tables(conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...] = ("app",)) -> list[Table]:
-    """Every ordinary and partitioned (parent) table of ``schemas`` with its columns and constraints."""
+def user_schemas(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every schema but PostgreSQL's own (pg_catalog, information_schema, pg_toast, temporary schemas)."""
+    return [r[0] for r in conn.execute(USER_SCHEMAS_SQL).fetchall()]
+
+
+def resolve_schemas(conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...]) -> list[str]:
+    """``schemas`` as configured; none configured means every user schema."""
+    return list(schemas) if schemas else user_schemas(conn)
+
+
+def read_tables(
+    conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+) -> list[Table]:
+    """Every ordinary and partitioned (parent) table of ``schemas`` (none: every user schema) with its columns and
+    constraints, but the tables named in ``exclude`` (``schema.table``)."""
+    with conn.transaction():
+        # CHECK expressions are printed with every name outside pg_catalog schema-qualified, whatever the database's
+        # search_path: they run in sessions whose search_path is another.
+        conn.execute("SET LOCAL search_path = pg_catalog")
+        return _read_tables(conn, schemas, exclude)
+
+
+def _read_tables(conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...], exclude: tuple[str, ...]) -> list[
+    Table
+]:
     by_oid: dict[int, Table] = {}
-    for oid, schema, name, partitioned, part_col in conn.execute(TABLES_SQL, (list(schemas),)).fetchall():
-        by_oid[oid] = Table(schema, name, partitioned=partitioned, partition_column=part_col)
+    for oid, schema, name, partitioned, part_col in conn.execute(
+        TABLES_SQL, (resolve_schemas(conn, schemas),)
+    ).fetchall():
+        if f"{schema}.{name}" not in exclude:
+            by_oid[oid] = Table(schema, name, partitioned=partitioned, partition_column=part_col)
     if not by_oid:
         return []
     oids = list(by_oid)
     not_null_cols: dict[int, list[str]] = {}
-    for oid, col, typ, notnull in conn.execute(COLUMNS_SQL, (oids,)).fetchall():
+    for oid, col, typ, notnull, time_type in conn.execute(COLUMNS_SQL, (oids,)).fetchall():
         by_oid[oid].columns[col] = typ
+        if time_type:
+            by_oid[oid].time_types[col] = time_type
         if notnull:
             not_null_cols.setdefault(oid, []).append(col)
-    seen_not_null: dict[int, set[str]] = {}
+    seen: dict[int, set[tuple[Any, ...]]] = {}
     for row in conn.execute(CONSTRAINTS_SQL, (oids,)).fetchall():
-        oid, name, contype, validated, cols, ref_schema, ref_table, ref_cols, expr, match = row
-        kind = _KINDS[contype]
-        if kind == "not_null":
-            seen_not_null.setdefault(oid, set()).update(cols)
-        by_oid[oid].constraints.append(
-            Constraint(
-                name=name,
-                kind=kind,
-                columns=tuple(cols or ()),
-                validated=validated,
-                ref_schema=ref_schema,
-                ref_table=ref_table,
-                ref_columns=tuple(ref_cols or ()),
-                expression=expr,
-                match_full=match == "f",
-            )
+        oid, name, contype, validated, cols, ref_schema, ref_table, ref_cols, expr, match, nulls_nd = row
+        con = Constraint(
+            name=name,
+            kind=_KINDS[contype],
+            columns=tuple(cols or ()),
+            validated=validated,
+            ref_schema=ref_schema,
+            ref_table=ref_table,
+            ref_columns=tuple(ref_cols or ()),
+            expression=expr,
+            match_full=match == "f",
+            nulls_not_distinct=bool(nulls_nd),
         )
+        # The same promise declared twice (two UNIQUE constraints on the same columns, a primary key and a UNIQUE,
+        # two identical foreign keys or CHECKs) is one rule.
+        identity = _identity(con)
+        if identity in seen.setdefault(oid, set()):
+            continue
+        seen[oid].add(identity)
+        by_oid[oid].constraints.append(con)
     # Before PostgreSQL 18 NOT NULL lives only in pg_attribute: state it as a constraint all the same.
     for oid, cols in not_null_cols.items():
         for col in cols:
-            if col not in seen_not_null.get(oid, set()):
+            if ("not_null", (col,)) not in seen.get(oid, set()):
                 by_oid[oid].constraints.append(Constraint(name=f"{col}_not_null", kind="not_null", columns=(col,)))
     return list(by_oid.values())
+
+
+def _identity(con: Constraint) -> tuple[Any, ...]:
+    if con.kind == "not_null":
+        return ("not_null", con.columns)
+    if con.kind in ("primary_key", "unique"):
+        return ("unique", con.columns, con.nulls_not_distinct)
+    if con.kind == "foreign_key":
+        return ("foreign_key", con.columns, con.ref_schema, con.ref_table, con.ref_columns, con.match_full)
+    return ("check", con.expression)
 
 
 @dataclass(frozen=True)
@@ -131,9 +190,9 @@ class NotValidConstraint:
     definition: str
 
 
-def not_valid_constraints(conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...] = ("app",)) -> list[
-    NotValidConstraint
-]:
+def not_valid_constraints(
+    conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...] = ()
+) -> list[NotValidConstraint]:
     """Constraints added NOT VALID and never validated: PostgreSQL does not check their existing rows."""
     rows = conn.execute(
         """
@@ -142,6 +201,6 @@ def not_valid_constraints(conn: psycopg.Connection[Any], schemas: list[str] | tu
         WHERE NOT con.convalidated AND n.nspname = ANY(%s) AND con.conparentid = 0
         ORDER BY 1, 2
         """,
-        (list(schemas),),
+        (resolve_schemas(conn, schemas),),
     ).fetchall()
     return [NotValidConstraint(*r) for r in rows]

@@ -1,6 +1,11 @@
 """`dbops validate [--from DAY --to DAY] [--indexes [--thorough]]`: integrity validation from a shell.
 
-Exit status: 0 when every expectation held, 1 on a violation (or an operator error), as CI expects.
+What is validated comes from the target's settings: its schemas (none: every user schema), the tables validated by
+day (`validation.time_columns`, else a range partition key that is a date or timestamp), its rule files
+(`validation.expectations`) and its sensitive columns (`access_control`).
+
+Exit status: 0 when every expectation held, 1 on a violation (or an operator error), as CI expects; 3 when something
+asked for checked nothing (no tables, no rules, no rows on a day, no indexes): "nothing checked: <reason>".
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dbops.settings import Settings
 from dbops.validate.amcheck import check_indexes
 from dbops.validate.run import IntegrityValidator, days_between
 
+EXIT_NOTHING_CHECKED = 3
+
 
 def parse_day(text: str) -> date:
     try:
@@ -26,10 +33,10 @@ def parse_day(text: str) -> date:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbops validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--from", dest="first", type=parse_day, help="first UTC day of the fact tables (default: "
-                        "yesterday)")
+    parser.add_argument("--from", dest="first", type=parse_day, help="first UTC day of the tables validated by day "
+                        "(default: yesterday)")
     parser.add_argument("--to", dest="last", type=parse_day, help="last UTC day, inclusive (default: --from)")
-    parser.add_argument("--no-dimensions", action="store_true", help="skip the dimension tables")
+    parser.add_argument("--no-dimensions", action="store_true", help="skip the tables validated as a whole")
     parser.add_argument("--indexes", action="store_true", help="also check every btree index with amcheck")
     parser.add_argument("--thorough", action="store_true", help="amcheck with heapallindexed (reads every table)")
     return parser
@@ -44,21 +51,23 @@ def main(argv: list[str], settings: Settings) -> int:
         raise ConfigError(f"--to {last} is before --from {first}", "swap the two days")
     url = settings.target_url()
     target = settings.target()
-    rules = target.validation.expectations
+    rules = target.validation.expectations or "none: the constraints' own rules"
     print(f"validating {redact_url(url)} from {first} to {last} (rules: {rules})")
     failed = 0
-    with IntegrityValidator(url, rules, target.access_control) as validator:
-        for day in days_between(first, last):
-            report = validator.validate_day(day)
-            failed += report.failed
-            print(report.render())
+    unchecked: list[str] = []
+    with IntegrityValidator.for_target(url, target) as validator:
+        reports = validator.validate_days(days_between(first, last))
         if not args.no_dimensions:
-            report = validator.validate_dimensions()
-            failed += report.failed
-            print(report.render())
+            reports.append(validator.validate_dimensions())
+        schemas = validator.schemas
+    for report in reports:
+        failed += report.failed
+        print(report.render())
+        if report.nothing_checked:
+            unchecked.append(f"{report.scope}: {report.reason}")
     if args.indexes or args.thorough:
         with connection(url) as conn:
-            indexes = check_indexes(conn, thorough=args.thorough)
+            indexes = check_indexes(conn, schemas, thorough=args.thorough)
         mode = "bt_index_check + heapallindexed" if indexes.thorough else "bt_index_check"
         print(f"indexes: {indexes.checked} checked ({mode}), {len(indexes.problems)} corrupt")
         for problem in indexes.problems:
@@ -66,5 +75,13 @@ def main(argv: list[str], settings: Settings) -> int:
         for con in indexes.not_valid:
             print(f"  NOT VALID {con.table} {con.name}: {con.definition}")
         failed += len(indexes.problems)
-    print("no integrity violations" if not failed else f"{failed} integrity violation(s)")
-    return 0 if not failed else 1
+        if indexes.reason:
+            unchecked.append(f"indexes: {indexes.reason}")
+    if failed:
+        print(f"{failed} integrity violation(s)")
+        return 1
+    if unchecked:
+        print("nothing checked: " + "; ".join(unchecked))
+        return EXIT_NOTHING_CHECKED
+    print("no integrity violations")
+    return 0

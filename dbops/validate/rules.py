@@ -3,7 +3,7 @@ patterns, uniqueness a partitioned table cannot enforce).
 
 A file looks like::
 
-    table: app.orders          # optional, default app.<file name>
+    table: app.orders          # optional, default app.<file name>, else the one table of that name
     time_column: created_at    # optional: validate this table per day on that column
     rules:
       - unique: [tenant_id, id]
@@ -59,6 +59,7 @@ class TableRules:
     time_column: str | None = None
     time_column_line: int = 0
     rules: list[Rule] = field(default_factory=list)
+    schema_given: bool = False  # the file names its table's schema (else app.<name>, or the one table of that name)
 
 
 def _fail(path: Path, node: yaml.Node | None, problem: str, fix: str) -> RuleFileError:
@@ -170,6 +171,7 @@ def load_rule_file(path: Path) -> TableRules:
         if key == "table":
             name = _name(path, value, "table")
             out.table = name if "." in name else f"{DEFAULT_SCHEMA}.{name}"
+            out.schema_given = "." in name
         elif key == "time_column":
             out.time_column = _name(path, value, "time_column")
             out.time_column_line = value.start_mark.line + 1

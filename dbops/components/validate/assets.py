@@ -1,8 +1,9 @@
 """Group ``validate``: the data kept the promises of its schema and of the operator's rules.
 
-The fact tables are validated one UTC day per partition (a backfill is one ranged run, ``BackfillPolicy.single_run``);
-the dimension tables as a whole; indexes with amcheck. Each asset carries its own blocking ERROR check, so a failure
-stops everything downstream of it.
+The tables with a time column are validated one UTC day per partition (a backfill is one ranged run,
+``BackfillPolicy.single_run``); the others as a whole; indexes with amcheck. Each asset carries its own blocking ERROR
+check, so a failure stops everything downstream of it. A check that evaluated nothing (no tables, no rules, no rows on
+the day, no indexes) is a WARN naming the reason, never a pass.
 """
 
 
@@ -13,10 +14,10 @@ from typing import Any
 import dagster as dg
 
 from dbops.components.naming import asset_key, pool
-from dbops.components.resources import DatabaseResource
-from dbops.components.validate.resources import daily_partitions, rule_files
+from dbops.components.resources import DatabaseResource, launch_target
+from dbops.components.validate.resources import daily_partitions, validator
 from dbops.validate.amcheck import IndexReport, check_indexes
-from dbops.validate.run import IntegrityValidator, ValidationReport
+from dbops.validate.run import ValidationReport
 
 GROUP = "validate"
 KINDS = {"postgres", "great_expectations"}
@@ -48,17 +49,35 @@ def report_metadata(reports: list[ValidationReport]) -> dict[str, Any]:
     }
 
 
+def nothing_checked(check_name: str, reason: str, metadata: dict[str, Any] | None = None) -> dg.AssetCheckResult:
+    """Nothing was evaluated: a warning naming why, never a pass."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reason": dg.MetadataValue.text(reason), **(metadata or {})},
+        description=f"nothing checked: {reason}",
+    )
+
+
 def check_result(reports: list[ValidationReport]) -> dg.AssetCheckResult:
     failed = [f"{r.scope} {f.table} {f.rule}" for r in reports for f in r.failures]
+    metadata = {
+        "violations": dg.MetadataValue.int(len(failed)),
+        "unexpected_rows": dg.MetadataValue.int(sum(r.unexpected for r in reports)),
+        "first_violations": dg.MetadataValue.text("; ".join(failed[:MAX_SAMPLE_FAILURES]) or "none"),
+    }
+    unchecked = [r for r in reports if r.nothing_checked]
+    if not failed and unchecked:
+        reason = "; ".join(f"{r.scope}: {r.reason}" for r in unchecked[:MAX_SAMPLE_FAILURES])
+        if len(unchecked) > MAX_SAMPLE_FAILURES:
+            reason += f"; and {len(unchecked) - MAX_SAMPLE_FAILURES} more"
+        return nothing_checked(CHECK_NAME, reason, metadata)
     return dg.AssetCheckResult(
         check_name=CHECK_NAME,
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "violations": dg.MetadataValue.int(len(failed)),
-            "unexpected_rows": dg.MetadataValue.int(sum(r.unexpected for r in reports)),
-            "first_violations": dg.MetadataValue.text("; ".join(failed[:MAX_SAMPLE_FAILURES]) or "none"),
-        },
+        metadata=metadata,
     )
 
 
@@ -95,21 +114,19 @@ def build(target: str) -> list[dg.AssetsDefinition]:
             partitions_def=daily_partitions(target),
             backfill_policy=dg.BackfillPolicy.single_run(),
             check_specs=[dg.AssetCheckSpec(CHECK_NAME, asset=asset_key(target, "integrity_validation"), blocking=True)],
-            description="Validates one UTC day of the fact tables (orders, order_items, payments, audit_log...) "
-                        "against the catalog's NOT NULL, keys, foreign keys and CHECK constraints and the rules in "
-                        "sql/expectations, with Great Expectations on range-predicate query batches (SQL pushdown "
-                        "only).",
+            description="Validates one UTC day of the target's tables with a time column (validation.time_columns, "
+                        "or a range partition key that is a date or timestamp) against their NOT NULL, keys, foreign "
+                        "keys and CHECK constraints (NOT VALID ones included) and the target's rule files, with Great "
+                        "Expectations on range-predicate batches (SQL pushdown only). A day without rows is a WARN.",
         )
 
 
     @_daily_single_run
     def integrity_validation(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
         days = [date.fromisoformat(k) for k in context.partition_keys]
-        with IntegrityValidator(database.for_target(target).target_url, *rule_files(target)) as validator:
-            reports = []
-            for day in days:
-                report = validator.validate_day(day)
-                reports.append(report)
+        with validator(target, database.for_target(target).target_url) as integrity:
+            reports = integrity.validate_days(days)
+            for day, report in zip(days, reports, strict=True):
                 context.log.info(report.render())
                 # A ranged run materializes every day with the same metadata: each day's own figures go on record too.
                 context.log_event(
@@ -117,7 +134,8 @@ def build(target: str) -> list[dg.AssetsDefinition]:
                                         metadata=report_metadata([report]))
                 )
         metadata = report_metadata(reports)
-        metadata["tables"] = dg.MetadataValue.text(", ".join(p.name for p in validator.fact_plans))
+        metadata["tables"] = dg.MetadataValue.text(", ".join(p.name for p in integrity.fact_plans) or "none")
+        metadata["rows"] = dg.MetadataValue.int(sum(r.rows for r in reports))
         return dg.MaterializeResult(metadata=metadata, check_results=[check_result(reports)])
 
 
@@ -127,13 +145,13 @@ def build(target: str) -> list[dg.AssetsDefinition]:
         kinds=KINDS,
         pool=pool(target),
         check_specs=[dg.AssetCheckSpec(CHECK_NAME, asset=asset_key(target, "dimension_integrity"), blocking=True)],
-        description="Validates the dimension tables (tenants, users, products, inventory...) as a whole against the "
-        "catalog's constraints and the rules in sql/expectations.",
+        description="Validates the target's tables without a time column as a whole against their constraints and "
+        "the target's rule files. No table, no rule or only empty tables is a WARN.",
     )
     def dimension_integrity(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
-        with IntegrityValidator(database.for_target(target).target_url, *rule_files(target)) as validator:
-            report = validator.validate_dimensions()
-            tables = ", ".join(p.name for p in validator.dimension_plans)
+        with validator(target, database.for_target(target).target_url) as integrity:
+            report = integrity.validate_dimensions()
+            tables = ", ".join(p.name for p in integrity.dimension_plans) or "none"
         context.log.info(report.render())
         metadata = report_metadata([report])
         metadata["tables"] = dg.MetadataValue.text(tables)
@@ -153,17 +171,22 @@ def build(target: str) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, database: DatabaseResource, config: IndexIntegrityConfig
     ) -> dg.MaterializeResult:
         with database.for_target(target).connect() as conn:
-            report = check_indexes(conn, thorough=config.thorough)
+            report = check_indexes(conn, launch_target(target).schemas, thorough=config.thorough)
         for problem in report.problems:
             context.log.error(f"corrupt index {problem.index}: {problem.error}")
         for con in report.not_valid:
             context.log.warning(f"constraint {con.table}.{con.name} is NOT VALID: existing rows were never checked")
-        check = dg.AssetCheckResult(
-            check_name="indexes_intact",
-            passed=not report.problems,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"corrupt_indexes": dg.MetadataValue.int(len(report.problems))},
-        )
+        counts = {"corrupt_indexes": dg.MetadataValue.int(len(report.problems)),
+                  "indexes_checked": dg.MetadataValue.int(report.checked)}
+        if report.reason and not report.problems:
+            check = nothing_checked("indexes_intact", report.reason, counts)
+        else:
+            check = dg.AssetCheckResult(
+                check_name="indexes_intact",
+                passed=not report.problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata=counts,
+            )
         return dg.MaterializeResult(metadata=index_metadata(report), check_results=[check])
 
     return [integrity_validation, dimension_integrity, index_integrity]
