@@ -5,9 +5,11 @@ a scratch copy: after it, the SECURITY DEFINER calls still work and the definer 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from psycopg import sql
 
@@ -186,7 +188,6 @@ def test_a_step_that_breaks_a_function_is_left_out_with_the_error(foreign_db: tu
 def team_env(schema: ForeignSchema, url: str, tmp_path: Path) -> dict[str, str]:
     """`dbops` aimed at a team target as its operator configures it: its schemas, no access-control matrix."""
     import json
-    import os
 
     config = tmp_path / "dbops.yaml"
     config.write_text(json.dumps({"home": str(tmp_path / "home"), "targets": {schema.name: {
@@ -229,3 +230,70 @@ def test_cli_on_a_team_database(foreign_db: tuple[ForeignSchema, str], tmp_path:
     assert accepted.returncode == 0 and "grants baseline recorded" in accepted.stdout
     after = run_dbops(["security", "audit", "--format", "json"], env, timeout=120)
     assert yaml.safe_load(after.stdout)["baseline"]["changes"] == 0
+
+
+def test_generic_rules_cover_every_schema_of_the_target_public_included(foreign_db: tuple[ForeignSchema, str],
+                                                                        tmp_path: Path) -> None:
+    schema, url = foreign_db
+    own = schema.default_schema
+    with connection(url) as conn:
+        conn.execute(sql.SQL("GRANT CREATE ON SCHEMA {} TO PUBLIC").format(sql.Identifier(own)))
+        conn.execute("CREATE TABLE public.tenant_notes (tenant_id int, note text)")
+        conn.execute("CREATE FUNCTION public.planted() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'")
+        conn.execute("CREATE SCHEMA elsewhere")
+        conn.execute("CREATE FUNCTION elsewhere.other() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'")
+    # the target names only its own schema: `public` is audited all the same, `elsewhere` is not the target's
+    store = BaselineStore(baseline_path(tmp_path, schema.name), schema.name)
+    report = audit_database(url, None, schemas=(own,), baseline=store, check_backups=False)
+    assert report.schemas == sorted([own, "public"])
+    found = {(f.rule, f.subject) for f in report.findings}
+    assert ("SEC009", f"schema {own}") in found
+    assert ("SEC014", "public.tenant_notes") in found
+    assert ("SEC016", "public.planted()") in found
+    assert not any("elsewhere" in f.subject for f in report.findings)
+    # with every user schema (no schemas configured) `elsewhere` is covered too
+    everything = audit_database(url, None, check_backups=False)
+    assert ("SEC016", "elsewhere.other()") in {(f.rule, f.subject) for f in everything.findings}
+    assert {f.rule for f in everything.findings if f.subject == "grants baseline"} == {"SEC040"}
+
+
+def test_dagster_audit_of_a_team_target_records_then_compares(foreign_db: tuple[ForeignSchema, str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from dbops.components.naming import op_name
+    from dbops.components.resources import DatabaseResource
+    from dbops.components.security.assets import build_security_audit
+    from dbops.components.security.resources import SecurityResource
+
+    schema, url = foreign_db
+    for key, value in team_env(schema, url, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    for key in [k for k in os.environ if k.startswith("DBOPS_") and k != "DBOPS_CONFIG"]:
+        monkeypatch.delenv(key)
+    asset = build_security_audit(schema.name)
+
+    def run() -> tuple[dict[str, object], dict[str, bool]]:
+        result = dg.materialize([asset], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                resources={"database": DatabaseResource(),
+                                           "security": SecurityResource(check_backups=False)})
+        assert result.success
+        metadata = result.asset_materializations_for_node(op_name(schema.name, "security_audit"))[0].metadata
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        return {k: v.value for k, v in metadata.items()}, checks
+
+    first, checks = run()
+    assert first["grants_baseline"]["recorded"] is True  # type: ignore[index]
+    assert first["schemas"] == ", ".join(sorted(schema.schemas))
+    assert checks == {"no_critical_findings": True, "no_high_findings": False}  # the definer finding
+    assert baseline_path(tmp_path / "home", schema.name).is_file()
+    with connection(url) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(f"{schema.name}_intruder")))
+    try:
+        second, _ = run()
+    finally:
+        with connection(url) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(f"{schema.name}_intruder")))
+    assert second["grants_baseline"]["recorded"] is False  # type: ignore[index]
+    assert second["grants_baseline"]["changes"] == 1  # type: ignore[index]
+    assert f"| SEC041 | A01:2021-Broken Access Control | role {schema.name}_intruder |" in str(second["findings"])
