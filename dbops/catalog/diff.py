@@ -20,7 +20,8 @@ class Change:
     """One difference, e.g. ``added index app.orders.orders_note_idx``."""
 
     action: str  # added | removed | changed
-    kind: str  # table, column, index, constraint, trigger, policy, view, function, schema, extension, partition
+    kind: str  # table, column, index, constraint, trigger, policy, view, function, schema, extension, partition,
+    # domain, enum, composite type, range, sequence
     name: str
     detail: str = ""
 
@@ -91,9 +92,14 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any], *, partitions: bool = 
         for kind, key in _TABLE_MEMBERS:
             changes += _compare_named(kind, f"{name}.", before.get(key, {}), after.get(key, {}))
         if partitions:
-            old_parts = {k: v["bound"] for k, v in before.get("partitions", {}).items()}
-            new_parts = {k: v["bound"] for k, v in after.get("partitions", {}).items()}
-            changes += _compare_named("partition", "", old_parts, new_parts)
+            old_parts, new_parts = before.get("partitions", {}), after.get("partitions", {})
+            changes += _compare_named("partition", "", {k: v["bound"] for k, v in old_parts.items()},
+                                      {k: v["bound"] for k, v in new_parts.items()})
+            for part in sorted(old_parts.keys() & new_parts.keys()):  # a partition's own keys and indexes
+                for kind, key in (("constraint", "constraints"), ("index", "indexes")):
+                    if key in old_parts[part] and key in new_parts[part]:
+                        changes += _compare_named(kind, f"{part}.", _own(old_parts[part][key]),
+                                                  _own(new_parts[part][key]))
 
     old_views, new_views = old.get("views", {}), new.get("views", {})
     for name in sorted(old_views.keys() - new_views.keys()):
@@ -108,7 +114,28 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any], *, partitions: bool = 
         changes += _compare_named("index", f"{name}.", before.get("indexes", {}), after.get("indexes", {}))
 
     changes += _compare_named("function", "", _strip(old.get("functions", {})), _strip(new.get("functions", {})))
+    # Sections a snapshot of format 1 did not have are compared only when both snapshots hold them.
+    if "types" in old and "types" in new:
+        for name in sorted(old["types"].keys() | new["types"].keys()):
+            before, after = old["types"].get(name), new["types"].get(name)
+            kind = (after or before or {}).get("kind", "type")
+            kind = "composite type" if kind == "composite" else kind
+            if before is None or after is None:
+                changes.append(Change("added" if before is None else "removed", kind, name,
+                                      (after or before or {}).get("definition", "")))
+            elif before != after:
+                fields = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+                detail = (f"{before.get('definition')} -> {after.get('definition')}"
+                          if before.get("definition") != after.get("definition") else ", ".join(fields) + " changed")
+                changes.append(Change("changed", kind, name, detail))
+    if "sequences" in old and "sequences" in new:
+        changes += _compare_named("sequence", "", old["sequences"], new["sequences"])
     return changes
+
+
+def _own(members: dict[str, Any]) -> dict[str, Any]:
+    """A partition's members of its own (those inherited from its parent change with the parent's)."""
+    return {name: m for name, m in members.items() if not m.get("inherited")}
 
 
 def _strip(functions: dict[str, Any]) -> dict[str, Any]:

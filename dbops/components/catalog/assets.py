@@ -8,7 +8,7 @@ from dbops.catalog.introspect import snapshot
 from dbops.catalog.store import CatalogStore
 from dbops.components.catalog.resources import CatalogResource
 from dbops.components.naming import asset_key, pool
-from dbops.components.resources import DatabaseResource
+from dbops.components.resources import DatabaseResource, launch_target
 from dbops.pg.connect import database_name
 
 _MAX_ROWS_SHOWN = 200
@@ -34,16 +34,18 @@ def build_schema_catalog(target: str) -> dg.AssetsDefinition:
         deps=[asset_key(target, "schema_migrations")],
         pool=pool(target),
         kinds={"postgres"},
-        description="Introspects tables, columns, constraints, indexes, partitions, views, functions, triggers, RLS "
-        "policies and grants into a JSON snapshot; writes a data dictionary, a Mermaid ER diagram and DBML; reports "
-        "the difference from the previous snapshot.",
+        description="Introspects tables, columns, constraints, indexes, partitions (bounds, their own keys and "
+        "indexes), views, functions, triggers, RLS policies, grants, domains, enums, composite types and sequences "
+        "into a JSON snapshot; writes a data dictionary, a Mermaid ER diagram and DBML; reports the difference from "
+        "the previous snapshot.",
     )
     def schema_catalog(
         context: dg.AssetExecutionContext, database: DatabaseResource, catalog: CatalogResource
     ) -> dg.MaterializeResult:
         database, catalog = database.for_target(target), catalog.for_target(target)
-        with database.connect() as conn:
-            snap = snapshot(conn, catalog.schema_filter)
+        migrate = launch_target(target).migrate
+        with database.connect() as conn:  # the target's own migration history is bookkeeping, not its schema
+            snap = snapshot(conn, catalog.schema_filter, ignore=(f"{migrate.default_schema}.{migrate.table}",))
         store = CatalogStore(catalog.root, database_name(database.target_url))
         previous = store.latest()
         changes = diff(previous, snap) if previous is not None else []
@@ -61,6 +63,9 @@ def build_schema_catalog(target: str) -> dg.AssetsDefinition:
                 "tables": dg.MetadataValue.int(len(snap["tables"])),
                 "views": dg.MetadataValue.int(len(snap["views"])),
                 "functions": dg.MetadataValue.int(len(snap["functions"])),
+                "partitions": dg.MetadataValue.int(sum(len(t.get("partitions", {})) for t in snap["tables"].values())),
+                "types": dg.MetadataValue.int(len(snap["types"])),
+                "sequences": dg.MetadataValue.int(len(snap["sequences"])),
                 "row_counts": dg.MetadataValue.md("| table | kind | est. rows | bytes |\n|---|---|---|---|\n" + rows),
                 "dagster/column_schema": column_schema(snap),
                 "changes_added": dg.MetadataValue.int(counts["added"]),
