@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from dbops.migrate.baseline import BaselineRecord
@@ -209,9 +210,13 @@ class Migrator:
     # ---- placeholders ---------------------------------------------------------------------------------------
     def _bind(self, conn: psycopg.Connection[Any], resolved: Resolved) -> Resolved:
         """Fix this run's placeholder values (user and database from the connection) and return ``resolved`` with
-        each repeatable's checksum taken over its replaced text, as Flyway does (versioned ones keep the file's)."""
+        each repeatable's checksum taken over its replaced text, as Flyway does (versioned ones keep the file's).
+
+        Like Flyway on PostgreSQL, the default schema (when it exists) is put first on the session's search_path,
+        ahead of the one the session had, unless that one already starts with it."""
         row = conn.execute("SELECT session_user, current_database()").fetchone()
         user, database = (str(row[0]), str(row[1])) if row else ("", database_name(self.url))
+        self._use_default_schema(conn)
         self._bound = Placeholders(enabled=self.placeholder_replacement, user=self.placeholders, context={
             "defaultSchema": self.history.schema, "user": user, "database": database, "table": self.history.table,
             "workingDirectory": os.getcwd(),
@@ -221,6 +226,15 @@ class Migrator:
         repeatable = [replace(m, checksum=flyway_checksum(self._bound.replace(m.script, m.sql)))
                       for m in resolved.repeatable]
         return replace(resolved, repeatable=repeatable)
+
+    def _use_default_schema(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute("SELECT current_setting('search_path'), to_regnamespace(%s) IS NOT NULL",
+                           [sql.Identifier(self.history.schema).as_string(conn)]).fetchone()
+        if row and row[1]:
+            first = sql.Identifier(self.history.schema).as_string(conn)
+            path = str(row[0]).strip()
+            if path != first and not path.startswith(first + ","):
+                conn.execute("SELECT set_config('search_path', %s, false)", [f"{first}, {path}" if path else first])
 
     def _text(self, script: str, text: str) -> str:
         return self._bound.replace(script, text)
@@ -615,6 +629,7 @@ class Migrator:
                 result.baselined = self.baseline_version
             with conn.transaction():
                 self.history.create(conn)
+            self._use_default_schema(conn)  # now that the default schema exists
             installed_by = self._installed_by(conn)
             # As in Flyway: beforeMigrate/afterMigrate on every run, afterMigrateApplied only when something ran,
             # afterVersioned between the versioned and the repeatable ones, beforeRepeatables before those.
