@@ -33,6 +33,7 @@ from dbops.security.findings import AuditReport, Severity
 from dbops.security.grants import BaselineStore
 from dbops.security.harden import HardeningPlan, StepCheck
 from dbops.security.matrix import AccessMatrix
+from dbops.security.rules import parse_search_path
 
 CALL_TIMEOUT = "10s"
 SERVER_WIDE = re.compile(
@@ -95,17 +96,21 @@ def copy_database_settings(target_url: str, scratch_url: str) -> int:
     scratch = database_name(scratch_url)
     with connection(target_url) as conn:
         rows = conn.execute(
-            "SELECT r.rolname, s.setconfig FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole"
+            "SELECT s.setrole = 0, r.rolname, s.setconfig FROM pg_db_role_setting s"
+            " LEFT JOIN pg_roles r ON r.oid = s.setrole"
             " WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
     copied = 0
     with connection(with_database(scratch_url, "postgres")) as conn:
-        for role, config in rows:
+        for whole_database, role, config in rows:
+            if not whole_database and role is None:
+                continue  # a setting of a role that no longer exists
             for entry in config or []:
                 name, value = entry.split("=", 1)
-                # a list setting is stored as PostgreSQL prints it ("$user", lending): valid SQL as it is
-                rendered = sql.SQL(value) if name in LIST_SETTINGS else sql.Literal(value)
+                items = parse_search_path(value) if name in LIST_SETTINGS else []
+                rendered = (sql.SQL(", ").join(sql.Identifier(i) for i in items) if items  # "$user", lending
+                            else sql.Literal("" if name in LIST_SETTINGS else value))
                 where = (sql.SQL("ROLE {} IN DATABASE {}").format(sql.Identifier(role), sql.Identifier(scratch))
-                         if role else sql.SQL("DATABASE {}").format(sql.Identifier(scratch)))
+                         if not whole_database else sql.SQL("DATABASE {}").format(sql.Identifier(scratch)))
                 conn.execute(sql.SQL("ALTER {} SET {} = {}").format(where, sql.Identifier(name), rendered))
                 copied += 1
     return copied

@@ -4,6 +4,7 @@ never prints a password."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,3 +72,42 @@ def test_cli_audit_exit_codes_and_no_password_anywhere(weak_server: EmbeddedServ
     for run in (weak, high, plan_run, refused, failed):
         assert password not in run.stdout + run.stderr
         assert known not in run.stdout + run.stderr
+
+
+def test_harden_plan_on_the_weakened_reference_is_tried_on_a_scratch_copy(weak_server: EmbeddedServer,
+                                                                          tmp_path: Path) -> None:
+    """Each step says what the copy showed: database-local fixes verified (the definer called before and after),
+    server-wide ones (roles, memberships, ALTER SYSTEM) not tried, drops left for review; the target is untouched."""
+    from dbops.pg.connect import connection
+
+    url = weak_server.url(REF_DB)
+    with connection(url) as conn:
+        databases = {n for (n,) in conn.execute("SELECT datname FROM pg_database")}
+    run = run_security(["harden", "--plan"], url, tmp_path)
+    assert run.returncode == 0, run.stderr
+    blocks = {}
+    for block in run.stdout.split("\n-- SEC")[1:]:
+        header, status = block.splitlines()[:2]
+        number, severity, subject = re.match(r"(\d+) (\w+): [^(]*\((.*)\)$", header).groups()  # type: ignore[union-attr]
+        blocks[f"{number} {severity} {subject}"] = status
+    assert blocks["016 high app.unsafe_definer()"].startswith("-- verified on a scratch copy: finding gone")
+    assert "`SELECT app.unsafe_definer()` works before and after" in blocks["016 high app.unsafe_definer()"]
+    for local in ("009 high schema public", "012 high dbops_app_rw: DELETE on app.payments", "014 high app.products",
+                  "022 high app.payments", "013 low dbops_app_ro: SELECT on app.tenants"):
+        assert blocks[local].startswith("-- verified on a scratch copy"), (local, blocks[local])
+    for server_wide in ("001 critical evil_admin", "019 critical dbops_app_rw in pg_execute_server_program",
+                        "004 high password_encryption"):
+        assert blocks[server_wide].startswith("-- NOT VERIFIED: changes the whole server"), blocks[server_wide]
+    assert blocks["017 high language plevil"].startswith("-- NOT VERIFIED: only a statement to review first")
+    assert not [k for k, v in blocks.items() if "left out" in v]
+    assert "-- tried on a scratch copy (template clone, dropped afterwards)" in run.stdout
+    with connection(url) as conn:
+        assert {n for (n,) in conn.execute("SELECT datname FROM pg_database")} == databases
+    unverified = run_security(["harden", "--plan", "--no-verify"], url, tmp_path)
+    assert unverified.returncode == 0 and "verified on a scratch copy" not in unverified.stdout
+    assert unverified.stdout.count("-- NOT VERIFIED: --no-verify") == len(blocks)
+    production = run_security(["harden", "--plan"], url, tmp_path, DBOPS_PRODUCTION="1")
+    assert "-- not tried on a scratch copy: production target; pass --allow-scratch-on-production" in production.stdout
+    assert "verified on a scratch copy" not in production.stdout
+    refused = run_security(["audit", "--accept-baseline"], url, tmp_path)
+    assert refused.returncode == 1 and "has an access-control matrix" in refused.stderr
