@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from dbops.embedded import ensure_embedded
 from dbops.errors import DbopsError
 from dbops.loadtest.runner import DEFAULT_THINK_TIME_S, LoadTestPlan, run_load_test
-from dbops.loadtest.workloads import PROFILES, LoadTestError
+from dbops.loadtest.workloads import OWN_PROFILE, PROFILES, REPLAY_PROFILE, LoadTestError
 from dbops.settings import Settings
 
 
@@ -26,7 +27,10 @@ def _ramp(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbops loadtest", description=__doc__)
     parser.add_argument("--profile", default="mixed",
-                        help=f"{', '.join(sorted(PROFILES))}, or script files a.sql@10,b.sql@1 (default mixed)")
+                        help=f"{', '.join(sorted(PROFILES))} (dbops' reference workloads, schema app), {OWN_PROFILE} "
+                             "(every script of the target's loadtest.workloads folder), "
+                             f"{REPLAY_PROFILE} (the database's top read statements from pg_stat_statements), "
+                             "or scripts: name@10 (in loadtest.workloads) or a.sql@10,b.sql@1 (default mixed)")
     parser.add_argument("--users", type=int, default=100, help="concurrent users = pgbench clients (default 100)")
     parser.add_argument("--ramp", type=_ramp, help="user steps, e.g. 100,1000,5000,10000 (overrides --users)")
     parser.add_argument("--duration", type=int, default=30, help="seconds per step (default 30)")
@@ -41,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-rows", action="store_true", help="keep the rows the write workload created")
     parser.add_argument("--allow-production", action="store_true",
                         help="run even though DBOPS_PRODUCTION marks the target as production")
+    parser.add_argument("--replay-dir", type=Path,
+                        help="keep the replay profile's scripts in this folder (private: they hold sampled values)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     return parser
 
@@ -52,6 +58,8 @@ def main(argv: list[str], settings: Settings) -> int:
         think_time_s=args.think_time or None, rate=args.rate, pooler=args.pooler, pool_size=args.pool_size,
         warmup_s=args.warmup, cleanup=not args.keep_rows, random_seed=args.seed, bin_dir=settings.pg_bin,
         workloads_dir=settings.target().loadtest.workloads, pgbouncer=settings.pgbouncer,
+        replay_statements=settings.target().loadtest.replay_statements,
+        exclude_roles=tuple(settings.target().profile.exclude_roles), replay_dir=args.replay_dir,
     )
     production = settings.target().production
     try:
@@ -64,7 +72,10 @@ def main(argv: list[str], settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result.metadata(), indent=2))
+        figures: dict[str, object] = dict(result.metadata())
+        if result.replay is not None:
+            figures["replay"] = result.replay.summary()
+        print(json.dumps(figures, indent=2))
     else:
         print(result.table())
     return 1 if result.failures else 0

@@ -134,14 +134,15 @@ class _Candidate:
 
 def top_read_statements(conn: psycopg.Connection[Any], exclude_roles: Sequence[str]) -> list[_Candidate]:
     """Every statement of this database in pg_stat_statements, summed over the roles that ran it (those of
-    ``exclude_roles`` and the load test's own roles left out), most called first."""
+    ``exclude_roles``, the load test's own roles and roles dropped since, as every load test role is, left out),
+    most called first."""
     rows = conn.execute(
         "/* dbops:replay */ SELECT s.queryid::text, min(s.query), sum(s.calls)::bigint,"
         " sum(s.total_exec_time + s.total_plan_time)::float8"
         " FROM pg_stat_statements(true) AS s JOIN pg_database AS d ON d.oid = s.dbid"
         " LEFT JOIN pg_roles AS r ON r.oid = s.userid"
         " WHERE d.datname = current_database() AND s.toplevel AND s.queryid IS NOT NULL AND s.calls > 0"
-        "  AND coalesce(r.rolname, '') <> ALL(%s) AND coalesce(r.rolname, '') NOT LIKE %s"
+        "  AND r.rolname <> ALL(%s) AND r.rolname NOT LIKE %s"
         " GROUP BY s.queryid ORDER BY 3 DESC, 4 DESC",
         [list(exclude_roles), LOADTEST_ROLES],
     ).fetchall()
@@ -330,7 +331,7 @@ class _Shape:
             self.walk(child, scope, [*parents, (node, name)])
 
     def _place(self, param: ast.ParamRef, scope: _Scope | None, parents: list[tuple[Any, str]]) -> _Use:
-        chain = [p for p in parents if not isinstance(p[0], ast.TypeCast)]
+        chain = [p for p in parents if not isinstance(p[0], (ast.TypeCast, ast.NamedArgExpr))]
         if not chain or scope is None:
             raise _Unreplayable("at an unknown position")
         parent, slot = chain[-1]

@@ -8,7 +8,8 @@ audited is identifiable by ``changed_by``.
 
 On a database dbops did not create (the operator's own scripts, the replay profile) there is no ``dbops_app_rw``: the
 role is then a member of PostgreSQL's predefined ``pg_read_all_data`` (and ``pg_write_all_data`` when a script
-writes), which read (write) every table without owning any, and without bypassing row-level security.
+writes), which read (write) every table without owning any, and without bypassing row-level security; it is given
+CONNECT on the database itself (a database may have revoked it from PUBLIC), revoked again before the role is dropped.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ class LoadTestRole:
 
 
 @contextmanager
-def loadtest_role(admin_url: str, member_of: str | tuple[str, ...] = APP_ROLE) -> Iterator[LoadTestRole]:
-    """Create the run's login role (as a member of the app role, or of ``member_of``) and drop it afterwards."""
+def loadtest_role(admin_url: str, member_of: str | tuple[str, ...] = APP_ROLE, *,
+                  grant_connect: bool = False) -> Iterator[LoadTestRole]:
+    """Create the run's login role (as a member of the app role, or of ``member_of``; with CONNECT on the database
+    when ``grant_connect``) and drop it afterwards."""
     roles = (member_of,) if isinstance(member_of, str) else tuple(member_of)
     password = secrets.token_urlsafe(32)
     register_secret(password)
@@ -77,6 +80,14 @@ def loadtest_role(admin_url: str, member_of: str | tuple[str, ...] = APP_ROLE) -
             raise DbopsError(f"cannot create the load test role: {str(exc).splitlines()[0]}",
                              f"connect as a role with CREATEROLE and ADMIN on {', '.join(roles)} (or a superuser)"
                              ) from exc
+        if grant_connect:
+            try:
+                conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(conn.info.dbname), sql.Identifier(role.name)))
+            except Exception as exc:
+                drop_role(admin_url, role.name)
+                raise DbopsError(f"cannot let the load test role connect: {str(exc).splitlines()[0]}",
+                                 "connect as the database's owner or a superuser") from exc
     try:
         yield role
     finally:
@@ -85,6 +96,9 @@ def loadtest_role(admin_url: str, member_of: str | tuple[str, ...] = APP_ROLE) -
 
 def drop_role(admin_url: str, name: str) -> None:
     with connection(admin_url) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+                sql.Identifier(conn.info.dbname), sql.Identifier(name)))
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name])
         for _ in range(50):
             row: Any = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [name]).fetchone()

@@ -274,7 +274,7 @@ def _run(url: str, plan: LoadTestPlan, scripts: list[Script], say: Any) -> LoadT
     result = LoadTestResult(plan.profile, plan.think_time_s, "pgbouncer" if pooled else "direct", redact_url(url))
     if not reference and any(s.is_write for s in scripts):
         say("your scripts write: dbops does not delete the rows they create")
-    with loadtest_role(url, member_of) as role:
+    with loadtest_role(url, member_of, grant_connect=not reference) as role:
         bouncer: PgBouncer | None = None
         protocol = "prepared"
         try:

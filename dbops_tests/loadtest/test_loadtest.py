@@ -116,7 +116,7 @@ def test_ramp_through_pgbouncer(seeded_url: str) -> None:
 
 
 def test_unknown_profile_and_missing_script(tmp_path: Path) -> None:
-    with pytest.raises(LoadTestError, match="unknown profile 'nope'.*use one of mixed, read, write"):
+    with pytest.raises(LoadTestError, match="unknown profile .nope.*use one of mixed, own, read, replay, write"):
         resolve_profile("nope")
     with pytest.raises(LoadTestError, match="not found"):
         resolve_profile(str(tmp_path / "missing.sql"))

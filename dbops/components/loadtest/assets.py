@@ -3,7 +3,7 @@
 import dagster as dg
 
 from dbops.components.naming import asset_key, pool
-from dbops.components.resources import DatabaseResource, launch_limits
+from dbops.components.resources import DatabaseResource, launch_limits, launch_target
 from dbops.health.targets import Limits
 from dbops.loadtest.runner import LoadTestPlan, LoadTestResult, run_load_test
 
@@ -16,7 +16,13 @@ CHECKS = (
 
 
 class LoadTestConfig(dg.Config):
-    """What to run; the defaults are a modest weekly run, the 10k-user ramp is one config away."""
+    """What to run; the defaults are a modest weekly run, the 10k-user ramp is one config away.
+
+    ``profile`` / ``capacity_profile``: ``read``, ``write``, ``mixed`` (dbops' reference workloads, schema app), ``own``
+    (the target's loadtest.workloads scripts), ``replay`` (its top read statements from pg_stat_statements) or scripts
+    ``name@10``. On a database without the reference schema use own or replay, and set capacity_users to 0 unless a
+    script of yours writes (capacity_profile: own or name@1).
+    """
 
     profile: str = "mixed"
     ramp: list[int] = [100, 1000]
@@ -97,7 +103,10 @@ def build(target: str) -> dg.Definitions:
     def load_test(context: dg.AssetExecutionContext, config: LoadTestConfig,
                   database: DatabaseResource) -> dg.MaterializeResult:
         database = database.for_target(target)
-        common = dict(pooler=config.pooler, warmup_s=config.warmup_s, random_seed=config.random_seed)
+        settings = launch_target(target)
+        common = dict(pooler=config.pooler, warmup_s=config.warmup_s, random_seed=config.random_seed,
+                      workloads_dir=settings.loadtest.workloads, replay_statements=settings.loadtest.replay_statements,
+                      exclude_roles=tuple(settings.profile.exclude_roles))
         guard = dict(production=database.is_production, allow_production=config.allow_production, log=context.log.info)
         capacity = None
         if config.capacity_users > 0:
@@ -114,6 +123,9 @@ def build(target: str) -> dg.Definitions:
             metadata.update({f"capacity/{k}": v for k, v in capacity.metadata().items()})
             metadata["capacity_table"] = dg.MetadataValue.md(capacity.table())
         metadata["ramp_table"] = dg.MetadataValue.md(ramp.table())
+        for name, run in (("capacity", capacity), ("ramp", ramp)):
+            if run is not None and run.replay is not None:  # what was replayed, and what was not and why
+                metadata[f"{name}/replay"] = dg.MetadataValue.json(run.replay.summary())
         # Flat figures for the scorecard: the largest user count reached without errors, and read p99 there.
         clean_steps = [st for st in ramp.steps if not st.error]
         if clean_steps:
