@@ -7,15 +7,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
+import pytest
 from psycopg import sql
 
-from dbops.migrate.history import HistoryTable
+from dbops.components import profile as profile_defs
+from dbops.components.naming import op_name
+from dbops.components.resources import DatabaseResource
 from dbops.pg.connect import connection
 from dbops.profile.advise import advise
+from dbops.profile.cli import advise_main
 from dbops.profile.indexes import UNUSED_MAX_SCANS, index_findings, list_indexes
 from dbops.profile.review import folder_versions, history_versions, next_version
 from dbops.profile.statements import SnapshotStore, profile
+from dbops.settings import load_settings
 from dbops_tests.foreign import LIBRARY, ForeignSchema, create
+from dbops_tests.profile.conftest import baseline_by_hand, library_workload
 
 DROPS = ("duplicate", "redundant", "unused")
 
@@ -134,21 +141,12 @@ def test_unindexed_foreign_key_of_a_partitioned_table_is_named_on_the_parent(fre
     assert not [t for t, _ in found if t.startswith("lending.loans_")], found
 
 
-def _baseline(conn, schema: ForeignSchema, table: str = "flyway_schema_history") -> None:  # noqa: ANN001
-    """A Flyway history holding one BASELINE row at the schema's baseline version, spelled as its files spell it."""
-    HistoryTable(schema.default_schema, table).create(conn)
-    conn.execute(sql.SQL(
-        "INSERT INTO {} (installed_rank, version, description, type, script, checksum, installed_by, execution_time,"
-        " success) VALUES (1, %s, '<< Flyway Baseline >>', 'BASELINE', '<< Flyway Baseline >>', NULL, current_user,"
-        " 0, true)").format(sql.Identifier(schema.default_schema, table)), (schema.baseline_version,))
-
-
 def test_review_numbering_follows_the_targets_history_and_style(foreign_db: tuple[ForeignSchema, str],
                                                                 tmp_path: Path) -> None:
     schema, url = foreign_db
     with connection(url) as conn:
         assert history_versions(conn, schema.default_schema, "flyway_schema_history") == []
-        _baseline(conn, schema, "schema_history")  # the target's own history table name (migrate.table)
+        baseline_by_hand(conn, schema, "schema_history")  # the target's own history table name (migrate.table)
         applied = history_versions(conn, schema.default_schema, "schema_history")
     assert applied == [schema.baseline_version]
     assert next_version(applied + folder_versions(tmp_path / "none")) == schema.next_version  # 021 / 2
@@ -158,17 +156,8 @@ def test_review_numbering_follows_the_targets_history_and_style(foreign_db: tupl
     assert after_pending == {"library": "022", "telemetry": "3"}[schema.name]
 
 
-def test_a_verified_index_on_library_is_written_as_v021_on_the_parent(fresh_db: str, tmp_path: Path) -> None:
-    create(fresh_db, LIBRARY)
-    with connection(fresh_db) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        # more loans, so an index on book_id pays off (the seed's 6,000 rows are below the advisor's 10,000)
-        conn.execute("""
-            INSERT INTO lending.loans (loaned_on, member_id, book_id, status, due_on)
-            SELECT current_date - (i % 60), 1 + i % 400, 1 + (i * 7) % 250, 'returned', current_date - (i % 60) + 21
-            FROM generate_series(1, 40000) AS i""")
-        conn.execute("ANALYZE")
-        _baseline(conn, LIBRARY)
+def test_a_verified_index_on_library_is_written_as_v021_on_the_parent(big_library: str, tmp_path: Path) -> None:
+    with connection(big_library) as conn:
         partition = first_partition(conn, "lending.loans")
         store = SnapshotStore(tmp_path / "snapshots", "library")
         profile(conn, store)
@@ -178,7 +167,7 @@ def test_a_verified_index_on_library_is_written_as_v021_on_the_parent(fresh_db: 
                 sql.Identifier(*partition.split("."))), (book,)).fetchall()
         prof = profile(conn, store)
 
-    report = advise(fresh_db, prof, review_dir=tmp_path / "review", migrations_dir=tmp_path / "none",
+    report = advise(big_library, prof, review_dir=tmp_path / "review", migrations_dir=tmp_path / "none",
                     history=(LIBRARY.default_schema, "flyway_schema_history"))
     assert [a.candidate.describe() for a in report.advice] == ["lending.loans (book_id)"], report.advice
     assert len(report.advice[0].queries) == 2  # the partition's query is advice for the parent
@@ -190,6 +179,36 @@ def test_a_verified_index_on_library_is_written_as_v021_on_the_parent(fresh_db: 
     print(f"\nlibrary: {best.measurement}; {best.migration.name}")
 
     # with the library's own migrations folder, V021 is pending: the next free version is V022
-    again = advise(fresh_db, prof, review_dir=tmp_path / "review2", migrations_dir=LIBRARY.migrations,
+    again = advise(big_library, prof, review_dir=tmp_path / "review2", migrations_dir=LIBRARY.migrations,
                    history=(LIBRARY.default_schema, "flyway_schema_history"))
     assert again.verified and again.verified[0].migration.name == "V022__add_index_loans_book_id_idx.sql"
+
+
+def test_advise_command_and_asset_number_after_the_targets_history(big_library: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dbops advise` and index_advice read the history where the target's migrate settings say it is."""
+    env = {"DBOPS_DATABASE_URL": big_library, "DBOPS_HOME": str(tmp_path / "home"),
+           "DBOPS_MIGRATIONS": str(tmp_path / "migrations"), "DBOPS_REVIEW_DIR": str(tmp_path / "review"),
+           "DBOPS_MIGRATE_DEFAULT_SCHEMA": LIBRARY.default_schema}
+    (tmp_path / "migrations").mkdir()
+    library_workload(big_library)
+    assert advise_main([], load_settings(env)) == 0
+    out = capsys.readouterr().out
+    assert "create index on lending.loans (book_id)" in out and "verified" in out
+    assert [p.name for p in (tmp_path / "review").iterdir()] == ["V021__add_index_loans_book_id_idx.sql"]
+
+    # the asset, with a fresh review folder: the history's 020 decides again (without it, V1)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    target = "dbops"
+    defs = profile_defs.build(target)
+    index_advice = next(a for a in defs.assets or [] if a.key.to_user_string() == f"{target}/index_advice")
+    result = dg.materialize(
+        [index_advice], instance=dg.DagsterInstance.ephemeral(),
+        resources={"database": DatabaseResource(url=big_library)},
+        run_config={"ops": {op_name(target, "index_advice"): {"config": {"review_dir": str(tmp_path / "r2")}}}},
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node(op_name(target, "index_advice"))[0].metadata
+    assert [Path(p).name for p in meta["review_migrations"].value] == ["V021__add_index_loans_book_id_idx.sql"]
