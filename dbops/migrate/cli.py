@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dbops.embedded import ensure_embedded
+from dbops.errors import DbopsError
 from dbops.migrate.baseline import BaselineRecord
 from dbops.migrate.engine import Migrator
 from dbops.migrate.files import resolve
-from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, lint_files
+from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE
 from dbops.redact import redact_url
 from dbops.settings import Settings
 from dbops.text import aligned
@@ -38,10 +39,15 @@ def main(argv: list[str], settings: Settings) -> int:
     args = build_parser().parse_args(argv)
     locations = args.locations or [settings.migrations_dir]
     exclude = DEFAULT_LINT_EXCLUDE + tuple(args.exclude)
-    if args.action == "lint":
+    target = settings.target()
+    if args.action == "lint":  # no database needed: placeholders take the user and database the URL names
         resolved = resolve(locations)
         files = [m.path for m in resolved.versioned + resolved.repeatable]
-        findings = lint_files(files, exclude=exclude)
+        try:
+            url = settings.target_url()
+        except DbopsError:
+            url = ""
+        findings = Migrator.for_target(url, target, locations=locations, lint_exclude=exclude).lint(files)
         for finding in findings:
             print(finding)
         print(f"{len(findings)} finding(s) in {len(files)} file(s)")
@@ -49,7 +55,6 @@ def main(argv: list[str], settings: Settings) -> int:
 
     ensure_embedded(settings)
     url = settings.target_url()
-    target = settings.target()
     record = BaselineRecord.of(settings.home, target.name, settings.pg_bin)
     migrator = Migrator.for_target(url, target, locations=locations, record=record, out_of_order=args.out_of_order,
                                    lint_exclude=exclude)

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from dbops.errors import DbopsError
 from dbops.migrate.baseline import BaselineRecord
 from dbops.migrate.files import (
     Callback,
@@ -42,7 +43,7 @@ from dbops.migrate.files import (
 from dbops.migrate.history import BASELINE_DESCRIPTION, AppliedRow, HistoryTable
 from dbops.migrate.lint import DEFAULT_LINT_EXCLUDE, LintFinding, lint_files
 from dbops.migrate.placeholders import Placeholders
-from dbops.pg.connect import connect, database_name
+from dbops.pg.connect import connect, database_name, parse_url
 from dbops.redact import redact, redact_url
 from dbops.settings.model import TargetSettings
 
@@ -226,6 +227,25 @@ class Migrator:
         repeatable = [replace(m, checksum=flyway_checksum(self._bound.replace(m.script, m.sql)))
                       for m in resolved.repeatable]
         return replace(resolved, repeatable=repeatable)
+
+    def offline_placeholders(self) -> Placeholders:
+        """Placeholder values without a connection (for lint): user and database as the URL names them."""
+        try:
+            parsed = parse_url(self.url)
+            user, database = parsed.user or "", database_name(self.url)
+        except DbopsError:
+            user = database = ""
+        return Placeholders(enabled=self.placeholder_replacement, user=self.placeholders, context={
+            "defaultSchema": self.history.schema, "user": user, "database": database, "table": self.history.table,
+            "workingDirectory": os.getcwd(),
+        })
+
+    def lint(self, files: list[Path] | None = None) -> list[LintFinding]:
+        """squawk and dbops's own findings on ``files`` (default: every migration), placeholders replaced."""
+        if files is None:
+            resolved = self.resolve()
+            files = [m.path for m in resolved.versioned + resolved.repeatable]
+        return lint_files(files, exclude=self.lint_exclude, placeholders=self.offline_placeholders())
 
     def _use_default_schema(self, conn: psycopg.Connection[Any]) -> None:
         row = conn.execute("SELECT current_setting('search_path'), to_regnamespace(%s) IS NOT NULL",
@@ -438,7 +458,8 @@ class Migrator:
         resolved, rows = self._state()
         todo = self._pending(resolved, rows, Version.parse(target) if target else None)
         self.check(resolved, todo)
-        findings = lint_files([m.path for m in todo], exclude=self.lint_exclude) if todo else []
+        findings = lint_files([m.path for m in todo], exclude=self.lint_exclude,
+                              placeholders=self._bound) if todo else []
         by_file: dict[str, list[LintFinding]] = {}
         for finding in findings:
             by_file.setdefault(str(Path(finding.file).resolve()), []).append(finding)

@@ -5,6 +5,10 @@ whole (``dbops-unparseable``) and transaction control in a transactional file (`
 
 dbops sets ``lock_timeout`` and ``statement_timeout`` itself around every migration, so squawk's rules asking each
 file to set them are excluded by default (they would fire on every DDL statement and drown the useful findings).
+
+With placeholders (Flyway's ``${...}``), files are linted as they will run: replaced, in a private temporary copy
+named like the original; findings name the original file. A placeholder without a value is an error finding
+(``dbops-placeholder``).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dbops.errors import CommandFailed
 from dbops.migrate.files import read_sql, runs_in_transaction, sql_problems
+from dbops.migrate.placeholders import Placeholders, UndefinedPlaceholder
 from dbops.programs import run_command
 
 DEFAULT_LINT_EXCLUDE: tuple[str, ...] = ("require-lock-timeout", "require-statement-timeout")
@@ -69,8 +75,43 @@ def _run_squawk(files: list[Path], exclude: tuple[str, ...], in_transaction: boo
     return findings
 
 
-def lint_files(files: list[Path], exclude: tuple[str, ...] = DEFAULT_LINT_EXCLUDE) -> list[LintFinding]:
-    """Lint migration files; transactional ones are linted as if wrapped in a transaction (as dbops runs them)."""
+def lint_files(files: list[Path], exclude: tuple[str, ...] = DEFAULT_LINT_EXCLUDE,
+               placeholders: Placeholders | None = None) -> list[LintFinding]:
+    """Lint migration files; transactional ones are linted as if wrapped in a transaction (as dbops runs them), and
+    with ``placeholders`` replaced as they will run."""
+    if placeholders is None or not placeholders.enabled:
+        return _lint(files, exclude)
+    findings: list[LintFinding] = []
+    with tempfile.TemporaryDirectory(prefix="dbops-lint-") as tmp:
+        originals: dict[str, Path] = {}
+        linted: list[Path] = []
+        for number, path in enumerate(files):
+            text = read_sql(path)
+            try:
+                replaced = placeholders.replace(path.name, text)
+            except UndefinedPlaceholder as exc:
+                findings.append(LintFinding(str(path), exc.line, 1, "error", "dbops-placeholder", exc.detail, exc.fix))
+                continue
+            if replaced == text:
+                linted.append(path)
+                continue
+            copy = Path(tmp) / str(number) / path.name
+            copy.parent.mkdir()
+            copy.write_text(replaced)
+            conf = path.with_name(path.name + ".conf")
+            if conf.is_file():
+                shutil.copyfile(conf, copy.with_name(conf.name))
+            originals[str(copy)] = path
+            linted.append(copy)
+        for finding in _lint(linted, exclude):
+            original = originals.get(finding.file) or originals.get(str(Path(finding.file).resolve()))
+            findings.append(replace(finding, file=str(original)) if original else finding)
+    return sorted(findings, key=lambda f: (f.file, f.line, f.column, f.rule))
+
+
+def _lint(files: list[Path], exclude: tuple[str, ...]) -> list[LintFinding]:
+    if not files:
+        return []
     texts = {f: read_sql(f) for f in files}
     transactional = [f for f in files if runs_in_transaction(f, texts[f])]
     autocommit = [f for f in files if f not in transactional]

@@ -27,6 +27,15 @@ UNDEFINED_FIX = ("give it a value in the target's migrate.placeholders (DBOPS_MI
                  "turn migrate.placeholder_replacement off to run the text as written")
 
 
+class UndefinedPlaceholder(MigrationError):
+    """``${name}`` in ``script`` at ``line`` has no value."""
+
+    def __init__(self, script: str, line: int, name: str, known: str) -> None:
+        self.script, self.line, self.name = script, line, name
+        self.detail = f"placeholder ${{{name}}} has no value (user placeholders defined: {known})"
+        super().__init__(f"{script} line {line}: {self.detail}", UNDEFINED_FIX)
+
+
 @dataclass(frozen=True)
 class Placeholders:
     """The values of one run: the user's placeholders and the run's built-in ones (all but filename/timestamp, which
@@ -57,8 +66,7 @@ class Placeholders:
             if found is None:
                 line = text.count("\n", 0, match.start()) + 1
                 known = ", ".join(sorted(n for n in values if not n.startswith("flyway:"))) or "none"
-                raise MigrationError(f"{script} line {line}: placeholder ${{{name}}} has no value (user placeholders "
-                                     f"defined: {known})", UNDEFINED_FIX)
+                raise UndefinedPlaceholder(script, line, name, known)
             return found
 
         return PLACEHOLDER.sub(value, text)

@@ -253,3 +253,23 @@ def test_cli_baseline_and_refusal_with_the_targets_settings(pg_server, foreign_d
     assert applied.returncode == 0 and f"current version {schema.next_version}" in applied.stdout, applied.stderr
     info = run_dbops(["migrate", "info"], env)
     assert info.returncode == 0 and "baseline" in info.stdout and schema.baseline_version in info.stdout
+
+
+def test_lint_sees_the_files_as_they_will_run(foreign_db: tuple[ForeignSchema, str], tmp_path: Path) -> None:
+    schema, url = foreign_db
+    target = team_target(schema, url, tmp_path)
+    assert [f for f in Migrator.for_target(url, target).lint() if f.level == "error"] == []
+    folder = tmp_path / "m"
+    folder.mkdir()
+    risky = folder / "V9__risky.sql"
+    table = next(iter(schema.partitioned)).split(".", 1)[1]  # a table of the default schema
+    risky.write_text("-- placeholders replaced before squawk reads it\n"
+                     f"CREATE INDEX notes_idx ON ${{flyway:defaultSchema}}.{table} (id);\n"
+                     "COMMENT ON SCHEMA ${flyway:defaultSchema} IS '${undefined_one}';\n")
+    findings = Migrator.for_target(url, target, locations=folder).lint()
+    assert [(f.file, f.line, f.rule) for f in findings if f.level == "error"] == [
+        (str(risky), 3, "dbops-placeholder")]
+    defined = team_target(schema, url, tmp_path, migrations=folder,
+                          placeholders={**schema.placeholders, "undefined_one": "x"})
+    findings = Migrator.for_target(url, defined).lint()
+    assert {(f.file, f.line, f.rule) for f in findings} == {(str(risky), 2, "require-concurrent-index-creation")}

@@ -5,7 +5,6 @@ import dagster as dg
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, MigrationsResource
 from dbops.errors import DbopsError
-from dbops.migrate import lint_files
 
 
 def build_checks(target: str) -> list[dg.AssetChecksDefinition]:
@@ -47,8 +46,7 @@ def build_checks(target: str) -> list[dg.AssetChecksDefinition]:
     def migrations_lint(migrations: MigrationsResource) -> dg.AssetCheckResult:
         migrations = migrations.for_target(target)
         files = sorted(migrations.path.glob("*.sql"))
-        kwargs = {"exclude": tuple(migrations.lint_exclude)} if migrations.lint_exclude else {}
-        findings = lint_files(files, **kwargs)
+        findings = migrations.migrator("").lint(files)  # no connection: placeholders as the settings give them
         errors = [f for f in findings if f.level.lower() == "error"]
         table = "| file | line | level | rule | message |\n|---|---|---|---|---|\n" + "\n".join(
             f"| {f.file} | {f.line} | {f.level} | {f.rule} | {f.message} |" for f in findings
