@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -215,7 +216,9 @@ class GxValidator:
             source = self._sources[plan.table.schema]
             asset = source.add_table_asset(name=f"table_{len(self._batches) + 1}", table_name=plan.table.name)
             self._batches[plan.name] = asset.add_batch_definition_whole_table("whole").get_batch()
-            columns = sa.inspect(source.get_engine()).get_columns(plan.table.name, schema=plan.table.schema)
+            with warnings.catch_warnings():  # "did not recognize type": exactly what is being asked
+                warnings.simplefilter("ignore", sa.exc.SAWarning)
+                columns = sa.inspect(source.get_engine()).get_columns(plan.table.name, schema=plan.table.schema)
             self._typed[plan.name] = not any(isinstance(c["type"], sa.types.NullType) for c in columns)
         return self._batches[plan.name]
 
