@@ -84,6 +84,10 @@ def backup_main(argv: list[str], settings: Settings) -> int:
         print(f"exported {exported.backup_id} to {exported.path}: {what}, {_size(exported.bytes)}, "
               f"{exported.entries} entries (pg_restore --list); restore it with "
               f"pg_restore --dbname=URL {exported.path}")
+        if exported.database_settings:
+            print(f"  the database's own settings ({'; '.join(exported.database_settings)}) are applied by "
+                  "`pg_restore --create --dbname=postgres`; into another database, set them again with ALTER "
+                  "DATABASE ... SET (`dbops restore` does)")
         return 0
     if args.action == "verify":
         if args.backup_id:

@@ -60,6 +60,21 @@ POLL_SECONDS = 0.2
 DUMP_TIMEOUT = 6 * 3600.0
 
 
+DATABASE_SETTINGS = """
+SELECT r.rolname, s.setconfig FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY r.rolname NULLS FIRST
+"""
+
+
+def read_database_settings(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """The database's own settings (``ALTER DATABASE d SET``: ``role`` None; ``ALTER ROLE r IN DATABASE d SET``:
+    ``role`` r), each ``name=value`` as PostgreSQL stores it: what a pg_dump archive only carries with ``--create``,
+    and what a restore into another database must set again (a ``search_path`` an application relies on, say)."""
+    return [{"role": role, "settings": list(config or [])}
+            for role, config in conn.execute(DATABASE_SETTINGS).fetchall()]
+
+
 def directory_object_name(file_name: str) -> str:
     return f"{DIRECTORY_PREFIX}{file_name}{OBJECT_SUFFIX}"
 
@@ -105,14 +120,18 @@ def logical_backup(
             "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text"
         ).fetchone()
         snapshot_id, server_version, lsn = info  # type: ignore[misc]
+        database_settings = read_database_settings(conn)
         started_at = now_iso()
-        common = ["-Z", "0", f"--snapshot={snapshot_id}", "--no-password", f"--dbname={bare_url}", *(extra_args or [])]
+        # --create: the archive also carries the database's own properties (ALTER DATABASE ... SET, its grants and
+        # comment), which `pg_restore --create` applies and a restore into another database skips.
+        common = ["-Z", "0", "--create", f"--snapshot={snapshot_id}", "--no-password", f"--dbname={bare_url}",
+                  *(extra_args or [])]
         pg_dump = find_program("pg_dump", client_bin_dir(bin_dir, int(server_version.split(".")[0])))
         if jobs is None:
             proc = start_process([pg_dump, "--format=custom", *common], password=password, stdout=subprocess.PIPE)
             figures_future = pool.submit(table_figures, conn)  # the exporting transaction, while pg_dump runs
             objects = [_stream_custom(proc, store, backup_id, data_key, progress, stored)]
-            tool = "pg_dump --format=custom -Z 0"
+            tool = "pg_dump --format=custom -Z 0 --create"
         else:
             assert staging_root is not None
             with staging_dir(staging_root) as staging:
@@ -124,7 +143,7 @@ def logical_backup(
                                      password=password, stdout=subprocess.DEVNULL)
                 figures_future = pool.submit(table_figures, conn)
                 objects = _upload_directory(proc, dump_dir, store, backup_id, data_key, progress, stored)
-            tool = f"pg_dump --format=directory --jobs={jobs} --no-sync -Z 0"
+            tool = f"pg_dump --format=directory --jobs={jobs} --no-sync -Z 0 --create"
         figures = figures_future.result()
     except BaseException:
         if figures_future is not None and not figures_future.done():
@@ -160,6 +179,7 @@ def logical_backup(
         "compression": {"algorithm": "zstd", "level": ZSTD_LEVEL},
         "encryption": {"algorithm": "AES-256-GCM", "chunk_bytes": CHUNK, **key.wrap(data_key, backup_id)},
         "tables": figures,
+        "database_settings": database_settings,
     }
     try:
         save_manifest(store, key, manifest)
@@ -259,6 +279,7 @@ class Exported:
     dump_format: str  # "custom": one file; "directory": a pg_dump directory-format archive (a folder)
     bytes: int  # plain archive bytes written
     entries: int  # entries of the archive's table of contents, as `pg_restore --list` lists them
+    database_settings: list[str]  # the database's own settings, which only `pg_restore --create` applies
 
 
 def export_logical(store: Store, key: MasterKey, backup_id: str, output: Path, *, force: bool = False,
@@ -320,7 +341,9 @@ def export_logical(store: Store, key: MasterKey, backup_id: str, output: Path, *
     except BaseException:
         _remove(partial)
         raise
-    return Exported(backup_id, output, "directory" if directory else "custom", written, entries)
+    settings = [f"{item}" + (f" (role {entry['role']})" if entry.get("role") else "")
+                for entry in manifest.get("database_settings") or [] for item in entry.get("settings") or []]
+    return Exported(backup_id, output, "directory" if directory else "custom", written, entries, settings)
 
 
 def _major(manifest: dict[str, Any]) -> int:

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import psycopg
+from psycopg import sql
+
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import object_key
 from dbops.backup.store import Store
@@ -133,8 +136,10 @@ def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], targ
     data_key = key.unwrap(manifest["encryption"], manifest["id"])
     bin_dir = client_bin_dir(bin_dir, server_major(target_url))
     if manifest.get("dump_format") == "directory":
-        return _restore_directory(store, data_key, manifest, target_url, bin_dir=bin_dir,
-                                  jobs=jobs or int(manifest.get("jobs", 2)), staging_root=staging_root)
+        phases = _restore_directory(store, data_key, manifest, target_url, bin_dir=bin_dir,
+                                    jobs=jobs or int(manifest.get("jobs", 2)), staging_root=staging_root)
+        apply_database_settings(target_url, manifest.get("database_settings") or [])
+        return phases
     obj = manifest["objects"][0]
     name = f"object {obj['name']} of backup {manifest['id']}"
     bare_url, password = split_password(target_url)
@@ -159,9 +164,41 @@ def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], targ
     finally:
         stream.close()
     finish_process(proc, "pg_restore", timeout=RESTORE_TIMEOUT)
+    apply_database_settings(target_url, manifest.get("database_settings") or [])
     total = time.monotonic() - began
     # Decryption overlaps pg_restore; only the time pg_restore was kept waiting for data is counted as its phase.
     return {"decrypt_decompress": round(stream.waited, 3), "restore": round(total - stream.waited, 3)}
+
+
+def apply_database_settings(target_url: str, entries: list[dict[str, Any]]) -> int:
+    """Set the backed-up database's own settings (``ALTER DATABASE ... SET``, ``ALTER ROLE ... IN DATABASE ... SET``;
+    see :func:`dbops.backup.logical.read_database_settings`) on the restored database; return how many.
+
+    Each ``name=value`` is handed to the server as stored (``set_config`` in a transaction, then ``SET ... FROM
+    CURRENT``), so list settings such as ``search_path`` keep their quoting exactly."""
+    database = unquote(database_name(target_url))
+    applied = 0
+    with connection(target_url) as conn:
+        for entry in entries:
+            role = entry.get("role")
+            for item in entry.get("settings") or []:
+                name, sep, value = str(item).partition("=")
+                if not sep or not name:
+                    raise BackupIntegrityError(f"database setting {item!r} in the manifest is not name=value",
+                                               "the manifest is not one dbops wrote")
+                scope = (sql.SQL("DATABASE {}").format(sql.Identifier(database)) if role is None else
+                         sql.SQL("ROLE {} IN DATABASE {}").format(sql.Identifier(role), sql.Identifier(database)))
+                try:
+                    with conn.transaction():
+                        conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+                        conn.execute(sql.SQL("ALTER {} SET {} FROM CURRENT").format(scope, sql.Identifier(name)))
+                except psycopg.Error as exc:
+                    who = f"role {role} in database {database}" if role else f"database {database}"
+                    raise RestoreError(f"restored, but the setting {name} of {who} could not be set again: "
+                                       f"{str(exc).splitlines()[0]}",
+                                       f"set it by hand (ALTER DATABASE ... SET {name} = ...)") from exc
+                applied += 1
+    return applied
 
 
 def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
