@@ -122,6 +122,12 @@ def resolve_profile(profile: str, directory: Path | None = None) -> list[Script]
     return scripts
 
 
+def has_reference_schema(url: str) -> bool:
+    """Whether the database holds dbops' reference schema (app.orders), which the read/write/mixed profiles need."""
+    with connection(url) as conn:
+        return bool(conn.execute("SELECT to_regclass('app.orders') IS NOT NULL").fetchone()[0])  # type: ignore[index]
+
+
 def workload_variables(url: str) -> dict[str, int]:
     """The id ranges the scripts draw from, read from the seeded database (see dbops.seed's id layout)."""
     with connection(url) as conn:

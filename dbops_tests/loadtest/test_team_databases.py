@@ -229,8 +229,8 @@ def test_replay_from_the_cli_and_the_asset(foreign_db: tuple[ForeignSchema, str]
     assert all(s["reason"] for s in figures["replay"]["skipped"])
     print(f"replay on {schema.name}: {figures['users_2/all/tps']} tps, p95 {figures['users_2/all/p95_ms']} ms")
     [asset] = loadtest.build("dbops").assets or []
-    config = {"profile": "replay", "ramp": [2], "duration_s": 2, "think_time_s": 0, "capacity_users": 0,
-              "warmup_s": 0}
+    # The defaults (profile and capacity_profile auto): on a team database the ramp replays, no capacity run.
+    config = {"ramp": [2], "duration_s": 2, "think_time_s": 0, "warmup_s": 0}
     result = dg.materialize([asset], resources={"database": DatabaseResource(url=url)},
                             run_config={"ops": {op_name("dbops", "load_test"): {"config": config}}},
                             instance=dg.DagsterInstance.ephemeral())
@@ -239,6 +239,7 @@ def test_replay_from_the_cli_and_the_asset(foreign_db: tuple[ForeignSchema, str]
     assert meta["ramp/users_2/all/p95_ms"].value > 0 and meta["ramp/failures"].value == 0
     assert meta["ramp/replay/statements"].value == len(figures["replay"]["replayed"])
     assert meta["ramp/replay"].value["skipped"] and "skipped statement" in meta["ramp_table"].value
+    assert "capacity_table" not in meta and not any(key.startswith("capacity/") for key in meta)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["no_failed_transactions"].passed and checks["read_latency_avg_under_target"].passed
     assert checks["write_throughput_over_target"].severity == dg.AssetCheckSeverity.WARN  # replay writes nothing

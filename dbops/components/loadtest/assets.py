@@ -6,6 +6,7 @@ from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_limits, launch_target
 from dbops.health.targets import Limits
 from dbops.loadtest.runner import LoadTestPlan, LoadTestResult, run_load_test
+from dbops.loadtest.workloads import has_reference_schema
 
 CHECKS = (
     "read_latency_avg_under_target",
@@ -19,16 +20,17 @@ class LoadTestConfig(dg.Config):
     """What to run; the defaults are a modest weekly run, the 10k-user ramp is one config away.
 
     ``profile`` / ``capacity_profile``: ``read``, ``write``, ``mixed`` (dbops' reference workloads, schema app), ``own``
-    (the target's loadtest.workloads scripts), ``replay`` (its top read statements from pg_stat_statements) or scripts
-    ``name@10``. On a database without the reference schema use own or replay, and set capacity_users to 0 unless a
-    script of yours writes (capacity_profile: own or name@1).
+    (the target's loadtest.workloads scripts), ``replay`` (its top read statements from pg_stat_statements), scripts
+    ``name@10``, or ``auto``: mixed and write on the reference schema; on any other database the ramp replays its top
+    read statements and the capacity run (write throughput) is left out unless capacity_profile names a script of
+    yours that writes.
     """
 
-    profile: str = "mixed"
+    profile: str = "auto"
     ramp: list[int] = [100, 1000]
     duration_s: int = 30
     think_time_s: float = 10.0
-    capacity_profile: str = "write"
+    capacity_profile: str = "auto"
     capacity_users: int = 8
     capacity_duration_s: int = 15
     rate: float | None = None
@@ -108,14 +110,23 @@ def build(target: str) -> dg.Definitions:
                       workloads_dir=settings.loadtest.workloads, replay_statements=settings.loadtest.replay_statements,
                       exclude_roles=tuple(settings.profile.exclude_roles))
         guard = dict(production=database.is_production, allow_production=config.allow_production, log=context.log.info)
+        profile, capacity_profile = config.profile, config.capacity_profile
+        if "auto" in (profile, capacity_profile):
+            reference = has_reference_schema(database.target_url)
+            profile = ("mixed" if reference else "replay") if profile == "auto" else profile
+            if capacity_profile == "auto":
+                capacity_profile = "write" if reference else ""
+                if not reference and config.capacity_users > 0:
+                    context.log.info("no capacity run: the database has no reference schema and capacity_profile is "
+                                     "auto (name a script of yours that writes to measure write throughput)")
         capacity = None
-        if config.capacity_users > 0:
+        if config.capacity_users > 0 and capacity_profile:
             capacity = run_load_test(database.target_url, LoadTestPlan(
-                profile=config.capacity_profile, users=[config.capacity_users], duration_s=config.capacity_duration_s,
+                profile=capacity_profile, users=[config.capacity_users], duration_s=config.capacity_duration_s,
                 think_time_s=None, rate=config.rate, **common), **guard)
             context.log.info("capacity run\n" + capacity.table())
         ramp = run_load_test(database.target_url, LoadTestPlan(
-            profile=config.profile, users=list(config.ramp), duration_s=config.duration_s,
+            profile=profile, users=list(config.ramp), duration_s=config.duration_s,
             think_time_s=config.think_time_s or None, rate=config.rate, **common), **guard)
         context.log.info("ramp\n" + ramp.table())
         metadata: dict[str, object] = {f"ramp/{k}": v for k, v in ramp.metadata().items()}
