@@ -160,6 +160,16 @@ def test_cli_backup_and_drill_on_a_team_database(foreign_db: tuple[ForeignSchema
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert dbops_step(["backup", "run"], settings) == 0
+    backup_id = capsys.readouterr().out.split()[1]
+    archive = tmp_path / f"{schema.name}.dump"
+    assert dbops_step(["backup", "export", backup_id, "--output", str(archive)], settings) == 0
+    exported = capsys.readouterr().out
+    assert f"exported {backup_id} to {archive}: pg_dump custom archive" in exported and archive.is_file()
+    with connection(url) as conn:
+        has_settings = conn.execute("SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = "
+                                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                                    ).fetchone()[0] > 0  # type: ignore[index]
+    assert ("search_path=" in exported) == has_settings == (schema.name == "library")  # telemetry sets none
     assert dbops_step(["drill"], settings) == 0
     out = capsys.readouterr().out
     rto = next(line for line in out.splitlines() if "RTO" in line and "limits.rto_seconds" in line)
