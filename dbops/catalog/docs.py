@@ -261,12 +261,15 @@ def dbml(snap: dict[str, Any]) -> str:
             out.append("  Note: '" + note.replace("'", "\\'") + "'")
         out.append("}")
         out.append("")
+    seen = set()
     for child, parent, columns, con, _note in _foreign_keys(snap):
         m = re.search(r"REFERENCES\s+\S+?\(([^)]*)\)", con["definition"])
         parent_cols = [c.strip().strip('"') for c in m.group(1).split(",")] if m else columns
         left = f'"{child}".({", ".join(columns)})' if len(columns) > 1 else f'"{child}".{columns[0]}'
         right = f'"{parent}".({", ".join(parent_cols)})' if len(parent_cols) > 1 else f'"{parent}".{parent_cols[0]}'
-        out.append(f"Ref: {left} > {right}")
+        if (left, right) not in seen:  # a partition's own copy of its table's foreign key is one reference
+            seen.add((left, right))
+            out.append(f"Ref: {left} > {right}")
     return "\n".join(out) + "\n"
 
 

@@ -137,7 +137,11 @@ def test_catalog_of_a_team_database(foreign_db: tuple[ForeignSchema, str]) -> No
     for p, bound in in_db:
         assert f"- `{p}`: `{bound}`" in section
     assert "own indexes: `own_idx`" in section and "Referenced by:" in section
-    assert f'Table "{parent}"' in dbml(snap) and f"Partitioned by RANGE ({key})" in dbml(snap)
+    schema_dbml = dbml(snap)
+    assert f'Table "{parent}"' in schema_dbml and f"Partitioned by RANGE ({key})" in schema_dbml
+    refs = [line for line in schema_dbml.splitlines() if line.startswith(f'Ref: "{parent}".')]
+    assert refs and len(refs) == len(set(refs)), refs  # the partition's copy of the parent's key is one reference
+    assert f'> "{parent}".' in schema_dbml.split('Ref: "public.partition_notes"', 1)[1].splitlines()[0]
     print(f"\n{schema.name}: {len(snap['tables'])} tables, {len(table['partitions'])} partitions of {parent}, "
           f"{len(snap['types'])} types, {len(snap['sequences'])} sequences")
 
