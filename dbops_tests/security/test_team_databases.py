@@ -297,3 +297,31 @@ def test_dagster_audit_of_a_team_target_records_then_compares(foreign_db: tuple[
     assert second["grants_baseline"]["recorded"] is False  # type: ignore[index]
     assert second["grants_baseline"]["changes"] == 1  # type: ignore[index]
     assert f"| SEC041 | A01:2021-Broken Access Control | role {schema.name}_intruder |" in str(second["findings"])
+
+
+def test_a_baseline_of_another_database_is_refused_in_one_line(foreign_db: tuple[ForeignSchema, str],
+                                                               server_url: str, tmp_path: Path) -> None:
+    from dbops.pg.connect import drop_database
+    from dbops.security.grants import BaselineError
+    from dbops_tests.conftest import new_database
+
+    schema, url = foreign_db
+    audit(url, schema, tmp_path)  # records the baseline of this database
+    other = new_database(server_url)
+    try:
+        with pytest.raises(BaselineError) as refused:
+            audit(other, schema, tmp_path)
+    finally:
+        drop_database(server_url, database_name(other))
+    message = str(refused.value)
+    assert f"recorded for database {database_name(url)}, not {database_name(other)}" in message
+    assert "--accept-baseline" in message and "\n" not in message
+
+
+def test_search_path_helpers() -> None:
+    from dbops.security.rules import parse_search_path, unqualified_names
+
+    assert parse_search_path('"$user", lending, "Odd ""Name"""') == ["$user", "lending", 'Odd "Name"']
+    body = "BEGIN RETURN (SELECT full_name FROM members m WHERE m.id = p) || open_loans(p) || lending.x(); END"
+    names = unqualified_names(body)
+    assert {"members", "open_loans", "full_name", "lending"} <= names and "x" not in names and "id" not in names
