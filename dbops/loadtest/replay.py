@@ -196,6 +196,7 @@ class _Scope:
         self.aliases: dict[str, str | None] = {}  # alias -> table (None: a subquery, function or CTE)
         self.tables: list[str] = []
         self.derived: list[str] = []
+        self.using: set[str] = set()  # JOIN ... USING columns: one value in every table that has them
 
 
 @dataclass
@@ -262,6 +263,7 @@ class _Shape:
         elif isinstance(node, ast.JoinExpr):
             self._from(node.larg, scope)
             self._from(node.rarg, scope)
+            scope.using.update(p.sval for p in node.usingClause or () if isinstance(p, ast.String))
         elif isinstance(node, (ast.RangeSubselect, ast.RangeFunction, ast.RangeTableFunc)):
             name = node.alias.aliasname if getattr(node, "alias", None) else "(subquery)"
             scope.aliases[name] = None
@@ -289,7 +291,7 @@ class _Shape:
         at = scope
         while at is not None:
             owners = sorted({t for t in at.tables if column in self.catalog.columns(t)})
-            if len(owners) == 1:
+            if len(owners) == 1 or (owners and column in at.using):
                 return owners[0], column
             if len(owners) > 1:
                 raise _Unreplayable(f"compared with column {column}, which several joined tables have"
