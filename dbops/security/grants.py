@@ -55,6 +55,10 @@ class Grant:
     revoke: str  # the SQL that takes it back, with @@PRIV@@ where the privilege goes
     privilege: str = ""
     rest: str = ""  # " on table public.t", " (col) on table public.t", " on new tables in schema s to r"
+    # the object's ACL is PostgreSQL's built-in default (EXECUTE on a function, CONNECT/TEMP on the database)
+    builtin: bool = False
+    # the default-privilege lines that would have granted it on a new object
+    defaults: tuple[str, ...] = ()
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -85,7 +89,8 @@ def _grantee_sql(name: str) -> str:
 RELATION_ACL = """
 SELECT c.oid, c.relkind, format('%%I.%%I', n.nspname, c.relname), c.relispartition,
        (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid LIMIT 1),
-       coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable
+       coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable, c.relacl IS NULL,
+       pg_get_userbyid(c.relowner), format('%%I', n.nspname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
      aclexplode(coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) a
      LEFT JOIN pg_roles r ON r.oid = a.grantee
@@ -103,19 +108,22 @@ WHERE n.nspname = ANY(%(schemas)s) AND NOT c.relispartition AND a.grantee <> c.r
 FUNCTION_ACL = """
 SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
        format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
-       coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable
+       coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable, p.proacl IS NULL,
+       pg_get_userbyid(p.proowner), format('%%I', n.nspname)
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
      aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a LEFT JOIN pg_roles r ON r.oid = a.grantee
 WHERE n.nspname = ANY(%(schemas)s) AND a.grantee <> p.proowner
 """
 SCHEMA_ACL = """
-SELECT format('%%I', n.nspname), coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable
+SELECT format('%%I', n.nspname), coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable,
+       n.nspacl IS NULL, pg_get_userbyid(n.nspowner)
 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
      LEFT JOIN pg_roles r ON r.oid = a.grantee
 WHERE n.nspname = ANY(%(schemas)s) AND a.grantee <> n.nspowner
 """
 DATABASE_ACL = """
-SELECT format('%I', d.datname), coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable
+SELECT format('%I', d.datname), coalesce(r.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable,
+       d.datacl IS NULL
 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
      LEFT JOIN pg_roles r ON r.oid = a.grantee
 WHERE d.datname = current_database() AND a.grantee <> d.datdba
@@ -151,42 +159,50 @@ def take_snapshot(conn: psycopg.Connection[Any], schemas: Sequence[str],
     def add(kind: str, text: str, grantee: str, revoke: str) -> None:
         snap.grants[text] = Grant(kind, text, grantee, revoke)
 
-    def privilege(kind: str, grantee: str, priv: str, rest: str, revoke: str) -> None:
+    def privilege(kind: str, grantee: str, priv: str, rest: str, revoke: str, builtin: bool = False,
+                  owner: str = "", schema: str | None = None, new: str = "") -> None:
         text = f"{grantee}: {priv}{rest}"
-        snap.grants[text] = Grant(kind, text, grantee, revoke, priv, rest)
+        defaults = tuple(f"{owner}: {priv} on new {new}{where} to {grantee}{option}"
+                         for where in ([f" in schema {schema}", ""] if schema else [""])
+                         for option in ("", " with grant option")) if owner and new else ()
+        snap.grants[text] = Grant(kind, text, grantee, revoke, priv, rest, builtin, defaults)
 
     for group, member, admin in conn.execute(MEMBERSHIPS).fetchall():
         add("membership", f"{member} in {group}{' with admin option' if admin else ''}", member,
             f"REVOKE {_ident(group)} FROM {_ident(member)};")
     alias = conn.execute("SELECT quote_ident(%s)", (as_database,)).fetchone()[0] if as_database else None
-    for db, grantee, priv, grantable in conn.execute(DATABASE_ACL).fetchall():
+    for db, grantee, priv, grantable, builtin in conn.execute(DATABASE_ACL).fetchall():
         db = alias or db
         privilege("privilege", grantee, priv, f" on database {db}{_option(grantable)}",
-                  f"REVOKE @@PRIV@@ ON DATABASE {db} FROM {_grantee_sql(grantee)};")
-    for schema, grantee, priv, grantable in conn.execute(SCHEMA_ACL, params).fetchall():
+                  f"REVOKE @@PRIV@@ ON DATABASE {db} FROM {_grantee_sql(grantee)};", builtin)
+    for schema, grantee, priv, grantable, builtin, owner in conn.execute(SCHEMA_ACL, params).fetchall():
         privilege("privilege", grantee, priv, f" on schema {schema}{_option(grantable)}",
-                  f"REVOKE @@PRIV@@ ON SCHEMA {schema} FROM {_grantee_sql(grantee)};")
+                  f"REVOKE @@PRIV@@ ON SCHEMA {schema} FROM {_grantee_sql(grantee)};", builtin, owner, None,
+                  "schemas")
     rels = conn.execute(RELATION_ACL, params).fetchall()
     by_oid: dict[int, set[tuple[str, str]]] = {}
     whole_table: set[tuple[str, str, str]] = set()
-    for oid, _kind, name, _part, _parent, grantee, priv, _g in rels:
+    for oid, _kind, name, _part, _parent, grantee, priv, *_ in rels:
         by_oid.setdefault(oid, set()).add((grantee, priv))
         whole_table.add((name, grantee, priv))
-    for _oid, relkind, name, is_partition, parent, grantee, priv, grantable in rels:
+    for _oid, relkind, name, is_partition, parent, grantee, priv, grantable, builtin, owner, schema in rels:
         if is_partition and (grantee, priv) in by_oid.get(parent, set()):
             continue  # the partition holds its parent's grant: not a grant of its own
         kind = KINDS[relkind]
         target = "SEQUENCE" if relkind == "S" else "TABLE"
         privilege("privilege", grantee, priv, f" on {kind} {name}{_option(grantable)}",
-                  f"REVOKE @@PRIV@@ ON {target} {name} FROM {_grantee_sql(grantee)};")
+                  f"REVOKE @@PRIV@@ ON {target} {name} FROM {_grantee_sql(grantee)};", builtin, owner, schema,
+                  "sequences" if relkind == "S" else "tables")
     for table, column, grantee, priv, grantable in conn.execute(COLUMN_ACL, params).fetchall():
         if (table, grantee, priv) in whole_table:
             continue  # a whole-table grant covers its columns
         privilege("privilege", grantee, priv, f" ({column}) on table {table}{_option(grantable)}",
                   f"REVOKE @@PRIV@@ ({_ident(column)}) ON TABLE {table} FROM {_grantee_sql(grantee)};")
-    for kind, signature, grantee, priv, grantable in conn.execute(FUNCTION_ACL, params).fetchall():
+    for kind, signature, grantee, priv, grantable, builtin, owner, schema in conn.execute(FUNCTION_ACL,
+                                                                                          params).fetchall():
         privilege("privilege", grantee, priv, f" on {kind} {signature}{_option(grantable)}",
-                  f"REVOKE @@PRIV@@ ON {kind.upper()} {signature} FROM {_grantee_sql(grantee)};")
+                  f"REVOKE @@PRIV@@ ON {kind.upper()} {signature} FROM {_grantee_sql(grantee)};", builtin, owner,
+                  schema, "functions")
     for owner, schema, objtype, grantee, priv, grantable in conn.execute(DEFAULT_ACL, params).fetchall():
         what = DEFAULT_KINDS.get(objtype, objtype)
         where = f" in schema {schema}" if schema else ""
@@ -303,9 +319,18 @@ def compare(baseline: Baseline, snap: GrantSnapshot) -> list[Finding]:
         live = {t: g for t, g in snap.grants.items() if g.kind == kind}
         rule_id, title = rule[kind]
         groups: dict[tuple[str, str, str], list[Grant]] = {}
+        expected: dict[tuple[str, str, str], list[Grant]] = {}
         for text in sorted(live.keys() - recorded):
             grant = live[text]
-            groups.setdefault(grant.group if grant.privilege else (kind, text, ""), []).append(grant)
+            by_default = grant.builtin or bool(set(grant.defaults) & baseline.default_privileges)
+            (expected if by_default else groups).setdefault(
+                grant.group if grant.privilege else (kind, text, ""), []).append(grant)
+        for same in expected.values():  # a new object holding what the defaults give it
+            privs = ", ".join(sorted(g.privilege for g in same))
+            text = f"{same[0].grantee}: {privs}{same[0].rest}"
+            source = "PostgreSQL's default" if same[0].builtin else "the default privileges of the baseline"
+            out.append(Finding("SEC046", "new object with its default privileges", Severity.INFO, A01_ACCESS, text,
+                               f"{text}: granted by {source} (not by a GRANT since the baseline)", accept))
         for same in groups.values():  # GRANT ALL ON t TO r: one finding naming every privilege
             first = same[0]
             privs = ", ".join(sorted(g.privilege for g in same))

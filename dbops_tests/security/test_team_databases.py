@@ -325,3 +325,29 @@ def test_search_path_helpers() -> None:
     body = "BEGIN RETURN (SELECT full_name FROM members m WHERE m.id = p) || open_loans(p) || lending.x(); END"
     names = unqualified_names(body)
     assert {"members", "open_loans", "full_name", "lending"} <= names and "x" not in names and "id" not in names
+
+
+def test_a_new_object_with_its_default_privileges_is_info_an_explicit_grant_a_finding(
+        foreign_db: tuple[ForeignSchema, str], tmp_path: Path) -> None:
+    schema, url = foreign_db
+    own, reader = schema.default_schema, ("library_readonly" if schema.name == "library" else "telemetry_viewer")
+    with connection(url) as conn:
+        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+            sql.Identifier(own), sql.Identifier(reader)))
+    first = audit(url, schema, tmp_path)
+    assert first.baseline["recorded"] is True
+    with connection(url) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {}.shelf_notes (id int)").format(sql.Identifier(own)))
+        conn.execute(sql.SQL("CREATE FUNCTION {}.helper() RETURNS int LANGUAGE sql AS 'SELECT 1'").format(
+            sql.Identifier(own)))
+        conn.execute(sql.SQL("CREATE TABLE {}.exposed (id int)").format(sql.Identifier(own)))
+        conn.execute(sql.SQL("GRANT INSERT ON {}.exposed TO {}").format(sql.Identifier(own), sql.Identifier(reader)))
+    report = audit(url, schema, tmp_path)
+    found = {(f.rule, f.subject): f.severity for f in report.findings if f.rule in BASELINE_CHANGES | {"SEC046"}}
+    print(f"\n{schema.name} NEW OBJECTS\n{report.table_markdown(with_remediation=False)}")
+    assert found == {
+        ("SEC046", f"{reader}: SELECT on table {own}.shelf_notes"): Severity.INFO,  # the default privileges
+        ("SEC046", f"PUBLIC: EXECUTE on function {own}.helper()"): Severity.INFO,  # PostgreSQL's own default
+        ("SEC046", f"{reader}: SELECT on table {own}.exposed"): Severity.INFO,
+        ("SEC043", f"{reader}: INSERT on table {own}.exposed"): Severity.MEDIUM,  # granted by hand
+    }, found
