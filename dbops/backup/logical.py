@@ -307,9 +307,14 @@ def export_logical(store: Store, key: MasterKey, backup_id: str, output: Path, *
     folder = output.parent
     if not folder.is_dir():
         raise ExportError(f"the folder of {output} does not exist", "create it first, or choose another --output")
+    directory = manifest.get("dump_format") == "directory"
+    if output.is_dir() and not output.is_symlink() and not (directory and (output / "toc.dat").is_file()):
+        what = "a folder that is not a pg_dump directory archive" if directory else "a folder"
+        suggestion = output / (backup_id if directory else f"{backup_id}.dump")
+        raise ExportError(f"{output} is {what}: export never replaces it, --force or not",
+                          f"give the archive's own path (--output {suggestion})")
     if (output.exists() or output.is_symlink()) and not force:
         raise ExportError(f"{output} already exists", "choose another --output, or pass --force to replace it")
-    directory = manifest.get("dump_format") == "directory"
     objects = manifest.get("objects") or []
     if not objects or (not directory and len(objects) != 1):
         raise BackupIntegrityError(f"the manifest of backup {backup_id} lists {len(objects)} object(s) for a "

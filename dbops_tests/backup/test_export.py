@@ -85,8 +85,10 @@ def leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture
 def small_db(fresh_db: str) -> str:
-    """A database of two tables and a partitioned one (dbops' reference schema is not needed here)."""
+    """A database of three tables and a partitioned one (dbops' reference schema is not needed here); ``blobs`` makes
+    the dump several encrypted chunks long (over 1 MiB compressed)."""
     write_rows(fresh_db, "public.items", 3000)
+    write_rows(fresh_db, "public.blobs", 150_000)
     write_rows(fresh_db, "public.notes", 700)
     with connection(fresh_db) as conn:
         conn.execute("CREATE TABLE public.events (id bigint, at date NOT NULL) PARTITION BY RANGE (at)")
@@ -146,6 +148,9 @@ def test_export_writes_a_checked_archive_that_plain_pg_restore_restores(
     assert archive.read_bytes() == before and leftovers(out_dir) == []
     with pytest.raises(ExportError, match="does not exist"):
         dbops_step(["backup", "export", backup_id, "--output", str(tmp_path / "nowhere" / "x.dump")], settings)
+    with pytest.raises(ExportError, match=r"is a folder: export never replaces it, --force or not"):
+        dbops_step(["backup", "export", backup_id, "--output", str(out_dir), "--force"], settings)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["shop.dump"]
 
 
 def test_export_errors_name_the_problem_and_leave_no_file(small_db: str, pg_server: EmbeddedServer, tmp_path: Path,
@@ -170,10 +175,12 @@ def test_export_errors_name_the_problem_and_leave_no_file(small_db: str, pg_serv
     assert list(out_dir.iterdir()) == []
     monkeypatch.setenv("DBOPS_BACKUP_KEY", key)  # the key is read when needed: the right one again
 
-    # one byte flipped deep inside the dump object: checksum named, nothing written
+    # one byte flipped in the last chunk of the dump object (the chunks before it are written out first): the
+    # checksum is named and the partial file removed
     obj = tmp_path / "store" / "backups" / backup_id / "dump.pgc.zst.enc"
     data = bytearray(obj.read_bytes())
-    data[len(data) // 2] ^= 0x01
+    assert len(data) > 2 * (1 << 20)
+    data[-10] ^= 0x01
     obj.write_bytes(bytes(data))
     with pytest.raises(BackupIntegrityError, match="fails its sha256 check"):
         dbops_step(["backup", "export", backup_id, "--output", str(archive)], settings)
@@ -203,6 +210,12 @@ def test_export_of_a_directory_format_backup_is_a_pg_dump_directory(small_db: st
     assert exported.entries == len(pg_restore_list(output)) and leftovers(tmp_path) == []
     with pytest.raises(ExportError, match="already exists"):
         export_logical(local_store, master_key, manifest["id"], output)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ExportError, match="not a pg_dump directory archive: export never replaces it"):
+        export_logical(local_store, master_key, manifest["id"], mine, force=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     (output / "extra").write_text("stale")
     export_logical(local_store, master_key, manifest["id"], output, force=True)
     assert not (output / "extra").exists() and leftovers(tmp_path) == []
@@ -296,6 +309,7 @@ def test_a_backup_decrypts_without_dbops_per_the_format_document(small_db: str, 
     made = logical_backup(small_db, store, MasterKey.from_text(master_b64), jobs=jobs,
                           staging_root=tmp_path / "staging")
     assert len(made["objects"]) == 1 if jobs is None else len(made["objects"]) > 1
+    assert max(o["size"] for o in made["objects"]) > 2 * made["encryption"]["chunk_bytes"]  # several chunks
     decoded = tmp_path / "decoded"
     manifest = decode_backup(tmp_path / "store" / "backups" / made["id"], master_b64, decoded)
     assert manifest["id"] == made["id"]
