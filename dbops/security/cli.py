@@ -101,8 +101,10 @@ def main(argv: list[str], settings: Settings | None = None) -> int:
                             require_tls=args.require_tls, bin_dir=settings.pg_bin,
                             staging_root=settings.staging_root)
             except VerificationFailed as exc:
-                not_verified(hardening, str(exc))
-                print(f"dbops security: warning: {redact(exc)}", file=sys.stderr)
+                why = ("no scratch copy could be made (grant CREATEDB to this role)"
+                       if "CREATEDB" in str(exc.fix) else str(exc))
+                not_verified(hardening, why)
+                print(f"dbops security: warning: {redact(why)}", file=sys.stderr)
         print(redact(hardening.render(report.target)), end="")
         if args.write:
             for path in write_plan(hardening, args.write, report.target):

@@ -351,3 +351,28 @@ def test_a_new_object_with_its_default_privileges_is_info_an_explicit_grant_a_fi
         ("SEC046", f"{reader}: SELECT on table {own}.exposed"): Severity.INFO,
         ("SEC043", f"{reader}: INSERT on table {own}.exposed"): Severity.MEDIUM,  # granted by hand
     }, found
+
+
+def test_harden_plan_without_createdb_is_shown_not_verified(foreign_db: tuple[ForeignSchema, str],
+                                                            tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    from dbops.pg.connect import parse_url
+    from dbops_tests.conftest import run_dbops
+
+    schema, url = foreign_db
+    role, password = f"{schema.name}_auditor", "Auditor-Pw-5512"
+    with connection(url) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    parsed = parse_url(url)
+    try:
+        lesser = f"postgresql://{role}:{quote(password)}@{parsed.host}:{parsed.port}/{parsed.database}"
+        run = run_dbops(["security", "harden", "--plan"], team_env(schema, lesser, tmp_path), timeout=120)
+    finally:
+        with connection(url) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    assert run.returncode == 0, run.stderr
+    assert "warning: no scratch copy could be made (grant CREATEDB to this role)" in run.stderr
+    assert "-- not tried on a scratch copy: no scratch copy could be made" in run.stdout
+    assert "SEC016" in run.stdout and "verified on a scratch copy" not in run.stdout
+    assert password not in run.stdout + run.stderr
