@@ -197,6 +197,21 @@ def test_export_errors_name_the_problem_and_leave_no_file(small_db: str, pg_serv
     assert done.returncode == 2 and "--output PATH" in done.stderr
 
 
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def test_an_archive_pg_restore_cannot_read_is_not_left_behind(small_db: str, tmp_path: Path,
+                                                              local_store: LocalStore, master_key: MasterKey) -> None:
+    """The last check fails after the whole archive was written (PostgreSQL 15's pg_restore cannot read a dump of
+    18): the error names pg_restore and the fix, and the written file is removed."""
+    manifest = logical_backup(small_db, local_store, master_key)
+    assert int(manifest["server_version"].split(".")[0]) > 15
+    with pytest.raises(BackupIntegrityError, match=r"does not list with pg_restore .*unsupported version.* — use a "
+                                                   r"pg_restore as new as the server"):
+        export_logical(local_store, master_key, manifest["id"], tmp_path / "x.dump", bin_dir=PG15_BIN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
 def test_export_of_a_directory_format_backup_is_a_pg_dump_directory(small_db: str, server_url: str, tmp_path: Path,
                                                                      local_store: LocalStore,
                                                                      master_key: MasterKey) -> None:
