@@ -228,20 +228,18 @@ class GxValidator:
         """Validate ``checks`` of ``plan``'s table on the rows ``start <= time column < end`` (all rows when the table
         has no time column or no bounds are given).
 
-        The verdict pass keeps the SQL to what the verdict needs: the column rules in BOOLEAN_ONLY (one bundled
-        aggregate), every CHECK of the table in one unexpected-rows query, each key and foreign key in its own,
-        counted. Only when something failed do the failing column rules and CHECKs run again with BASIC, to name the
-        failing rule and count its rows.
+        One verdict pass in BOOLEAN_ONLY keeps the SQL to what the verdict needs: the column rules as one bundled
+        aggregate, every CHECK of the table in one unexpected-rows query, each key and foreign key in its own. Only
+        when something failed do the failing rules run again with BASIC, to name the failing rule and count its
+        rows.
         """
         where = Slice(plan, start, end)
         batch = self._batch(plan)
         typed = self._typed[plan.name]
         kinds = COLUMN_KINDS if typed else ()
         outcome = BatchOutcome([Outcome(c, True, 0) for c in checks])
-        column = [i for i, c in enumerate(checks) if c.kind in kinds]
         row_checks = [i for i, c in enumerate(checks) if c.kind not in kinds and c.predicate]
-        counted = [i for i, c in enumerate(checks) if c.kind not in kinds and not c.predicate]
-        verdict = [expectation_for(checks[i], where, i, typed) for i in column]
+        verdict = [expectation_for(c, where, i, typed) for i, c in enumerate(checks) if i not in row_checks]
         if len(row_checks) == 1:
             verdict.append(expectation_for(checks[row_checks[0]], where, row_checks[0], typed))
         elif row_checks:
@@ -259,13 +257,6 @@ class GxValidator:
                         outcome.outcomes[j] = Outcome(checks[j], False, 0, error)
                 elif not result.success:
                     failing += members  # which rule failed, and on how many rows, is settled by the counting pass
-        if counted:
-            keys = [expectation_for(checks[i], where, i, typed) for i in counted]
-            suite = gx.ExpectationSuite(name="keys", expectations=keys)
-            for result in batch.validate(suite, result_format=COUNTS).results:
-                i, error = _index(result), _error(result)
-                outcome.outcomes[i] = Outcome(checks[i], bool(result.success) and error is None,
-                                              _unexpected(result, checks[i]), error)
         if failing:
             recount = [expectation_for(checks[i], where, i, typed) for i in failing]
             suite = gx.ExpectationSuite(name="counts", expectations=recount)
