@@ -1,4 +1,5 @@
-"""`dbops validate` from a shell: clean data exits 0, a violation exits 1 and names it, a bad rule file one line."""
+"""`dbops validate` from a shell: clean data exits 0, a violation exits 1 and names it, a bad rule file one line,
+nothing to check exits 3."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from dbops.pg.connect import connection
+from dbops.pg.server import EmbeddedServer
 from dbops.settings import Settings, load_settings
 from dbops.validate.cli import main
+from dbops_tests.conftest import dbops_env, run_dbops
 
 
 def settings_for(url: str, **env: str) -> Settings:
@@ -44,3 +47,13 @@ def test_cli_bad_rule_file(seeded_db: str, tmp_path: Path, monkeypatch: pytest.M
 
     with pytest.raises(RuleFileError, match=r"orders.yml:2: app.orders has no column 'totl'"):
         main([], settings_for(seeded_db, DBOPS_EXPECTATIONS=str(tmp_path)))
+
+
+def test_dbops_validate_on_an_empty_database_exits_3(pg_server: EmbeddedServer, fresh_db: str,
+                                                     tmp_path: Path) -> None:
+    """The real `dbops validate` (dbops.cli passes the step's status through): nothing to check is exit 3."""
+    env = dbops_env(pg_server, fresh_db, tmp_path, DBOPS_MIGRATIONS=str(tmp_path))
+    proc = run_dbops(["validate", "--indexes"], env)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("nothing checked: ") and "no table of public" in last and "no btree index" in last
