@@ -27,6 +27,7 @@ import pytest
 from dbops.components.naming import op_name
 from dbops.components.resources import DatabaseResource
 from dbops.components.validate.assets import build
+from dbops.errors import ConfigError
 from dbops.pg.connect import connection
 from dbops.settings import Settings, load_settings
 from dbops.validate.amcheck import check_indexes
@@ -312,3 +313,28 @@ def test_empty_day_warns(foreign_db: tuple[ForeignSchema, str], tmp_path: Path, 
     meta = result.asset_materializations_for_node(op_name(TARGET, "integrity_validation"))[0].metadata
     assert meta["expectations_evaluated"].value > 0 and meta["rows"].value > 0
     assert set(meta["tables"].value.split(", ")) == set(BY_DAY[schema.name])
+
+
+def test_configured_time_columns(seeded_db: str, tmp_path: Path) -> None:
+    """`validation.time_columns` puts a table without a time partition key into daily slices; a configured column
+    that is not a date or timestamp, or a table that is not validated, is one line naming the option."""
+    env = {"DBOPS_DATABASE_URL": seeded_db, "DBOPS_HOME": str(tmp_path / "home")}
+    target = load_settings({**env, "DBOPS_VALIDATION_TIME_COLUMNS": "app.users=created_at"}).target()
+    assert target.validation.time_columns == (("app.users", "created_at"),)
+    with IntegrityValidator.for_target(seeded_db, target) as validator:
+        assert {p.name: p.time_column for p in validator.fact_plans}["app.users"] == "created_at"
+        assert "app.users" not in {p.name for p in validator.dimension_plans}
+        assert "public.flyway_schema_history" not in {p.name for p in validator.plans}  # the migration history
+        with connection(seeded_db) as conn:
+            day = conn.execute("SELECT (max(created_at) AT TIME ZONE 'UTC')::date FROM app.users").fetchone()[0]
+            conn.execute("ALTER TABLE app.users ALTER COLUMN full_name DROP NOT NULL")
+            conn.execute("UPDATE app.users SET full_name = NULL WHERE id = (SELECT max(id) FROM app.users "
+                         "WHERE created_at >= %s::timestamptz AND created_at < %s::timestamptz + interval '1 day')",
+                         (f"{day} 00:00:00+00", f"{day} 00:00:00+00"))
+        assert found([validator.validate_day(day)]) == {(day.isoformat(), "app.users", "not_null full_name"): 1}
+    for value, words in [("app.users=email", "app.users.email is text, not a date or timestamp"),
+                         ("app.users=joined", "app.users has no column 'joined'"),
+                         ("app.nothing=created_at", "table app.nothing is not among the validated tables")]:
+        target = load_settings({**env, "DBOPS_VALIDATION_TIME_COLUMNS": value}).target()
+        with pytest.raises(ConfigError, match=f"validation.time_columns: {words}"):
+            IntegrityValidator.for_target(seeded_db, target)
