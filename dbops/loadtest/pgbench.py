@@ -69,10 +69,12 @@ def connect_allowance(clients: int) -> int:
 
 _ABORT = re.compile(r"client \d+ (?:script \d+ )?aborted", re.I)
 _SCRIPT_ABORT = re.compile(r"client \d+ script (\d+) aborted in command (\d+) query \d+: (?:ERROR|FATAL):\s+(.*)")
-_SERVER_ERROR = re.compile(r"^pgbench: error: (?:ERROR|FATAL):\s+(.*)$", re.M)
+# Not anchored: two pgbench threads may write into one line.
+_SERVER_ERROR = re.compile(r"(?:ERROR|FATAL):\s+(.+?)(?=\s*pgbench: |\n|$)")
 _PREPARED_GONE = re.compile(r'prepared statement "P_\d+" does not exist')
 # A script naming a table, column, function, schema or type that is not there can never succeed: the run stops.
-_MISSING = re.compile(r"does not exist|permission denied")
+_UNPREPARED = "its statement could not be prepared (a missing table or column?)"
+_MISSING = re.compile(r"does not exist|permission denied|could not be prepared")
 _TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.M)
 _CONNECTION = re.compile(r"^initial connection time = ([\d.]+) ms", re.M)
 
@@ -130,6 +132,14 @@ def run_pgbench(
         busy, total = (b - a for a, b in zip(host, _host_times(), strict=True))
         output = (proc.stderr or "") + "\n" + (proc.stdout or "")
         broken = _broken_script(output, scripts)
+        if broken is not None and getattr(broken, "index", None) is not None and _UNPREPARED in str(broken):
+            # Threads writing at once can mangle the PREPARE's error line: one client, one transaction, says it.
+            script = scripts[broken.index]  # type: ignore[attr-defined]
+            alone = run_command([*argv[:argv.index("-c")], "-c", "1", "-j", "1", "-t", "1", "-M", protocol,
+                                 "-f", str(script.path), target.dbname],
+                                password=target.password, env=env, check=False, timeout=connect_timeout,
+                                what="pgbench")
+            broken = _broken_script((alone.stderr or "") + "\n" + (alone.stdout or ""), [script]) or broken
         if broken is not None:
             raise broken
         if proc.returncode == 1:
@@ -182,7 +192,7 @@ def _broken_script(output: str, scripts: list[Script]) -> LoadTestError | None:
         index, command, message = int(match[1]), int(match[2]), match[3].strip()
         if _PREPARED_GONE.search(message):  # -M prepared: the real error is the PREPARE's, printed before
             server = [m.strip() for m in _SERVER_ERROR.findall(output) if not _PREPARED_GONE.search(m)]
-            message = server[0] if server else message
+            message = server[0] if server else _UNPREPARED
         if not _MISSING.search(message):
             continue
         script = scripts[index] if 0 <= index < len(scripts) else None
@@ -190,7 +200,9 @@ def _broken_script(output: str, scripts: list[Script]) -> LoadTestError | None:
         fix = (f"fix {script.path if script else 'the script'} (or create what it uses); it runs as a throw-away "
                "role: " + ("a member of dbops_app_rw" if script is None or script.reference
                            else "pg_read_all_data" + (" and pg_write_all_data" if script.is_write else "")))
-        return LoadTestError(f"workload script {name}: {redact(message)} (command {command + 1})", fix)
+        error = LoadTestError(f"workload script {name}: {redact(message)} (command {command + 1})", fix)
+        error.index = index if script else None  # type: ignore[attr-defined]
+        return error
     return None
 
 

@@ -243,3 +243,23 @@ def test_replay_from_the_cli_and_the_asset(foreign_db: tuple[ForeignSchema, str]
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["no_failed_transactions"].passed and checks["read_latency_avg_under_target"].passed
     assert checks["write_throughput_over_target"].severity == dg.AssetCheckSeverity.WARN  # replay writes nothing
+
+
+def test_pgbench_abort_lines_name_the_script(tmp_path: Path) -> None:
+    """Parsing only: the PREPARE's error is found even when two pgbench threads wrote into one line; an error that
+    is no missing object (division by zero) is not a broken script."""
+    from dbops.loadtest.pgbench import _broken_script
+    from dbops.loadtest.workloads import Script
+
+    scripts = [Script("ok", tmp_path / "ok.sql", 1, False, False), Script("bad", tmp_path / "bad.sql", 1, False, False)]
+    mangled = ('pgbench: error: client 0 script 1 aborted in command 0 query 0: pgbench: error: ERROR:  relation '
+               '"x.nope" does not exist\npgbench: error: client 1 script 1 aborted in command 0 query 0: ERROR:  '
+               'prepared statement "P_0" does not exist\n')
+    error = _broken_script(mangled, scripts)
+    assert error is not None and str(error).startswith('workload script bad.sql: relation "x.nope" does not exist')
+    lost = ('pgbench: error: client 1 script 1 aborted in command 2 query 0: ERROR:  prepared statement "P_2" does'
+            ' not exist\n')
+    error = _broken_script(lost, scripts)
+    assert error is not None and "could not be prepared" in str(error) and "(command 3)" in str(error)
+    assert _broken_script("pgbench: error: client 0 script 0 aborted in command 1 query 0: ERROR:  division by "
+                          "zero\n", scripts) is None
