@@ -9,8 +9,11 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from dbops.pg.binaries import find_program
 from dbops.pg.connect import connection, split_password
 from dbops.pg.server import EmbeddedServer
 from dbops.settings import load_settings
-from dbops_tests.conftest import dbops_env, dbops_step, new_database, run_dbops
+from dbops_tests.conftest import PROJECT_DIR, dbops_env, dbops_step, new_database, run_dbops
 from dbops_tests.stores import write_rows
 
 # ---- helpers shared with dbops_tests/restore/test_team_databases.py ---------------------------------------------
@@ -342,3 +345,33 @@ def test_a_backup_decrypts_without_dbops_per_the_format_document(small_db: str, 
     context = first["name"].encode() if jobs else b""
     with pytest.raises(InvalidTag):
         decode_object(bytes(sealed), data_key, context)
+
+
+def test_an_interrupted_export_leaves_nothing(fresh_db: str, pg_server: EmbeddedServer, tmp_path: Path) -> None:
+    """SIGTERM while the archive is being written: exit 143, the temporary file removed, no PATH."""
+    write_rows(fresh_db, "public.bulk", 1_000_000)
+    key = generate_key()
+    env = dbops_env(pg_server, fresh_db, tmp_path, DBOPS_BACKUP_DIR=str(tmp_path / "store"), DBOPS_BACKUP_KEY=key)
+    done = run_dbops(["backup", "run"], env)
+    assert done.returncode == 0, done.stderr
+    backup_id = backup_id_of(done.stdout)
+    out_dir = tmp_path / "exports"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "dbops.cli", "backup", "export", backup_id, "--output",
+                             str(out_dir / "bulk.dump")], env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not leftovers(out_dir) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        seen = leftovers(out_dir)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen and seen[0].startswith(".bulk.dump.") and seen[0].endswith(".partial")  # caught mid-way
+    assert proc.returncode == 143, stderr
+    assert "interrupted by SIGTERM" in stderr
+    assert list(out_dir.iterdir()) == []
