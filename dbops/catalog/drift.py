@@ -21,7 +21,7 @@ from dbops.catalog.diff import Change, diff
 from dbops.catalog.introspect import snapshot
 from dbops.migrate import BaselineRecord, Migrator, Version, migrator_options
 from dbops.migrate.history import AppliedRow, HistoryTable
-from dbops.pg.connect import connection, drop_database, ensure_database, with_database
+from dbops.pg.connect import connection, database_name, drop_database, ensure_database, with_database
 from dbops.settings.model import TargetSettings
 
 
@@ -98,10 +98,10 @@ def detect_drift(url: str, locations: Path | list[Path], *, schemas: list[str] |
             return DriftReport([], None, baseline=version, unchecked=(
                 f"the database was baselined at {version} but dbops holds no record of the schema that baseline "
                 f"adopted{where} (baselined by another tool, or on another machine): nothing to compare with"))
-        if Version.parse(str(meta.get("version") or "0")) != row.version:
+        if meta.get("database") != database_name(url) or Version.parse(str(meta.get("version") or "0")) != row.version:
             return DriftReport([], None, baseline=version, unchecked=(
-                f"the record in {record.folder} is of a baseline at {meta['version']}, the database's is at "
-                f"{version}: baseline records of another database"))
+                f"the record in {record.folder} is of a baseline of {meta.get('database')} at {meta.get('version')}, "
+                f"this database ({database_name(url)}) was baselined at {version}: no record of its own baseline"))
         start = (record, version)
     expected, version = replay_snapshot(url, locations, schemas=schemas, target=target, baseline=start)
     with connection(url) as conn:

@@ -7,6 +7,7 @@ V2. A team database without a history table is refused until baselined, with not
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,10 @@ def test_drift_on_a_baselined_database_compares_with_what_the_baseline_adopted(
     elsewhere = detect_drift(url, target.migrations, schemas=schemas, target=target,
                              record=BaselineRecord.of(tmp_path / "other-home", target.name))
     assert elsewhere.changes == [] and elsewhere.unchecked and "no record" in elsewhere.unchecked
+    meta = json.loads(record.meta_path.read_text())
+    record.meta_path.write_text(json.dumps({**meta, "database": "another_database"}))  # a record of another database
+    other = detect_drift(url, target.migrations, schemas=schemas, target=target, record=record)
+    assert other.changes == [] and other.unchecked and "no record of its own baseline" in other.unchecked
 
 
 def test_cli_baseline_and_refusal_with_the_targets_settings(pg_server, foreign_db: tuple[ForeignSchema, str],
