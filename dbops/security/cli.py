@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from dbops.errors import DbopsError
+from dbops.pg.connect import connection
+from dbops.profile.review import history_versions
 from dbops.profile.verify import VerificationFailed
 from dbops.redact import redact
 from dbops.security.audit import audit_database
@@ -107,7 +109,9 @@ def main(argv: list[str], settings: Settings | None = None) -> int:
                 print(f"dbops security: warning: {redact(why)}", file=sys.stderr)
         print(redact(hardening.render(report.target)), end="")
         if args.write:
-            for path in write_plan(hardening, args.write, report.target):
+            with connection(url) as conn:
+                applied = history_versions(conn, target.migrate.default_schema, target.migrate.table)
+            for path in write_plan(hardening, args.write, report.target, applied):
                 print(f"-- wrote {path} (review it, then `dbops migrate apply`)", file=sys.stderr)
         for step in hardening.broken:
             print(redact(f"dbops security: {step.finding.rule} {step.finding.subject} breaks on the scratch copy"

@@ -11,14 +11,14 @@ it was verified, and a step that breaks something there is left out (commented, 
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbops.errors import DbopsError
+from dbops.profile.review import folder_versions, next_version
 from dbops.security.findings import AuditReport, Finding, Severity
 
-VERSION = re.compile(r"^V(\d+)__")
 REVIEW_FIRST = ("DROP ",)
 
 
@@ -130,27 +130,24 @@ def plan(report: AuditReport, minimum: Severity = Severity.LOW) -> HardeningPlan
     return HardeningPlan(steps, manual)
 
 
-def next_version(migrations_dir: Path) -> int:
-    versions = [int(m.group(1)) for p in Path(migrations_dir).glob("V*__*.sql") if (m := VERSION.match(p.name))]
-    return max(versions, default=0) + 1
-
-
-def write_plan(hardening: HardeningPlan, migrations_dir: Path, target: str) -> list[Path]:
-    """Write the plan as the next migration file(s) in ``migrations_dir``; return their paths."""
+def write_plan(hardening: HardeningPlan, migrations_dir: Path, target: str, applied: Iterable[str] = ()) -> list[Path]:
+    """Write the plan as the next migration file(s) in ``migrations_dir``, numbered after the highest version of
+    ``applied`` (the target's history: applied or baselined) and of the folder's files, in their style (``V022__``
+    after ``V021__``, ``V9__`` after ``V8__``); return their paths."""
     migrations_dir = Path(migrations_dir)
     if not migrations_dir.is_dir():
         raise DbopsError(f"no migrations folder at {migrations_dir}", "pass --write an existing folder")
     if hardening.empty:
         return []
-    version = next_version(migrations_dir)
+    versions = [*applied, *folder_versions(migrations_dir)]
     written = []
-    if hardening.transactional:
-        path = migrations_dir / f"V{version}__security_hardening.sql"
-        path.write_text(hardening.migration_text(target))
+    for name, wanted, text in (("security_hardening", hardening.transactional, hardening.migration_text),
+                               ("security_settings", hardening.settings, hardening.settings_text)):
+        if not wanted:
+            continue
+        version = next_version(versions)
+        path = migrations_dir / f"V{version}__{name}.sql"
+        path.write_text(text(target))
         written.append(path)
-        version += 1
-    if hardening.settings:
-        path = migrations_dir / f"V{version}__security_settings.sql"
-        path.write_text(hardening.settings_text(target))
-        written.append(path)
+        versions.append(version)
     return written

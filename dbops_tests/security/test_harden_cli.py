@@ -38,6 +38,11 @@ def test_harden_plan_applied_as_migration_leaves_only_manual_findings(weak_serve
     shutil.copytree(MIGRATIONS_DIR, migrations)
     written = write_plan(hardening, migrations, before.target)
     assert [p.name for p in written] == ["V9__security_hardening.sql", "V10__security_settings.sql"]
+    # numbered after the target's history too (applied or baselined), in its style
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert [p.name for p in write_plan(hardening, elsewhere, before.target, ["019", "020"])] == [
+        "V021__security_hardening.sql", "V022__security_settings.sql"]
     assert written[1].read_text().startswith("-- dbops:no-transaction")
     Migrator(url, migrations).apply()
     after = audit_database(url, MATRIX, check_backups=False)

@@ -226,6 +226,16 @@ def test_cli_on_a_team_database(foreign_db: tuple[ForeignSchema, str], tmp_path:
     assert "-- verified on a scratch copy: finding gone after applying it" in plan_run.stdout
     assert f'SET search_path = pg_catalog, "{schema.default_schema}"' in plan_run.stdout
     assert "NOT VERIFIED, left out" not in plan_run.stdout
+    # --write: the next migration in the team's own numbering style (V022 after V021, V3 after V2)
+    import shutil
+
+    folder = tmp_path / "migrations"
+    shutil.copytree(schema.migrations, folder)
+    written = run_dbops(["security", "harden", "--plan", "--write", str(folder)], env, timeout=300)
+    assert written.returncode == 0, written.stderr
+    expected = {"library": "V022__security_hardening.sql", "telemetry": "V3__security_hardening.sql"}[schema.name]
+    text = (folder / expected).read_text()
+    assert "-- verified on a scratch copy" in text and f'pg_catalog, "{schema.default_schema}"' in text
     accepted = run_dbops(["security", "audit", "--accept-baseline"], env, timeout=120)
     assert accepted.returncode == 0 and "grants baseline recorded" in accepted.stdout
     after = run_dbops(["security", "audit", "--format", "json"], env, timeout=120)
