@@ -253,7 +253,8 @@ class Migrator:
         if row and row[1]:
             first = sql.Identifier(self.history.schema).as_string(conn)
             path = str(row[0]).strip()
-            if path != first and not path.startswith(first + ","):
+            head = path.split(",", 1)[0].strip()
+            if head not in (first, self.history.schema):
                 conn.execute("SELECT set_config('search_path', %s, false)", [f"{first}, {path}" if path else first])
 
     def _text(self, script: str, text: str) -> str:
