@@ -42,6 +42,7 @@ def test_schema_migrations_and_drift_on_a_baselined_team_database(
     assert migrated.success
     meta = migrated.asset_materializations_for_node(op_name(target, "schema_migrations"))[0].metadata
     assert meta["current_version"].value == schema.next_version and meta["applied_count"].value == 1
+    assert meta["baselined_at"].value == schema.baseline_version
     checks = {e.check_name: e for e in migrated.get_asset_check_evaluations()}
     assert checks["migration_history_valid"].passed and checks["no_pending_migrations"].passed
     assert checks["migrations_lint"].metadata["errors"].value == 0

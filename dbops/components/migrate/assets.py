@@ -13,6 +13,9 @@ def apply_pending(
 ) -> dg.MaterializeResult:
     migrator = migrations.migrator(database.target_url)
     result = migrator.apply()
+    if result.baselined:
+        context.log.info(f"baselined at {result.baselined} (migrate.baseline_on_migrate); the adopted schema is "
+                         f"recorded in {migrations.baseline_record.sql_path}")
     for item in result.applied:
         context.log.info(f"applied {item.script} in {item.execution_ms} ms")
     rows = "\n".join(
@@ -22,6 +25,7 @@ def apply_pending(
     return dg.MaterializeResult(
         metadata={
             "current_version": dg.MetadataValue.text(result.current_version or "none"),
+            "baselined_at": dg.MetadataValue.text(result.baselined or "none"),
             "applied_count": dg.MetadataValue.int(len(result.applied)),
             "applied_versions": dg.MetadataValue.text(
                 ", ".join(m.version or m.script for m in result.applied) or "none"
