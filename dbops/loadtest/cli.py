@@ -9,9 +9,12 @@ from pathlib import Path
 
 from dbops.embedded import ensure_embedded
 from dbops.errors import DbopsError
+from dbops.loadtest.replay import NothingToReplay
 from dbops.loadtest.runner import DEFAULT_THINK_TIME_S, LoadTestPlan, run_load_test
 from dbops.loadtest.workloads import OWN_PROFILE, PROFILES, REPLAY_PROFILE, LoadTestError
 from dbops.settings import Settings
+
+EXIT_NOTHING_CHECKED = 3  # the replay profile found nothing to replay: no figure would mean anything
 
 
 def _ramp(text: str) -> list[int]:
@@ -68,6 +71,9 @@ def main(argv: list[str], settings: Settings) -> int:
         result = run_load_test(settings.target_url(), plan, production=production,
                                allow_production=args.allow_production,
                                log=lambda m: print(m, file=sys.stderr, flush=True))
+    except NothingToReplay as exc:
+        print(f"nothing checked: {exc}", file=sys.stderr)
+        return EXIT_NOTHING_CHECKED
     except (DbopsError, LoadTestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

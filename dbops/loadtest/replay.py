@@ -103,12 +103,19 @@ class ReplayProfile:
             "skipped": [asdict(s) for s in self.skipped],
         }
 
-    def table(self) -> str:
+    def table(self, figures: dict[str, dict[str, float]] | None = None) -> str:
+        """Replayed statements (with their figures in ``figures``: a step's per-script figures) and skipped ones."""
+        figures = figures or {}
         lines = [f"replay: {len(self.statements)} statements replayed, {len(self.skipped)} skipped", ""]
         if self.statements:
-            lines += ["| script | calls | weight | statement | parameters |", "|---|---:|---:|---|---|"]
-            lines += [f"| {s.script} | {s.calls:,} | {s.weight} | {_cell(s.query)} | "
-                      f"{_cell('; '.join(p.describe() for p in s.parameters) or 'none')} |" for s in self.statements]
+            lines += ["| script | calls | weight | tps | avg ms | p95 ms | failures | statement | parameters |",
+                      "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+            for s in self.statements:
+                f = figures.get(s.script, {})
+                ran = (f"{f['tps']:,.1f} | {f['avg_ms']:.2f} | {f['p95_ms']:.2f} | {int(f['failures'])}" if f
+                       else " |  |  | ")
+                lines.append(f"| {s.script} | {s.calls:,} | {s.weight} | {ran} | {_cell(s.query)} | "
+                             f"{_cell('; '.join(p.describe() for p in s.parameters) or 'none')} |")
         if self.skipped:
             lines += ["", "| skipped statement | calls | reason |", "|---|---:|---|"]
             lines += [f"| {_cell(s.query)} | {s.calls:,} | {_cell(s.reason)} |" for s in self.skipped]
@@ -118,6 +125,10 @@ class ReplayProfile:
 def _cell(text: str, width: int = 160) -> str:
     one = " ".join(text.split()).replace("|", "\\|")
     return one if len(one) <= width else one[: width - 1] + "…"
+
+
+class NothingToReplay(LoadTestError):
+    """pg_stat_statements holds no read statement that can be replayed: a load test that would measure nothing."""
 
 
 class _Unreplayable(Exception):  # noqa: N818 - a reason, not an error
@@ -551,11 +562,11 @@ def build_replay(url: str, directory: Path, *, limit: int, exclude_roles: Sequen
     if not kept:
         if profile.skipped:
             first = profile.skipped[0]
-            raise LoadTestError(
+            raise NothingToReplay(
                 f"nothing to replay: none of the {len(profile.skipped)} top read statements can be parameterised "
                 f"(e.g. {_cell(first.query, 80)!r}: {first.reason})",
                 "see `dbops loadtest --profile replay --json` for the list, or replay your own scripts (--profile own)")
-        raise LoadTestError("nothing to replay: pg_stat_statements holds no read statement of this database",
+        raise NothingToReplay("nothing to replay: pg_stat_statements holds no read statement of this database",
                             "run the application's workload first (or check profile.exclude_roles)")
     most = max(c.calls for c, _, _ in kept)
     for i, (cand, script_text, params) in enumerate(kept, 1):

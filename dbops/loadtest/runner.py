@@ -147,8 +147,8 @@ class LoadTestResult:
         for s in self.steps:
             if s.error:
                 lines.append(f"step {s.users:,} users: {s.error}")
-        if self.replay is not None:
-            lines += ["", self.replay.table()]
+        if self.replay is not None:  # per statement at the last step
+            lines += ["", self.replay.table(self.steps[-1].scripts if self.steps else None)]
         return "\n".join(lines)
 
     def metadata(self) -> dict[str, float | int | str]:

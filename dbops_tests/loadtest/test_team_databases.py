@@ -16,7 +16,7 @@ from dbops.components import loadtest
 from dbops.components.naming import op_name
 from dbops.components.resources import DatabaseResource
 from dbops.loadtest.cli import main
-from dbops.loadtest.replay import ReplayProfile, build_replay
+from dbops.loadtest.replay import NothingToReplay, ReplayProfile, build_replay
 from dbops.loadtest.runner import LoadTestPlan, run_load_test
 from dbops.loadtest.workloads import LoadTestError
 from dbops.pg.connect import connection
@@ -194,6 +194,7 @@ def test_replay_profile_on_a_team_database(foreign_db: tuple[ForeignSchema, str]
     assert all(figures["transactions"] > 0 for figures in step.scripts.values()), step.scripts
     assert len(result.replay.statements) == len(profile.statements)
     assert "skipped statement" in result.table() and result.metadata()["replay/skipped"] == len(profile.skipped)
+    assert "| script | calls | weight | tps | avg ms | p95 ms |" in result.table()
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == sorted(s.path.name for s in profile.scripts)
     assert not _has_app_schema(url) and _loadtest_roles(url) == 0
     # A second build does not replay the load test's own statements (its role is left out).
@@ -202,11 +203,29 @@ def test_replay_profile_on_a_team_database(foreign_db: tuple[ForeignSchema, str]
     assert {s.query for s in again.skipped} == {s.query for s in profile.skipped}
 
 
-def test_replay_with_nothing_to_replay_says_so(fresh_db: str, tmp_path: Path) -> None:
+def test_replay_with_nothing_to_replay_checks_nothing(fresh_db: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No read statement in pg_stat_statements: the CLI says "nothing checked" and exits 3; the asset's checks WARN."""
     with connection(fresh_db) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    with pytest.raises(LoadTestError, match="nothing to replay: pg_stat_statements holds no read statement"):
+        conn.execute("CREATE TABLE t (id int)")
+    with pytest.raises(NothingToReplay, match="nothing to replay: pg_stat_statements holds no read statement"):
         build_replay(fresh_db, tmp_path / "r", limit=5)
+    settings = load_settings({"DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path / "home")}, tmp_path)
+    assert main(["--profile", "replay", "--users", "1", "--duration", "1", "--warmup", "0"], settings) == 3
+    assert capsys.readouterr().err.startswith("nothing checked: nothing to replay")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DBOPS_DATABASE_URL", fresh_db)
+    monkeypatch.setenv("DBOPS_HOME", str(tmp_path / "home"))
+    [asset] = loadtest.build("dbops").assets or []
+    result = dg.materialize([asset], resources={"database": DatabaseResource(url=fresh_db)},
+                            run_config={"ops": {op_name("dbops", "load_test"): {"config": {"ramp": [1]}}}},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 4 and all(not c.passed and c.severity == dg.AssetCheckSeverity.WARN for c in checks)
+    assert all("nothing to replay" in c.metadata["reason"].value for c in checks)
 
 
 def test_replay_from_the_cli_and_the_asset(foreign_db: tuple[ForeignSchema, str], tmp_path: Path,

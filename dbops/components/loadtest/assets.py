@@ -5,6 +5,7 @@ import dagster as dg
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_limits, launch_target
 from dbops.health.targets import Limits
+from dbops.loadtest.replay import NothingToReplay
 from dbops.loadtest.runner import LoadTestPlan, LoadTestResult, run_load_test
 from dbops.loadtest.workloads import has_reference_schema
 
@@ -120,14 +121,23 @@ def build(target: str) -> dg.Definitions:
                     context.log.info("no capacity run: the database has no reference schema and capacity_profile is "
                                      "auto (name a script of yours that writes to measure write throughput)")
         capacity = None
-        if config.capacity_users > 0 and capacity_profile:
-            capacity = run_load_test(database.target_url, LoadTestPlan(
-                profile=capacity_profile, users=[config.capacity_users], duration_s=config.capacity_duration_s,
-                think_time_s=None, rate=config.rate, **common), **guard)
-            context.log.info("capacity run\n" + capacity.table())
-        ramp = run_load_test(database.target_url, LoadTestPlan(
-            profile=profile, users=list(config.ramp), duration_s=config.duration_s,
-            think_time_s=config.think_time_s or None, rate=config.rate, **common), **guard)
+        try:
+            if config.capacity_users > 0 and capacity_profile:
+                capacity = run_load_test(database.target_url, LoadTestPlan(
+                    profile=capacity_profile, users=[config.capacity_users], duration_s=config.capacity_duration_s,
+                    think_time_s=None, rate=config.rate, **common), **guard)
+                context.log.info("capacity run\n" + capacity.table())
+            ramp = run_load_test(database.target_url, LoadTestPlan(
+                profile=profile, users=list(config.ramp), duration_s=config.duration_s,
+                think_time_s=config.think_time_s or None, rate=config.rate, **common), **guard)
+        except NothingToReplay as exc:  # measured nothing: every check WARN with the reason, never a pass
+            reason = f"nothing checked: {exc}"
+            context.log.warning(reason)
+            return dg.MaterializeResult(
+                metadata={"reason": reason, "database": dg.MetadataValue.text(database.display_url)},
+                check_results=[dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                                   metadata={"reason": reason}, description=reason)
+                               for name in CHECKS])
         context.log.info("ramp\n" + ramp.table())
         metadata: dict[str, object] = {f"ramp/{k}": v for k, v in ramp.metadata().items()}
         if capacity is not None:
