@@ -434,6 +434,8 @@ def _sample(conn: psycopg.Connection[Any], catalog: _Catalog, table: str, column
 def _statement(conn: psycopg.Connection[Any], catalog: _Catalog, cand: _Candidate,
                samples: dict[tuple[str, str, bool], list[Any]]) -> tuple[str, tuple[Parameter, ...]] | None:
     """The pgbench script of one statement, or None when it is no application read; raises _Unreplayable."""
+    if cand.query.strip() == "<insufficient privilege>":
+        raise _Unreplayable("its text is hidden from this role (grant it pg_read_all_stats to replay it)")
     try:
         parsed = parse_sql(cand.query)
     except ParseError as exc:
