@@ -64,9 +64,30 @@ ORDER BY con.conrelid, con.contype, con.conname
 """
 
 
+# Columns whose type is a domain with CHECK constraints (its own or a base domain's): the constraints' names, whether
+# all are validated (ALTER DOMAIN ... ADD CONSTRAINT ... NOT VALID leaves the existing values unchecked).
+DOMAIN_CHECKS_SQL = """
+WITH RECURSIVE chain AS (
+    SELECT a.attrelid, a.attname, a.atttypid AS top, a.atttypid AS typid
+    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'd'
+  UNION ALL
+    SELECT c.attrelid, c.attname, c.top, t.typbasetype
+    FROM chain c JOIN pg_type t ON t.oid = c.typid JOIN pg_type b ON b.oid = t.typbasetype
+    WHERE b.typtype = 'd'
+)
+SELECT c.attrelid, c.attname, c.top::regtype::text, array_agg(con.conname::text ORDER BY con.conname),
+       bool_and(con.convalidated)
+FROM chain c JOIN pg_constraint con ON con.contypid = c.typid AND con.contype = 'c'
+GROUP BY 1, 2, 3
+ORDER BY 1, 2
+"""
+
+
 @dataclass(frozen=True)
 class Constraint:
-    """One declared rule; ``kind`` is primary_key, unique, foreign_key, check or not_null."""
+    """One declared rule; ``kind`` is primary_key, unique, foreign_key, check, not_null or domain_check (a column
+    whose domain type has CHECK constraints: ``name`` lists them, ``expression`` is the domain)."""
 
     name: str
     kind: str
@@ -165,6 +186,11 @@ def _read_tables(conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, 
             continue
         seen[oid].add(identity)
         by_oid[oid].constraints.append(con)
+    # pg_input_is_valid (PostgreSQL 16) evaluates a domain's constraints without raising: before it, no domain rules.
+    if conn.info.server_version >= 160000:
+        for oid, col, domain, names, validated in conn.execute(DOMAIN_CHECKS_SQL, (oids,)).fetchall():
+            by_oid[oid].constraints.append(Constraint(name=",".join(names), kind="domain_check", columns=(col,),
+                                                      validated=bool(validated), expression=domain))
     # Before PostgreSQL 18 NOT NULL lives only in pg_attribute: state it as a constraint all the same.
     for oid, cols in not_null_cols.items():
         for col in cols:
@@ -193,14 +219,20 @@ class NotValidConstraint:
 def not_valid_constraints(
     conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, ...] = ()
 ) -> list[NotValidConstraint]:
-    """Constraints added NOT VALID and never validated: PostgreSQL does not check their existing rows."""
+    """Constraints added NOT VALID and never validated, of tables and of domains (``table`` is then the domain):
+    PostgreSQL does not check their existing rows."""
+    resolved = resolve_schemas(conn, schemas)
     rows = conn.execute(
         """
         SELECT n.nspname || '.' || c.relname, con.conname, pg_get_constraintdef(con.oid)
         FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE NOT con.convalidated AND n.nspname = ANY(%s) AND con.conparentid = 0
+        UNION ALL
+        SELECT n.nspname || '.' || t.typname, con.conname, pg_get_constraintdef(con.oid)
+        FROM pg_constraint con JOIN pg_type t ON t.oid = con.contypid JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE NOT con.convalidated AND n.nspname = ANY(%s)
         ORDER BY 1, 2
         """,
-        (resolve_schemas(conn, schemas),),
+        (resolved, resolved),
     ).fetchall()
     return [NotValidConstraint(*r) for r in rows]

@@ -118,6 +118,13 @@ def catalog_checks(table: Table) -> list[Check]:
     for con in table.of_kind("check"):
         # NOT (expr) is NULL, hence not reported, when expr is NULL: exactly what a CHECK constraint accepts.
         out.append(Check(name, f"check {con.name}", "check", predicate=f"NOT ({con.expression})"))
+    for con in table.of_kind("domain_check"):
+        # The value, as text, read back as the domain: every CHECK of the domain (and of its base domains) evaluated,
+        # a failure reported as false rather than raised. A NULL is the domain's NOT NULL business, not a CHECK's.
+        col = _ident(con.columns[0])
+        predicate = f"{col} IS NOT NULL AND NOT pg_input_is_valid({col}::text, {_lit(con.expression)})"
+        rule = f"domain_check {con.expression} {con.columns[0]} ({con.name})"
+        out.append(Check(name, rule, "check", predicate=predicate, column=con.columns[0]))
     return out
 
 

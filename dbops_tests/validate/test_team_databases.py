@@ -7,8 +7,8 @@ first (an :class:`IntegrityValidator` plans its checks from the catalog when it 
 
 * NOT NULL, CHECK, primary key and UNIQUE: the constraint is dropped and the bad row written: the rule derived before
   still holds it (a primary key that a foreign key depends on is dropped CASCADE, after the foreign keys are planted);
-* a NOT VALID CHECK: the constraint is dropped, the old row made bad, the constraint added back ``NOT VALID``, as a team
-  adds one on a big table: PostgreSQL never looks at that row again;
+* a NOT VALID CHECK, of a table or of a domain: the constraint is dropped, the old row made bad, the constraint added
+  back ``NOT VALID``, as a team adds one on a big table: PostgreSQL never looks at that row again;
 * a foreign key, from or onto a partitioned table: written with ``session_replication_role = replica`` (as a superuser),
   where the triggers that enforce foreign keys do not fire, as during a careless restore.
 """
@@ -126,6 +126,11 @@ def plant_library(conn: psycopg.Connection, days: list[date]) -> dict[tuple[str,
     conn.execute("ALTER TABLE lending.books DROP CONSTRAINT books_title_length")
     conn.execute("UPDATE lending.books SET title = repeat('x', 300) WHERE id = 5")
     conn.execute("ALTER TABLE lending.books ADD CONSTRAINT books_title_length CHECK (length(title) <= 200) NOT VALID")
+    conn.execute("ALTER DOMAIN lending.isbn13 DROP CONSTRAINT isbn13_check")
+    conn.execute("UPDATE lending.books SET isbn = '12345' WHERE id = 6")
+    conn.execute(
+        "ALTER DOMAIN lending.isbn13 ADD CONSTRAINT isbn13_check CHECK (VALUE ~ '^97[89][0-9]{10}$') NOT VALID"
+    )
     return {
         (d_from.isoformat(), "lending.loans", "foreign_key loans_member_id_fkey"): 1,
         (d_onto.isoformat(), "lending.loan_events", "foreign_key loan_events_loan_id_loaned_on_fkey"): 1,
@@ -134,6 +139,7 @@ def plant_library(conn: psycopg.Connection, days: list[date]) -> dict[tuple[str,
         ("dimensions", "lending.members", "unique members_email_key"): 1,
         ("dimensions", "lending.books", "check books_copies_check"): 1,
         ("dimensions", "lending.books", "check books_title_length"): 1,
+        ("dimensions", "lending.books", "domain_check lending.isbn13 isbn (isbn13_check)"): 1,
     }
 
 
@@ -168,6 +174,9 @@ def plant_telemetry(conn: psycopg.Connection, days: list[date]) -> dict[tuple[st
     conn.execute(
         "ALTER TABLE iot.devices ADD CONSTRAINT devices_serial_format CHECK (serial ~ '^[A-Z]{2}-[0-9]+$') NOT VALID"
     )
+    conn.execute("ALTER DOMAIN iot.percent DROP CONSTRAINT percent_check")
+    conn.execute("UPDATE iot.devices SET battery = 150 WHERE id = 5")
+    conn.execute("ALTER DOMAIN iot.percent ADD CONSTRAINT percent_check CHECK (VALUE BETWEEN 0 AND 100) NOT VALID")
     return {
         (d_from.isoformat(), "iot.readings", "foreign_key readings_device_id_fkey"): 1,
         (d_onto.isoformat(), "iot.alarms", "foreign_key alarms_device_id_recorded_at_fkey"): 1,
@@ -176,6 +185,7 @@ def plant_telemetry(conn: psycopg.Connection, days: list[date]) -> dict[tuple[st
         ("dimensions", "iot.devices", "not_null site_code"): 1,
         ("dimensions", "iot.devices", "unique devices_serial_key"): 1,
         ("dimensions", "iot.devices", "check devices_serial_format"): 1,
+        ("dimensions", "iot.devices", "domain_check iot.percent battery (percent_check)"): 1,
     }
 
 
@@ -196,15 +206,21 @@ def test_each_derived_rule_kind_planted_in_a_team_database(foreign_db: tuple[For
         reports = [*validator.validate_days(days), validator.validate_dimensions()]
     assert found(reports) == expected
     kinds = {rule.split()[0] for _, _, rule in expected}
-    assert kinds == {"not_null", "check", "unique", "primary_key", "foreign_key"}
+    assert kinds == {"not_null", "check", "unique", "primary_key", "foreign_key", "domain_check"}
     samples = {f.rule: f.samples for r in reports for f in r.failures}
     assert all(samples.values()), samples  # every failure shows the row(s) at fault
 
-    # Derived again now, the NOT VALID check is still a rule (PostgreSQL never checked that old row).
+    # Derived again now, the NOT VALID checks are still rules (PostgreSQL never checked those old rows).
     with IntegrityValidator.for_target(url, target) as again:
         dims = again.validate_dimensions()
-    not_valid = "check books_title_length" if schema.name == "library" else "check devices_serial_format"
-    assert not_valid in {f.rule for f in dims.failures}
+    not_valid = {r for _, _, r in expected if "title_length" in r or "serial_format" in r or "domain" in r}
+    assert len(not_valid) == 2 and not_valid <= {f.rule for f in dims.failures}
+    # amcheck's report lists them, the domain's included, and checked every index of the schemas.
+    with connection(url) as conn:
+        indexes = check_indexes(conn)
+    assert indexes.checked > 0 and indexes.reason is None and not indexes.problems
+    names = {"library": {"books_title_length", "isbn13_check"}, "telemetry": {"devices_serial_format", "percent_check"}}
+    assert {c.name for c in indexes.not_valid} == names[schema.name]
 
 
 def test_each_derived_rule_kind_planted_in_the_reference_schema(seeded_db: str) -> None:
