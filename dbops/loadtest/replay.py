@@ -466,7 +466,8 @@ def _statement(conn: psycopg.Connection[Any], catalog: _Catalog, cand: _Candidat
     lines: list[str] = []
     replacements: list[tuple[int, int, str]] = []
     params: list[Parameter] = []
-    for n in numbers:
+    # An upper bound is drawn from its lower bound's index, so the lower one is set first whatever their numbers.
+    for n in sorted(numbers, key=lambda n: (n in paired and shape.uses[n].bound == "upper", n)):
         use = shape.uses[n]
         ordered = n in paired
         key = (use.table, use.column, ordered)
@@ -496,6 +497,7 @@ def _statement(conn: psycopg.Connection[Any], catalog: _Catalog, cand: _Candidat
                 replacements.append((at, at + len(f"${n}"), f"{array}[:p{n}]"))
             predicate = use.predicate
         params.append(Parameter(n, use.table, use.column, predicate, count))
+    params.sort(key=lambda p: p.number)
     text = cand.query
     for start, end, new in sorted(set(replacements), reverse=True):
         text = text[:start] + new + text[end:]
