@@ -84,10 +84,25 @@ ORDER BY 1, 2
 """
 
 
+# Exclusion constraints on plain columns without a WHERE predicate: columns and their operators, in order.
+EXCLUSIONS_SQL = """
+SELECT con.conrelid, con.conname, con.convalidated,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.i)::text[],
+       ARRAY(SELECT format('OPERATOR(%%I.%%s)', n.nspname, o.oprname)
+             FROM unnest(con.conexclop) WITH ORDINALITY e(op, i)
+             JOIN pg_operator o ON o.oid = e.op JOIN pg_namespace n ON n.oid = o.oprnamespace ORDER BY e.i)::text[]
+FROM pg_constraint con JOIN pg_index i ON i.indexrelid = con.conindid
+WHERE con.conrelid = ANY(%s) AND con.contype = 'x' AND con.conparentid = 0
+  AND i.indpred IS NULL AND NOT (0 = ANY(i.indkey::int2[]))
+ORDER BY 1, 2
+"""
+
+
 @dataclass(frozen=True)
 class Constraint:
-    """One declared rule; ``kind`` is primary_key, unique, foreign_key, check, not_null or domain_check (a column
-    whose domain type has CHECK constraints: ``name`` lists them, ``expression`` is the domain)."""
+    """One declared rule; ``kind`` is primary_key, unique, foreign_key, check, not_null, exclusion, or domain_check (a
+    column whose domain type has CHECK constraints: ``name`` lists them, ``expression`` is the domain)."""
 
     name: str
     kind: str
@@ -99,6 +114,7 @@ class Constraint:
     expression: str | None = None
     match_full: bool = False
     nulls_not_distinct: bool = False
+    operators: tuple[str, ...] = ()  # an exclusion constraint's, one a column
 
 
 @dataclass
@@ -186,6 +202,9 @@ def _read_tables(conn: psycopg.Connection[Any], schemas: list[str] | tuple[str, 
             continue
         seen[oid].add(identity)
         by_oid[oid].constraints.append(con)
+    for oid, name, validated, cols, ops in conn.execute(EXCLUSIONS_SQL, (oids,)).fetchall():
+        by_oid[oid].constraints.append(Constraint(name=name, kind="exclusion", columns=tuple(cols),
+                                                  validated=validated, operators=tuple(ops)))
     # pg_input_is_valid (PostgreSQL 16) evaluates a domain's constraints without raising: before it, no domain rules.
     if conn.info.server_version >= 160000:
         for oid, col, domain, names, validated in conn.execute(DOMAIN_CHECKS_SQL, (oids,)).fetchall():

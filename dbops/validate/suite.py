@@ -102,6 +102,23 @@ def orphans_query(con: Constraint) -> str:
     return query.as_string(None)
 
 
+def conflicts_query(table: Table, con: Constraint, identity: tuple[str, ...]) -> str:
+    """Rows an exclusion constraint forbids: another row (told apart by the primary key) for which every operator
+    holds (``during && during``). Both rows of a conflicting pair are reported."""
+    other = sql.SQL(" AND ").join(
+        sql.SQL("{} {} {}").format(sql.Identifier("o", c), sql.SQL(op), sql.Identifier("b", c))
+        for c, op in zip(con.columns, con.operators, strict=True)
+    )
+    query = sql.SQL(
+        "SELECT b.* FROM (SELECT * FROM {batch}) AS b WHERE EXISTS (SELECT 1 FROM {table} AS o "
+        "WHERE ({o_id}) IS DISTINCT FROM ({b_id}) AND {other})"
+    ).format(
+        batch=BATCH, table=sql.Identifier(table.schema, table.name), other=other,
+        o_id=_cols(identity, "o"), b_id=_cols(identity, "b"),
+    )
+    return query.as_string(None)
+
+
 def catalog_checks(table: Table) -> list[Check]:
     """The rules the schema declares for ``table`` (NOT VALID ones included: those are the ones whose old rows
     PostgreSQL never looked at)."""
@@ -118,6 +135,12 @@ def catalog_checks(table: Table) -> list[Check]:
     for con in table.of_kind("check"):
         # NOT (expr) is NULL, hence not reported, when expr is NULL: exactly what a CHECK constraint accepts.
         out.append(Check(name, f"check {con.name}", "check", predicate=f"NOT ({con.expression})"))
+    primary = table.of_kind("primary_key")
+    for con in table.of_kind("exclusion"):
+        # Rows are told apart by the primary key: without one, two identical rows could not be; no rule then.
+        if primary and len(con.columns) == len(con.operators):
+            query = conflicts_query(table, con, primary[0].columns)
+            out.append(Check(name, f"exclusion {con.name}", "exclusion", rows_query=query))
     for con in table.of_kind("domain_check"):
         # The value, as text, read back as the domain: every CHECK of the domain (and of its base domains) evaluated,
         # a failure reported as false rather than raised. A NULL is the domain's NOT NULL business, not a CHECK's.

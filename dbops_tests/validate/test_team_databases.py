@@ -9,6 +9,7 @@ first (an :class:`IntegrityValidator` plans its checks from the catalog when it 
   still holds it (a primary key that a foreign key depends on is dropped CASCADE, after the foreign keys are planted);
 * a NOT VALID CHECK, of a table or of a domain: the constraint is dropped, the old row made bad, the constraint added
   back ``NOT VALID``, as a team adds one on a big table: PostgreSQL never looks at that row again;
+* an exclusion constraint: dropped, an overlapping row written;
 * a foreign key, from or onto a partitioned table: written with ``session_replication_role = replica`` (as a superuser),
   where the triggers that enforce foreign keys do not fire, as during a careless restore.
 """
@@ -90,7 +91,8 @@ def test_clean_team_database(foreign_db: tuple[ForeignSchema, str], tmp_path: Pa
         assert len(names) == len(set(names)), f"{name} has a rule twice: {names}"
     # The promises of each kind are all there (a NOT VALID check included).
     kinds = {c.kind for p in validator.plans for c in p.checks}
-    assert kinds == {"not_null", "unique", "foreign_key", "check"}
+    exclusion = {"exclusion"} if schema.name == "telemetry" else set()  # site_outages: EXCLUDE USING gist
+    assert kinds == {"not_null", "unique", "foreign_key", "check"} | exclusion
     assert "check books_title_length" in rules.get("lending.books", ["check books_title_length"])
     assert "check devices_serial_format" in rules.get("iot.devices", ["check devices_serial_format"])
 
@@ -174,6 +176,9 @@ def plant_telemetry(conn: psycopg.Connection, days: list[date]) -> dict[tuple[st
     conn.execute(
         "ALTER TABLE iot.devices ADD CONSTRAINT devices_serial_format CHECK (serial ~ '^[A-Z]{2}-[0-9]+$') NOT VALID"
     )
+    conn.execute("ALTER TABLE public.site_outages DROP CONSTRAINT site_outages_during_excl")
+    conn.execute("INSERT INTO public.site_outages (site_code, during) "
+                 "SELECT site_code, during FROM public.site_outages WHERE id = 1")
     conn.execute("ALTER DOMAIN iot.percent DROP CONSTRAINT percent_check")
     conn.execute("UPDATE iot.devices SET battery = 150 WHERE id = 5")
     conn.execute("ALTER DOMAIN iot.percent ADD CONSTRAINT percent_check CHECK (VALUE BETWEEN 0 AND 100) NOT VALID")
@@ -186,6 +191,7 @@ def plant_telemetry(conn: psycopg.Connection, days: list[date]) -> dict[tuple[st
         ("dimensions", "iot.devices", "unique devices_serial_key"): 1,
         ("dimensions", "iot.devices", "check devices_serial_format"): 1,
         ("dimensions", "iot.devices", "domain_check iot.percent battery (percent_check)"): 1,
+        ("dimensions", "public.site_outages", "exclusion site_outages_during_excl"): 2,  # both rows of the pair
     }
 
 
@@ -206,7 +212,7 @@ def test_each_derived_rule_kind_planted_in_a_team_database(foreign_db: tuple[For
         reports = [*validator.validate_days(days), validator.validate_dimensions()]
     assert found(reports) == expected
     kinds = {rule.split()[0] for _, _, rule in expected}
-    assert kinds == {"not_null", "check", "unique", "primary_key", "foreign_key", "domain_check"}
+    assert kinds >= {"not_null", "check", "unique", "primary_key", "foreign_key", "domain_check"}
     samples = {f.rule: f.samples for r in reports for f in r.failures}
     assert all(samples.values()), samples  # every failure shows the row(s) at fault
 
