@@ -61,6 +61,10 @@ WORKLOADS: dict[str, Workload] = {
         ("SELECT count(*) FROM iot.readings WHERE recorded_at >= %s AND recorded_at < %s",
          ("2026-01-01 00:00+00", "2026-01-02 00:00+00"),
          [("iot.readings.recorded_at", ">="), ("iot.readings.recorded_at", "<")]),
+        # The upper bound numbered first: its lower bound must still be drawn before it.
+        ("SELECT count(*) FROM iot.readings WHERE device_id = %s AND recorded_at < %s AND recorded_at >= %s",
+         (4, "2026-01-02 00:00+00", "2026-01-01 00:00+00"),
+         [("iot.readings.device_id", "="), ("iot.readings.recorded_at", "<"), ("iot.readings.recorded_at", ">=")]),
         ("SELECT name FROM public.sites WHERE code IN ('S1', 'S2')", (),
          [("public.sites.code", "IN, squashed list replayed with 5 values")]),
         ("SELECT d.serial FROM iot.devices AS d JOIN public.sites AS s ON s.code = d.site_code WHERE s.name = %s",
