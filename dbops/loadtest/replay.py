@@ -520,7 +520,8 @@ def _explain(conn: psycopg.Connection[Any], text: str) -> None:
         with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute("SET LOCAL statement_timeout = '10s'")
-            conn.execute(f"/* dbops:replay */ EXPLAIN {probe}")  # noqa: S608 - the database's own statement
+            # The database's own statement (from pg_stat_statements), planned only, in a read-only transaction.
+            conn.execute(sql.SQL("/* dbops:replay */ EXPLAIN {}").format(sql.SQL(probe)))  # type: ignore[arg-type]
     except psycopg.Error as exc:
         raise _Unreplayable(f"its replayed form does not plan ({str(exc).splitlines()[0]})") from exc
 
