@@ -33,8 +33,9 @@ from dbops.pg.connect import connection
 from dbops.settings import Settings, load_settings
 from dbops.validate.amcheck import check_indexes
 from dbops.validate.cli import EXIT_NOTHING_CHECKED, main
+from dbops.validate.rules import RuleFileError
 from dbops.validate.run import IntegrityValidator, ValidationReport, days_between
-from dbops_tests.foreign import ForeignSchema
+from dbops_tests.foreign import LIBRARY, ForeignSchema, create
 
 DAYS = 30
 TARGET = "dbops"
@@ -360,3 +361,30 @@ def test_configured_time_columns(seeded_db: str, tmp_path: Path) -> None:
         target = load_settings({**env, "DBOPS_VALIDATION_TIME_COLUMNS": value}).target()
         with pytest.raises(ConfigError, match=f"validation.time_columns: {words}"):
             IntegrityValidator.for_target(seeded_db, target)
+
+
+def test_rule_files_of_a_team_database(fresh_db: str, tmp_path: Path) -> None:
+    """A team's own rule files (`validation.expectations`): a file naming no schema is the one table of that name;
+    two tables of that name is one line asking for `table:`."""
+    create(fresh_db, LIBRARY)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "loans.yml").write_text("rules:\n  - in_set: {column: status, values: [out, returned]}\n")
+    env = {"DBOPS_DATABASE_URL": fresh_db, "DBOPS_MIGRATIONS": str(LIBRARY.migrations),
+           "DBOPS_HOME": str(tmp_path / "home"), "DBOPS_EXPECTATIONS": str(rules)}
+    target = load_settings(env).target()
+    assert target.validation.expectations == rules
+    day = yesterday()
+    with IntegrityValidator.for_target(fresh_db, target) as validator:
+        assert validator.validate_day(day).ok
+        with connection(fresh_db) as conn:
+            conn.execute("UPDATE lending.loans SET status = 'lost' WHERE id = (SELECT min(id) FROM lending.loans "
+                         "WHERE loaned_on = %s)", (day,))
+        assert found([validator.validate_day(day)]) == {
+            (day.isoformat(), "lending.loans", "rule in_set status (loans.yml:2)"): 1
+        }
+    with connection(fresh_db) as conn:
+        conn.execute("CREATE TABLE public.loans (id integer PRIMARY KEY)")
+    with pytest.raises(RuleFileError, match=r"loans.yml: table loans exists in several schemas \(lending.loans, "
+                                            r"public.loans\) — set `table: <schema>.<table>`"):
+        IntegrityValidator.for_target(fresh_db, target)
