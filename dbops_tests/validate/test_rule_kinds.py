@@ -34,6 +34,9 @@ def test_each_rule_kind(seeded_db: str, tmp_path: Path) -> None:
         )
     with IntegrityValidator(seeded_db, rules_dir=tmp_path) as validator:
         report = validator.validate_day(day)
+        orders = next(p for p in validator.plans if p.name == "app.orders")
+    # `not_null: status` restates the column's NOT NULL constraint: one rule, under the constraint's name.
+    assert [c.rule for c in orders.checks if c.column == "status" and c.kind == "not_null"] == ["not_null status"]
     found = {(f.table, f.rule): f.unexpected for f in report.failures}
     assert found == {
         ("app.orders", "rule row_count rows (orders.yml:2)"): 1,
