@@ -104,8 +104,9 @@ def demo_s3_servers(settings: Settings, stack: ExitStack) -> list[S3Server]:
 
 
 def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings,
-               target: TargetSettings) -> int:
-    """The lifecycle of one target; the number of runs that failed."""
+               target: TargetSettings, load_test: dict | None = None) -> int:
+    """The lifecycle of one target; the number of runs that failed. ``load_test``: the load_test op's config (the
+    demo's 10,000-user ramp when None). A team's own database keeps its data: only the reference schema is seeded."""
     failures = 0
     name, level = target.name, settings.log_level
     t = _step(f"{name}: migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
@@ -116,7 +117,9 @@ def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Set
 
     url = settings.target_url(name)
     t = _step(f"{name}: seed (scale {target.seed.scale:g})")
-    if orders_present(url):
+    if not settings.runs_reference_schema(name):
+        print("   not dbops' reference schema (its own migrations): its own data is kept, nothing seeded")
+    elif orders_present(url):
         print("   already seeded; keeping the data (`dbops seed --reset` reseeds)")
     else:
         result = seed(url, target.seed.scale)
@@ -127,7 +130,8 @@ def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Set
     if rest:
         t = _step(f"{name}: lifecycle: " + ", ".join(k.path[-1] for k in rest))
         selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
-        summary = run_selection(defs, selection, instance, ops_config=DEMO_LOAD_TEST, log_level=level, target=name)
+        ops_config = DEMO_LOAD_TEST if load_test is None else {"load_test": {"config": load_test}}
+        summary = run_selection(defs, selection, instance, ops_config=ops_config, log_level=level, target=name)
         print(summary.render())
         failures += not summary.success
         _done(t)

@@ -268,6 +268,12 @@ class Settings:
             )
         return EmbeddedServer(self.home, self.pg_port, self.pg_bin, wal_spool=self.server_wal_spool)
 
+    def runs_reference_schema(self, name: str | None = None) -> bool:
+        """The target's migrations are the checkout's reference schema (`sql/migrations`), as opposed to a team's."""
+        from dbops.settings.options import runs_reference_schema
+
+        return runs_reference_schema(self.target(name).migrations, self.project_dir)
+
     def target_url(self, name: str | None = None) -> str:
         """URL of a target's database (with its password: never print it, use ``redact_url``)."""
         target = self.target(name)

@@ -392,10 +392,14 @@ def _spool(ctx: DeriveContext) -> Path | None:
     return ctx["home"] / "wal-spool" if ctx["embedded"] and ctx["wal_archive"] and owner else None
 
 
+def runs_reference_schema(migrations: Path, project_dir: Path) -> bool:
+    """A target whose migrations are the checkout's `sql/migrations` runs dbops' own reference schema: only then do
+    the reference's matrix, rule files and seed apply by default; a team's own database has its own, or none."""
+    return Path(migrations).resolve() == (Path(project_dir) / "sql" / "migrations").resolve()
+
+
 def _reference(ctx: DeriveContext) -> bool:
-    """The target runs dbops' own reference schema (its migrations are the checkout's `sql/migrations`): only then do
-    the reference's matrix and rule files apply by default; a team's own database has its own, or none."""
-    return Path(ctx["migrations"]).resolve() == _project(ctx, "sql", "migrations").resolve()
+    return runs_reference_schema(ctx["migrations"], ctx["project_dir"])
 
 
 def _key_file(ctx: DeriveContext) -> Path | None:
