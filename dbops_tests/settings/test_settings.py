@@ -494,3 +494,22 @@ def test_a_team_database_gets_no_reference_matrix_or_rules_and_its_own_migrate_o
     assert "reminder_channel=email" in render_text(settings) and "a=1, b=two" in render_text(settings)
     with pytest.raises(SettingsError, match="not name=value"):
         load_settings({"DBOPS_MIGRATE_PLACEHOLDERS": "oops"}, tmp_path)
+
+
+def test_the_team_example_file_configures_a_database_dbops_did_not_create(tmp_path: Path) -> None:
+    """dbops.team.example.yaml, with its /srv folders made real: valid, no reference matrix or rule files."""
+    text = (PROJECT_DIR / "dbops.team.example.yaml").read_text().replace("/srv/library/db", str(tmp_path / "db"))
+    text = text.replace("/var/lib/dbops", str(tmp_path / "state")).replace("/var/backups", str(tmp_path / "b"))
+    for folder in ("migrations", "pgbench"):
+        (tmp_path / "db" / folder).mkdir(parents=True)
+    path = tmp_path / "team.yaml"
+    path.write_text(text)
+    env = {"LIBRARY_DATABASE_URL": f"postgresql://admin:{SECRET}@db.internal:5432/library",
+           "LIBRARY_BACKUP_KEY": "a" * 44}
+    settings = load_settings(env, tmp_path, config_file=path)
+    assert check_settings(settings) == []
+    library = settings.target("library")
+    assert library.production and not library.embedded and library.access_control is None
+    assert library.validation.expectations is None and not settings.runs_reference_schema("library")
+    assert (library.migrate.default_schema, library.migrate.baseline_version) == ("lending", "020")
+    assert SECRET not in render_text(settings)
