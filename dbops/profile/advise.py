@@ -14,11 +14,12 @@ from typing import Any
 import psycopg
 import psycopg.sql
 
+from dbops.migrate.numbering import history_versions
 from dbops.pg.connect import connection
 from dbops.profile.candidates import Candidate, ColumnResolver, analyze_statement, candidates_for, is_covered
 from dbops.profile.indexes import Finding, index_findings, list_indexes
 from dbops.profile.plans import unsafe_functions
-from dbops.profile.review import history_versions, write_migration
+from dbops.profile.review import write_migration
 from dbops.profile.statements import QueryProfile, StatementStats
 from dbops.profile.verify import Measurement, measure_candidate, sample_parameters, scratch_copy
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from dbops.errors import DbopsError
+from dbops.migrate.numbering import history_versions
 from dbops.pg.connect import connection
-from dbops.profile.review import history_versions
 from dbops.profile.verify import VerificationFailed
 from dbops.redact import redact
 from dbops.security.audit import audit_database

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbops.errors import DbopsError
-from dbops.profile.review import folder_versions, next_version
+from dbops.migrate.numbering import folder_versions, next_version
 from dbops.security.findings import AuditReport, Finding, Severity
 
 REVIEW_FIRST = ("DROP ",)

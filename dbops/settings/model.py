@@ -19,6 +19,7 @@ from pathlib import Path
 from dbops.errors import ConfigError, UnknownTarget
 from dbops.pg.connect import check_url, with_database
 from dbops.pg.server import EmbeddedServer
+from dbops.settings.options import runs_reference_schema
 
 DAGSTER_DB_NAME = "dagster"
 MASK = "***"
@@ -270,8 +271,6 @@ class Settings:
 
     def runs_reference_schema(self, name: str | None = None) -> bool:
         """The target's migrations are the checkout's reference schema (`sql/migrations`), as opposed to a team's."""
-        from dbops.settings.options import runs_reference_schema
-
         return runs_reference_schema(self.target(name).migrations, self.project_dir)
 
     def target_url(self, name: str | None = None) -> str:

@@ -14,11 +14,11 @@ from psycopg import sql
 from dbops.components import profile as profile_defs
 from dbops.components.naming import op_name
 from dbops.components.resources import DatabaseResource
+from dbops.migrate.numbering import folder_versions, history_versions, next_version
 from dbops.pg.connect import connection
 from dbops.profile.advise import advise
 from dbops.profile.cli import advise_main
 from dbops.profile.indexes import UNUSED_MAX_SCANS, index_findings, list_indexes
-from dbops.profile.review import folder_versions, history_versions, next_version
 from dbops.profile.statements import SnapshotStore, profile
 from dbops.settings import load_settings
 from dbops_tests.foreign import LIBRARY, ForeignSchema, create
