@@ -65,6 +65,10 @@ STEP_SCHEDULES: tuple[StepSchedule, ...] = (
     StepSchedule("validate", "index_integrity_weekly", ("index_integrity",), "amcheck over every B-tree index"),
     StepSchedule("security", "security_audit_daily", ("security_audit",),
                  "nightly audit of roles, grants, settings and pg_hba"),
+    StepSchedule("maintain", "partition_maintenance_daily", ("partition_maintenance",),
+                 "creates the partitions ahead before the day needs them; rows in a DEFAULT partition fail its check"),
+    StepSchedule("maintain", "materialized_views_hourly", ("materialized_views",),
+                 "refreshes each materialized view (CONCURRENTLY when it has a unique index)"),
 )
 
 DEFAULTS = {name: (cron, on) for name, cron, on, _ in SCHEDULES}

@@ -11,7 +11,18 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dbops.components import backup, catalog, health, loadtest, migrate, profile, restore, security, validate
+from dbops.components import (
+    backup,
+    catalog,
+    health,
+    loadtest,
+    maintain,
+    migrate,
+    profile,
+    restore,
+    security,
+    validate,
+)
 from dbops.components.catalog.resources import CatalogResource
 from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource, launch_settings
 from dbops.components.schedules import build_schedules
@@ -39,7 +50,7 @@ def target_defs(target: TargetSettings) -> dg.Definitions:
     steps = dg.Definitions.merge(
         migrate.build(name, rehearsal=target.rehearsal.enabled), catalog.build(name), profile.build(name),
         loadtest.build(name), backup.build(name), restore.build(name), validate.build(name), security.build(name),
-        health.build(name),
+        maintain.build(name), health.build(name),
     )
     keys = {k for a in steps.assets or [] for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
     return dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, keys)))

@@ -56,6 +56,8 @@ _SECTIONS: dict[str, type] = {
     "migrate": model.MigrateSettings,
     "profile": model.ProfileSettings,
     "validation": model.ValidationSettings,
+    "partitions": model.PartitionSettings,
+    "matviews": model.MatviewSettings,
     "rehearsal": model.RehearsalSettings,
     "backup": model.BackupSettings,
     "backup.s3": model.S3Settings,

@@ -85,6 +85,22 @@ class ProfileSettings:
 
 
 @dataclass(frozen=True)
+class PartitionSettings:
+    tables: tuple[str, ...]  # none: every range-partitioned table with a date/timestamp key in the target's schemas
+    ahead_daily: int
+    ahead_monthly: int
+    lock_timeout_s: float
+    retention_days: int | None  # None: partitions are kept
+    drop_detached: bool
+
+
+@dataclass(frozen=True)
+class MatviewSettings:
+    views: tuple[str, ...]  # none: every materialized view of the target's schemas
+    max_age_hours: float
+
+
+@dataclass(frozen=True)
 class ValidationSettings:
     expectations: Path | None  # None: only the rules derived from the database's constraints
     start_date: date
@@ -176,6 +192,8 @@ class TargetSettings:
     loadtest: LoadTestSettings
     profile: ProfileSettings
     validation: ValidationSettings
+    partitions: PartitionSettings
+    matviews: MatviewSettings
     rehearsal: RehearsalSettings
     backup: BackupSettings
     alerts: AlertSettings

@@ -439,6 +439,9 @@ SCHEDULES: tuple[tuple[str, str, bool, str], ...] = (
     ("dimension_integrity_daily", "45 1 * * *", False, "the dimension tables (dimension_integrity)"),
     ("index_integrity_weekly", "0 3 * * 6", True, "amcheck over every B-tree index (index_integrity)"),
     ("security_audit_daily", "15 5 * * *", False, "roles, grants, settings and pg_hba (security_audit)"),
+    ("partition_maintenance_daily", "10 0 * * *", True, "partitions kept ahead, DEFAULT partitions watched, "
+     "retention (partition_maintenance)"),
+    ("materialized_views_hourly", "5 * * * *", True, "refreshes the materialized views (materialized_views)"),
 )
 
 
@@ -552,6 +555,25 @@ OPTIONS: tuple[Option, ...] = (
             "review/migrations"),
     _target("profile.scratch_url_env", EnvRef(), None, "variable holding the URL of a restored copy that index advice "
             "is verified on (none: a clone of the target)", "DBOPS_SCRATCH_URL", "SHOP_SCRATCH_URL"),
+    _target("partitions.tables", TextList(Text(QUALIFIED, "a table name (schema.table)")), (),
+            "range-partitioned tables kept ahead (none: every range-partitioned table of the target's schemas whose "
+            "key is a date or timestamp)", "DBOPS_PARTITIONS_TABLES", "app.orders"),
+    _target("partitions.ahead_daily", Integer(1), 14, "daily partitions kept ahead of today",
+            "DBOPS_PARTITIONS_AHEAD_DAILY", "14"),
+    _target("partitions.ahead_monthly", Integer(1), 3, "monthly partitions kept ahead of this month",
+            "DBOPS_PARTITIONS_AHEAD_MONTHLY", "3"),
+    _target("partitions.lock_timeout_s", Number(), 2.0, "lock timeout of each partition DDL statement (a busy table "
+            "is retried on the next run, never waited on)", "DBOPS_PARTITIONS_LOCK_TIMEOUT_S", "2"),
+    _target("partitions.retention_days", Integer(1), None, "retention: partitions wholly older than this many days "
+            "are detached, only when a verified backup newer than them exists (none: kept)",
+            "DBOPS_PARTITIONS_RETENTION_DAYS", "400"),
+    _target("partitions.drop_detached", Flag(), False, "retention drops the partitions it detached (off: detached "
+            "tables are kept for the operator)", "DBOPS_PARTITIONS_DROP_DETACHED", "on"),
+    _target("matviews.views", TextList(Text(QUALIFIED, "a materialized view (schema.view)")), (),
+            "materialized views refreshed (none: every materialized view of the target's schemas)",
+            "DBOPS_MATVIEWS", "app.daily_sales"),
+    _target("matviews.max_age_hours", Number(), 2.0, "a materialized view refreshed longer ago than this is stale",
+            "DBOPS_MATVIEWS_MAX_AGE_HOURS", "2"),
     _target("validation.expectations", PathKind("dir"),
             Derived("`sql/expectations` for a target of the reference schema, else none (the rules come from the "
                     "database's own constraints)",
