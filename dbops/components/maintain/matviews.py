@@ -1,7 +1,179 @@
-"""Group ``maintain``: matviews (being built)."""
+"""Group ``maintain``: ``<target>/materialized_views`` refreshes the target's materialized views (CONCURRENTLY when a
+unique index allows it, under a lock timeout), with the check ``materialized_views_fresh``.
+
+The refresh times live in dbops' own record (``$DBOPS_HOME/maintain/<target>/matviews.json``, see
+:mod:`dbops.maintain.matviews`): PostgreSQL keeps none. The asset succeeds when it went through every view; a view
+that failed or was skipped is in its metadata and the log, and the check turns it into an ERROR (failed, or older
+than ``matviews.max_age_hours``). A target without materialized views is a WARN, never a pass.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
+from dbops.components.naming import asset_key, pool
+from dbops.components.resources import DatabaseResource, launch_settings, launch_target
+from dbops.errors import ConfigError
+from dbops.maintain.matviews import (
+    LOCK_TIMEOUT_S,
+    REFRESHED,
+    SKIPPED,
+    FreshnessReport,
+    MatviewState,
+    RefreshResult,
+    assess,
+    find_views,
+    refresh_views,
+)
+from dbops.pg.connect import database_name
 
-def build(target: str) -> dg.Definitions:
-    return dg.Definitions()
+ASSET = "materialized_views"
+CHECK = "materialized_views_fresh"
+
+
+class MaterializedViewsConfig(dg.Config):
+    lock_timeout_s: float = LOCK_TIMEOUT_S  # a view not locked within this is skipped, retried on the next run
+
+
+def _state(target: str, url: str) -> MatviewState:
+    return MatviewState.of(launch_settings().home, launch_target(target).name, database_name(url))
+
+
+def _scope(target: str) -> str:
+    settings = launch_target(target)
+    if settings.matviews.views:
+        return "matviews.views " + ", ".join(settings.matviews.views)
+    return "schemas " + (", ".join(settings.schemas) if settings.schemas else "(every user schema)")
+
+
+def _size(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
+def refresh_table(results: list[RefreshResult]) -> str:
+    if not results:
+        return "no materialized view"
+    lines = ["| view | method | status | seconds | rows | bytes | as | note |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        note = (r.reason or r.why).replace("|", "/")
+        lines.append(f"| `{r.view}` | {r.method} | {r.status} | {r.seconds:.3f} | {_size(r.rows)} | {_size(r.bytes)} "
+                     f"| {r.as_role} | {note} |")
+    return "\n".join(lines)
+
+
+def freshness_table(report: FreshnessReport) -> str:
+    lines = ["| view | refreshed at | age (h) | last attempt | note |", "|---|---|---|---|---|"]
+    for f in report.views:
+        age = "?" if f.age_hours is None else f"{f.age_hours:.2f}"
+        lines.append(f"| `{f.view}` | {f.refreshed_at or 'never'} | {age} | {f.last_status or '-'} "
+                     f"| {(f.reason or 'fresh').replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def build_materialized_views(target: str, max_age_hours: float | None = None) -> dg.AssetsDefinition:
+    """The asset; ``max_age_hours`` (the target's ``matviews.max_age_hours``, when the caller has its settings) adds
+    Dagster's own freshness policy on it as well."""
+    policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=max_age_hours)) if max_age_hours else None
+
+    @dg.asset(
+        key=asset_key(target, ASSET),
+        group_name="maintain",
+        deps=[asset_key(target, "schema_migrations")],
+        pool=pool(target),
+        kinds={"postgres"},
+        freshness_policy=policy,
+        description="Refreshes each materialized view of the target (matviews.views, or every one of its schemas): "
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY when it is populated and has a unique index on plain columns without "
+        "WHERE, else a plain REFRESH (ACCESS EXCLUSIVE: readers wait); under a lock timeout, so a busy view is "
+        "skipped with the sessions holding it. Records per view the method, seconds, rows and size, and the refresh "
+        "time in $DBOPS_HOME/maintain/<target>/matviews.json (PostgreSQL keeps none).",
+    )
+    def materialized_views(context: dg.AssetExecutionContext, config: MaterializedViewsConfig,
+                           database: DatabaseResource) -> dg.MaterializeResult:
+        database = database.for_target(target)
+        settings = launch_target(target)
+        state = _state(target, database.target_url)
+        with database.connect() as conn:
+            views = find_views(conn, schemas=settings.schemas, views=settings.matviews.views)
+            results = refresh_views(conn, views, lock_timeout_s=config.lock_timeout_s, state=state)
+        if not views:
+            context.log.warning(f"nothing refreshed: no materialized view ({_scope(target)})")
+        for r in results:
+            line = f"{r.view}: {r.status} ({r.method}, {r.seconds:.3f} s) {r.reason or r.why}"
+            if r.status == REFRESHED:
+                context.log.info(line)
+            elif r.status == SKIPPED:
+                context.log.warning(line)
+            else:
+                context.log.error(line)
+        per_view: dict[str, Any] = {
+            r.view: {"method": r.method, "status": r.status, "seconds": round(r.seconds, 3), "rows": r.rows,
+                     "bytes": r.bytes, "as_role": r.as_role, "refreshed_at": r.refreshed_at,
+                     "reason": r.reason or r.why}
+            for r in results
+        }
+        return dg.MaterializeResult(metadata={
+            "views": dg.MetadataValue.int(len(results)),
+            "refreshed": dg.MetadataValue.int(sum(r.status == REFRESHED for r in results)),
+            "skipped": dg.MetadataValue.int(sum(r.status == SKIPPED for r in results)),
+            "failed": dg.MetadataValue.int(sum(r.status not in (REFRESHED, SKIPPED) for r in results)),
+            "seconds": dg.MetadataValue.float(round(sum(r.seconds for r in results), 3)),
+            "refreshes": dg.MetadataValue.md(refresh_table(results)),
+            "per_view": dg.MetadataValue.json(per_view),
+            "record": dg.MetadataValue.path(str(state.path)),
+            "scope": dg.MetadataValue.text(_scope(target)),
+        })
+
+    return materialized_views
+
+
+def build_materialized_views_fresh(target: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset_key(target, ASSET),
+        name=CHECK,
+        pool=pool(target),
+        description="Each materialized view of the target was refreshed by dbops less than matviews.max_age_hours "
+        "ago and its last refresh did not fail (ERROR otherwise; a view dbops never refreshed has no known age). "
+        "No materialized view at all: WARN, nothing checked.",
+    )
+    def materialized_views_fresh(database: DatabaseResource) -> dg.AssetCheckResult:
+        database = database.for_target(target)
+        settings = launch_target(target)
+        state = _state(target, database.target_url)
+        try:
+            with database.connect() as conn:
+                views = find_views(conn, schemas=settings.schemas, views=settings.matviews.views)
+        except ConfigError as exc:
+            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                       metadata={"reason": dg.MetadataValue.text(str(exc))})
+        if not views:
+            reason = f"nothing checked: no materialized view ({_scope(target)})"
+            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                       metadata={"reason": dg.MetadataValue.text(reason)}, description=reason)
+        report = assess(views, state.load(), settings.matviews.max_age_hours)
+        bad = report.bad
+        return dg.AssetCheckResult(
+            passed=not bad,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "views": dg.MetadataValue.int(report.checked),
+                "stale_or_failed": dg.MetadataValue.int(len(bad)),
+                "max_age_hours": dg.MetadataValue.float(float(report.max_age_hours)),
+                "oldest_age_hours": dg.MetadataValue.float(max(
+                    (f.age_hours for f in report.views if f.age_hours is not None), default=0.0)),
+                "views_table": dg.MetadataValue.md(freshness_table(report)),
+                "problems": dg.MetadataValue.text("; ".join(f"{f.view}: {f.reason}" for f in bad) or "none"),
+            },
+        )
+
+    return materialized_views_fresh
+
+
+def build(target: str, max_age_hours: float | None = None) -> dg.Definitions:
+    """``max_age_hours`` given (the target's ``matviews.max_age_hours``) also puts a Dagster FreshnessPolicy on the
+    asset; without it the check alone measures freshness."""
+    return dg.Definitions(assets=[build_materialized_views(target, max_age_hours)],
+                          asset_checks=[build_materialized_views_fresh(target)])
