@@ -18,14 +18,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dbops.errors import DbopsError
 from dbops.pg.binaries import find_program, run_as_user
 from dbops.pg.server import free_port
 from dbops.programs import ensure_os_user, run_command, start_process, stop_process
+
+STATS_PERIOD_S = 1
 
 
 class PgBouncerError(DbopsError):
@@ -90,6 +94,8 @@ class PgBouncer:
             "auth_type = scram-sha-256",
             f"auth_file = {d / 'userlist.txt'}",
             "pool_mode = transaction",
+            f"stats_users = {self.user}",  # SHOW POOLS / SHOW STATS on the admin console (no admin commands)
+            f"stats_period = {STATS_PERIOD_S}",  # SHOW STATS' totals and averages refreshed every second
             f"max_client_conn = {self.max_client_conn}",
             f"default_pool_size = {self.pool_size}",
             f"min_pool_size = {self.pool_size}",
@@ -186,4 +192,129 @@ class PgBouncer:
         self.stop()
 
 
-__all__ = ["PgBouncer", "PgBouncerError", "find_pgbouncer", "find_program"]
+def admin_rows(port: int, user: str, password: str | None, command: str,
+               host: str = "127.0.0.1") -> list[dict[str, Any]]:
+    """One ``SHOW ...`` on PgBouncer's admin console (database ``pgbouncer``) as a dict per row."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(host=host, port=port, dbname="pgbouncer", user=user, password=password or "",
+                         sslmode="disable", connect_timeout=10, autocommit=True) as conn:
+        # No parameters: psycopg sends a simple query, the only protocol the admin console speaks.
+        return list(conn.cursor(row_factory=dict_row).execute(command).fetchall())
+
+
+@dataclass
+class PoolSample:
+    """One look at a pool (``SHOW POOLS``), ``at`` seconds after sampling started."""
+
+    at: float
+    cl_active: int
+    cl_waiting: int
+    sv_active: int
+    sv_idle: int
+    maxwait_ms: float
+
+
+class PoolSampler:
+    """Samples ``SHOW POOLS`` (every ``interval`` s) and ``SHOW STATS`` (at start and stop) of one database's pool
+    on a thread while a step runs; :meth:`summary` gives the step's figures.
+
+    cl_waiting: clients queued for a server connection; maxwait: how long the oldest of them waited; sv_active:
+    server connections in use (all of them = the pool is the limit); avg wait per transaction from SHOW STATS'
+    total_wait_time / total_xact_count over the step (PgBouncer refreshes those totals every ``stats_period``, so
+    the last look waits one period after the step), and the highest per-second avg_wait_time.
+    """
+
+    def __init__(self, port: int, user: str, password: str | None, dbname: str, interval: float = 1.0) -> None:
+        self.port, self.user, self.password, self.dbname, self.interval = port, user, password, dbname, interval
+        self.samples: list[PoolSample] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stats_before: dict[str, Any] | None = None
+        self._stats_after: dict[str, Any] | None = None
+        self._started = 0.0
+        self.avg_wait_us = 0.0  # the highest per-second avg_wait_time of SHOW STATS
+
+    def _stats(self) -> dict[str, Any] | None:
+        try:
+            rows = admin_rows(self.port, self.user, self.password, "SHOW STATS")
+        except Exception as exc:
+            self.errors.append(f"SHOW STATS: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            return None
+        # No row yet: nothing went through this database's pool since PgBouncer started (all totals zero).
+        return next((r for r in rows if r.get("database") == self.dbname),
+                    {"total_xact_count": 0, "total_wait_time": 0, "total_xact_time": 0, "avg_wait_time": 0})
+
+    def sample(self) -> PoolSample | None:
+        """One look at the pool now (also recorded)."""
+        try:
+            rows = admin_rows(self.port, self.user, self.password, "SHOW POOLS")
+        except Exception as exc:
+            self.errors.append(f"SHOW POOLS: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            return None
+        mine = [r for r in rows if r.get("database") == self.dbname]
+        if not mine:
+            return None
+        seconds = max(int(r.get("maxwait") or 0) + int(r.get("maxwait_us") or 0) / 1e6 for r in mine)
+        stats = self._stats()
+        if stats is not None:
+            self.avg_wait_us = max(self.avg_wait_us, float(stats.get("avg_wait_time") or 0))
+        taken = PoolSample(round(time.monotonic() - self._started, 2),
+                           sum(int(r.get("cl_active") or 0) for r in mine),
+                           sum(int(r.get("cl_waiting") or 0) for r in mine),
+                           sum(int(r.get("sv_active") or 0) for r in mine),
+                           sum(int(r.get("sv_idle") or 0) for r in mine), round(seconds * 1000, 3))
+        self.samples.append(taken)
+        return taken
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            self.sample()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def start(self) -> PoolSampler:
+        self._started = time.monotonic()
+        self._stats_before = self._stats()
+        self._thread = threading.Thread(target=self._loop, name="pgbouncer-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> PoolSampler:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        time.sleep(STATS_PERIOD_S + 0.2)  # the totals of the step's last second
+        self._stats_after = self._stats()
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """The step's pool figures (max over the samples; wait per transaction over the step)."""
+        s = self.samples
+        out: dict[str, Any] = {
+            "samples": len(s),
+            "max_cl_waiting": max((x.cl_waiting for x in s), default=0),
+            "mean_cl_waiting": round(sum(x.cl_waiting for x in s) / len(s), 1) if s else 0.0,
+            "max_maxwait_ms": max((x.maxwait_ms for x in s), default=0.0),
+            "max_sv_active": max((x.sv_active for x in s), default=0),
+            "min_sv_idle": min((x.sv_idle for x in s), default=0),
+            "max_cl_active": max((x.cl_active for x in s), default=0),
+        }
+        before, after = self._stats_before, self._stats_after
+        if before and after:
+            xacts = int(after["total_xact_count"]) - int(before["total_xact_count"])
+            wait_us = int(after["total_wait_time"]) - int(before["total_wait_time"])
+            xact_us = int(after["total_xact_time"]) - int(before["total_xact_time"])
+            out["xacts"] = xacts
+            out["max_avg_wait_us_per_s"] = round(self.avg_wait_us, 1)
+            out["avg_wait_us"] = round(wait_us / xacts, 1) if xacts else 0.0
+            out["avg_xact_us"] = round(xact_us / xacts, 1) if xacts else 0.0
+        if self.errors:
+            out["errors"] = self.errors[:3]
+        return out
+
+
+__all__ = ["PgBouncer", "PgBouncerError", "PoolSample", "PoolSampler", "admin_rows", "find_pgbouncer",
+           "find_program"]
