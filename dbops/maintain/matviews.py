@@ -14,7 +14,7 @@ How each is refreshed, in a transaction of its own:
   unpopulated view). It takes an ACCESS EXCLUSIVE lock, so readers of the view wait until it commits.
 
 Every refresh runs under ``lock_timeout`` (default :data:`LOCK_TIMEOUT_S`): a view another session holds (an open
-transaction that read it blocks a plain refresh; another refresh or an explicit LOCK blocks both kinds) is *skipped*
+transaction that read it blocks a plain refresh; another refresh in progress blocks both kinds) is *skipped*
 with the reason and the sessions holding it, and retried on the next run, instead of queueing readers behind a
 refresh that waits.
 
