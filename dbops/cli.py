@@ -41,6 +41,7 @@ STEP_COMMANDS: dict[str, tuple[str, str, str]] = {
     "drill": ("dbops.restore.cli", "drill_main", "restore into a scratch copy, compare it, time it"),
     "validate": ("dbops.validate.cli", "main", "integrity rules and amcheck on the data"),
     "security": ("dbops.security.cli", "main", "audit, harden --plan"),
+    "partitions": ("dbops.maintain.partitions_cli", "main", "status, maintain, move-default of range partitions"),
     "profile": ("dbops.profile.cli", "profile_main", "top statements, their plans, table facts"),
     "advise": ("dbops.profile.cli", "advise_main", "index advice verified on a scratch copy"),
     "metrics": ("dbops.health.cli", "metrics_main", "the health figures for Prometheus: serve, show"),
