@@ -17,14 +17,18 @@ from dbops.settings import Settings
 EXIT_NOTHING_CHECKED = 3  # the replay profile found nothing to replay: no figure would mean anything
 
 
-def _ramp(text: str) -> list[int]:
+def _ramp(text: str, what: str = "ramp", example: str = "100,1000,5000,10000") -> list[int]:
     try:
         values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"bad ramp {text!r}: use e.g. 100,1000,5000,10000") from exc
+        raise argparse.ArgumentTypeError(f"bad {what} {text!r}: use e.g. {example}") from exc
     if not values:
-        raise argparse.ArgumentTypeError("empty ramp")
+        raise argparse.ArgumentTypeError(f"empty {what}")
     return values
+
+
+def _sizes(text: str) -> list[int]:
+    return _ramp(text, "list", "10,20,40")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pooler", choices=["auto", "pgbouncer", "direct"], default="auto",
                         help="auto: PgBouncer when users exceed the server's max_connections")
     parser.add_argument("--pool-size", type=int, default=20, help="PgBouncer server connections (default 20)")
+    parser.add_argument("--pool-sizes", type=_sizes,
+                        help="sweep PgBouncer's default_pool_size at the top step, e.g. 10,20,40: recommends "
+                             "default_pool_size and max_connections from the measured tps and p95")
+    parser.add_argument("--rounds", type=int, default=1, help="run each step this many times, report the spread")
+    parser.add_argument("--settle", action="store_true",
+                        help="VACUUM ANALYZE and wait for autovacuum to be idle before anything runs")
+    parser.add_argument("--protocol", choices=["simple", "extended", "prepared"],
+                        help="pgbench -M (default prepared; extended through a PgBouncer without prepared statements)")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up seconds, discarded (default 5)")
     parser.add_argument("--seed", type=int, help="pgbench --random-seed, to repeat a run exactly")
     parser.add_argument("--keep-rows", action="store_true", help="keep the rows the write workload created")
@@ -63,6 +75,7 @@ def main(argv: list[str], settings: Settings) -> int:
         workloads_dir=settings.target().loadtest.workloads, pgbouncer=settings.pgbouncer,
         replay_statements=settings.target().loadtest.replay_statements,
         exclude_roles=tuple(settings.target().profile.exclude_roles), replay_dir=args.replay_dir,
+        rounds=args.rounds, settle=args.settle, pool_sizes=args.pool_sizes, protocol=args.protocol,
     )
     production = settings.target().production
     try:
@@ -81,6 +94,8 @@ def main(argv: list[str], settings: Settings) -> int:
         figures: dict[str, object] = dict(result.metadata())
         if result.replay is not None:
             figures["replay"] = result.replay.summary()
+        if result.pool_recommendation is not None:
+            figures["pool_recommendation"] = result.pool_recommendation
         print(json.dumps(figures, indent=2))
     else:
         print(result.table())
