@@ -43,6 +43,11 @@ def acl(url: str, table: str) -> set[tuple[str, str]]:
     return {(r[0], r[1]) for r in rows}
 
 
+def server_today(url: str) -> date:
+    with connection(url) as conn:
+        return conn.execute("SELECT current_date").fetchone()[0]  # type: ignore[index]
+
+
 def this_month() -> date:
     return datetime.now(UTC).date().replace(day=1)
 
