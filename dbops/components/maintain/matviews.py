@@ -7,7 +7,6 @@ that failed or was skipped is in its metadata and the log, and the check turns i
 than ``matviews.max_age_hours``). A target without materialized views is a WARN, never a pass.
 """
 
-from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
@@ -120,7 +119,7 @@ def build_materialized_views(target: str, max_age_hours: float | None = None) ->
             "refreshed": dg.MetadataValue.int(sum(r.status == REFRESHED for r in results)),
             "skipped": dg.MetadataValue.int(sum(r.status == SKIPPED for r in results)),
             "failed": dg.MetadataValue.int(sum(r.status not in (REFRESHED, SKIPPED) for r in results)),
-            "seconds": dg.MetadataValue.float(round(sum(r.seconds for r in results), 3)),
+            "seconds": dg.MetadataValue.float(round(float(sum(r.seconds for r in results)), 3)),
             "refreshes": dg.MetadataValue.md(refresh_table(results)),
             "per_view": dg.MetadataValue.json(per_view),
             "record": dg.MetadataValue.path(str(state.path)),
