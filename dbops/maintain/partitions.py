@@ -17,7 +17,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -473,24 +473,34 @@ def keep_ahead(conn: psycopg.Connection[Any], table: TableState, lock_timeout_s:
 
 # ---- retention -----------------------------------------------------------------------------------------------------
 
-def covering_backup(store: Store, key: KeySource, newer_than: datetime, database: str) -> tuple[dict[str, Any] | None,
-                                                                                                str]:
+def covering_backup(store: Store, key: KeySource, newer_than: datetime, database: str,
+                    drilled: Collection[str] | None = None) -> tuple[dict[str, Any] | None, str]:
     """The newest backup that proves the data up to ``newer_than`` can be brought back, or None and why.
 
     It counts when its manifest verifies (signature, key, folder: :func:`read_store`), it is a logical backup of
-    ``database`` or a physical full base backup, it started after ``newer_than``, and every one of its objects is
-    re-read and matches its size and sha256 (:func:`verify_objects`, as ``dbops backup verify`` does)."""
+    ``database`` or a physical full base backup, it started after ``newer_than``, every one of its objects is re-read
+    and matches its size and sha256 (:func:`verify_objects`, as ``dbops backup verify`` does), and, when ``drilled``
+    is given (the ids of the backups a restore drill passed on: dbops records drills in the Dagster instance, see
+    dbops.components.maintain.partitions.drilled_backups), it is one of them; a drilled physical chain's tip (an
+    incremental) counts too."""
     try:
         listing = read_store(store, key)
     except (StoreError, ConfigError, BackupIntegrityError) as exc:
         return None, f"the backup store {store.describe()} cannot be read: {exc}"
-    candidates = [m for m in listing.backups if m.get("kind") in COVERING_KINDS
+    kinds = COVERING_KINDS + (("incremental",) if drilled is not None else ())
+    candidates = [m for m in listing.backups if m.get("kind") in kinds
                   and (m.get("kind") != "logical" or m.get("database") == database)
                   and datetime.fromisoformat(str(m.get("started_at") or m.get("finished_at"))) >= newer_than]
     if not candidates:
         ignored = f" ({len(listing.ignored)} ignored: {listing.ignored[0]})" if listing.ignored else ""
         return None, (f"no verified backup in {store.describe()} started after {newer_than.isoformat()}{ignored}: "
                       "take one (dbops backup run) first")
+    if drilled is not None:
+        undrilled = [m["id"] for m in candidates]
+        candidates = [m for m in candidates if m["id"] in drilled]
+        if not candidates:
+            return None, (f"no restore drill passed on a backup newer than {newer_than.isoformat()} "
+                          f"({', '.join(undrilled[-3:])} not drilled): materialize restore_drill (dbops drill)")
     problems = []
     for manifest in reversed(candidates):
         try:
@@ -498,7 +508,8 @@ def covering_backup(store: Store, key: KeySource, newer_than: datetime, database
         except (BackupIntegrityError, StoreError) as exc:
             problems.append(f"{manifest['id']}: {exc}")
             continue
-        return manifest, f"covered by backup {manifest['id']} (objects re-verified)"
+        drill = ", restore drill passed" if drilled is not None else ""
+        return manifest, f"covered by backup {manifest['id']} (objects re-verified{drill})"
     return None, "no backup newer than the partitions verifies: " + "; ".join(problems[:3])
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from dbops.backup.keys import MasterKey
 from dbops.backup.store import store_from_settings
+from dbops.errors import DbopsError
 from dbops.maintain.partitions import Report, covering_backup, maintain, move_defaults, status
 from dbops.pg.connect import connection, database_name
 from dbops.redact import redact_url
@@ -36,11 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def backups_of(target: TargetSettings, url: str) -> Any:
-    """The question retention asks: the newest verified backup of this target newer than a moment."""
+def drills(settings: Settings, target: str) -> set[str]:
+    """The backups a restore drill passed on, from the Dagster instance that records drills (as `dbops run` opens
+    it); imported here only, when retention has partitions due (Dagster takes seconds to import)."""
+    import dagster as dg
+
+    from dbops.components.maintain.partitions import drilled_backups
+    from dbops.instance import prepare_environment
+
+    prepare_environment(settings)
+    with dg.DagsterInstance.get() as instance:
+        return drilled_backups(instance, target)
+
+
+def backups_of(settings: Settings, target: TargetSettings, url: str) -> Any:
+    """The question retention asks: the newest verified, drilled backup of this target newer than a moment."""
     def ask(newer_than: datetime) -> tuple[dict[str, Any] | None, str]:
-        store = store_from_settings(target.backup)
-        return covering_backup(store, lambda: MasterKey.from_settings(target.backup), newer_than, database_name(url))
+        try:
+            store = store_from_settings(target.backup)
+            drilled = drills(settings, target.name)
+        except DbopsError as exc:
+            return None, f"cannot tell which backups were drilled: {exc}"
+        return covering_backup(store, lambda: MasterKey.from_settings(target.backup), newer_than, database_name(url),
+                               drilled)
     return ask
 
 
@@ -72,7 +91,7 @@ def main(argv: list[str], settings: Settings) -> int:
         if args.action == "status":
             return verdict(status(conn, target.schemas, conf))
         if args.action == "maintain":
-            report = maintain(conn, target.schemas, conf, backups_of(target, url))
+            report = maintain(conn, target.schemas, conf, backups_of(settings, target, url))
             code = verdict(report)
             print(f"{len(report.created)} partition(s) created, {len(report.detached)} detached in {report.seconds} s")
             return code

@@ -10,18 +10,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
+from dbops.backup.keys import generate_key
+from dbops.components import backup
 from dbops.components.maintain.partitions import build_partition_maintenance
 from dbops.components.naming import asset_key, op_name
 from dbops.components.resources import BackupResource, DatabaseResource
+from dbops.components.restore.assets import build_restore_drill
 from dbops.components.target import shared_resources, target_defs
 from dbops.pg.connect import connection
 from dbops.settings import load_settings
 from dbops_tests.conftest import PROJECT_DIR
 from dbops_tests.maintain.test_partitions import add_months, insert_future_orders, this_month
+from dbops_tests.maintain.test_partitions_retention import due_partitions
 
 TARGET = "dbops"
 asset = build_partition_maintenance(TARGET)
+restore_drill = build_restore_drill(TARGET)
+[logical_backup] = [a for a in backup.build(TARGET).assets or []
+                    if isinstance(a, dg.AssetsDefinition) and a.key == asset_key(TARGET, "logical_backup")]
 
 
 def test_asset_and_schedule_load(tmp_path: Path) -> None:
@@ -96,3 +104,32 @@ def test_cli_status_maintain_move_default(migrated_db: str, tmp_path: Path) -> N
     assert dbops("maintain").returncode == 0
     bad = dbops("move-default", "--table", "app.nope")
     assert bad.returncode == 1 and bad.stderr.startswith("error: --table app.nope: no range-partitioned table")
+
+
+def test_retention_waits_for_a_backup_and_its_drill_then_detaches(migrated_db: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBOPS_BACKUP_KEY", generate_key())
+    monkeypatch.setenv("DBOPS_PARTITIONS_RETENTION_DAYS", "1")
+    resources = {"database": DatabaseResource(url=migrated_db),
+                 "backups": BackupResource(store="local", directory=str(tmp_path / "store"))}
+    instance = dg.DagsterInstance.ephemeral()
+    due = due_partitions(migrated_db, 1)
+    assert due
+
+    def maintenance() -> tuple[dict[str, object], dict[str, tuple[bool, dg.AssetCheckSeverity, dict]]]:
+        result = dg.materialize([asset], resources=resources, instance=instance)
+        metadata = result.asset_materializations_for_node(op_name(TARGET, "partition_maintenance"))[0].metadata
+        checks = {e.check_name: (e.passed, e.severity, e.metadata) for e in result.get_asset_check_evaluations()}
+        return {k: v.value for k, v in metadata.items()}, checks
+
+    metadata, checks = maintenance()  # no backup at all
+    assert metadata["partitions_detached"] == 0 and "no verified backup" in metadata["retention"]
+    assert checks["retention_guarded"][:2] == (False, dg.AssetCheckSeverity.WARN)
+    assert dg.materialize([logical_backup], resources=resources, instance=instance).success
+    metadata, checks = maintenance()  # a verified backup, but no drill passed on it yet
+    assert metadata["partitions_detached"] == 0 and "no restore drill passed" in metadata["retention"]
+    assert checks["retention_guarded"][0] is False
+    assert dg.materialize([restore_drill], resources=resources, instance=instance).success
+    metadata, checks = maintenance()
+    assert checks["retention_guarded"][0] is True and "restore drill passed" in metadata["retention"]
+    assert metadata["partitions_detached"] == len(due) and due_partitions(migrated_db, 1) == set()

@@ -83,3 +83,15 @@ def test_a_backup_whose_objects_do_not_verify_does_not_count(
     found, why = covering_backup(local_store, master_key, datetime.now().astimezone() + timedelta(days=1),
                                  database_name(url))
     assert found is None and "started after" in why
+
+
+def test_a_backup_no_drill_passed_on_does_not_count_when_drills_are_known(
+        migrated_db: str, local_store: LocalStore, master_key: MasterKey) -> None:
+    manifest = logical_backup(migrated_db, local_store, master_key)
+    since = datetime.fromisoformat(manifest["started_at"]) - timedelta(days=1)
+    db = database_name(migrated_db)
+    assert covering_backup(local_store, master_key, since, db, drilled=set())[0] is None
+    assert covering_backup(local_store, master_key, since, db, drilled={"20200101T000000Z-logical-aaaaaa"})[0] is None
+    found, why = covering_backup(local_store, master_key, since, db, drilled={manifest["id"]})
+    assert found is not None and found["id"] == manifest["id"] and "restore drill passed" in why
+    assert covering_backup(local_store, master_key, since, "another_db")[0] is None  # a dump of another database

@@ -14,6 +14,22 @@ from dbops.maintain.partitions import Report, covering_backup, maintain
 from dbops.pg.connect import database_name
 
 NOTHING = "nothing checked: no range-partitioned table"
+DRILLS_READ = 50  # the latest restore_drill materializations looked at
+
+
+def drilled_backups(instance: dg.DagsterInstance, target: str) -> set[str]:
+    """The ids of the backups a restore drill of ``target`` passed on: its ``restore_drill`` materializations (their
+    ``logical_backup_id`` / ``physical_backup_id``) whose run's ``drill_data_matches`` check passed. Drills are
+    recorded nowhere else (not in the backup store)."""
+    drilled: set[str] = set()
+    for record in instance.fetch_materializations(asset_key(target, "restore_drill"), limit=DRILLS_READ).records:
+        checks = instance.all_logs(record.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        if not any(e.dagster_event is not None and e.dagster_event.asset_check_evaluation_data.check_name ==
+                   "drill_data_matches" and e.dagster_event.asset_check_evaluation_data.passed for e in checks):
+            continue
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        drilled |= {str(metadata[k].value) for k in ("logical_backup_id", "physical_backup_id") if k in metadata}
+    return drilled
 
 
 def _checks(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -118,7 +134,8 @@ def build_partition_maintenance(target: str) -> dg.AssetsDefinition:
                 store = backups.open_store()
             except DbopsError as exc:
                 return None, f"no backup store: {exc}"
-            return covering_backup(store, backups.master_key, newer_than, database_name(url))
+            return covering_backup(store, backups.master_key, newer_than, database_name(url),
+                                   drilled_backups(context.instance, target))
 
         with database.connect() as conn:
             report = maintain(conn, settings.schemas, settings.partitions, ask)
