@@ -28,7 +28,8 @@ targets:
     schedules:
       restore_drill_weekly: {enabled: off, cron: "0 7 * * 6"}
 """
-STEPS = {"migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security", "health"}
+STEPS = {"migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security", "maintain",
+         "health"}
 
 
 @pytest.fixture
