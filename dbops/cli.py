@@ -52,7 +52,8 @@ STEP_COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # The lifecycle steps, in order: each is a folder dbops/<step>/, a Dagster layer dbops/components/<step>/ and a Dagster
 # group of the same name (`dbops run 'group:<step>'`).
-STEPS = ("migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security", "health")
+STEPS = ("migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security", "maintain",
+         "health")
 
 
 class Terminated(KeyboardInterrupt):

@@ -117,7 +117,7 @@ def test_step_folders_dagster_groups_help_and_readme_use_the_same_names() -> Non
     graph = load().resolve_asset_graph()
     groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {"migrate", "catalog", "profile", "loadtest", "backup", "restore", "validate", "security",
-                      "health"}
+                      "maintain", "health"}
     readme = (PROJECT_DIR / "README.md").read_text()
     steps = readme[readme.index("## The lifecycle steps"):readme.index("## Schedules")]
     shown = run_dbops(["--help"], dict(os.environ))

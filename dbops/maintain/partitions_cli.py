@@ -1,9 +1,10 @@
 """`dbops partitions status|maintain|move-default [--table T]`: partition maintenance of the (default) target.
 
 ``status`` shows each range-partitioned table: its period, how many periods ahead exist, its DEFAULT partition's
-rows. ``maintain`` creates the missing partitions (and retires old ones when ``partitions.retention_days`` is set and
-a verified backup covers them), as the ``partition_maintenance`` asset does. ``move-default`` moves the rows of the
-DEFAULT partitions into partitions of their own, one transaction per table (docs/partitions.md).
+rows. ``maintain`` creates the missing partitions as the ``partition_maintenance`` asset does; retention
+(``partitions.retention_days``) runs in the asset only, which reads the restore drills from the Dagster instance.
+``move-default`` moves the rows of the DEFAULT partitions into partitions of their own, one transaction per table
+(docs/partitions.md).
 
 Exit status: 0 when every table is covered ahead and every DEFAULT partition is empty; 1 when one is not (or on an
 operator error); 3 when there is nothing to check ("nothing checked: <reason>").
@@ -15,11 +16,8 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from dbops.backup.keys import MasterKey
-from dbops.backup.store import store_from_settings
-from dbops.errors import DbopsError
-from dbops.maintain.partitions import Report, covering_backup, maintain, move_defaults, status
-from dbops.pg.connect import connection, database_name
+from dbops.maintain.partitions import Report, maintain, move_defaults, status
+from dbops.pg.connect import connection
 from dbops.redact import redact_url
 from dbops.settings import Settings, TargetSettings
 
@@ -37,29 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def drills(settings: Settings, target: str) -> set[str]:
-    """The backups a restore drill passed on, from the Dagster instance that records drills (as `dbops run` opens
-    it); imported here only, when retention has partitions due (Dagster takes seconds to import)."""
-    import dagster as dg
-
-    from dbops.components.maintain.partitions import drilled_backups
-    from dbops.instance import prepare_environment
-
-    prepare_environment(settings)
-    with dg.DagsterInstance.get() as instance:
-        return drilled_backups(instance, target)
-
-
-def backups_of(settings: Settings, target: TargetSettings, url: str) -> Any:
-    """The question retention asks: the newest verified, drilled backup of this target newer than a moment."""
+def backups_of(target: TargetSettings) -> Any:
+    """Retention from the shell: refused, naming the way to run it. A backup counts only once a restore drill passed
+    on it, and dbops records drills in the Dagster instance, which the asset reads (domain code and this command do
+    not: see docs/partitions.md)."""
     def ask(newer_than: datetime) -> tuple[dict[str, Any] | None, str]:
-        try:
-            store = store_from_settings(target.backup)
-            drilled = drills(settings, target.name)
-        except DbopsError as exc:
-            return None, f"cannot tell which backups were drilled: {exc}"
-        return covering_backup(store, lambda: MasterKey.from_settings(target.backup), newer_than, database_name(url),
-                               drilled)
+        return None, ("retention needs the restore drills recorded in the Dagster instance: run "
+                      f"`dbops run {target.name}/partition_maintenance --target {target.name}`")
     return ask
 
 
@@ -91,7 +73,7 @@ def main(argv: list[str], settings: Settings) -> int:
         if args.action == "status":
             return verdict(status(conn, target.schemas, conf))
         if args.action == "maintain":
-            report = maintain(conn, target.schemas, conf, backups_of(settings, target, url))
+            report = maintain(conn, target.schemas, conf, backups_of(target))
             code = verdict(report)
             print(f"{len(report.created)} partition(s) created, {len(report.detached)} detached in {report.seconds} s")
             return code
