@@ -236,17 +236,21 @@ def refresh_view(conn: psycopg.Connection[Any], view: MatView, *,
         return result
     result.status = REFRESHED
     result.refreshed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    result.rows, result.bytes = _measure(conn, view, lock_timeout_s)
+    result.rows, result.bytes = _measure(conn, view, lock_timeout_s, None if direct else view.owner)
     return result
 
 
-def _measure(conn: psycopg.Connection[Any], view: MatView, lock_timeout_s: float) -> tuple[int | None, int | None]:
-    """Rows and total size (table, indexes, TOAST) after the refresh committed, read without holding its lock; a
-    lock not granted within the timeout leaves them unknown rather than waiting."""
+def _measure(conn: psycopg.Connection[Any], view: MatView, lock_timeout_s: float,
+             role: str | None) -> tuple[int | None, int | None]:
+    """Rows and total size (table, indexes, TOAST) after the refresh committed, read without holding its lock (as
+    ``role`` when the refresh needed it); a lock not granted within the timeout leaves them unknown rather than
+    waiting."""
     timeout = f"{max(1, int(lock_timeout_s * 1000))}ms"
     try:
         with conn.transaction():
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+            if role:
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
             row = conn.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), pg_total_relation_size(%s)").format(
                 sql.Identifier(view.schema, view.name)), (view.oid,)).fetchone()
     except psycopg.Error:

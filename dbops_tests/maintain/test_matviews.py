@@ -245,7 +245,7 @@ def test_who_may_refresh_the_owner_or_a_role_that_can_become_it(migrated_db: str
         as_owner = refresh_view(conn, view, lock_timeout_s=1)
         assert conn.execute("SELECT current_user").fetchone()[0] == role  # SET LOCAL ended with the transaction
     assert as_owner.status == REFRESHED and as_owner.as_role == "dbops_owner", as_owner.reason
-    assert as_owner.method == CONCURRENTLY
+    assert as_owner.method == CONCURRENTLY and as_owner.rows == 0 and as_owner.bytes and as_owner.bytes > 0
 
     with connection(migrated_db) as conn:  # with the owner's privileges inherited it refreshes as itself
         if server_version_num(conn) >= 160000:
