@@ -200,3 +200,32 @@ def test_lock_timeout_skips_the_busy_table(migrated_db: str) -> None:
     assert took < 10
     with connection(url) as conn:  # the next run, the lock gone, catches up
         assert maintain(conn, REF_SCHEMAS, DEFAULTS).created == [f"app.orders_{add_months(this_month(), 3):%Y_%m}"]
+
+
+def test_unknown_style_period_and_key_are_told_apart(fresh_db: str) -> None:
+    url = fresh_db
+    today = server_today(url)
+    with connection(url) as conn:
+        conn.execute("CREATE TABLE ev (at timestamp NOT NULL) PARTITION BY RANGE (at)")
+        for i, name in enumerate(("ev_first", "ev_second", "ev_third")):  # daily, no date in the names
+            conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF ev FOR VALUES FROM ({}) TO ({})").format(
+                sql.Identifier(name), sql.Literal(str(today + timedelta(days=i - 2))),
+                sql.Literal(str(today + timedelta(days=i - 1)))))
+        conn.execute("CREATE TABLE weekly (d date NOT NULL) PARTITION BY RANGE (d)")
+        conn.execute(sql.SQL("CREATE TABLE weekly_1 PARTITION OF weekly FOR VALUES FROM ({}) TO ({})").format(
+            sql.Literal(str(today)), sql.Literal(str(today + timedelta(days=7)))))
+        conn.execute("CREATE TABLE numbered (n int NOT NULL) PARTITION BY RANGE (n)")
+        conn.execute("CREATE TABLE numbered_1 PARTITION OF numbered FOR VALUES FROM (0) TO (10)")
+        report = maintain(conn, (), replace(DEFAULTS, ahead_daily=3))
+    by_name = {t.qualified: t for t in report.tables}
+    assert set(by_name) == {"public.ev", "public.weekly"}  # an integer key is not looked at unless listed
+    assert by_name["public.ev"].created == [f"public.ev_p{today + timedelta(days=d):%Y%m%d}" for d in (1, 2, 3)]
+    assert by_name["public.ev"].ahead == 3
+    weekly = by_name["public.weekly"]
+    assert not weekly.maintained and "neither all daily nor all monthly" in weekly.reason and weekly.created == []
+    with connection(url) as conn:
+        listed = status(conn, (), replace(DEFAULTS, tables=("public.numbered", "public.nope")))
+    reasons = {t.qualified: t.reason for t in listed.tables}
+    assert reasons == {"public.numbered": "its partition key n is integer, not a date or timestamp",
+                       "public.nope": "no such partitioned table"}
+    assert "not maintained" in listed.render()
