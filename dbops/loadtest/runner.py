@@ -380,13 +380,22 @@ def cleanup_rows(url: str) -> int:
         if superuser and superuser[0]:
             conn.execute("SET LOCAL session_replication_role = replica")  # no audit rows about the clean-up itself
         deleted = 0
+        # Reference schema v2: app.order_keys (V14) holds a row per order, kept by a trigger replica mode skips;
+        # audit rows name the application's user in changed_by and the role in db_role (V12).
+        v2: Any = conn.execute("SELECT to_regclass('app.order_keys') IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute"
+                               " WHERE attrelid = 'app.audit_log'::regclass AND attname = 'db_role'"
+                               " AND NOT attisdropped)").fetchone()
         for statement in (
             "DELETE FROM app.payments AS p USING app.orders AS o WHERE o.currency = %(c)s AND p.tenant_id = o.tenant_id"
             " AND p.order_id = o.id AND p.order_created_at = o.created_at",
             "DELETE FROM app.order_items AS i USING app.orders AS o WHERE o.currency = %(c)s"
             " AND i.tenant_id = o.tenant_id AND i.order_id = o.id AND i.order_created_at = o.created_at",
+            *(["DELETE FROM app.order_keys AS k USING app.orders AS o WHERE o.currency = %(c)s"
+               " AND k.tenant_id = o.tenant_id AND k.order_id = o.id"] if v2[0] else []),
             "DELETE FROM app.orders WHERE currency = %(c)s",
-            r"DELETE FROM app.audit_log WHERE changed_by LIKE 'dbops\_loadtest\_%%'",
+            (r"DELETE FROM app.audit_log WHERE changed_by LIKE 'dbops\_loadtest\_%%'"
+             r" OR db_role LIKE 'dbops\_loadtest\_%%'") if v2[1]
+            else r"DELETE FROM app.audit_log WHERE changed_by LIKE 'dbops\_loadtest\_%%'",
         ):
             deleted += conn.execute(statement, {"c": LOADTEST_CURRENCY}).rowcount
     return deleted

@@ -13,6 +13,7 @@ from dbops.components.catalog.resources import CatalogResource
 from dbops.components.naming import asset_key, op_name
 from dbops.components.resources import DatabaseResource, MigrationsResource
 from dbops.pg.connect import connection
+from dbops_tests.catalog.test_catalog import APP_TABLES
 from dbops_tests.conftest import MIGRATIONS_DIR
 
 TARGET = "dbops"  # no config file: the one embedded target
@@ -35,7 +36,7 @@ def test_catalog_asset_snapshots_documents_and_detects_drift(migrated_db: str, t
     first = run_catalog(migrated_db, tmp_path)
     assert first.success
     meta = first.asset_materializations_for_node(op_name(TARGET, "schema_catalog"))[0].metadata
-    assert meta["tables"].value == 8 and meta["changes"].value == "first snapshot"
+    assert meta["tables"].value == len(APP_TABLES) and meta["changes"].value == "first snapshot"
     columns = {c.name for c in meta["dagster/column_schema"].schema.columns}
     assert {"app.orders.total", "app.users.password_hash", "app.daily_sales.revenue"} <= columns
     evaluation = first.get_asset_check_evaluations()[0]

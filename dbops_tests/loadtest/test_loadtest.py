@@ -80,8 +80,9 @@ def test_mixed_run_measures_and_leaves_the_database_as_it_was(seeded_url: str, t
     assert set(step.scripts) == {"read_order", "read_user_orders", "read_product", "place_order"}
     with connection(seeded_url) as conn:
         # The writes ran as the throw-away member of dbops_app_rw (row-level security applied, audit rows by it).
-        who = conn.execute("SELECT DISTINCT changed_by FROM app.audit_log WHERE changed_by LIKE 'dbops%'").fetchall()
-        assert who and all(w[0].startswith("dbops_loadtest_") for w in who)
+        who = conn.execute("SELECT DISTINCT db_role, changed_by LIKE 'user:%' FROM app.audit_log"
+                           " WHERE db_role LIKE 'dbops%'").fetchall()
+        assert who and all(w[0].startswith("dbops_loadtest_") and w[1] for w in who)  # changed_by: the app's user
         mixed = conn.execute("SELECT count(*) FROM app.orders AS o JOIN app.order_items AS i ON i.order_id = o.id"
                              " AND i.tenant_id = o.tenant_id WHERE o.currency = 'XTS' AND o.total <>"
                              " (SELECT sum(quantity * unit_price) FROM app.order_items AS j WHERE j.order_id = o.id"

@@ -37,7 +37,8 @@ def test_harden_plan_applied_as_migration_leaves_only_manual_findings(weak_serve
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
     written = write_plan(hardening, migrations, before.target)
-    assert [p.name for p in written] == ["V9__security_hardening.sql", "V10__security_settings.sql"]
+    n = max(int(p.name[1:].split("__")[0]) for p in MIGRATIONS_DIR.glob("V*.sql"))
+    assert [p.name for p in written] == [f"V{n + 1}__security_hardening.sql", f"V{n + 2}__security_settings.sql"]
     # numbered after the target's history too (applied or baselined), in its style
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -248,6 +248,7 @@ def test_each_derived_rule_kind_planted_in_the_reference_schema(seeded_db: str) 
             conn.execute("ALTER TABLE app.inventory DROP CONSTRAINT inventory_pkey")
             conn.execute("INSERT INTO app.inventory SELECT * FROM app.inventory LIMIT 1")
             conn.execute("ALTER TABLE app.users DROP CONSTRAINT users_tenant_email_key")
+            conn.execute("DROP INDEX app.users_tenant_lower_email_key")  # V10's case-insensitive one would refuse too
             first, second = conn.execute(
                 "SELECT id FROM app.users WHERE tenant_id = (SELECT min(tenant_id) FROM app.users) ORDER BY id LIMIT 2"
             ).fetchall()
