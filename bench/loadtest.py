@@ -69,7 +69,7 @@ TARGETS = {"ratio_dbops_vs_raw": 0.95, "place_order_tps": 3000, "read_p99_ms": 2
            "users_p95_ms": 50, "degradation_p95_ratio": 1.5}
 QUIET_BUSY_PCT = 10.0
 STABLE_WITHIN = 0.10  # place-order rounds within +-10 % of their median
-PROTOCOL_CLIENTS = 50
+PROTOCOL_CLIENTS = 10  # few connections, many transactions each (a prepared statement is planned ~6x per connection)
 PROTOCOL_RATE = 500  # tps: the same offered load for both protocols, well below saturation on 2 cores
 SERVER_CPU_LABEL = ("user+system CPU of the PostgreSQL server's processes (postmaster, backends, background workers;"
                     " /proc via psutil) over the step / its transactions")

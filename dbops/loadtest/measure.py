@@ -54,13 +54,13 @@ class ServerProcesses:
 
 def local_server(url: str) -> tuple[ServerProcesses | None, str | None]:
     """The server's postmaster when it runs on this machine, else (None, the reason)."""
-    with connection(url) as conn:
+    with connection(url) as conn:  # the backend is looked at while the session is open (it exits at close)
         row: Any = conn.execute("SELECT pg_backend_pid(), extract(epoch FROM pg_postmaster_start_time())").fetchone()
-    backend, started = int(row[0]), float(row[1])
-    try:
-        parent = psutil.Process(backend).parent()
-    except psutil.Error:
-        return None, "the server runs on another machine (its backend is no process here)"
+        backend, started = int(row[0]), float(row[1])
+        try:
+            parent = psutil.Process(backend).parent()
+        except psutil.Error:
+            return None, "the server runs on another machine (its backend is no process here)"
     if parent is None:
         return None, "the backend has no parent process here"
     try:
