@@ -50,7 +50,7 @@ def target_defs(target: TargetSettings) -> dg.Definitions:
     steps = dg.Definitions.merge(
         migrate.build(name, rehearsal=target.rehearsal.enabled), catalog.build(name), profile.build(name),
         loadtest.build(name), backup.build(name), restore.build(name), validate.build(name), security.build(name),
-        maintain.build(name), health.build(name),
+        maintain.build(name, matview_max_age_hours=target.matviews.max_age_hours), health.build(name),
     )
     keys = {k for a in steps.assets or [] for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
     return dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, keys)))
