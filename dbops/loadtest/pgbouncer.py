@@ -223,7 +223,7 @@ class PoolSampler:
     cl_waiting: clients queued for a server connection; maxwait: how long the oldest of them waited; sv_active:
     server connections in use (all of them = the pool is the limit); avg wait per transaction from SHOW STATS'
     total_wait_time / total_xact_count over the step (PgBouncer refreshes those totals every ``stats_period``, so
-    the last look waits one period after the step), and the highest per-second avg_wait_time.
+    the last look waits one period after the step).
     """
 
     def __init__(self, port: int, user: str, password: str | None, dbname: str, interval: float = 1.0) -> None:
@@ -235,7 +235,6 @@ class PoolSampler:
         self._stats_before: dict[str, Any] | None = None
         self._stats_after: dict[str, Any] | None = None
         self._started = 0.0
-        self.avg_wait_us = 0.0  # the highest per-second avg_wait_time of SHOW STATS
 
     def _stats(self) -> dict[str, Any] | None:
         try:
@@ -258,9 +257,6 @@ class PoolSampler:
         if not mine:
             return None
         seconds = max(int(r.get("maxwait") or 0) + int(r.get("maxwait_us") or 0) / 1e6 for r in mine)
-        stats = self._stats()
-        if stats is not None:
-            self.avg_wait_us = max(self.avg_wait_us, float(stats.get("avg_wait_time") or 0))
         taken = PoolSample(round(time.monotonic() - self._started, 2),
                            sum(int(r.get("cl_active") or 0) for r in mine),
                            sum(int(r.get("cl_waiting") or 0) for r in mine),
@@ -308,7 +304,6 @@ class PoolSampler:
             wait_us = int(after["total_wait_time"]) - int(before["total_wait_time"])
             xact_us = int(after["total_xact_time"]) - int(before["total_xact_time"])
             out["xacts"] = xacts
-            out["max_avg_wait_us_per_s"] = round(self.avg_wait_us, 1)
             out["avg_wait_us"] = round(wait_us / xacts, 1) if xacts else 0.0
             out["avg_xact_us"] = round(xact_us / xacts, 1) if xacts else 0.0
         if self.errors:
