@@ -286,6 +286,8 @@ def main() -> None:
         ensure_database(server.url("postgres"), "bench")
         url = with_database(server.url("postgres"), "bench")
         Migrator(url, PROJECT / "sql" / "migrations").apply()
+        with connection(url) as conn:  # the plan/exec figures of every part
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         started = time.monotonic()
         seed(url, args.scale)
         report["seed_s"] = round(time.monotonic() - started, 1)

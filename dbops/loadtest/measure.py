@@ -9,10 +9,10 @@ autovacuum, checkpointer, WAL writer...) plus the time of children already reape
 ``children_user``/``children_system``, where the time of a backend that exited mid-step goes): psutil reads them from
 ``/proc/<pid>/stat``. A server on another machine has no such figure (``None``, with the reason).
 
-pg_stat_statements gives the second figure, the time the server spent planning and executing the load test role's
-statements (``total_plan_time`` is only counted with ``pg_stat_statements.track_planning = on``); it is wall time
-inside the statements, not CPU: waits for locks or I/O count, while protocol handling, parsing, commit and WAL
-flushes do not.
+pg_stat_statements (when its extension exists in the database) gives the second figure, the time the server spent
+planning and executing the load test role's statements (``total_plan_time`` is only counted with
+``pg_stat_statements.track_planning = on``); it is wall time inside the statements, not CPU: waits for locks or I/O
+count, while protocol handling, parsing, commit and WAL flushes do not.
 """
 
 from __future__ import annotations
@@ -101,10 +101,12 @@ def statements_snapshot(url: str, role: str) -> StatementsSnapshot:
             " ' ', ''), ','))").fetchone()
         if not loaded[0]:
             return StatementsSnapshot(False, reason="pg_stat_statements is not in shared_preload_libraries")
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        except Exception as exc:  # a role that may not create it: the figure is missing, the run goes on
-            return StatementsSnapshot(False, reason=f"cannot create pg_stat_statements: {str(exc).splitlines()[0]}")
+        # Never created here: a load test leaves the database's extensions as they were (dbops' profile step, or
+        # the operator, creates it).
+        installed: Any = conn.execute("SELECT to_regclass('pg_stat_statements') IS NOT NULL").fetchone()
+        if not installed[0]:
+            return StatementsSnapshot(False, reason="the pg_stat_statements extension is not created in this database"
+                                                    " (CREATE EXTENSION pg_stat_statements, or run dbops profile)")
         track: Any = conn.execute("SELECT current_setting('pg_stat_statements.track_planning')::bool").fetchone()
         rows = conn.execute(
             "SELECT s.queryid, s.query, s.calls, s.plans, s.total_plan_time, s.total_exec_time"

@@ -19,6 +19,21 @@ from dbops.pg.server import EmbeddedServer
 from dbops.settings import load_settings
 
 
+@pytest.fixture(scope="module", autouse=True)
+def statements_extension(seeded_url: str) -> None:
+    """The load test never creates pg_stat_statements itself (dbops profile or the operator does)."""
+    with connection(seeded_url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+def test_no_extension_no_statement_figures(fresh_db: str) -> None:
+    snap = statements_snapshot(fresh_db, "postgres")
+    assert snap.reason is not None and "CREATE EXTENSION pg_stat_statements" in snap.reason
+    with connection(fresh_db) as conn:  # and it was not created behind the operator's back
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
+                            ).fetchone()[0] == 0
+
+
 def test_the_local_server_is_found_and_its_cpu_counted(seeded_url: str, pg_server: EmbeddedServer) -> None:
     server, reason = local_server(seeded_url)
     assert reason is None and server is not None
