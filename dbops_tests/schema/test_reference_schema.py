@@ -118,9 +118,10 @@ def _actual_grants(conn: psycopg.Connection) -> set[tuple[str, str, str]]:
         if (grantee, column.split("(")[0]) not in whole_tables:
             grants.add((grantee, column, privilege))
     functions = conn.execute(
-        "SELECT grantee, routine_schema || '.' || routine_name || '()', privilege_type"
-        " FROM information_schema.routine_privileges WHERE routine_schema = 'app' AND grantee LIKE 'dbops\\_%'"
-        " AND grantee <> 'dbops_owner'"
+        "SELECT g.rolname, n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',"
+        " a.privilege_type FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " CROSS JOIN LATERAL aclexplode(p.proacl) a JOIN pg_roles g ON g.oid = a.grantee"
+        " WHERE n.nspname = 'app' AND g.rolname LIKE 'dbops\\_%' AND g.rolname <> 'dbops_owner'"
     ).fetchall()
     return grants | set(functions)
 

@@ -102,13 +102,31 @@ def _months(start: Any, end: Any) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("script, variables", [
-    ("read_order.sql", {"t": 3, "o": 43}),
-    ("read_user_orders.sql", {"t": 3, "u": 23}),
+def function_statement(conn: psycopg.Connection, function: str, **arguments: int) -> tuple[str, list[str]]:
+    """The query a workload's PL/pgSQL function (V16) runs, each of its ``p_*`` arguments a parameter."""
+    source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = %s::regproc", (function,)).fetchone()[0]
+    body = re.search(r"RETURN QUERY(.*?);", source, re.S)[1]  # type: ignore[index]
+    params: list[str] = []
+
+    def bind(match: re.Match[str]) -> str:
+        params.append(str(arguments[match.group(1)]))
+        return "%s"
+
+    return re.sub(r"\bp_([a-z]+)\b", bind, body), params
+
+
+@pytest.mark.parametrize("script, function, variables", [
+    ("read_order.sql", "app.order_by_id", {"t": 3, "o": 43}),
+    ("read_user_orders.sql", "app.user_recent_orders", {"t": 3, "u": 23}),
 ])
-def test_workloads_prune_to_the_months_they_read(seeded_db: str, script: str, variables: dict[str, int]) -> None:
-    statement, params = next(s for s in workload_statements(script, **variables) if "FROM app.orders" in s[0])
+def test_workloads_prune_to_the_months_they_read(seeded_db: str, script: str, function: str,
+                                                 variables: dict[str, int]) -> None:
+    """The workload calls its function (whose plan a pooled server connection keeps); the function's query prunes."""
+    call, call_params = next(s for s in workload_statements(script, **variables) if function in s[0])
+    arguments = {"tenant": variables["t"], "order": variables.get("o", 0), "user": variables.get("u", 0),
+                 "limit": 20}
     with as_role(seeded_db, "dbops_app_rw", 3) as conn:
+        statement, params = function_statement(conn, function, **arguments)
         now = conn.execute("SELECT now() AT TIME ZONE 'UTC'").fetchone()[0]
         partitions = {r[0] for r in conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -116,6 +134,7 @@ def test_workloads_prune_to_the_months_they_read(seeded_db: str, script: str, va
         nodes = explain(conn, statement, params)
         scanned = {n["Relation Name"] for n in nodes if "Relation Name" in n}
         rows = conn.execute(statement, params).fetchall()
+        assert conn.execute(call, call_params).fetchall() == rows  # the call returns what its query does
     expected = _months((now - timedelta(days=62)).date(), now.date())
     assert len(partitions) > len(expected) + 1  # there was something to prune (other months and the DEFAULT)
     assert scanned == expected, (scanned, nodes)
