@@ -1,5 +1,5 @@
-"""V15: V11's rule (orders.total = the sum of its lines at commit) with fewer queries per event; a line of an order
-the same top-level transaction inserted leaves the check to the order's own event. Every guarantee of V11 holds."""
+"""V11's rule, orders.total = the sum of its lines at commit, for every client and every way of changing them: lines
+of later statements, updates, deletes, moves between orders, savepoints, immediate mode, another client's lines."""
 
 from __future__ import annotations
 
@@ -63,16 +63,19 @@ def stored_total(url: str, order: tuple[int, Any]) -> Any:
                             [TENANT, *order]).fetchone()[0]
 
 
-def test_v15_replaces_the_function_and_keeps_v11s_triggers(migrated_db: str) -> None:
-    with connection(migrated_db) as conn:
-        body = conn.execute("SELECT pg_get_functiondef('app.check_order_total()'::regprocedure)").fetchone()[0]
-        triggers = dict(conn.execute(
-            "SELECT tgname, tgrelid::regclass::text FROM pg_trigger"
-            " WHERE tgfoid = 'app.check_order_total()'::regprocedure AND tgparentid = 0 AND tgdeferrable AND tginitdeferred"))
-    assert "pg_current_xact_id()::xid" in body and "app.order_keys" in body
-    assert "SECURITY DEFINER" in body and "search_path" in body
-    assert triggers == {"orders_total_is_sum_of_items": "app.orders",
-                        "order_items_sum_to_order_total": "app.order_items"}
+def test_immediate_mode_still_checks_lines_added_after_the_order(seeded_db: str) -> None:
+    """SET CONSTRAINTS ... IMMEDIATE checks the order when it is inserted; its later lines are checked too (at their
+    own event), so an order that passed empty cannot collect lines that break its total."""
+    with connection(seeded_db) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(TENANT)])
+        order = conn.execute(
+            "INSERT INTO app.orders (tenant_id, user_id, status, total, currency) VALUES (%s, %s, 'paid', 0, 'XTS')"
+            " RETURNING id, created_at", [TENANT, USER]).fetchone()
+        conn.execute(
+            "INSERT INTO app.order_items (tenant_id, order_id, order_created_at, product_id, quantity, unit_price)"
+            " VALUES (%s, %s, %s, %s, 1, 10)", [TENANT, order[0], order[1], PRODUCTS[0]])
+        conn.commit()
 
 
 def test_new_order_is_checked_at_commit_with_lines_of_later_statements(seeded_db: str) -> None:
