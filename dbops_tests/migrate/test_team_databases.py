@@ -211,8 +211,8 @@ def test_the_reference_schema_still_migrates_and_validates(migrated_db: str) -> 
     migrator = Migrator(migrated_db, MIGRATIONS_DIR)
     migrator.validate()
     assert migrator.apply().applied == []
-    last = max(int(p.name[1:].split("__")[0]) for p in MIGRATIONS_DIR.glob("V*.sql"))
-    assert [v for v, _t, _s in history(migrated_db, "public")] == [str(n) for n in range(1, last + 1)]
+    versions = sorted(int(p.name[1:].split("__")[0]) for p in MIGRATIONS_DIR.glob("V*.sql"))  # gaps are allowed
+    assert [v for v, _t, _s in history(migrated_db, "public")] == [str(n) for n in versions]
 
 
 def test_drift_on_a_baselined_database_compares_with_what_the_baseline_adopted(
