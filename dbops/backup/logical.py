@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,9 @@ import psycopg
 from dbops.backup.figures import table_figures
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import discard, load_manifest, new_backup_id, now_iso, object_key, save_manifest
+from dbops.backup.objects import object_plaintext
 from dbops.backup.store import ObjectMissing, Store
-from dbops.backup.stream import CHUNK, ProcessOutput, compress, decompress, decrypt, encrypt, read_file
+from dbops.backup.stream import CHUNK, ProcessOutput, compress, encrypt, read_file
 from dbops.errors import CommandFailed, DbopsError
 from dbops.pg.binaries import client_bin_dir, find_program
 from dbops.pg.connect import connect, database_name, split_password
@@ -364,30 +364,13 @@ def _export_object(store: Store, data_key: bytes, manifest: dict[str, Any], obj:
     """Decrypt and decompress one object into ``path`` (0600, fsynced), checking size and sha256 on the way; a
     damaged object is reported by its checksum first (as `dbops backup verify` does). Returns the bytes written."""
     name = f"object {obj['name']} of backup {manifest['id']}"
-    context = str(obj["name"]).encode() if manifest.get("dump_format") == "directory" else b""
-    digest, size = hashlib.sha256(), 0
-
-    def raw() -> Iterator[bytes]:
-        nonlocal size
-        for chunk in store.get(object_key(manifest["id"], obj["name"])):
-            digest.update(chunk)
-            size += len(chunk)
-            yield chunk
-
-    stream = raw()
     written = 0
-    failure: BackupIntegrityError | None = None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
-            try:
-                for block in decompress(decrypt(stream, data_key, name, context), name):
-                    out.write(block)
-                    written += len(block)
-            except BackupIntegrityError as exc:
-                failure = exc
-                for _ in stream:  # read the rest: a damaged object is reported by its checksum first
-                    pass
+            for block in object_plaintext(store, data_key, manifest, obj):
+                out.write(block)
+                written += len(block)
             out.flush()
             os.fsync(out.fileno())
     except ObjectMissing as exc:
@@ -399,11 +382,6 @@ def _export_object(store: Store, data_key: bytes, manifest: dict[str, Any], obj:
                               "free space there, or choose another --output") from exc
         raise ExportError(f"cannot write {output}: {exc.strerror}", "check the folder, or choose another --output"
                           ) from exc
-    if size != obj.get("size") or digest.hexdigest() != obj.get("sha256"):
-        raise BackupIntegrityError(f"{name} fails its sha256 check ({size} bytes, manifest says {obj.get('size')})",
-                                   "the object was modified or damaged; take a new backup") from failure
-    if failure is not None:
-        raise failure
     if obj.get("raw_size") is not None and written != obj["raw_size"]:
         raise BackupIntegrityError(f"{name} decrypts to {written} bytes, manifest says {obj['raw_size']}",
                                    "the backup is not what its manifest says; take a new backup")
