@@ -24,6 +24,7 @@ from dbops.components import (
     validate,
 )
 from dbops.components.catalog.resources import CatalogResource
+from dbops.components.jobs import build_jobs
 from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource, launch_settings
 from dbops.components.schedules import build_schedules
 from dbops.components.security.resources import SecurityResource
@@ -53,7 +54,8 @@ def target_defs(target: TargetSettings) -> dg.Definitions:
         maintain.build(name, matview_max_age_hours=target.matviews.max_age_hours), health.build(name),
     )
     keys = {k for a in steps.assets or [] for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
-    return dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, keys)))
+    return dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, keys),
+                                                      jobs=build_jobs(name, keys)))
 
 
 def fleet_defs(settings: Settings, exclude: Sequence[str] = ()) -> dg.Definitions:

@@ -103,7 +103,7 @@ class MatviewSettings:
 @dataclass(frozen=True)
 class ValidationSettings:
     expectations: Path | None  # None: only the rules derived from the database's constraints
-    start_date: date
+    start_date: date | None  # None: from the data (the oldest row), else backfill_days before today
     backfill_days: int
     time_columns: tuple[tuple[str, str], ...]  # (schema.table, column), sorted
 
@@ -165,6 +165,7 @@ class AlertSettings:
     webhook_url: SecretRef | None
     log_file: Path
     smtp: SmtpSettings
+    failures: bool = True  # failed runs, materializations and checks notify too
 
 
 @dataclass(frozen=True)

@@ -584,7 +584,8 @@ OPTIONS: tuple[Option, ...] = (
                                                  Text(IDENTIFIER, "a column name")),
             (), "tables validated in daily slices by a time column (`schema.table: column`); a range-partitioned "
             "table uses its partition key unless listed", "DBOPS_VALIDATION_TIME_COLUMNS", "app.orders=created_at"),
-    _target("validation.start_date", IsoDate(), date(2025, 1, 1), "first daily partition of `integrity_validation`",
+    _target("validation.start_date", IsoDate(), None, "first daily partition of `integrity_validation` (none: the "
+            "day of the oldest row of the time-partitioned tables, else `backfill_days` before today)",
             "DBOPS_VALIDATION_START_DATE", "2025-01-01"),
     _target("validation.backfill_days", Integer(1), 30, "days re-validated after a migration applies something",
             "DBOPS_VALIDATION_BACKFILL_DAYS", "30"),
@@ -653,6 +654,8 @@ OPTIONS: tuple[Option, ...] = (
     _target("alerts.smtp.password_env", EnvRef(), None, "variable holding the SMTP password",
             "DBOPS_ALERT_SMTP_PASSWORD", "SHOP_SMTP_PASSWORD"),
     _target("alerts.smtp.starttls", Flag(), True, "STARTTLS before the login", "DBOPS_ALERT_SMTP_STARTTLS", "off"),
+    _target("alerts.failures", Flag(), True, "failed runs, failed materializations and failed asset checks of the "
+            "target notify the sinks too (deduplicated, resolved by the next success)", "DBOPS_ALERT_FAILURES", "off"),
     *_schedule_options(),
 )
 

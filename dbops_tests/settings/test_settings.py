@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -88,7 +87,7 @@ def test_no_file_is_one_target_dbops_like_dbops_config(clean_environ: Path, monk
     assert target.rehearsal.enabled
     assert target.rehearsal.large_table_bytes == 10 * 1048576
     assert target.rehearsal.max_lock_seconds == 1.0 and target.rehearsal.sample_interval == 0.01
-    assert target.validation.start_date == date(2025, 1, 1) and target.validation.backfill_days == 30
+    assert target.validation.start_date is None and target.validation.backfill_days == 30
     assert target.targets_file == PROJECT_DIR / "monitoring" / "targets.yml"
     assert target.alerts.log_file == home / "alerts.log"
     assert target.backup.key_file == (home / "secrets" / "backup.key" if new.embedded else None)
@@ -435,7 +434,7 @@ def test_every_variable_dbops_reads_is_an_option() -> None:
     assert used - known == set()
     migrate = ("DEFAULT_SCHEMA", "TABLE", "BASELINE_ON_MIGRATE", "BASELINE_VERSION", "PLACEHOLDER_REPLACEMENT",
                "PLACEHOLDERS")
-    added = {f"DBOPS_MIGRATE_{n}" for n in migrate} | {"DBOPS_VALIDATION_TIME_COLUMNS"}  # new names since then
+    added = {f"DBOPS_MIGRATE_{n}" for n in migrate} | {"DBOPS_VALIDATION_TIME_COLUMNS", "DBOPS_ALERT_FAILURES"}
     added |= {o.env for o in OPTIONS if o.env and o.env.startswith(("DBOPS_PARTITIONS_", "DBOPS_MATVIEWS"))}
     legacy = {o.env for o in OPTIONS if o.env and o.env.startswith("DBOPS_")} - {"DBOPS_TARGET", "DBOPS_CONFIG"}
     legacy -= added

@@ -5,6 +5,7 @@ applies something), and what it validates (the target's schemas, time columns, r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -33,5 +34,7 @@ def daily_partitions(target: str) -> dg.DailyPartitionsDefinition:
     """``target``'s days, from its ``validation.start_date`` (read when the code location loads: a partitions
     definition is fixed for the life of the location). Days are UTC, the boundaries dbops.validate uses for its range
     predicates; end_offset 0 keeps today (still being written) out: the newest partition is yesterday."""
-    start = launch_target(target).validation.start_date.isoformat()
+    validation = launch_target(target).validation
+    first = validation.start_date or (datetime.now(UTC).date() - timedelta(days=validation.backfill_days))
+    start = first.isoformat()
     return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=0)
