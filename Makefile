@@ -4,7 +4,6 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := pgbouncer prometheus postgresql-15 postgresql-contrib
 PYTEST_ARGS ?=
 
 .PHONY: all demo test install system-deps ui db-up db-down bench lint clean
@@ -22,12 +21,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Debian's PgBouncer (10k-user load tests), promtool (alert rules) and PostgreSQL 15 (TLS tests, second version).
+# Debian's PgBouncer (10k-user load tests), promtool (alert rules), PostgreSQL 15 (TLS tests, second version), chromium
+# (the browser test drives it through playwright: no browser is downloaded), pgBadger (log reports) and pgAudit (audit
+# logging on PostgreSQL 15). Each is detected by a file its package installs; only the missing ones are installed, and
+# the services their packages start (PgBouncer, Prometheus, the postgresql cluster) are stopped again.
 system-deps:
 	@missing=""; \
 	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	[ -x /usr/lib/postgresql/15/bin/postgres ] || missing="$$missing postgresql-15 postgresql-contrib"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v pgbadger >/dev/null || missing="$$missing pgbadger"; \
+	[ -f /usr/lib/postgresql/15/lib/pgaudit.so ] || missing="$$missing postgresql-15-pgaudit"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -51,9 +56,11 @@ test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 	DBOPS_TEST_PG_BIN=/usr/lib/postgresql/15/bin $(BIN)/pytest $(PYTEST_ARGS) $(PG15_TESTS)
 
-# The UI of the demo's two targets (the shop target's S3 server runs during `make demo` only).
+# The UI of the demo's two targets (the shop target's S3 server runs during `make demo` only), on 127.0.0.1:$(PORT):
+# `make ui PORT=3001`.
+PORT ?= 3000
 ui: install
-	DBOPS_CONFIG=$${DBOPS_CONFIG:-$(DEMO_CONFIG)} $(BIN)/dbops ui
+	DBOPS_CONFIG=$${DBOPS_CONFIG:-$(DEMO_CONFIG)} $(BIN)/dbops ui --port $(PORT)
 
 db-up: install
 	$(BIN)/dbops db up
