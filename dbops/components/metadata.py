@@ -110,7 +110,8 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
         dg.TableColumn(name, _column_type([r.get(name) for r in rows]), description=descriptions.get(name))
         for name in names
     ])
-    records = [dg.TableRecord({n: _cell(r.get(n)) for n in names if _cell(r.get(n)) is not None}) for r in rows]
+    # every record has every column (Dagster refuses records with different fields); a missing cell is None (empty)
+    records = [dg.TableRecord({n: _cell(r.get(n)) for n in names}) for r in rows]
     return dg.MetadataValue.table(records, schema=schema)
 
 
