@@ -5,13 +5,16 @@ applies something), and what it validates (the target's schemas, time columns, r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import logging
 from pathlib import Path
 
 import dagster as dg
 
-from dbops.components.resources import launch_target
+from dbops.components.resources import launch_settings, launch_target
 from dbops.validate.run import IntegrityValidator
+from dbops.validate.start import StartDay, first_partition_day
+
+log = logging.getLogger("dbops.validate")
 
 
 def backfill_days(target: str) -> int:
@@ -30,11 +33,22 @@ def validator(target: str, url: str) -> IntegrityValidator:
     return IntegrityValidator.for_target(url, launch_target(target))
 
 
+def start_day(target: str) -> StartDay:
+    """``target``'s first daily partition: ``validation.start_date``; else the day of its oldest row (cached in
+    ``$DBOPS_HOME/validation/<target>.json``); else ``backfill_days`` before today, logged with the reason (the
+    database is down, empty or slow: the code location loads all the same)."""
+    settings = launch_settings()
+    found = first_partition_day(settings.target(target), lambda: settings.target_url(target), settings.home)
+    if found.source == "fallback":
+        log.warning(f"{target}: integrity_validation {found.render()}")
+    elif found.source == "data":
+        log.info(f"{target}: integrity_validation {found.render()}")
+    return found
+
+
 def daily_partitions(target: str) -> dg.DailyPartitionsDefinition:
-    """``target``'s days, from its ``validation.start_date`` (read when the code location loads: a partitions
-    definition is fixed for the life of the location). Days are UTC, the boundaries dbops.validate uses for its range
-    predicates; end_offset 0 keeps today (still being written) out: the newest partition is yesterday."""
-    validation = launch_target(target).validation
-    first = validation.start_date or (datetime.now(UTC).date() - timedelta(days=validation.backfill_days))
-    start = first.isoformat()
+    """``target``'s days from :func:`start_day` (read when the code location loads: a partitions definition is fixed
+    for the life of the location). Days are UTC, the boundaries dbops.validate uses for its range predicates;
+    end_offset 0 keeps today (still being written) out: the newest partition is yesterday."""
+    start = start_day(target).day.isoformat()
     return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=0)
