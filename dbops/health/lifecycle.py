@@ -1,6 +1,6 @@
 """The latest figures of the other lifecycle steps, read from the Dagster instance's records: what the other steps
 recorded, for alerts and Prometheus alike (backup age, drill RTO, load-test latency, audit findings, integrity
-violations...).
+violations...), and the outcomes of a target's finished runs (failed or not) for the failure alerts.
 
 The one module of a step that reads Dagster: records of the instance (materializations, check evaluations), never
 definitions, so `dbops metrics` and the alert sensor read the same figures.
@@ -9,11 +9,14 @@ definitions, so `dbops metrics` and the alert sensor read the same figures.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
 
+from dbops.health.alerts import ASSET, CHECK, RUN, Outcome
 from dbops.health.targets import CheckTarget
+from dbops.redact import redact
 
 
 @dataclass
@@ -85,3 +88,144 @@ def lifecycle_figures(instance: dg.DagsterInstance, checks: tuple[CheckTarget, .
         if outcome is not None:
             figures.checks[(check.asset, check.check)] = outcome
     return figures
+
+
+TARGET_TAG = "dbops/target"  # the CLI tags its runs with their target
+FIRST_TICK_LOOKBACK_S = 86400.0  # a first tick reads the runs that finished in the last day, not the whole history
+RUNS_PER_TICK = 100
+ERROR_CHARS = 300
+_RUN_EVENTS = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS)
+_RUN_RECORDS = {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+                dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_MATERIALIZATION,
+                dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.RUN_FAILURE}
+
+
+def first_error_line(error: object) -> str:
+    """The first line of a Dagster ``SerializableErrorInfo``: the user's exception under Dagster's wrappers
+    ("Error occurred while executing op ..."), redacted and cut to 300 characters."""
+    seen = 0
+    while error is not None and seen < 10 and str(getattr(error, "cls_name", "")).startswith("Dagster") and getattr(
+            error, "cause", None) is not None:
+        error, seen = error.cause, seen + 1
+    message = str(getattr(error, "message", "") or "") if error is not None else ""
+    line = next((ln.strip() for ln in message.splitlines() if ln.strip()), "")
+    line = redact(line)
+    return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1] + "…"
+
+
+def _within(key: dg.AssetKey, target: str) -> str | None:
+    """``load_test`` for ``shop/load_test`` of target ``shop`` (None: another target's asset)."""
+    if not target:
+        return key.to_user_string()
+    return "/".join(key.path[1:]) if len(key.path) > 1 and key.path[0] == target else None
+
+
+def run_outcomes(instance: dg.DagsterInstance, run_id: str, at: float, failed: bool,
+                 target: str) -> list[Outcome]:
+    """The outcomes of one finished run for ``target``: each asset it materialized or whose step failed, each check
+    it evaluated (or whose step failed), and the run itself when it succeeded or when it failed for no asset's or
+    check's reason (a crash, a resource, an op that is no asset). Empty when the run is another target's."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return []
+    tagged = run.tags.get(TARGET_TAG)
+    if tagged is not None and tagged != target:
+        return []
+    records = instance.get_records_for_run(run_id, of_type=_RUN_RECORDS).records
+    step_assets: dict[str, set[str]] = {}
+    step_checks: dict[str, set[str]] = {}
+    materialized: set[str] = set()
+    evaluated: set[str] = set()
+    outcomes: list[Outcome] = []
+    failures: list[tuple[str, object, float]] = []
+    run_error: object = None
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        data, step, kind = event.event_specific_data, event.step_key or "", event.event_type
+        when = float(record.timestamp)
+        if kind == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+            name = _within(data.asset_key, target)
+            if name is not None:
+                step_assets.setdefault(step, set()).add(name)
+        elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+            name = _within(data.asset_key, target)
+            if name is not None:
+                step_checks.setdefault(step, set()).add(f"{name}:{data.check_name}")
+        elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            name = _within(record.asset_key or event.asset_key, target)
+            if name is not None and name not in materialized:
+                materialized.add(name)
+                outcomes.append(Outcome(ASSET, name, False, when, run_id))
+        elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            name = _within(data.asset_key, target)
+            if name is not None:
+                check = f"{name}:{data.check_name}"
+                evaluated.add(check)
+                warn = getattr(data.severity, "value", data.severity) == "WARN"
+                reason = (data.metadata or {}).get("reason")
+                error = first_error_line(_Message(data.description or getattr(reason, "value", reason) or ""))
+                outcomes.append(Outcome(CHECK, check, not data.passed, when, run_id,
+                                        "warning" if warn and not data.passed else "critical",
+                                        f"severity {getattr(data.severity, 'value', data.severity)}"
+                                        + (f": {error}" if error else "")))
+        elif kind == dg.DagsterEventType.STEP_FAILURE:
+            failures.append((step, data.error, when))
+        elif kind == dg.DagsterEventType.RUN_FAILURE:
+            run_error = getattr(data, "error", None) or _Message(event.message or "")
+    if tagged is None and not step_assets and not step_checks:
+        return []  # an untagged run of no asset of this target: another target's job, or none of dbops'
+    for step, error, when in failures:
+        line = first_error_line(error)
+        assets = sorted(step_assets.get(step, set()) - materialized)
+        outcomes += [Outcome(ASSET, name, True, when, run_id, error=line) for name in assets]
+        if not step_assets.get(step):  # a check step that raised: the check could not tell (a check in an asset's
+            # step is not evaluated when the asset fails: that is the asset's incident)
+            outcomes += [Outcome(CHECK, c, True, when, run_id, error=line)
+                         for c in sorted(step_checks.get(step, set()) - evaluated)]
+    if not failed:
+        outcomes.append(Outcome(RUN, _run_label(run, step_assets, step_checks), False, at, run_id))
+    elif not any(o.failed for o in outcomes):
+        line = first_error_line(run_error) or (first_error_line(failures[0][1]) if failures else "")
+        outcomes.append(Outcome(RUN, _run_label(run, step_assets, step_checks), True, at, run_id, error=line))
+    return outcomes
+
+
+class _Message:
+    """A plain message where an error is expected (``first_error_line`` takes either)."""
+
+    cls_name = ""
+    cause = None
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _run_label(run: dg.DagsterRun, step_assets: dict[str, set[str]], step_checks: dict[str, set[str]]) -> str:
+    """The job of a run; an ad-hoc selection (Dagster's implicit asset job) by what it selected."""
+    if not run.job_name.startswith("__"):
+        return run.job_name
+    names: Iterable[str] = sorted({n for ns in step_assets.values() for n in ns}) or sorted(
+        {c for cs in step_checks.values() for c in cs})
+    return "materialize " + ", ".join(names) if names else run.job_name
+
+
+def failure_outcomes(instance: dg.DagsterInstance, target: str, after: int | None,
+                     now: float | None = None, limit: int = RUNS_PER_TICK) -> tuple[list[Outcome], int | None]:
+    """The outcomes of ``target``'s runs that finished (failed or succeeded) after the run-status event ``after``
+    (a storage id; None: those of the last day), oldest first, at most ``limit`` runs; and the storage id to read
+    from next time."""
+    since = None if after is not None else (time.time() if now is None else now) - FIRST_TICK_LOOKBACK_S
+    records = []
+    for event_type in _RUN_EVENTS:
+        records += instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after, after_timestamp=since),
+            limit=limit, ascending=True).records
+    records = sorted(records, key=lambda r: r.storage_id)[:limit]
+    outcomes: list[Outcome] = []
+    for record in records:
+        failed = record.event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE
+        outcomes += run_outcomes(instance, record.run_id, float(record.timestamp), failed, target)
+        after = record.storage_id
+    return outcomes, after

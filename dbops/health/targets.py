@@ -130,6 +130,8 @@ class Targets:
     checks: tuple[CheckTarget, ...]
     source: str = "<memory>"
     limits: Limits = field(default_factory=Limits)
+    # failed runs, materializations and checks (alerts.failures): the file's defaults.cooldown (15m by default)
+    failure_cooldown_seconds: float = 900.0
 
     def metric_names(self) -> set[str]:
         return {t.metric for t in self.metrics}
@@ -237,7 +239,8 @@ def parse_targets(data: object, source: str = "<memory>") -> Targets:
             cooldown_seconds=parse_duration(raw.get("cooldown", default_cooldown), f"{where}.cooldown"),
             summary=str(raw.get("summary", "")),
         ))
-    targets = Targets(tuple(metrics), tuple(checks), source, parse_limits(doc.get("limits"), source))
+    targets = Targets(tuple(metrics), tuple(checks), source, parse_limits(doc.get("limits"), source),
+                      failure_cooldown_seconds=default_cooldown)
     seen: set[str] = set()
     for key in [t.key for t in (*targets.metrics, *targets.checks)]:
         if key in seen:

@@ -79,7 +79,8 @@ class Ticker:
         self.instance = instance or dg.DagsterInstance.ephemeral()
         self.resources = {"database": DatabaseResource(url=url)}
         self.health_sensor = build_database_health_sensor(target)
-        self.alert_sensor = build_alert_sensor(target, lambda: TARGETS, lambda: sinks, backoff=0.05)
+        self.alert_sensor = build_alert_sensor(target, lambda: TARGETS, lambda: sinks, failures=lambda: True,
+                                               backoff=0.05)
         self.health_cursor: str | None = None
         self.alert_cursor: str | None = None
         self.observations: list[dict[str, float]] = []

@@ -1,4 +1,5 @@
-"""Dagster group ``health``: one target's ``database_health`` observations and its alert sensor.
+"""Dagster group ``health``: one target's ``database_health`` observations, its alert sensor and ``alerts``, the
+asset its notifications are recorded on (downstream of every lifecycle step).
 
 The targets file is validated here, at load time, so a typo stops the code location with one clear line instead of
 silencing the alerts; the alert sensor re-reads it at each tick.
@@ -7,6 +8,7 @@ silencing the alerts; the alert sensor re-reads it at each tick.
 import dagster as dg
 
 from dbops.components.health.sensors import (
+    alerts_asset,
     build_alert_sensor,
     build_database_health_sensor,
     database_health,
@@ -16,5 +18,5 @@ from dbops.components.health.sensors import (
 
 def build(target: str) -> dg.Definitions:
     target_targets(target)
-    return dg.Definitions(assets=[database_health(target)],
+    return dg.Definitions(assets=[database_health(target), alerts_asset(target)],
                           sensors=[build_database_health_sensor(target), build_alert_sensor(target)])

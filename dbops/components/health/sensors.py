@@ -1,19 +1,22 @@
 """Two sensors per target, no runs: one records ``<target>/database_health`` observations every minute, one turns
-missed targets into notifications naming the target (Dagster's open-source edition has no alerting on failed asset
-checks)."""
+missed targets and failed runs, materializations and asset checks into notifications naming the target (Dagster's
+open-source edition has no alerting on failed materializations or checks) and records them as observations of
+``<target>/alerts``, the end of the lineage graph."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from dbops.components.metadata import figures, number, table
 from dbops.components.naming import asset_key, def_name
 from dbops.components.resources import DatabaseResource, launch_target
-from dbops.health.alerts import AlertEngine, Reading, metric_readings
-from dbops.health.lifecycle import lifecycle_figures
+from dbops.health.alerts import RESOLVED, Alert, AlertEngine, Reading, failure_readings, metric_readings
+from dbops.health.lifecycle import failure_outcomes, lifecycle_figures
 from dbops.health.metrics import collect_health
 from dbops.health.notify import alert_tick
 from dbops.health.sinks import Sink, sinks_from_settings
@@ -31,12 +34,54 @@ def database_health(target: str) -> dg.AssetSpec:
     )
 
 
+# The lifecycle assets whose failures (and missed targets) end in alerts: migrate -> catalog -> profile/advice -> load
+# test -> backup -> drill -> integrity -> audit -> maintenance -> health -> alerts.
+ALERTED_ASSETS = ("schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test", "logical_backup",
+                  "base_backup", "wal_archive", "restore_drill", "integrity_validation", "dimension_integrity",
+                  "index_integrity", "security_audit", "partition_maintenance", "materialized_views",
+                  "database_health")
+
+
+def alerts_asset(target: str) -> dg.AssetSpec:
+    """``<target>/alerts``: observed (never materialized) by the alert sensor each tick it notifies something."""
+    return dg.AssetSpec(
+        asset_key(target, "alerts"),
+        deps=[asset_key(target, name) for name in ALERTED_ASSETS],
+        group_name="health",
+        kinds={"dagster", "alerting"},
+        description=f"Notifications of missed targets and failures of {target}, recorded by the "
+        f"{def_name(target, 'alerts')} sensor: each observation lists the incidents firing and those resolved at "
+        "that tick (failed runs, materializations and asset checks of the steps upstream, and the targets file's "
+        "health figures and checks).",
+    )
+
+
+def alerts_observation(target: str, engine: AlertEngine, sent: list[Alert]) -> dg.AssetObservation:
+    """An observation of ``<target>/alerts``: how many incidents fire, and the incidents (firing, or resolved now)."""
+    def when(at: float | None) -> str | None:
+        return None if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    rows = [{"incident": i["key"], "status": "firing" if i["notified"] else "firing (cooldown: not notified)",
+             "severity": i["severity"], "summary": i["summary"], "run_id": i["run_id"] or None,
+             "since": when(i["since"])} for i in engine.incidents()]
+    rows += [{"incident": a.key, "status": RESOLVED, "severity": a.severity, "summary": a.summary,
+              "run_id": a.run_id or None, "since": when(a.started_at)} for a in sent if a.status == RESOLVED]
+    metadata = figures({"firing": len(engine.firing()), "notified": len(sent),
+                        "resolved": sum(a.status == RESOLVED for a in sent),
+                        "incidents": table(rows, ["incident", "status", "severity", "summary", "run_id", "since"])})
+    return dg.AssetObservation(asset_key=asset_key(target, "alerts"), metadata=metadata)
+
+
 def health_observation(key: dg.AssetKey, url: str, cursor: str | None) -> tuple[dg.AssetObservation, str]:
     """One observation of ``key`` (a target's ``database_health``) and the cursor for the next (the raw counters
     rates need)."""
     previous = json.loads(cursor) if cursor else None
     sample = collect_health(url, previous)
-    metadata: dict[str, dg.RawMetadataValue] = {k: float(v) for k, v in sorted(sample.metrics.items())}
+    metadata: dict[str, dg.RawMetadataValue] = {}
+    for name, raw in sorted(sample.metrics.items()):
+        figure = number(float(raw))
+        if figure is not None:
+            metadata[name] = figure
     if sample.error:
         metadata["error"] = sample.error
     next_cursor = json.dumps(sample.state()) if sample.metrics.get("up") else (cursor or "")
@@ -107,35 +152,49 @@ def target_sinks(target: str) -> list[Sink]:
     return sinks_from_settings(launch_target(target).alerts)
 
 
+def target_alerts_failures(target: str) -> bool:
+    """Whether ``target``'s failed runs, materializations and checks notify (``alerts.failures``,
+    DBOPS_ALERT_FAILURES), read now."""
+    return launch_target(target).alerts.failures
+
+
 def build_alert_sensor(target: str, targets: Callable[[], Targets] | None = None,
                        sinks: Callable[[], Sequence[Sink]] | None = None, *, name: str = "",
-                       retries: int = 3, backoff: float = 1.0,
+                       failures: Callable[[], bool] | None = None, retries: int = 3, backoff: float = 1.0,
                        default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
-    """``target``'s alert sensor (``<target>_alerts``); its targets file and sinks are loaded at each tick so a
-    fixed file takes effect without a redeploy."""
+    """``target``'s alert sensor (``<target>_alerts``); its targets file, sinks and ``alerts.failures`` are read at
+    each tick so a fixed file takes effect without a redeploy."""
     load = targets or (lambda: target_targets(target))
     open_sinks = sinks or (lambda: target_sinks(target))
+    alert_failures = failures or (lambda: target_alerts_failures(target))
 
     @dg.sensor(
         name=name or def_name(target, "alerts"),
         minimum_interval_seconds=60,
         default_status=default_status,
         description=f"Compares {target}'s latest database_health observations and asset-check evaluations with its "
-        "targets file and notifies its sinks (each alert names the target): once per incident, after the breach "
-        "lasted its 'for', then 'resolved'; failed deliveries are retried next tick.",
+        "targets file, and reads its failed runs, materializations and asset checks (alerts.failures), and "
+        "notifies its sinks (each alert names the target): once per incident, after the breach lasted its 'for', "
+        "then 'resolved' (a failure: by the next success); failed deliveries are retried next tick. Each tick that "
+        f"notifies records an observation of {asset_key(target, 'alerts').to_user_string()}.",
     )
     def _alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         loaded = load()
         state = json.loads(context.cursor) if context.cursor else {}
         engine = AlertEngine(loaded, state.get("engine"), target=target)
-        readings, after = collect_readings(context.instance, loaded, state.get("after"), time.time(), target)
+        now = time.time()
+        readings, after = collect_readings(context.instance, loaded, state.get("after"), now, target)
+        runs_after = state.get("runs_after")
+        if alert_failures():
+            outcomes, runs_after = failure_outcomes(context.instance, target, runs_after, now)
+            readings += failure_readings(loaded, outcomes, target)
         result = alert_tick(engine, readings, open_sinks(), retries=retries, backoff=backoff)
         for alert in result.alerts:
             context.log.info(alert.text())
-        cursor = json.dumps({"after": after, "engine": engine.state})
+        cursor = json.dumps({"after": after, "runs_after": runs_after, "engine": engine.state})
         if not result.alerts:
             return dg.SensorResult(skip_reason=f"{len(readings)} reading(s), firing: "
                                                f"{', '.join(engine.firing()) or 'none'}", cursor=cursor)
-        return dg.SensorResult(cursor=cursor)
+        return dg.SensorResult(asset_events=[alerts_observation(target, engine, result.alerts)], cursor=cursor)
 
     return _alert_sensor
