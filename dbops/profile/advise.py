@@ -7,6 +7,8 @@ Ranking: verified candidates that helped (by measured speedup) first, then findi
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,12 @@ import psycopg.sql
 from dbops.migrate.numbering import history_versions
 from dbops.pg.connect import connection
 from dbops.profile.candidates import Candidate, ColumnResolver, analyze_statement, candidates_for, is_covered
-from dbops.profile.indexes import Finding, index_findings, list_indexes
+from dbops.profile.indexes import Finding, foreign_key_count, index_findings, list_indexes
 from dbops.profile.plans import unsafe_functions
 from dbops.profile.review import write_migration
 from dbops.profile.statements import QueryProfile, StatementStats
 from dbops.profile.verify import Measurement, measure_candidate, sample_parameters, scratch_copy
+from dbops.redact import redact
 
 MIN_TABLE_ROWS = 10_000  # below this a sequential scan is as good as an index
 
@@ -44,6 +47,7 @@ class AdviceReport:
     advice: list[Advice] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     scratch_method: str | None = None
+    foreign_keys: int = 0  # foreign keys judged (unindexed or not): 0 means the check had nothing to check
 
     @property
     def verified(self) -> list[Advice]:
@@ -92,15 +96,20 @@ def _param_count(query: str) -> int:
 
 
 def verify(target_url: str, advice: list[Advice], *, scratch_url: str | None = None,
-           bin_dir: Path | None = None, staging_root: Path | None = None) -> str | None:
-    """Measure every candidate on a scratch copy (or the given restored copy); returns how the copy was made."""
+           bin_dir: Path | None = None, staging_root: Path | None = None,
+           progress: Callable[[str], None] | None = None) -> str | None:
+    """Measure every candidate on a scratch copy (or the given restored copy); returns how the copy was made
+    (``progress``: told of the copy and of each candidate as it is verified, with what it measured)."""
     if not advice:
         return None
+    say = progress or (lambda message: None)
 
     def run(url: str) -> None:
         with connection(url) as conn:
             resolver = ColumnResolver(conn)
-            for item in advice:
+            for number, item in enumerate(advice, 1):
+                started = time.monotonic()
+                say(f"verifying candidate {number}/{len(advice)} on the copy: index on {item.candidate.describe()}")
                 workload = []
                 refused = []
                 for stmt in item.queries:
@@ -120,37 +129,55 @@ def verify(target_url: str, advice: list[Advice], *, scratch_url: str | None = N
                 if not workload:
                     item.note = "not verified: " + ("; ".join(dict.fromkeys(refused)) if refused else
                                                     "no read-only statement with sampleable parameters")
+                    say(f"candidate {number}/{len(advice)}: {redact(item.note)}")
                     continue
                 try:
                     item.measurement = measure_candidate(conn, item.candidate, workload)
                 except psycopg.Error as exc:
                     item.note = f"not verified: {str(exc).strip().splitlines()[0]}"
+                    say(f"candidate {number}/{len(advice)}: {redact(item.note)}")
                     continue
-                if not item.measurement.helped:
-                    item.note = f"measured {item.measurement.speedup:.1f}x: not worth an index"
+                m = item.measurement
+                if not m.helped:
+                    item.note = f"measured {m.speedup:.1f}x: not worth an index"
+                say(f"candidate {number}/{len(advice)}: {m.before_ms:.2f} ms -> {m.after_ms:.2f} ms ({m.speedup:.1f}x, "
+                    f"{'verified' if m.helped else 'not worth an index'}; {time.monotonic() - started:.1f} s)")
 
     if scratch_url:
+        say(f"verifying {len(advice)} candidates on the given restored copy")
         run(scratch_url)
         return "given copy"
+    started = time.monotonic()
+    say(f"making a scratch copy of the target to verify {len(advice)} candidates on")
     with scratch_copy(target_url, bin_dir, staging_root) as (url, method):
+        say(f"scratch copy made ({method}, {time.monotonic() - started:.1f} s)")
         run(url)
     return method
 
 
 def advise(target_url: str, prof: QueryProfile, *, review_dir: Path, migrations_dir: Path | None = None,
            scratch_url: str | None = None, bin_dir: Path | None = None, verify_candidates: bool = True,
-           staging_root: Path | None = None, history: tuple[str, str] | None = None) -> AdviceReport:
+           staging_root: Path | None = None, history: tuple[str, str] | None = None,
+           progress: Callable[[str], None] | None = None) -> AdviceReport:
     """The whole advice: findings, candidates for the top statements, verification, review migrations.
 
     ``history``: the target's migration history table (``migrate.default_schema``, ``migrate.table``); a review
-    migration is numbered after its versions and the pending files of ``migrations_dir``."""
+    migration is numbered after its versions and the pending files of ``migrations_dir``. ``progress``: told each
+    phase as it happens (findings, candidates, each verification, migrations), one line each."""
+    say = progress or (lambda message: None)
+    started = time.monotonic()
+    say("judging existing indexes and foreign keys")
     with connection(target_url) as conn:
         findings = index_findings(conn)
+        fk_count = foreign_key_count(conn)
+        say(f"{len(findings)} findings on existing indexes ({fk_count} foreign keys judged); proposing candidates for "
+            f"{len(prof.top)} top statements ({time.monotonic() - started:.1f} s)")
         advice = propose(conn, prof.top)
-    report = AdviceReport(findings=findings)
+    say(f"{len(advice)} candidate indexes" + ("" if verify_candidates or not advice else " (not verified)"))
+    report = AdviceReport(findings=findings, foreign_keys=fk_count)
     if verify_candidates:
         report.scratch_method = verify(target_url, advice, scratch_url=scratch_url, bin_dir=bin_dir,
-                                       staging_root=staging_root)
+                                       staging_root=staging_root, progress=say)
     applied: list[str] | None = None
     for item in advice:
         m = item.measurement
@@ -161,5 +188,6 @@ def advise(target_url: str, prof: QueryProfile, *, review_dir: Path, migrations_
                     applied = history_versions(conn, *history) if history else []
             item.migration = write_migration(review_dir, migrations_dir, item.candidate, m.speedup, m.before_ms,
                                              m.after_ms, m.index_bytes, parts, applied)
+            say(f"review migration written: {item.migration}")
     report.advice = sorted(advice, key=lambda a: (not a.verified, -(a.measurement.speedup if a.measurement else 0)))
     return report

@@ -22,6 +22,14 @@ from dbops.profile.tables import table_facts
 from dbops.redact import redact_url
 from dbops.settings import Settings
 
+EXIT_NOTHING_CHECKED = 3
+IDLE_REASON = "no statement ran since the previous profile (or the statistics reset), so no statement was judged"
+
+
+def _progress(message: str) -> None:
+    """Each phase as it happens, on stderr (the tables go to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
 
 def _target(settings: Settings) -> str:
     if settings.embedded:
@@ -42,18 +50,21 @@ def profile_main(argv: list[str], settings: Settings) -> int:
     url = _target(settings)
     store = None if args.since_reset else SnapshotStore(settings.home / "profile", database_name(url))
     with connection(url) as conn:
-        prof = profile(conn, store, args.top, target.profile.exclude_roles)
-        plans = {} if args.no_plans else explain_top(conn, prof.top)
+        prof = profile(conn, store, args.top, target.profile.exclude_roles, progress=_progress)
+        plans = {} if args.no_plans else explain_top(conn, prof.top, progress=_progress)
         facts = table_facts(conn)
     print(f"query profile of {redact_url(url)}")
     print("\n".join(summary_lines(prof, facts)))
-    verdict = "met" if prof.slow_queries_under(slow_limit) else "MISSED"
-    print(f"slow queries: slowest 10 % mean {prof.slowest_10pct_mean_ms:.3f} ms, target < {slow_limit:g} ms"
-          f" (limits.slow_query_mean_ms): {verdict}")
     print()
     print(render_text("top statements by total time", profile_table(prof, plans)))
     print()
     print(render_text("tables", tables_table(facts)))
+    if prof.slowest_10pct_mean_ms is None:
+        print(f"nothing checked: {IDLE_REASON}")
+        return EXIT_NOTHING_CHECKED
+    verdict = "met" if prof.slow_queries_under(slow_limit) else "MISSED"
+    print(f"slow queries: slowest 10 % mean {prof.slowest_10pct_mean_ms:.3f} ms, target < {slow_limit:g} ms"
+          f" (limits.slow_query_mean_ms): {verdict}")
     return 0
 
 
@@ -70,7 +81,7 @@ def advise_main(argv: list[str], settings: Settings) -> int:
     args = parser.parse_args(argv)
     url = _target(settings)
     with connection(url) as conn:
-        prof = profile(conn, None, args.top, settings.target().profile.exclude_roles)
+        prof = profile(conn, None, args.top, settings.target().profile.exclude_roles, progress=_progress)
     target = settings.target()
     scratch = target.profile.scratch_url
     verify = not args.no_verify
@@ -82,7 +93,7 @@ def advise_main(argv: list[str], settings: Settings) -> int:
                     migrations_dir=target.migrations, scratch_url=scratch.resolve() if scratch else None,
                     bin_dir=settings.pg_bin,
                     verify_candidates=verify, staging_root=settings.staging_root,
-                    history=(target.migrate.default_schema, target.migrate.table))
+                    history=(target.migrate.default_schema, target.migrate.table), progress=_progress)
     print(f"index advice for {redact_url(url)}" + (f" (verified on a {report.scratch_method} copy)"
                                                    if report.scratch_method else ""))
     print(render_text("advice, verified first", advice_table(report)))

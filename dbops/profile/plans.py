@@ -12,7 +12,8 @@ function (:func:`unsafe_functions`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,14 +175,20 @@ def explain(conn: psycopg.Connection[Any], query: str, *, role: str | None = Non
     return report
 
 
-def explain_top(conn: psycopg.Connection[Any], statements: list[Any]) -> dict[str, PlanReport]:
+def explain_top(conn: psycopg.Connection[Any], statements: list[Any],
+                progress: Callable[[str], None] | None = None) -> dict[str, PlanReport]:
     """Plans (never executions: this is the managed database) of the given statements (``StatementStats``), keyed
-    by statement key, each taken as the role that ran it."""
-
+    by statement key, each taken as the role that ran it (``progress``: told when it starts and what it found)."""
+    say = progress or (lambda message: None)
+    started = time.monotonic()
+    say(f"explaining {len(statements)} statements (EXPLAIN without ANALYZE: nothing is executed)")
     resolver = ColumnResolver(conn)
     out = {}
     for stmt in statements:
         if analyze_statement(resolver, stmt.query) is None:
             continue  # utility statements (BEGIN, SET...) have no plan worth reading
         out[stmt.key] = explain(conn, stmt.query, role=getattr(stmt, "role", "") or None)
+    flags = sum(len(p.flags) for p in out.values())
+    say(f"explained {len(out)} of {len(statements)} statements: {flags} plan flags "
+        f"({time.monotonic() - started:.1f} s)")
     return out

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,23 +140,30 @@ def delta(previous: Snapshot | None, current: Snapshot) -> tuple[list[StatementS
 
 @dataclass(frozen=True)
 class QueryProfile:
-    """The top statements of a period with the numbers worth plotting over time."""
+    """The top statements of a period with the numbers worth plotting over time; a period in which no statement ran
+    (an idle database) has no mean times: ``p95_mean_ms`` and ``slowest_10pct_mean_ms`` are None (not measured)."""
 
     top: list[StatementStats]
     total_ms: float
     statements: int
     calls: int
-    p95_mean_ms: float
-    slowest_10pct_mean_ms: float
+    p95_mean_ms: float | None
+    slowest_10pct_mean_ms: float | None
     stats_reset: bool
+
+    @property
+    def idle(self) -> bool:
+        """No statement ran in the period: there is nothing to judge."""
+        return self.statements == 0
 
     def share(self, s: StatementStats) -> float:
         return s.total_ms / self.total_ms if self.total_ms else 0.0
 
-    def slow_queries_under(self, limit_ms: float) -> bool:
+    def slow_queries_under(self, limit_ms: float) -> bool | None:
         """Whether the mean time of the slowest 10 % of statements is below ``limit_ms``: the targets file's
-        ``limits.slow_query_mean_ms`` (``load_targets(target.targets_file).limits.slow_query_mean_ms``)."""
-        return self.slowest_10pct_mean_ms < limit_ms
+        ``limits.slow_query_mean_ms`` (``load_targets(target.targets_file).limits.slow_query_mean_ms``); None when no
+        statement ran (nothing checked)."""
+        return None if self.slowest_10pct_mean_ms is None else self.slowest_10pct_mean_ms < limit_ms
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -173,11 +182,11 @@ def build_profile(period: list[StatementStats], was_reset: bool, top_n: int = 20
     slow_mean = sum(s.total_ms for s in slowest) / slow_calls if slow_calls else 0.0
     return QueryProfile(
         top=sorted(period, key=lambda s: s.total_ms, reverse=True)[:top_n],
-        total_ms=sum(s.total_ms for s in period),
+        total_ms=float(sum(s.total_ms for s in period)),
         statements=len(period),
         calls=sum(s.calls for s in period),
-        p95_mean_ms=percentile(means, 0.95),
-        slowest_10pct_mean_ms=slow_mean if period else 0.0,
+        p95_mean_ms=percentile(means, 0.95) if period else None,
+        slowest_10pct_mean_ms=slow_mean if period else None,
         stats_reset=was_reset,
     )
 
@@ -202,12 +211,22 @@ class SnapshotStore:
 
 
 def profile(conn: psycopg.Connection[Any], store: SnapshotStore | None, top_n: int = 20,
-            exclude_roles: tuple[str, ...] | list[str] = ()) -> QueryProfile:
+            exclude_roles: tuple[str, ...] | list[str] = (),
+            progress: Callable[[str], None] | None = None) -> QueryProfile:
     """Snapshot, diff against the stored snapshot, store the new one (``exclude_roles``: the target's
-    ``profile.exclude_roles``)."""
-    current = take_snapshot(conn, list(exclude_roles))
+    ``profile.exclude_roles``; ``progress``: told each phase as it happens, one line each)."""
+    say = progress or (lambda message: None)
+    started = time.monotonic()
     previous = store.load() if store else None
+    say("profiling: snapshot of pg_stat_statements" + (" (delta since the stored snapshot)" if previous else
+                                                        " (since the statistics reset)"))
+    current = take_snapshot(conn, list(exclude_roles))
     period, was_reset = delta(previous, current)
     if store:
         store.save(current)
-    return build_profile(period, was_reset, top_n)
+    prof = build_profile(period, was_reset, top_n)
+    say(f"profiled: {prof.statements} statements, {prof.calls} calls"
+        + (" (statistics were reset: counting from the reset)" if was_reset else "")
+        + (" — no statement ran in the period" if prof.idle else "")
+        + f" ({time.monotonic() - started:.1f} s)")
+    return prof

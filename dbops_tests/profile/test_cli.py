@@ -30,7 +30,11 @@ def test_profile_and_advise_print_tables(planted_db: str, tmp_path: Path, capsys
     assert "cache hit ratio" in out and "password" not in out
 
     assert advise_main([], settings) == 0
-    out = capsys.readouterr().out
+    printed = capsys.readouterr()
+    out = printed.out
+    # the phases on stderr as they happen: the copy, each candidate with what it measured
+    assert "verifying candidate 1/1 on the copy: index on shop.visits (customer_id)" in printed.err
+    assert "candidate 1/1: " in printed.err and "verified" in printed.err and "scratch copy made" in printed.err
     lines = out.splitlines()
     first = next(line for line in lines if line.startswith("1 "))
     assert "create index on shop.visits (customer_id)" in first and "verified" in first

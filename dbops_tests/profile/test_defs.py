@@ -39,7 +39,18 @@ def test_group_materializes_with_checks(planted_db: str, tmp_path: Path, monkeyp
     assert set(checks) == {"slow_queries_under_target", "cache_hit_ratio", "no_unindexed_foreign_keys"}
     assert {e.asset_key for e in checks.values()} == {asset_key(TARGET, "query_profile"),
                                                       asset_key(TARGET, "index_advice")}
-    assert checks["no_unindexed_foreign_keys"].passed
+    # the planted database has no foreign key: nothing checked is a WARN saying so, not a pass
+    fk = checks["no_unindexed_foreign_keys"]
+    assert not fk.passed and fk.severity == dg.AssetCheckSeverity.WARN
+    assert "no foreign key" in fk.metadata["reason"].value
+    assert "dagster/row_count" not in profile_md and profile_md["statements"].value >= 1
+    top = profile_md["top_statements"].value
+    assert {c.name for c in top.schema.columns} >= {"rank", "calls", "mean_ms", "query"}
+    assert any("shop.visits" in r.data["query"] for r in top.records)
+    advice = advice_md["advice"].value
+    assert advice.records[0].data["status"] == "verified" and advice.records[0].data["speedup"] > 10
+    migration = advice_md["review_migration/visits_customer_id_idx"]
+    assert isinstance(migration, dg.PathMetadataValue) and migration.value.endswith(".sql")
     assert (tmp_path / "review" / "V1__add_index_visits_customer_id_idx.sql").is_file()
     assert [a.key.to_user_string() for a in defs.assets or []] == ["dbops/query_profile", "dbops/index_advice"]
     # the slowest 10 % here is the 200k-row INSERT of the fixture: the check must say so

@@ -211,4 +211,6 @@ def test_advise_command_and_asset_number_after_the_targets_history(big_library: 
     )
     assert result.success
     meta = result.asset_materializations_for_node(op_name(target, "index_advice"))[0].metadata
-    assert [Path(p).name for p in meta["review_migrations"].value] == ["V021__add_index_loans_book_id_idx.sql"]
+    migrations = {k: v for k, v in meta.items() if k.startswith("review_migration/")}
+    assert [Path(v.value).name for v in migrations.values()] == ["V021__add_index_loans_book_id_idx.sql"]
+    assert all(isinstance(v, dg.PathMetadataValue) for v in migrations.values())

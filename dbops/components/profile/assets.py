@@ -5,16 +5,65 @@ from pathlib import Path
 
 import dagster as dg
 
+from dbops.components.metadata import figures, path, table
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_limits, launch_settings
 from dbops.pg.connect import database_name
-from dbops.profile.advise import advise
+from dbops.profile.advise import AdviceReport, advise
+from dbops.profile.indexes import Finding
 from dbops.profile.plans import explain_top
-from dbops.profile.report import advice_table, profile_table, render_markdown, tables_table
-from dbops.profile.statements import SnapshotStore, profile
+from dbops.profile.report import (
+    ADVICE_COLUMNS,
+    PROFILE_COLUMNS,
+    TABLE_COLUMNS,
+    advice_rows,
+    profile_rows,
+    table_rows,
+)
+from dbops.profile.statements import QueryProfile, SnapshotStore, profile
 from dbops.profile.tables import table_facts
 
 CACHE_HIT_TARGET = 0.99
+TABLE_QUERY_WIDTH = 300  # a table cell shows a longer statement than a terminal line
+TABLE_LIMIT = 50
+IDLE_REASON = ("nothing checked: no statement ran since the previous profile (or the statistics reset), so no "
+               "statement was judged")
+NO_READS_REASON = ("nothing checked: the database has read no block since its statistics were reset, so there is no "
+                   "cache hit ratio")
+NO_FOREIGN_KEYS_REASON = "nothing checked: the database has no foreign key"
+
+
+def _warn(name: str, reason: str, **limits: float) -> dg.AssetCheckResult:
+    """A check that had nothing to judge: WARN with the reason, never a pass."""
+    return dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={**figures(limits), "reason": reason}, description=reason)
+
+
+def _slow_check(prof: QueryProfile, slow_ms: float) -> dg.AssetCheckResult:
+    if prof.slowest_10pct_mean_ms is None:
+        return _warn("slow_queries_under_target", IDLE_REASON, target_ms=slow_ms)
+    return dg.AssetCheckResult(
+        check_name="slow_queries_under_target", passed=bool(prof.slow_queries_under(slow_ms)),
+        metadata=figures({"slowest_10pct_mean_ms": prof.slowest_10pct_mean_ms, "target_ms": slow_ms,
+                          "statements": prof.statements}))
+
+
+def _cache_check(hit: float | None) -> dg.AssetCheckResult:
+    if hit is None:
+        return _warn("cache_hit_ratio", NO_READS_REASON, target=CACHE_HIT_TARGET)
+    return dg.AssetCheckResult(check_name="cache_hit_ratio", passed=hit >= CACHE_HIT_TARGET,
+                               severity=dg.AssetCheckSeverity.WARN,
+                               metadata=figures({"cache_hit_ratio": hit, "target": CACHE_HIT_TARGET}))
+
+
+def _foreign_key_check(report: AdviceReport, unindexed: list[Finding]) -> dg.AssetCheckResult:
+    if not report.foreign_keys:
+        return _warn("no_unindexed_foreign_keys", NO_FOREIGN_KEYS_REASON)
+    return dg.AssetCheckResult(
+        check_name="no_unindexed_foreign_keys", passed=not unindexed, severity=dg.AssetCheckSeverity.WARN,
+        metadata={**figures({"foreign_keys": report.foreign_keys, "unindexed": len(unindexed)}),
+                  "unindexed_foreign_keys": table([{"table": f.table, "detail": f.detail} for f in unindexed],
+                                                  ["table", "detail"])})
 
 
 class ProfileConfig(dg.Config):
@@ -53,44 +102,36 @@ def build(target: str) -> list[dg.AssetsDefinition]:
         slow_ms = launch_limits(target).slow_query_mean_ms
         root = Path(config.snapshot_dir) if config.snapshot_dir else launch_settings().home / "profile"
         store = SnapshotStore(root, database_name(database.target_url))
+        say = context.log.info
         with database.connect() as conn:
-            prof = profile(conn, store, config.top, launch_settings().target(database.target).profile.exclude_roles)
-            plans = explain_top(conn, prof.top)
+            prof = profile(conn, store, config.top, launch_settings().target(database.target).profile.exclude_roles,
+                           progress=say)
+            plans = explain_top(conn, prof.top, progress=say)
+            say("reading table facts (scans, vacuum, bloat, sequences, cache hits, wraparound)")
             facts = table_facts(conn)
         flags = sum(len(p.flags) for p in plans.values())
-        context.log.info(f"{prof.statements} statements, {prof.calls} calls, slowest 10 % mean "
-                         f"{prof.slowest_10pct_mean_ms:.2f} ms, {flags} plan flags")
         hit = facts.cache_hit_ratio
-        return dg.MaterializeResult(
-            metadata={
-                "top_statements": dg.MetadataValue.md(render_markdown(profile_table(prof, plans))),
-                "tables": dg.MetadataValue.md(render_markdown(tables_table(facts))),
-                "dagster/row_count": dg.MetadataValue.int(prof.statements),
-                "calls": dg.MetadataValue.int(prof.calls),
-                "total_time_ms": dg.MetadataValue.float(float(prof.total_ms)),
-                "p95_mean_ms": dg.MetadataValue.float(float(prof.p95_mean_ms)),
-                "slowest_10pct_mean_ms": dg.MetadataValue.float(float(prof.slowest_10pct_mean_ms)),
-                "plan_flags": dg.MetadataValue.int(flags),
-                "cache_hit_ratio": dg.MetadataValue.float(float(hit) if hit is not None else 1.0),
-                "xid_age": dg.MetadataValue.int(facts.xid_age),
-                "sequences_in_danger": dg.MetadataValue.int(len(facts.sequences_in_danger)),
-                "stats_reset": dg.MetadataValue.bool(prof.stats_reset),
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="slow_queries_under_target",
-                    passed=prof.slowest_10pct_mean_ms < slow_ms,
-                    metadata={"slowest_10pct_mean_ms": float(prof.slowest_10pct_mean_ms), "target_ms": float(slow_ms)},
-                ),
-                dg.AssetCheckResult(
-                    check_name="cache_hit_ratio",
-                    passed=hit is None or hit >= CACHE_HIT_TARGET,
-                    severity=dg.AssetCheckSeverity.WARN,
-                    metadata={"cache_hit_ratio": hit if hit is not None else 1.0, "target": CACHE_HIT_TARGET},
-                ),
-            ],
-        )
-
+        metadata = {
+            "top_statements": table(profile_rows(prof, plans, width=TABLE_QUERY_WIDTH), PROFILE_COLUMNS,
+                                    PROFILE_COLUMNS),
+            "tables": table(table_rows(facts, TABLE_LIMIT), TABLE_COLUMNS, TABLE_COLUMNS),
+            **figures({
+                "statements": prof.statements,  # a statement count, not dagster/row_count (that counts rows)
+                "calls": prof.calls,
+                "total_time_ms": prof.total_ms,
+                "p95_mean_ms": prof.p95_mean_ms,  # None when idle: left out
+                "slowest_10pct_mean_ms": prof.slowest_10pct_mean_ms,
+                "plan_flags": flags,
+                "cache_hit_ratio": hit,  # None when nothing was read: left out
+                "xid_age": facts.xid_age,
+                "sequences_in_danger": len(facts.sequences_in_danger),
+                "stats_reset": prof.stats_reset,
+                "bloat_method": facts.bloat_method,
+            }),
+            "snapshot": path(store.path),
+        }
+        return dg.MaterializeResult(metadata=metadata,
+                                    check_results=[_slow_check(prof, slow_ms), _cache_check(hit)])
 
     @dg.asset(
         key=asset_key(target, "index_advice"),
@@ -116,34 +157,33 @@ def build(target: str) -> list[dg.AssetsDefinition]:
                                 "not verified; set allow_scratch_on_production to clone on the production server")
             verify = False
         with database.connect() as conn:
-            prof = profile(conn, None, config.top, target_settings.profile.exclude_roles)
+            prof = profile(conn, None, config.top, target_settings.profile.exclude_roles, progress=context.log.info)
         review = Path(config.review_dir) if config.review_dir else target_settings.profile.review_dir
         report = advise(database.target_url, prof, review_dir=review,
                         migrations_dir=target_settings.migrations, scratch_url=scratch_url, bin_dir=settings.pg_bin,
                         verify_candidates=verify, staging_root=settings.staging_root,
-                        history=(target_settings.migrate.default_schema, target_settings.migrate.table))
+                        history=(target_settings.migrate.default_schema, target_settings.migrate.table),
+                        progress=context.log.info)
         unindexed = [f for f in report.findings if f.kind == "unindexed_fk"]
-        best = max((a.measurement.speedup for a in report.verified if a.measurement), default=0.0)
+        speedups = [a.measurement.speedup for a in report.verified if a.measurement]
         context.log.info(f"{len(report.verified)} verified of {len(report.advice)} candidates "
-                         f"(copy: {report.scratch_method}); {len(report.findings)} findings on existing indexes")
-        return dg.MaterializeResult(
-            metadata={
-                "advice": dg.MetadataValue.md(render_markdown(advice_table(report))),
-                "candidates": dg.MetadataValue.int(len(report.advice)),
-                "verified": dg.MetadataValue.int(len(report.verified)),
-                "best_speedup": dg.MetadataValue.float(best),
-                "unused_indexes": dg.MetadataValue.int(sum(f.kind == "unused" for f in report.findings)),
-                "duplicate_indexes": dg.MetadataValue.int(
-                    sum(f.kind in ("duplicate", "redundant") for f in report.findings)),
-                "unindexed_foreign_keys": dg.MetadataValue.int(len(unindexed)),
-                "review_migrations": dg.MetadataValue.json([str(a.migration) for a in report.verified if a.migration]),
-            },
-            check_results=[dg.AssetCheckResult(
-                check_name="no_unindexed_foreign_keys",
-                passed=not unindexed,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"unindexed": dg.MetadataValue.json([f.detail for f in unindexed])},
-            )],
-        )
+                         f"(copy: {report.scratch_method or 'none'}); {len(report.findings)} findings on existing "
+                         "indexes")
+        metadata = {
+            "advice": table(advice_rows(report), ADVICE_COLUMNS, ADVICE_COLUMNS),
+            **figures({
+                "candidates": len(report.advice),
+                "verified": len(report.verified),
+                "best_speedup": max(speedups) if speedups else None,  # nothing verified: left out
+                "unused_indexes": sum(f.kind == "unused" for f in report.findings),
+                "duplicate_indexes": sum(f.kind in ("duplicate", "redundant") for f in report.findings),
+                "unindexed_foreign_keys": len(unindexed),
+                "foreign_keys": report.foreign_keys,
+                "scratch_copy": report.scratch_method,
+            }),
+            "review_dir": path(review),
+            **{f"review_migration/{a.candidate.name}": path(a.migration) for a in report.verified if a.migration},
+        }
+        return dg.MaterializeResult(metadata=metadata, check_results=[_foreign_key_check(report, unindexed)])
 
     return [query_profile, index_advice]
