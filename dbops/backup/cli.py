@@ -102,12 +102,9 @@ def backup_main(argv: list[str], settings: Settings) -> int:
         return 1 if ignored else 0
     ensure_embedded(settings)
     url = settings.target_url()
-    last = {"mib": 0}
 
-    def progress(stored: int) -> None:
-        if stored >> 28 > last["mib"]:  # every 256 MiB
-            last["mib"] = stored >> 28
-            print(f"  {stored >> 20} MiB stored", flush=True)
+    def progress(line: str) -> None:  # each phase as it happens (dbops.backup.progress)
+        print(f"  {line}", flush=True)
 
     if args.kind != "logical":
         manifest = base_backup(url, store, key, incremental=args.kind == "incremental", bin_dir=settings.pg_bin,

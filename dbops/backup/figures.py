@@ -106,6 +106,30 @@ def compare_figures(expected: dict[str, dict[str, Any]], actual: dict[str, dict[
     return problems
 
 
+def compare_tables(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The comparison of :func:`compare_figures`, one row per table: ``table``, ``rows_backed_up``,
+    ``rows_restored`` (None when the table is absent on that side), ``result`` (``match``, ``rows differ``,
+    ``content differs``, ``missing`` after the restore, ``extra``: not in the backup) and ``matches``; the tables
+    that do not match first."""
+    rows = []
+    for table in sorted(expected.keys() | actual.keys()):
+        want, got = expected.get(table), actual.get(table)
+        if got is None:
+            verdict = "missing"
+        elif want is None:
+            verdict = "extra"
+        elif want["rows"] != got["rows"]:
+            verdict = "rows differ"
+        elif want["checksum"] != got["checksum"]:
+            verdict = "content differs"
+        else:
+            verdict = "match"
+        rows.append({"table": table, "rows_backed_up": want["rows"] if want else None,
+                     "rows_restored": got["rows"] if got else None, "result": verdict,
+                     "matches": verdict == "match"})
+    return sorted(rows, key=lambda r: r["matches"])  # stable: the differing ones first, each part by name
+
+
 def hash_methods(figures: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The row hash each table's checksum was made with (manifests from before ``hash`` existed used text)."""
     return {table: str(figure.get("hash", "text")) for table, figure in figures.items()}

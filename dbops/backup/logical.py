@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from dbops.backup.figures import table_figures
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import discard, load_manifest, new_backup_id, now_iso, object_key, save_manifest
 from dbops.backup.objects import object_plaintext
+from dbops.backup.progress import ByteMeter, Progress, mib, report
 from dbops.backup.store import ObjectMissing, Store
 from dbops.backup.stream import CHUNK, ProcessOutput, compress, encrypt, read_file
 from dbops.errors import CommandFailed, DbopsError
@@ -85,7 +85,7 @@ def logical_backup(
     key: MasterKey,
     *,
     bin_dir: Path | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     extra_args: list[str] | None = None,
     jobs: int | None = None,
     staging_root: Path | None = None,
@@ -127,10 +127,13 @@ def logical_backup(
         common = ["-Z", "0", "--create", f"--snapshot={snapshot_id}", "--no-password", f"--dbname={bare_url}",
                   *(extra_args or [])]
         pg_dump = find_program("pg_dump", client_bin_dir(bin_dir, int(server_version.split(".")[0])))
+        meter = ByteMeter(progress, "pg_dump")
         if jobs is None:
             proc = start_process([pg_dump, "--format=custom", *common], password=password, stdout=subprocess.PIPE)
+            report(progress, f"pg_dump started: database {database_name(url)}, custom format, one stream into "
+                             f"{store.describe()} (backup {backup_id})")
             figures_future = pool.submit(table_figures, conn)  # the exporting transaction, while pg_dump runs
-            objects = [_stream_custom(proc, store, backup_id, data_key, progress, stored)]
+            objects = [_stream_custom(proc, store, backup_id, data_key, meter, stored)]
             tool = "pg_dump --format=custom -Z 0 --create"
         else:
             assert staging_root is not None
@@ -141,10 +144,17 @@ def logical_backup(
                 proc = start_process([pg_dump, "--format=directory", f"--jobs={jobs}", "--no-sync",
                                       f"--file={dump_dir}", *common],
                                      password=password, stdout=subprocess.DEVNULL)
+                report(progress, f"pg_dump started: database {database_name(url)}, directory format, {jobs} jobs, "
+                                 f"staged in {staging} (backup {backup_id})")
                 figures_future = pool.submit(table_figures, conn)
-                objects = _upload_directory(proc, dump_dir, store, backup_id, data_key, progress, stored)
+                objects = _upload_directory(proc, dump_dir, store, backup_id, data_key, meter, stored)
             tool = f"pg_dump --format=directory --jobs={jobs} --no-sync -Z 0 --create"
+        report(progress, f"pg_dump finished: {mib(sum(o['raw_size'] for o in objects))} dumped, "
+                         f"{mib(sum(o['size'] for o in objects))} stored in {len(objects)} object(s), "
+                         f"{time.monotonic() - started:.1f} s")
         figures = figures_future.result()
+        report(progress, f"table figures read in the dump's snapshot: {len(figures)} table(s), "
+                         f"{sum(t['rows'] for t in figures.values())} row(s)")
     except BaseException:
         if figures_future is not None and not figures_future.done():
             with contextlib.suppress(Exception):  # stop the figures query; its error is not the one to report
@@ -187,17 +197,18 @@ def logical_backup(
         for name in stored:
             discard(store, name)
         raise
+    report(progress, f"manifest signed and stored: backup {backup_id} complete in {manifest['duration_seconds']} s")
     return manifest
 
 
 def _stream_custom(proc: subprocess.Popen[bytes], store: Store, backup_id: str, data_key: bytes,
-                   progress: Callable[[int], None] | None, stored: list[str]) -> dict[str, Any]:
+                   meter: ByteMeter, stored: list[str]) -> dict[str, Any]:
     """pg_dump's stdout → zstd → AES-GCM → one object; pg_dump's failure fails the upload before it completes."""
     output = ProcessOutput(proc, "pg_dump", DUMP_TIMEOUT)
     stored_key = object_key(backup_id, DUMP_OBJECT)
     stored.append(stored_key)
     try:
-        result = store.put(stored_key, encrypt(compress(output, ZSTD_LEVEL), data_key), progress)
+        result = store.put(stored_key, encrypt(compress(output, ZSTD_LEVEL), data_key), meter.for_object())
     except BaseException:
         stop_process(proc)
         raise
@@ -205,24 +216,20 @@ def _stream_custom(proc: subprocess.Popen[bytes], store: Store, backup_id: str, 
 
 
 def _upload_directory(proc: subprocess.Popen[bytes], dump_dir: Path, store: Store, backup_id: str, data_key: bytes,
-                      progress: Callable[[int], None] | None, stored: list[str]) -> list[dict[str, Any]]:
+                      meter: ByteMeter, stored: list[str]) -> list[dict[str, Any]]:
     """Upload each file of pg_dump's directory once pg_dump has closed it; the rest (toc.dat) when it exits."""
     objects: list[dict[str, Any]] = []
-    total = 0
 
     def upload(path: Path) -> None:
-        nonlocal total
         name = directory_object_name(path.name)
         stored_key = object_key(backup_id, name)
         stored.append(stored_key)
-        base = total
-        report = (lambda n: progress(base + n)) if progress else None
         with open(path, "rb") as handle:
             chunks = encrypt(compress(read_file(handle), ZSTD_LEVEL), data_key, name.encode())
-            result = store.put(stored_key, chunks, report)
+            result = store.put(stored_key, chunks, meter.for_object())
         objects.append({"name": name, "file": path.name, "size": result.size, "sha256": result.sha256,
                         "raw_size": path.stat().st_size})
-        total += result.size
+        meter.offset(result.size)
         path.unlink()  # keep the staging area small: it only holds what is not uploaded yet
 
     deadline = time.monotonic() + DUMP_TIMEOUT

@@ -20,7 +20,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from dbops.backup.manifest import (
     read_store,
     save_manifest,
 )
+from dbops.backup.progress import ByteMeter, Progress, mib, report
 from dbops.backup.store import Store
 from dbops.backup.stream import CHUNK, ProcessOutput, compress, decompress, decrypt, encrypt
 from dbops.errors import ConfigError
@@ -180,9 +181,13 @@ def base_backup(
     *,
     incremental: bool = False,
     bin_dir: Path | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Take a full (or incremental) base backup of ``url``'s cluster into ``store``; return its stored manifest."""
+    """Take a full (or incremental) base backup of ``url``'s cluster into ``store``; return its stored manifest.
+
+    ``progress`` gets one line per phase as it happens: pg_basebackup started, the MiB stored (at most every few
+    seconds), pg_basebackup finished (size, tar members), the manifest stored.
+    """
     facts = _server_facts(url)
     bin_dir = client_bin_dir(bin_dir, facts["version_num"] // 10000)
     parent = _parent_for_incremental(store, key, facts) if incremental else None
@@ -202,11 +207,17 @@ def base_backup(
             previous.write_bytes(read_backup_manifest(store, key, parent))
             args.append(f"--incremental={previous}")
         proc = start_process(args, password=password, stdout=subprocess.PIPE)
+        on = f" on {parent['id']}" if parent else ""
+        report(progress, f"pg_basebackup started: {kind} base backup{on} of PostgreSQL {facts['server_version']} "
+                         f"into {store.describe()} (backup {backup_id}, checkpoint fast)")
         output = ProcessOutput(proc, "pg_basebackup", timeout=600)
+        meter = ByteMeter(progress, "pg_basebackup")
         try:
             base = store.put(object_key(backup_id, BASE_OBJECT),
-                             encrypt(compress(watcher.watch(output), ZSTD_LEVEL), data_key), progress)
+                             encrypt(compress(watcher.watch(output), ZSTD_LEVEL), data_key), meter.for_object())
             stored.append(BASE_OBJECT)
+            report(progress, f"pg_basebackup finished: {mib(output.bytes)} of tar ({watcher.members} members), "
+                             f"{mib(base.size)} stored, {time.monotonic() - started:.1f} s")
             pg_manifest = watcher.found.get("backup_manifest")
             if pg_manifest is None:
                 raise ConfigError("pg_basebackup wrote no backup_manifest", "use pg_basebackup 13 or newer")
@@ -255,6 +266,8 @@ def base_backup(
         for name in stored:
             discard(store, object_key(backup_id, name))
         raise
+    report(progress, f"manifest signed and stored: backup {backup_id} ({len(manifest['objects'])} objects, "
+                     f"{manifest['start_lsn']} to {manifest['end_lsn']}) complete in {manifest['duration_seconds']} s")
     return manifest
 
 

@@ -66,6 +66,10 @@ class Store:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def location(self, key: str) -> str:
+        """Where object (or folder) ``key`` lives: a file path, or an ``s3://bucket/key`` address."""
+        raise NotImplementedError
+
     def put(self, key: str, chunks: Iterable[bytes], progress: Progress | None = None) -> PutResult:
         raise NotImplementedError
 
@@ -104,6 +108,9 @@ class LocalStore(Store):
 
     def describe(self) -> str:
         return f"local directory {self.root}"
+
+    def location(self, key: str) -> str:
+        return str(self.root / key)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -215,6 +222,9 @@ class S3Store(Store):
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
 
     def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
         return StoreError(f"S3 {action} of {key} in {self.describe()} failed: {redact(str(exc)).splitlines()[0]}",

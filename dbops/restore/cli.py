@@ -102,6 +102,11 @@ def _rto_line(result: DrillResult, limit_seconds: float) -> str:
     return f"  RTO {result.rto_seconds} s, target < {limit_seconds:g} s (limits.rto_seconds): {verdict}"
 
 
+def _progress(line: str) -> None:
+    """A drill's phases, printed as they happen (dbops.backup.progress)."""
+    print(f"  {line}", flush=True)
+
+
 def drill_main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="dbops drill")
     parser.add_argument("--backup", help="backup id (default: the latest)")
@@ -117,7 +122,7 @@ def drill_main(argv: list[str], settings: Settings) -> int:
     if args.physical:
         presult = physical_drill(settings.target_url(), store_for(settings), target_key(settings),
                                  backup_id=args.backup, bin_dir=settings.pg_bin, pitr=not args.no_pitr,
-                                 spool=settings.wal_spool, keep=args.keep)
+                                 spool=settings.wal_spool, keep=args.keep, progress=_progress)
         print(f"physical drill of {' + '.join(presult.chain)}: RTO {presult.rto_seconds} s {presult.phases}; "
               f"{presult.wal_files_replayed} WAL file(s) replayed to {presult.target_time or 'the backup end'}; "
               f"{presult.tables_checked} tables, {presult.rows_checked} rows, {presult.indexes_checked} indexes")
@@ -133,7 +138,8 @@ def drill_main(argv: list[str], settings: Settings) -> int:
         return 0 if presult.data_matches else 1
     result = drill(settings.target_url(), store_for(settings), target_key(settings), backup_id=args.backup,
                    keep=args.keep, bin_dir=settings.pg_bin, staging_root=settings.staging_root,
-                   production=settings.target().production, allow_production=args.allow_production)
+                   production=settings.target().production, allow_production=args.allow_production,
+                   progress=_progress)
     print(f"drill of {result.backup_id}: RTO {result.rto_seconds} s {result.phases}; {result.tables_checked} tables,"
           f" {result.rows_checked} rows, {result.indexes_checked} indexes checked")
     print(_rto_line(result, rto_limit))

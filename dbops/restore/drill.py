@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from dbops.backup import wal
-from dbops.backup.figures import compare_figures, hash_methods, leaf_tables, table_figure
+from dbops.backup.figures import compare_figures, compare_tables, hash_methods, leaf_tables, table_figure
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import latest, load_manifest, verify_objects
 from dbops.backup.physical import PHYSICAL_KINDS, chain
+from dbops.backup.progress import Progress, report
 from dbops.backup.store import Store
 from dbops.errors import DbopsError
 from dbops.pg.binaries import client_bin_dir
@@ -61,6 +62,9 @@ class DrillResult:
     rows_checked: int = 0
     indexes_checked: int = 0
     restored_url: str | None = None  # set when the copy was kept
+    # One row per table: logical, the comparison with the manifest (figures.compare_tables: table, rows_backed_up,
+    # rows_restored, result, matches); physical, the rows read back (table, rows_restored).
+    tables: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rto_seconds(self) -> float:
@@ -104,14 +108,14 @@ def amcheck_all(url: str) -> int:
         return len(indexes)
 
 
-def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS,
-                    methods: dict[str, str] | None = None) -> tuple[dict[str, dict[str, Any]], int]:
+def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS, methods: dict[str, str] | None = None,
+                    progress: Progress | None = None) -> tuple[dict[str, dict[str, Any]], int]:
     """Figures of every table and bt_index_check of every btree index, shared out over ``connections``.
 
     The same checks as :func:`~dbops.backup.figures.table_figures` plus :func:`amcheck_all`, run side by side:
     the biggest relations first, each connection taking the next one when it is free, so they finish together.
     ``methods`` gives the row hash per table (a manifest's). Returns the figures and the number of indexes
-    checked; raises the first error (corruption included).
+    checked; raises the first error (corruption included). ``progress`` gets a line when the checks start.
     """
     methods = methods or {}
     with connection(url) as conn:
@@ -121,6 +125,8 @@ def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS,
         indexes = conn.execute(BTREE_INDEXES).fetchall()
         tasks += [(int(size), "index", (index,)) for index, size in indexes]
     tasks.sort(key=lambda t: -t[0])
+    report(progress, f"verify started: rows and checksums of {len(tasks) - len(indexes)} table(s), amcheck of "
+                     f"{len(indexes)} btree index(es), over {max(1, connections)} connection(s)")
     figures: dict[str, dict[str, Any]] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -157,12 +163,15 @@ def verify_restored(url: str, connections: int = VERIFY_CONNECTIONS,
 def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = None, keep: bool = False,
           scratch_name: str | None = None, bin_dir: Path | None = None, jobs: int | None = None,
           staging_root: Path | None = None, production: bool = False,
-          allow_production: bool = False) -> DrillResult:
+          allow_production: bool = False, progress: Progress | None = None) -> DrillResult:
     """Restore a backup into a scratch database on ``url``'s server and prove it matches the manifest.
 
     A directory-format backup is staged under ``staging_root`` (required for one); staging directories left there by
     killed runs are removed first. On a ``production`` server (the target's ``production`` setting) the scratch copy
     is refused, before anything is read or created, unless ``allow_production``: it costs that server I/O and disk.
+
+    ``progress`` gets one line per phase as it happens: objects verified, restore started, restored in X s,
+    verify/compare, the RTO.
     """
     if production and not allow_production:
         raise DbopsError(f"{redact_url(url)} is marked production: a drill restores a scratch copy on its server",
@@ -173,20 +182,33 @@ def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = Non
     t0 = time.monotonic()
     manifest = choose_backup(store, key, backup_id)
     result = DrillResult(manifest["id"])
+    report(progress, f"logical drill of {manifest['id']}: verifying {len(manifest['objects'])} object(s) "
+                     f"(size and sha256, {manifest['stored_bytes'] / (1 << 20):.1f} MiB)")
     verify_objects(store, manifest)
     result.phases["download_verify"] = round(time.monotonic() - t0, 3)
     scratch = scratch_name or f"dbops_drill_{uuid.uuid4().hex[:10]}"
+    report(progress, f"objects verified in {result.phases['download_verify']:.1f} s; restore started into the "
+                     f"scratch database {scratch}")
     ensure_database(url, scratch)
     scratch_url = with_database(url, scratch)
     try:
-        result.phases.update(restore_logical(store, key, manifest, scratch_url, bin_dir=bin_dir, jobs=jobs,
-                                             staging_root=staging_root))
+        restored = restore_logical(store, key, manifest, scratch_url, bin_dir=bin_dir, jobs=jobs,
+                                   staging_root=staging_root, progress=progress)
+        result.phases.update(restored)
+        report(progress, f"restored in {sum(restored.values()):.1f} s "
+                         f"({', '.join(f'{k} {v:.1f} s' for k, v in restored.items())})")
         t1 = time.monotonic()
-        actual, result.indexes_checked = verify_restored(scratch_url, methods=hash_methods(manifest["tables"]))
+        actual, result.indexes_checked = verify_restored(scratch_url, methods=hash_methods(manifest["tables"]),
+                                                         progress=progress)
         result.problems = compare_figures(manifest["tables"], actual)
+        result.tables = compare_tables(manifest["tables"], actual)
         result.tables_checked = len(actual)
         result.rows_checked = sum(t["rows"] for t in actual.values())
         result.phases["verify"] = round(time.monotonic() - t1, 3)
+        verdict = (f"{len(result.problems)} difference(s), first: {result.problems[0]}" if result.problems
+                   else "every table matches the manifest")
+        report(progress, f"verified and compared in {result.phases['verify']:.1f} s: {result.tables_checked} "
+                         f"table(s), {result.rows_checked} row(s), {result.indexes_checked} index(es); {verdict}")
     except BaseException:
         drop_database(url, scratch)
         raise
@@ -194,7 +216,12 @@ def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = Non
         result.restored_url = scratch_url
     else:
         drop_database(url, scratch)
+    report(progress, _rto_line(result))
     return result
+
+
+def _rto_line(result: DrillResult) -> str:
+    return f"RTO {result.rto_seconds:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in result.phases.items())})"
 
 
 @contextmanager
@@ -289,34 +316,47 @@ def choose_physical(store: Store, key: MasterKey, backup_id: str | None) -> dict
 
 def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = None,
                    bin_dir: Path | None = None, pitr: bool = True, spool: Path | None = None,
-                   scratch_root: Path | None = None, keep: bool = False) -> PhysicalDrillResult:
+                   scratch_root: Path | None = None, keep: bool = False,
+                   progress: Progress | None = None) -> PhysicalDrillResult:
     """Restore a base backup (chain) into a scratch cluster, replay archived WAL to a target time, and prove it.
 
     With ``pitr`` the drill first plants canary rows on ``url``'s server around a target time and waits until they
-    are archived (pushing ``spool`` into the store when the server archives into a spool).
+    are archived (pushing ``spool`` into the store when the server archives into a spool). ``progress`` gets one
+    line per phase as it happens: canaries archived, objects verified, unpacked, pg_verifybackup, WAL staged,
+    recovered, verify, the RTO.
     """
     manifest = choose_physical(store, key, backup_id)
     bin_dir = client_bin_dir(bin_dir, manifest_major(manifest))
     result = PhysicalDrillResult(manifest["id"], chain=[m["id"] for m in chain(store, key, manifest)])
+    report(progress, f"physical drill of {' + '.join(result.chain)}")
     canaries = None
     if pitr and _archive_mode(url) == "off":
         result.notes.append("WAL archiving is off on the server: restored to the end of the backup, no PITR")
+        report(progress, result.notes[-1])
         pitr = False
     if pitr:
         canaries = plant_canaries(url)
+        report(progress, f"PITR canaries planted around {canaries['target_time']}; waiting for WAL "
+                         f"{canaries['last_wal']} to be archived")
         wait_archived(url, canaries["last_wal"])
-        if spool is not None:
-            wal.push_spool(store, key, spool)
+        pushed = wal.push_spool(store, key, spool) if spool is not None else []
+        report(progress, f"WAL {canaries['last_wal']} archived" + (f"; {len(pushed)} WAL file(s) moved from the "
+                                                                   "spool into the store" if spool else ""))
         result.target_time = canaries["target_time"]
     home = Path(tempfile.mkdtemp(prefix="dbops-drill-", dir=scratch_root))
     server = EmbeddedServer(home, free_port(), bin_dir, dict(SCRATCH_SETTINGS))
     try:
-        result.phases.update(restore_physical(store, key, manifest, server.data_dir, bin_dir=bin_dir))
+        report(progress, f"restore started into a scratch cluster in {home} (port {server.port})")
+        restored = restore_physical(store, key, manifest, server.data_dir, bin_dir=bin_dir, progress=progress)
+        result.phases.update(restored)
+        report(progress, f"restored in {sum(restored.values()):.1f} s")
         began = time.monotonic()
         settings, _, staged = prepare_recovery(store, key, manifest, server.data_dir,
                                                canaries["target_time"] if canaries else None)
         result.wal_files_replayed = staged
         result.phases["stage_wal"] = round(time.monotonic() - began, 3)
+        report(progress, f"{staged} archived WAL file(s) staged in {result.phases['stage_wal']:.1f} s; replay "
+                         f"started to {result.target_time or 'the end of the backup'}")
         began = time.monotonic()
         # In postgresql.auto.conf, so they override whatever the source set, ALTER SYSTEM included.
         write_settings(server.data_dir, {**restored_settings(server.port, socket_dir=server.socket_dir), **settings},
@@ -326,13 +366,20 @@ def physical_drill(url: str, store: Store, key: MasterKey, *, backup_id: str | N
         scratch = _scratch_url(url, server.port)
         _wait_promoted(scratch, server)
         result.phases["replay"] = round(time.monotonic() - began, 3)
+        report(progress, f"recovered and promoted in {result.phases['replay']:.1f} s")
         began = time.monotonic()
         if canaries:
             result.problems += _check_canaries(scratch, canaries)
-        figures, result.indexes_checked = verify_restored(scratch)
+        figures, result.indexes_checked = verify_restored(scratch, progress=progress)
+        result.tables = [{"table": name, "rows_restored": figure["rows"]} for name, figure in figures.items()]
         result.tables_checked = len(figures)
         result.rows_checked = sum(t["rows"] for t in figures.values())
         result.phases["verify"] = round(time.monotonic() - began, 3)
+        verdict = (f"{len(result.problems)} problem(s), first: {result.problems[0]}" if result.problems
+                   else "canaries right" if canaries else "no PITR canaries")
+        report(progress, f"verified in {result.phases['verify']:.1f} s: {result.tables_checked} table(s), "
+                         f"{result.rows_checked} row(s), {result.indexes_checked} index(es); {verdict}")
+        report(progress, _rto_line(result))
         if keep:
             result.restored_url, result.scratch_server = scratch, server
             return result

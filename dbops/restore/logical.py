@@ -24,6 +24,7 @@ from psycopg import sql
 
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import object_key
+from dbops.backup.progress import Progress, report
 from dbops.backup.store import Store
 from dbops.backup.stream import decompress, decrypt
 from dbops.errors import DbopsError
@@ -125,19 +126,21 @@ def check_logical_target(target_url: str, *, force: bool = False, protected: Map
 def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], target_url: str, *, force: bool = False,
                     bin_dir: Path | None = None, jobs: int | None = None,
                     staging_root: Path | None = None, protected: Mapping[str, str] | None = None,
-                    allow_overwrite: str | None = None) -> dict[str, float]:
+                    allow_overwrite: str | None = None, progress: Progress | None = None) -> dict[str, float]:
     """Restore a logical backup into ``target_url`` (which must be empty unless ``force``, and not a protected
     database unless ``allow_overwrite`` names it: :func:`check_logical_target`); return phase timings.
 
     A directory-format backup is staged in a temporary local directory (under ``staging_root``) and restored with
-    ``pg_restore --jobs`` (``jobs``, default: as many as dumped it).
+    ``pg_restore --jobs`` (``jobs``, default: as many as dumped it). ``progress`` gets a line when pg_restore starts
+    (and, for a directory-format backup, when its objects are staged).
     """
     check_logical_target(target_url, force=force, protected=protected, allow_overwrite=allow_overwrite)
     data_key = key.unwrap(manifest["encryption"], manifest["id"])
     bin_dir = client_bin_dir(bin_dir, server_major(target_url))
     if manifest.get("dump_format") == "directory":
         phases = _restore_directory(store, data_key, manifest, target_url, bin_dir=bin_dir,
-                                    jobs=jobs or int(manifest.get("jobs", 2)), staging_root=staging_root)
+                                    jobs=jobs or int(manifest.get("jobs", 2)), staging_root=staging_root,
+                                    progress=progress)
         apply_database_settings(target_url, manifest.get("database_settings") or [])
         return phases
     obj = manifest["objects"][0]
@@ -150,6 +153,8 @@ def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], targ
                               "--no-password", f"--dbname={bare_url}"],
                              password=password, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert proc.stdin is not None
+        report(progress, f"pg_restore started: backup {manifest['id']} streamed into database "
+                         f"{unquote(database_name(target_url))} (one transaction)")
         _widen_pipe(proc.stdin.fileno())
         try:
             for chunk in stream:
@@ -212,7 +217,8 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
 
 
 def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], target_url: str, *,
-                       bin_dir: Path | None, jobs: int, staging_root: Path | None) -> dict[str, float]:
+                       bin_dir: Path | None, jobs: int, staging_root: Path | None,
+                       progress: Progress | None = None) -> dict[str, float]:
     """Decrypt every object into a private local dump directory, ``pg_restore --jobs`` it, remove the directory.
 
     The directory is ``<staging_root>/<pid>-<random>`` (0700, see :mod:`dbops.staging`): removed at the end, also on
@@ -245,6 +251,8 @@ def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], 
                                    "backup, which needs no local space") from exc
 
         biggest_first = sorted(manifest["objects"], key=lambda o: -int(o.get("size", 0)))
+        report(progress, f"staging {len(biggest_first)} object(s) of backup {manifest['id']} in {staging} "
+                         f"({max(1, jobs)} at a time)")
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="dbops-stage") as pool:
             futures = [pool.submit(stage, obj) for obj in biggest_first]
             try:
@@ -257,6 +265,8 @@ def _restore_directory(store: Store, data_key: bytes, manifest: dict[str, Any], 
                 raise
         staged = time.monotonic() - began
         bare_url, password = split_password(target_url)
+        report(progress, f"staged in {staged:.1f} s; pg_restore --jobs={max(1, jobs)} started into database "
+                         f"{unquote(database_name(target_url))}")
         began = time.monotonic()
         run_command([find_program("pg_restore", bin_dir), f"--jobs={max(1, jobs)}", "--exit-on-error",
                      "--no-password", f"--dbname={bare_url}", str(dump_dir)],

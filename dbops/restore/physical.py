@@ -34,6 +34,7 @@ from dbops.backup import wal
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import object_key
 from dbops.backup.physical import BASE_OBJECT, chain
+from dbops.backup.progress import Progress, report
 from dbops.backup.store import Store
 from dbops.backup.stream import ChunkReader, decompress, decrypt
 from dbops.errors import DbopsError
@@ -104,9 +105,10 @@ def check_target(target: Path, force: bool) -> None:
 
 
 def _build(store: Store, key: MasterKey, backups: list[dict[str, Any]], out: Path, work: Path,
-           bin_dir: Path | None, phases: dict[str, float]) -> None:
+           bin_dir: Path | None, phases: dict[str, float], progress: Progress | None = None) -> None:
     """Unpack a backup (or combine a chain) into ``out`` and check it with pg_verifybackup."""
     began = time.monotonic()
+    report(progress, f"unpacking {' + '.join(m['id'] for m in backups)} into {out}")
     if len(backups) == 1:
         _unpack(store, key, backups[0], out)
         phases["decrypt_unpack"] = round(time.monotonic() - began, 3)
@@ -117,6 +119,7 @@ def _build(store: Store, key: MasterKey, backups: list[dict[str, Any]], out: Pat
             _unpack(store, key, item, part)
             parts.append(part)
         phases["decrypt_unpack"] = round(time.monotonic() - began, 3)
+        report(progress, f"unpacked in {phases['decrypt_unpack']:.1f} s; pg_combinebackup of {len(parts)} backups")
         began = time.monotonic()
         run_command([find_program("pg_combinebackup", bin_dir), *parts, "-o", out], timeout=3600,
                     what="pg_combinebackup")
@@ -128,9 +131,13 @@ def _build(store: Store, key: MasterKey, backups: list[dict[str, Any]], out: Pat
         for part in parts:
             shutil.rmtree(part, ignore_errors=True)
         phases["combine"] = round(time.monotonic() - began, 3)
+    done = (f"combined in {phases['combine']:.1f} s" if "combine" in phases
+            else f"unpacked in {phases['decrypt_unpack']:.1f} s")
+    report(progress, f"{done}; pg_verifybackup started")
     began = time.monotonic()
     run_command([find_program("pg_verifybackup", bin_dir), out], timeout=3600, what="pg_verifybackup")
     phases["pg_verifybackup"] = round(time.monotonic() - began, 3)
+    report(progress, f"pg_verifybackup passed in {phases['pg_verifybackup']:.1f} s")
 
 
 def _replace(target: Path, built: Path, force: bool) -> None:
@@ -154,7 +161,8 @@ def _replace(target: Path, built: Path, force: bool) -> None:
 
 def restore_physical(store: Store, key: MasterKey, manifest: dict[str, Any], target: Path, *,
                      bin_dir: Path | None = None, force: bool = False,
-                     finish: Callable[[Path], None] | None = None) -> dict[str, float]:
+                     finish: Callable[[Path], None] | None = None,
+                     progress: Progress | None = None) -> dict[str, float]:
     """Rebuild ``manifest``'s data directory (its whole chain) in ``target``; return the phase timings.
 
     Nothing touches ``target`` before the restore is proven: every object of every backup of the chain is verified
@@ -169,14 +177,17 @@ def restore_physical(store: Store, key: MasterKey, manifest: dict[str, Any], tar
     phases: dict[str, float] = {}
     backups = chain(store, key, manifest)
     began = time.monotonic()
+    report(progress, f"verifying {sum(len(m['objects']) for m in backups)} object(s) of "
+                     f"{' + '.join(m['id'] for m in backups)} (sha256, decryption)")
     for item in backups:
         verify_backup(store, key, item)
     phases["download_verify"] = round(time.monotonic() - began, 3)
+    report(progress, f"objects verified in {phases['download_verify']:.1f} s")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.dbops-restore-", dir=target.parent))
     try:
         built = staging / "pgdata"
-        _build(store, key, backups, built, staging, bin_dir, phases)
+        _build(store, key, backups, built, staging, bin_dir, phases, progress)
         if finish is not None:
             finish(built)
         _replace(target, built, force)

@@ -130,8 +130,23 @@ def test_wrong_missing_key_and_edited_manifest(seeded_small: str, local_store: L
         drill(server_url, local_store, master_key)
 
 
+def on_every_chunk(monkeypatch: pytest.MonkeyPatch, store_class: type, hook) -> None:  # type: ignore[no-untyped-def]
+    """Call ``hook`` each time ``store_class.put`` reports bytes stored (after a chunk or an S3 part): an upload
+    interrupted in its middle."""
+    real_put = store_class.put
+
+    def put(self, key, chunks, progress=None):  # type: ignore[no-untyped-def]
+        def stored(n: int) -> None:
+            hook(n)
+            if progress is not None:
+                progress(n)
+        return real_put(self, key, chunks, stored)
+
+    monkeypatch.setattr(store_class, "put", put)
+
+
 def test_pg_dump_killed_midway_leaves_latest_unchanged(seeded_small: str, local_store: LocalStore,
-                                                       master_key: MasterKey) -> None:
+                                                       master_key: MasterKey, monkeypatch: pytest.MonkeyPatch) -> None:
     import psutil
 
     first = logical_backup(seeded_small, local_store, master_key)
@@ -143,8 +158,10 @@ def test_pg_dump_killed_midway_leaves_latest_unchanged(seeded_small: str, local_
                 child.kill()
                 killed.append(child.pid)
 
+    on_every_chunk(monkeypatch, LocalStore, kill_pg_dump)
     with pytest.raises(CommandFailed, match="pg_dump failed"):
-        logical_backup(seeded_small, local_store, master_key, progress=kill_pg_dump)
+        logical_backup(seeded_small, local_store, master_key)
+    monkeypatch.undo()
     assert killed
     assert latest(local_store, master_key)["id"] == first["id"] and len(list_backups(local_store, master_key)) == 1
     leftovers = [p for p in (local_store.root / "backups").rglob("*") if p.is_file()]
@@ -152,7 +169,7 @@ def test_pg_dump_killed_midway_leaves_latest_unchanged(seeded_small: str, local_
 
 
 def test_s3_unreachable_mid_upload_leaves_latest_unchanged(seeded_small: str, seaweed, master_key: MasterKey,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dbops_tests.stores import start_seaweed
 
     own = start_seaweed()  # a server of this test's own, to stop in the middle of an upload
@@ -170,8 +187,10 @@ def test_s3_unreachable_mid_upload_leaves_latest_unchanged(seeded_small: str, se
                 stopped.set()
                 own.stop()
 
+        on_every_chunk(monkeypatch, S3Store, stop_after_first_part)
         with pytest.raises(StoreError, match="S3 upload of .* failed"):
-            logical_backup(seeded_small, store, master_key, progress=stop_after_first_part)
+            logical_backup(seeded_small, store, master_key)
+        monkeypatch.undo()
         assert stopped.is_set()
         with pytest.raises(StoreError, match="S3 listing"):
             list_backups(store, master_key)  # still down: a clear error, not a hang
