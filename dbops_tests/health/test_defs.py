@@ -33,3 +33,19 @@ def test_a_malformed_targets_file_stops_the_code_location_with_one_line(tmp_path
                           text=True, env={**os.environ, "DBOPS_TARGETS": str(bad)}, timeout=120, check=False)
     assert proc.returncode != 0
     assert f"TargetsError: {bad}: metrics[1] (cache_hit_ratio).for: '2 weeks' is not a duration" in proc.stderr
+
+
+def test_the_lineage_graph_ends_in_alerts_downstream_of_every_lifecycle_step() -> None:
+    from dbops.components.health.sensors import ALERTED_ASSETS
+    from dbops.definitions import load
+
+    graph = load().resolve_asset_graph()
+    alerts = graph.get(asset_key(TARGET, "alerts"))
+    assert alerts.group_name == "health" and alerts.kinds
+    assert "recorded by the dbops_alerts sensor" in (alerts.description or "")
+    assert "dbops_database_health_sensor" in (graph.get(asset_key(TARGET, "database_health")).description or "")
+    defined = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable or k.path[-1] ==
+               "database_health"}
+    assert set(alerts.parent_keys) == {asset_key(TARGET, name) for name in ALERTED_ASSETS}
+    assert set(alerts.parent_keys) <= defined  # every dep is a real step of the target, none a dangling key
+    assert not graph.get(asset_key(TARGET, "alerts")).child_keys  # the end of the graph
