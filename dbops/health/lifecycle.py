@@ -164,8 +164,7 @@ def run_outcomes(instance: dg.DagsterInstance, run_id: str, at: float, failed: b
                 check = f"{name}:{data.check_name}"
                 evaluated.add(check)
                 warn = getattr(data.severity, "value", data.severity) == "WARN"
-                reason = (data.metadata or {}).get("reason")
-                error = first_error_line(_Message(data.description or getattr(reason, "value", reason) or ""))
+                error = first_error_line(_Message(data.description or _check_facts(data.metadata or {})))
                 outcomes.append(Outcome(CHECK, check, not data.passed, when, run_id,
                                         "warning" if warn and not data.passed else "critical",
                                         f"severity {getattr(data.severity, 'value', data.severity)}"
@@ -190,6 +189,19 @@ def run_outcomes(instance: dg.DagsterInstance, run_id: str, at: float, failed: b
         line = first_error_line(run_error) or (first_error_line(failures[0][1]) if failures else "")
         outcomes.append(Outcome(RUN, _run_label(run, step_assets, step_checks), True, at, run_id, error=line))
     return outcomes
+
+
+def _check_facts(metadata: dict[str, object], most: int = 4) -> str:
+    """What a failed check reported: its ``reason``, else its first few numbers and texts (``orphans=1``)."""
+    reason = metadata.get("reason")
+    if reason is not None:
+        return str(getattr(reason, "value", reason))
+    facts = []
+    for key, raw in metadata.items():
+        value = getattr(raw, "value", raw)
+        if isinstance(value, bool | int | float | str) and len(facts) < most:
+            facts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return ", ".join(facts)
 
 
 class _Message:

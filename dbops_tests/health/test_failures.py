@@ -169,6 +169,7 @@ def test_failed_runs_materializations_and_checks_alert_once_then_resolve(
     assert warn["run_id"] == checks_run and "severity WARN: no order in the last day" in warn["detail"]
     error = fired["check:integrity_validation/no_orphan_orders"]
     assert error["title"].startswith("[dbops dbops CRITICAL] asset check dbops/integrity_validation:no_orphan_orders")
+    assert error["detail"] == f"run {checks_run}: severity ERROR: orphans=1"
     job = fired["run:dbops_nightly"]
     assert job["run_id"] == failed_job and "DivisionByZero: division by zero" in job["detail"]
     # the failed run of load_test is that asset's incident, not a second one of the run

@@ -37,9 +37,9 @@ def database_health(target: str) -> dg.AssetSpec:
 # The lifecycle assets whose failures (and missed targets) end in alerts: migrate -> catalog -> profile/advice -> load
 # test -> backup -> drill -> integrity -> audit -> maintenance -> health -> alerts.
 ALERTED_ASSETS = ("schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test", "logical_backup",
-                  "base_backup", "wal_archive", "restore_drill", "integrity_validation", "dimension_integrity",
-                  "index_integrity", "security_audit", "partition_maintenance", "materialized_views",
-                  "database_health")
+                  "base_backup", "wal_archive", "backup_retention", "restore_drill", "integrity_validation",
+                  "dimension_integrity", "index_integrity", "security_audit", "partition_maintenance",
+                  "materialized_views", "database_health")
 
 
 def alerts_asset(target: str) -> dg.AssetSpec:
