@@ -1,9 +1,12 @@
 """Every lifecycle step's schedule in one table (dbops/components/schedules.py): built per target from its settings,
-only for assets that exist, named for the target, one row per lifecycle asset, and the README's table is the table."""
+only for assets that exist, named for the target, one row per lifecycle asset; every sensor in the same table; the
+README's table is the table, and the code location's schedules and sensors start in the state it gives (read as the UI
+reads it, from a code server and an instance)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +14,7 @@ import pytest
 
 from dbops.components.naming import asset_key
 from dbops.components.resources import default_resources
-from dbops.components.schedules import STEP_SCHEDULES, build_schedules, schedule_table
+from dbops.components.schedules import DEFAULTS, SENSORS, STEP_SCHEDULES, build_schedules, schedule_table
 from dbops.components.target import fleet_defs
 from dbops.settings import load_settings
 from dbops_tests.conftest import PROJECT_DIR
@@ -81,10 +84,11 @@ def test_the_partitioned_schedule_runs_the_day_before_each_tick(tmp_path: Path,
     monkeypatch.setenv("DBOPS_HOME", str(tmp_path / "home"))
     defs = fleet_defs(settings)
     schedule = defs.resolve_schedule_def("shop_integrity_daily")
-    when = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 2, 1, 30, tzinfo=UTC),
-                                     repository_def=defs.get_repository_def())
+    # today's tick (the partitions start from the target's data or a window before today, so a recent day)
+    tick = datetime.now(UTC).replace(hour=1, minute=30, second=0, microsecond=0)
+    when = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
     request = schedule.evaluate_tick(when).run_requests[0]
-    assert request.partition_key == "2026-03-01"
+    assert request.partition_key == (tick - timedelta(days=1)).date().isoformat()
 
 
 def test_every_lifecycle_asset_has_a_schedule_row(tmp_path: Path) -> None:
@@ -93,8 +97,42 @@ def test_every_lifecycle_asset_has_a_schedule_row(tmp_path: Path) -> None:
     target = settings_with(tmp_path, "targets: {dbops: {embedded: true}}\n").target("dbops")
     built = build_schedules(target, {asset_key("dbops", a) for a in named})
     assert {s.name for s in built} == {f"dbops_{s.name}" for s in STEP_SCHEDULES}
-    assert schedule_table().count("\n") == len(STEP_SCHEDULES) + 2
-    assert schedule_table() in (PROJECT_DIR / "README.md").read_text()
+    assert schedule_table().count("\n") == len(STEP_SCHEDULES) + len(SENSORS) + 1
+
+
+def test_the_readme_table_is_the_generated_table() -> None:
+    readme = (PROJECT_DIR / "README.md").read_text()
+    section = readme.split("## Schedules\n", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    assert table == schedule_table()
+
+
+def test_the_code_location_starts_each_schedule_and_sensor_as_the_table_says(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded the way the UI loads it (a code server for the module, an instance with no stored state), each
+    schedule's and sensor's state is the table's default; integrity_daily and dimension_integrity_daily run."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import ModuleTarget
+
+    monkeypatch.setenv("DBOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DBOPS_CONFIG", raising=False)
+    expected = {f"dbops_{name}": on for name, (_cron, on) in DEFAULTS.items()}
+    expected |= {f"dbops_{s.name}": s.running for s in SENSORS}
+    running = {"RUNNING", "DECLARED_IN_CODE"}
+    states: dict[str, bool] = {}
+    with dg.instance_for_test() as instance, WorkspaceProcessContext(instance, ModuleTarget(
+            module_name="dbops.definitions", attribute=None, working_directory=os.getcwd(), location_name="dbops",
+    )) as workspace:
+        context = workspace.create_request_context()
+        assert not context.code_location_errors()
+        (location,) = context.code_locations
+        for repo in location.get_repositories().values():
+            for item in [*repo.get_schedules(), *repo.get_sensors()]:
+                stored = instance.get_instigator_state(item.get_remote_origin_id(), item.selector_id)
+                states[item.name] = item.get_current_instigator_state(stored).status.value in running
+    assert {n: v for n, v in states.items() if n.startswith("dbops_")} == expected
+    assert states["dbops_integrity_daily"] and states["dbops_dimension_integrity_daily"]
+    assert "default_automation_condition_sensor" not in states  # every condition has its named sensor
 
 
 def test_schedule_rows_name_the_step_folders() -> None:

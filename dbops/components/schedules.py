@@ -1,11 +1,16 @@
 """Every lifecycle step's schedule in one table, built for each target from its settings (``schedules.<name>.enabled``
 and ``.cron`` in dbops.yaml; the defaults are :data:`dbops.settings.options.SCHEDULES`). A schedule is built only when
 all its assets exist in the target's definitions, and is named ``<target>_<name>``.
+
+Beside them, :data:`AUTOMATIONS`: the declarative automation of a target (an asset's ``automation_condition`` and the
+sensor ``<target>_<name>`` that evaluates it; Dagster evaluates conditions only through such a sensor, and dbops names
+one per condition so each has its own on/off instead of the implicit ``default_automation_condition_sensor``), and
+:data:`SENSORS`: every sensor of a target, with its default state, for the README's one table (:func:`schedule_table`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -61,7 +66,8 @@ STEP_SCHEDULES: tuple[StepSchedule, ...] = (
                  "an untested backup is not a backup: restore, compare, time the RTO"),
     StepSchedule("validate", "integrity_daily", ("integrity_validation",),
                  "yesterday's partition once its rows stopped changing", partitioned=True),
-    StepSchedule("validate", "dimension_integrity_daily", ("dimension_integrity",), "the dimension tables"),
+    StepSchedule("validate", "dimension_integrity_daily", ("dimension_integrity",),
+                 "the dimension tables: one pass over each, cheap, so on like the fact tables'"),
     StepSchedule("validate", "index_integrity_weekly", ("index_integrity",), "amcheck over every B-tree index"),
     StepSchedule("security", "security_audit_daily", ("security_audit",),
                  "nightly audit of roles, grants, settings and pg_hba"),
@@ -117,13 +123,99 @@ def _previous_day_schedule(name: str, keys: list[dg.AssetKey], cron: str, status
     return _schedule
 
 
+def after_upstream() -> dg.AutomationCondition:
+    """Materialize once after an upstream asset was updated (Dagster's ``eager()`` without its "newly missing" part:
+    installing dbops or opening the UI launches nothing; only a new upstream materialization does), never while the
+    upstream or the asset itself is in progress."""
+    return (dg.AutomationCondition.any_deps_updated().since_last_handled()
+            & ~dg.AutomationCondition.any_deps_missing()
+            & ~dg.AutomationCondition.any_deps_in_progress()
+            & ~dg.AutomationCondition.in_progress()).with_label("after an upstream update")
+
+
+@dataclass(frozen=True)
+class StepAutomation:
+    step: str
+    name: str  # the sensor, ``<target>_<name>``
+    asset: str
+    why: str
+    running: bool  # the sensor's default state
+    condition: Callable[[TargetSettings], dg.AutomationCondition]
+    when: str  # for the table
+
+
+AUTOMATIONS: tuple[StepAutomation, ...] = (
+    StepAutomation("catalog", "catalog_after_migrations", "schema_catalog",
+                   "a new catalog as soon as schema_migrations materialized (one introspection, cheap; its drift "
+                   "check runs with catalog_daily)", True, lambda t: after_upstream(), "after schema_migrations"),
+    StepAutomation("profile", "advice_after_profile", "index_advice",
+                   "instead of index_advice_weekly: at its weekly tick, waits for the next query_profile and advises "
+                   "on those statistics; heavy (indexes built on a copy), so off",
+                   False, lambda t: dg.AutomationCondition.on_cron(t.schedules["index_advice_weekly"].cron, "UTC"),
+                   "`index_advice_weekly`'s cron, after query_profile"),
+)
+
+
+def build_automation_sensors(target: TargetSettings,
+                             asset_keys: Iterable[dg.AssetKey]) -> list[dg.AutomationConditionSensorDefinition]:
+    """One sensor per automated asset of ``target`` that exists, evaluating only that asset's condition."""
+    present = set(asset_keys)
+    sensors = []
+    for auto in AUTOMATIONS:
+        key = asset_key(target.name, auto.asset)
+        if key not in present:
+            continue
+        sensors.append(dg.AutomationConditionSensorDefinition(
+            def_name(target.name, auto.name),
+            target=dg.AssetSelection.assets(key),
+            default_status=dg.DefaultSensorStatus.RUNNING if auto.running else dg.DefaultSensorStatus.STOPPED,
+            description=f"{target.name} · {auto.step}: materializes {key.to_user_string()} {auto.when} (its "
+                        f"automation condition): {auto.why}.",
+        ))
+    return sensors
+
+
+def automation_conditions(target: TargetSettings) -> dict[str, dg.AutomationCondition]:
+    """Asset name -> its automation condition, for ``target``."""
+    return {auto.asset: auto.condition(target) for auto in AUTOMATIONS}
+
+
+@dataclass(frozen=True)
+class StepSensor:
+    step: str
+    name: str  # ``<target>_<name>``
+    watches: str
+    running: bool
+    every: str
+    why: str
+
+
+# Every sensor a step's component builds (the code location's are compared with this in dbops_tests/test_schedules.py).
+SENSORS: tuple[StepSensor, ...] = (
+    StepSensor("migrate", "new_migration_files", "schema_migrations (with migration_rehearsal)", False, "60 s",
+               "runs new or changed migration files; off: migrations normally run on deploy"),
+    *(StepSensor(a.step, a.name, a.asset, a.running, a.when, a.why) for a in AUTOMATIONS),
+    StepSensor("backup", "wal_archive_sensor", "wal_archive", True, "300 s",
+               "observes the archive lag between the 15-minute runs (no run)"),
+    StepSensor("validate", "revalidate_after_migration", "integrity_validation, dimension_integrity", True, "60 s",
+               "after a migration applied something, re-validates the last validation.backfill_days days"),
+    StepSensor("health", "database_health_sensor", "database_health", True, "60 s",
+               "records the health figures as observations (no run)"),
+    StepSensor("health", "alerts", "alerts", True, "60 s",
+               "notifies the sinks of missed targets and failed runs, materializations and checks (no run)"),
+)
+
+
 def schedule_table() -> str:
-    """The README table (step, schedule, cron, default state): the defaults every target starts from."""
-    lines = ["| step | schedule (`<target>_…`) | assets | cron (UTC) | default | why |", "|---|---|---|---|---|---|"]
+    """The README table (step, schedule or sensor, cron, default state): the defaults every target starts from."""
+    lines = ["| step | schedule or sensor (`<target>_…`) | assets | cron (UTC) or interval | default | why |",
+             "|---|---|---|---|---|---|"]
     for s in STEP_SCHEDULES:
         cron, on = DEFAULTS[s.name]
-        lines.append(f"| {s.step} | `{s.name}` | {', '.join(s.assets)} | `{cron}` | {'on' if on else 'off'} "
-                     f"| {s.why} |")
-    lines.append("| health | `<target>_database_health_sensor`, `<target>_alerts` (sensors) | database_health "
-                 "| every 60 s | on | observations and alerts, no runs |")
+        partitioned = " (yesterday's partition)" if s.partitioned else ""
+        lines.append(f"| {s.step} | `{s.name}` | {', '.join(s.assets)}{partitioned} | `{cron}` "
+                     f"| {'on' if on else 'off'} | {s.why} |")
+    for sensor in SENSORS:
+        lines.append(f"| {sensor.step} | `{sensor.name}` (sensor) | {sensor.watches} | {sensor.every} "
+                     f"| {'on' if sensor.running else 'off'} | {sensor.why} |")
     return "\n".join(lines)

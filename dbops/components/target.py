@@ -7,7 +7,10 @@ reload.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 
 import dagster as dg
 
@@ -25,9 +28,11 @@ from dbops.components import (
 )
 from dbops.components.catalog.resources import CatalogResource
 from dbops.components.jobs import build_jobs
+from dbops.components.naming import asset_key
 from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource, launch_settings
-from dbops.components.schedules import build_schedules
+from dbops.components.schedules import automation_conditions, build_automation_sensors, build_schedules
 from dbops.components.security.resources import SecurityResource
+from dbops.health.targets import load_targets
 from dbops.settings import Settings, TargetSettings
 
 # One object per resource key, shared by every target (each asset binds it to its own with ``for_target``): the same
@@ -45,16 +50,105 @@ def shared_resources() -> dict[str, dg.ConfigurableResource]:
     return dict(SHARED_RESOURCES)
 
 
+# The lifecycle the asset graph tells, migrate → catalog → profile/advice → load test → backup → drill → integrity →
+# audit → alerts: each asset's upstream lifecycle assets (``<target>/alerts`` depends on every step; health declares
+# it). Most steps declare these deps themselves (their decorator's ``deps``); :func:`lifecycle_specs` adds the ones a
+# step does not, so the graph always shows the whole table. A dep added to a finished asset shows in the graph and
+# drives automation conditions and staleness, but in Dagster 1.13 it does not order two steps of one run (the added
+# op input is not mapped to its asset): the step's own ``deps`` does (dbops_tests/test_dagster_idioms.py lists the
+# deps still only added here). Deps never change what a schedule runs: a schedule selects its assets by key.
+LIFECYCLE_DEPS: dict[str, tuple[str, ...]] = {
+    "schema_migrations": (),  # migration_rehearsal gates it when the rehearsal is on (migrate's own dep)
+    "schema_catalog": ("schema_migrations",),
+    "query_profile": ("schema_catalog",),
+    "index_advice": ("query_profile",),
+    "load_test": ("schema_migrations", "index_advice"),
+    "logical_backup": ("schema_migrations",),
+    "base_backup": ("schema_migrations",),
+    "wal_archive": ("base_backup",),
+    "backup_retention": ("logical_backup", "base_backup"),
+    "restore_drill": ("logical_backup", "base_backup"),
+    "integrity_validation": ("schema_migrations",),
+    "dimension_integrity": ("schema_migrations",),
+    "index_integrity": ("schema_migrations",),
+    "security_audit": ("schema_migrations",),
+    "partition_maintenance": ("schema_migrations",),
+    "materialized_views": ("schema_migrations",),
+}
+
+STEP_TAG = "dbops/step"
+TARGET_TAG = "dbops/target"
+DAILY_GRACE = timedelta(hours=2)  # a daily step's freshness window: a day and the time its run may take
+# Daily steps with a freshness policy while their schedule is on with a daily cron (``M H * * *``).
+DAILY_FRESHNESS = {"schema_catalog": "catalog_daily", "integrity_validation": "integrity_daily"}
+# Backups: fresh within the targets file's limits.backup_max_age_hours while one of their schedules is on.
+BACKUP_FRESHNESS = {"logical_backup": ("logical_backup_daily",),
+                    "base_backup": ("base_backup_nightly_full", "base_backup_hourly_incremental")}
+_DAILY_CRON = re.compile(r"^\d{1,2} \d{1,2} \* \* \*$")
+
+
+def freshness_policies(target: TargetSettings) -> dict[str, dg.FreshnessPolicy]:
+    """Asset name -> Dagster's freshness policy, for the steps ``target`` keeps fresh by a schedule that is on (a
+    policy on an asset nothing refreshes would only ever fail)."""
+    policies: dict[str, dg.FreshnessPolicy] = {}
+    max_age = timedelta(hours=load_targets(target.targets_file).limits.backup_max_age_hours)
+    for name, schedules in BACKUP_FRESHNESS.items():
+        if any(target.schedules[s].enabled for s in schedules):
+            policies[name] = dg.FreshnessPolicy.time_window(fail_window=max_age)
+    for name, schedule in DAILY_FRESHNESS.items():
+        state = target.schedules[schedule]
+        if state.enabled and _DAILY_CRON.match(state.cron.strip()):
+            policies[name] = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=1) + DAILY_GRACE)
+    return policies
+
+
+def lifecycle_specs(target: TargetSettings, assets: Sequence[dg.AssetsDefinition | dg.AssetSpec]
+                    ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """``assets`` with the lifecycle deps of :data:`LIFECYCLE_DEPS` (only to assets that exist), the tags
+    ``dbops/step`` (the group) and ``dbops/target``, freshness policies, automation conditions, and code references
+    (the file and line of each step's function)."""
+    name = target.name
+    present = {k for a in assets for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
+    policies = freshness_policies(target)
+    conditions = automation_conditions(target)
+
+    def spec(s: dg.AssetSpec) -> dg.AssetSpec:
+        if s.key.path[0] != name:
+            return s
+        asset = s.key.path[-1]
+        wanted = [asset_key(name, d) for d in LIFECYCLE_DEPS.get(asset, ())]
+        have = {d.asset_key for d in s.deps}
+        deps = [*s.deps, *(k for k in wanted if k in present and k not in have)]
+        updates: dict = {"deps": deps, "tags": {**s.tags, STEP_TAG: s.group_name or "default", TARGET_TAG: name}}
+        if asset in policies and s.freshness_policy is None:
+            updates["freshness_policy"] = policies[asset]
+        if asset in conditions and s.automation_condition is None:
+            updates["automation_condition"] = conditions[asset]
+        return s.replace_attributes(**updates)
+
+    mapped = list(dg.map_asset_specs(spec, assets))
+    with warnings.catch_warnings():
+        # Dagster 1.13 marks code references beta; they are metadata only (the UI's "open source" link), and no git
+        # remote is needed: link_code_references_to_git is left out, a checkout has no URL to link to.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return list(dg.with_source_code_references(mapped))  # type: ignore[arg-type]
+
+
 def target_defs(target: TargetSettings) -> dg.Definitions:
-    """Every step's definitions for ``target``, and its schedules (a schedule for a missing step is skipped)."""
+    """Every step's definitions for ``target``, on the lifecycle graph (:func:`lifecycle_specs`), its schedules (a
+    schedule for a missing step is skipped) and its automation sensors."""
     name = target.name
     steps = dg.Definitions.merge(
         migrate.build(name, rehearsal=target.rehearsal.enabled), catalog.build(name), profile.build(name),
         loadtest.build(name), backup.build(name), restore.build(name), validate.build(name), security.build(name),
         maintain.build(name, matview_max_age_hours=target.matviews.max_age_hours), health.build(name),
     )
-    keys = {k for a in steps.assets or [] for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
+    assets = lifecycle_specs(target, list(steps.assets or []))  # type: ignore[arg-type]
+    keys = {k for a in assets for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
+    steps = dg.Definitions(assets=assets, asset_checks=steps.asset_checks, sensors=steps.sensors,
+                           schedules=steps.schedules, jobs=steps.jobs, resources=steps.resources)
     return dg.Definitions.merge(steps, dg.Definitions(schedules=build_schedules(target, keys),
+                                                      sensors=build_automation_sensors(target, keys),
                                                       jobs=build_jobs(name, keys)))
 
 

@@ -436,7 +436,7 @@ SCHEDULES: tuple[tuple[str, str, bool, str], ...] = (
     ("backup_retention_daily", "30 5 * * *", True, "prunes expired backups (backup_retention)"),
     ("restore_drill_weekly", "0 6 * * 6", True, "restore drill and RTO (restore_drill)"),
     ("integrity_daily", "30 1 * * *", True, "yesterday's partition of the fact tables (integrity_validation)"),
-    ("dimension_integrity_daily", "45 1 * * *", False, "the dimension tables (dimension_integrity)"),
+    ("dimension_integrity_daily", "45 1 * * *", True, "the dimension tables (dimension_integrity)"),
     ("index_integrity_weekly", "0 3 * * 6", True, "amcheck over every B-tree index (index_integrity)"),
     ("security_audit_daily", "15 5 * * *", False, "roles, grants, settings and pg_hba (security_audit)"),
     ("partition_maintenance_daily", "10 0 * * *", True, "partitions kept ahead, DEFAULT partitions watched, "
