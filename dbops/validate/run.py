@@ -10,7 +10,7 @@ says why: it is never a pass.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,12 @@ from dbops.validate.sensitive import load_sensitive, mask_row
 from dbops.validate.suite import Check, TablePlan, batch_query, plan_tables, slice_bounds
 
 SAMPLE_ROWS = 3
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_line: str) -> None:
+    pass
 
 
 def expectations_dir() -> Path:
@@ -177,18 +183,18 @@ class IntegrityValidator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def validate_day(self, day: date) -> ValidationReport:
-        return self.validate_range(day, day)[0]
+    def validate_day(self, day: date, progress: Progress | None = None) -> ValidationReport:
+        return self.validate_range(day, day, progress)[0]
 
-    def validate_days(self, days: Iterable[date]) -> list[ValidationReport]:
-        """One report per day; consecutive days are validated as one range."""
+    def validate_days(self, days: Iterable[date], progress: Progress | None = None) -> list[ValidationReport]:
+        """One report per day, in order; consecutive days are validated as one range."""
         ordered = sorted(set(days))
         reports: list[ValidationReport] = []
         while ordered:
             run = 1
             while run < len(ordered) and ordered[run] == ordered[0] + timedelta(days=run):
                 run += 1
-            reports += self.validate_range(ordered[0], ordered[run - 1])
+            reports += self.validate_range(ordered[0], ordered[run - 1], progress)
             ordered = ordered[run:]
         return reports
 
@@ -205,14 +211,16 @@ class IntegrityValidator:
         with connection(self.url) as conn:
             return {d: int(n) for d, n in conn.execute(stmt).fetchall()}
 
-    def validate_range(self, first: date, last: date) -> list[ValidationReport]:
+    def validate_range(self, first: date, last: date, progress: Progress | None = None) -> list[ValidationReport]:
         """Validate the tables with a time column from ``first`` to ``last`` (inclusive), one report per day.
 
         The verdict is one batch per table over the whole range (``>= first AND < last + 1``): a 30-day backfill
         reads each table once, not 30 times. Only the rules that failed are re-run day by day, to put each violation
         in its partition. Row-count rules are about one day, so they always run per day. A day no table has a row
-        of is reported as "nothing checked: no rows", not as a pass.
+        of is reported as "nothing checked: no rows", not as a pass. A day's ``seconds`` is its share of each
+        table's range batch plus its own re-runs. ``progress`` hears one line per table as it is done.
         """
+        say = progress or _quiet
         days = days_between(first, last)
         reports = {d: ValidationReport(d.isoformat()) for d in days}
         plans = [p for p in self.fact_plans if p.checks]
@@ -230,20 +238,30 @@ class IntegrityValidator:
             rows = self.rows_by_day(plan, first, last)
             for day in days:
                 reports[day].rows += rows.get(day, 0)
+            own: dict[date, float] = {}
+            failed_before = sum(len(r.failures) for r in reports.values())
             if rows:
-                self._validate_plan_range(plan, days, reports)
-            share = (time.monotonic() - started) / len(days)
+                own = self._validate_plan_range(plan, days, reports)
+            took = time.monotonic() - started
+            share = (took - sum(own.values())) / len(days)
             for day in days:
                 if rows.get(day):
                     reports[day].evaluated += len(plan.checks)
-                reports[day].seconds += share
+                reports[day].seconds += share + own.get(day, 0.0)
+            failed = sum(len(r.failures) for r in reports.values()) - failed_before
+            span = f"{first}" if first == last else f"{first}..{last}"
+            say(f"{plan.name} {span}: {sum(rows.values()):,} rows on {len(rows)} of {len(days)} days, "
+                f"{len(plan.checks)} rules, {failed} violation(s), {took:.1f} s")
         names = ", ".join(p.name for p in plans)
         for report in reports.values():
             if report.rows == 0 and not report.failures:
                 report.reason = f"no rows on {report.scope} in {names}"
         return [reports[d] for d in days]
 
-    def _validate_plan_range(self, plan: TablePlan, days: list[date], reports: dict[date, ValidationReport]) -> None:
+    def _validate_plan_range(self, plan: TablePlan, days: list[date],
+                             reports: dict[date, ValidationReport]) -> dict[date, float]:
+        """Validate ``plan`` over ``days`` into ``reports``; the seconds each day's own re-runs took."""
+        own: dict[date, float] = {}
         first, last = days[0], days[-1]
         per_day = [c for c in plan.checks if c.kind == "row_count"]
         ranged = [c for c in plan.checks if c.kind != "row_count"]
@@ -264,12 +282,14 @@ class IntegrityValidator:
         attributed: set[str] = set()
         if recheck:
             for day in days:
+                began = time.monotonic()
                 bounds = day_bounds(day)
                 outcome = self._validator().validate(plan, recheck, *bounds)
                 for o in outcome.failed:
                     attributed.add(o.check.rule)
                     samples = [] if o.error else self.sample(plan, o.check, batch_query(plan, *bounds))
                     reports[day].failures.append(Failure(plan.name, o.check.rule, o.unexpected, samples, o.error))
+                own[day] = time.monotonic() - began
         # A violation no single day shows (a duplicate key spread over two days) is reported on the last day.
         query = batch_query(plan, day_bounds(first)[0], day_bounds(last)[1])
         for check in failed:
@@ -278,20 +298,24 @@ class IntegrityValidator:
                 reports[last].failures.append(
                     Failure(plan.name, f"{check.rule} across {first}..{last}", range_counts[check.rule], samples)
                 )
+        return own
 
     def has_rows(self, plan: TablePlan) -> bool:
         stmt = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(plan.table.schema, plan.table.name))
         with connection(self.url) as conn:
             return bool(conn.execute(stmt).fetchone()[0])  # type: ignore[index]
 
-    def validate_dimensions(self) -> ValidationReport:
+    def validate_dimensions(self, progress: Progress | None = None) -> ValidationReport:
         """The tables without a time column, each as a whole; "nothing checked" when there is none, none has a rule,
-        or all are empty."""
+        or all are empty. ``progress`` hears one line per table as it is done."""
+        say = progress or _quiet
         started = time.monotonic()
         report = ValidationReport("dimensions")
         plans = [p for p in self.dimension_plans if p.checks]
         for plan in plans:
+            began = time.monotonic()
             if not self.has_rows(plan):
+                say(f"{plan.name}: no rows, {len(plan.checks)} rules not evaluated")
                 continue
             report.rows += 1
             outcome = self._validator().validate(plan, plan.checks)
@@ -300,6 +324,8 @@ class IntegrityValidator:
             for o in outcome.failed:
                 samples = [] if o.error else self.sample(plan, o.check, query)
                 report.failures.append(Failure(plan.name, o.check.rule, o.unexpected, samples, o.error))
+            say(f"{plan.name}: {len(outcome.outcomes)} rules, {len(outcome.failed)} violation(s), "
+                f"{time.monotonic() - began:.1f} s")
         if not self.dimension_plans:
             report.reason = f"no table of {self._where()} without a time column"
         elif not plans:

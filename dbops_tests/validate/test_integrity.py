@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from psycopg import sql
 
 from dbops.components.naming import op_name
 from dbops.components.resources import DatabaseResource
@@ -26,6 +27,19 @@ def last_days(n: int) -> list[date]:
 
 def noon(day: date) -> str:
     return f"{day.isoformat()} 12:00:00+00"
+
+
+def rows_by_day(url: str, tables: dict[str, str | None], days: list[date]) -> dict[str, int]:
+    """{day: rows of that UTC day in ``tables`` ({table: time column})}, counted with plain SQL."""
+    totals = {d.isoformat(): 0 for d in days}
+    with connection(url) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        for name, column in tables.items():
+            stmt = sql.SQL("SELECT {col}::date, count(*) FROM {table} WHERE {col} >= %s AND {col} < %s GROUP BY 1")
+            stmt = stmt.format(col=sql.Identifier(column or ""), table=sql.Identifier(*name.split(".")))
+            for day, count in conn.execute(stmt, (days[0], days[-1] + timedelta(days=1))).fetchall():
+                totals[day.isoformat()] += count
+    return totals
 
 
 def plant_violations(url: str, days: list[date]) -> dict[tuple[str, str, str], int]:
@@ -102,14 +116,23 @@ def test_backfill_clean_then_each_planted_violation_found(seeded_db: str) -> Non
     assert result.success
     materializations = result.asset_materializations_for_node(op_name(TARGET, "integrity_validation"))
     assert len(materializations) == DAYS
-    meta = materializations[0].metadata
-    assert meta["batches"].value == DAYS
-    assert meta["expectations_failed"].value == 0 and meta["unexpected_rows"].value == 0
-    assert meta["expectations_evaluated"].value > DAYS * 40
+    # Each partition carries its own figures, not the run's totals: its rows are that day's, counted here by SQL.
+    by_day = {m.partition: m.metadata for m in materializations}
+    assert set(by_day) == {d.isoformat() for d in days}
+    with IntegrityValidator(seeded_db) as planner:
+        fact_tables = {p.name: p.time_column for p in planner.fact_plans}
+    counted = rows_by_day(seeded_db, fact_tables, days)
+    assert {day: meta["rows"].value for day, meta in by_day.items()} == counted
+    assert len(set(counted.values())) > 1  # days differ: a total copied to every day would not
+    for meta in by_day.values():
+        assert meta["status"].value == "passed" and meta["violations"].value == 0
+        assert meta["expectations_failed"].value == 0 and meta["unexpected_rows"].value == 0
+        assert 40 < meta["expectations_evaluated"].value < 200  # one day's rules, not 30 days' worth
+        assert meta["seconds"].value > 0 and "batches" not in meta and "failures" not in meta
+        assert set(meta["tables"].value.split(", ")) == set(fact_tables)
     checks = result.get_asset_check_evaluations()
     assert [c.passed for c in checks] == [True]
-    observed = instance.fetch_observations(integrity_validation.key, limit=100).records
-    assert {r.partition_key for r in observed} == {d.isoformat() for d in days}
+    assert checks[0].metadata["partitions_validated"].value == DAYS and checks[0].metadata["violations"].value == 0
 
     expected = plant_violations(seeded_db, days)
 
@@ -126,15 +149,38 @@ def test_backfill_clean_then_each_planted_violation_found(seeded_db: str) -> Non
     assert by_rule["foreign_key order_items_order_fkey"].samples[0]["order_id"] == 987654321
     assert by_rule["check order_items_quantity_check"].samples[0]["quantity"] == 0
 
-    # The Dagster asset reports the same on the planted day, and its blocking check fails at ERROR.
+    # The Dagster asset reports the same in one ranged run: each planted violation on its own partition's
+    # materialization, and the blocking check (ERROR) names every (partition, table, rule).
     failing = dg.materialize(
-        [integrity_validation],
-        instance=instance,
-        resources=resources,
-        partition_key=days[3].isoformat(),
-        raise_on_error=False,
+        [integrity_validation], instance=instance, resources=resources, raise_on_error=False,
+        tags={ASSET_PARTITION_RANGE_START_TAG: days[0].isoformat(),
+              ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat()},
     )
+    by_day = {m.partition: m.metadata for m in failing.asset_materializations_for_node(
+        op_name(TARGET, "integrity_validation"))}
+    planted_days = {day for day, _, _ in expected}
+    assert len(by_day) == DAYS
+    for day, meta in by_day.items():
+        mine = {(day, t, r): n for (d, t, r), n in expected.items() if d == day}
+        assert meta["violations"].value == len(mine)
+        assert meta["status"].value == ("failed" if day in planted_days else "passed")
+        assert meta["unexpected_rows"].value == sum(mine.values())
+        if mine:
+            rows = meta["failures"].value.records
+            assert {(day, r.data["table"], r.data["rule"]): r.data["unexpected_rows"] for r in rows} == mine
     evaluation = failing.get_asset_check_evaluations()[0]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["violations"].value == len(expected)
+    assert evaluation.metadata["partitions_failed"].value == len(planted_days)
+    named = {(r.data["partition"], r.data["table"], r.data["rule"]): r.data["unexpected_rows"]
+             for r in evaluation.metadata["failing_partitions"].value.records}
+    assert named == expected
+    assert all(day in (evaluation.description or "") for day in planted_days)
+
+    # One planted day alone: its check fails at ERROR with that day's one violation.
+    single = dg.materialize([integrity_validation], instance=instance, resources=resources,
+                            partition_key=days[3].isoformat(), raise_on_error=False)
+    evaluation = single.get_asset_check_evaluations()[0]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["violations"].value == 1
 

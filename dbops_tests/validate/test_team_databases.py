@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from dbops.components.naming import op_name
 from dbops.components.resources import DatabaseResource
@@ -323,6 +324,8 @@ def test_empty_day_warns(foreign_db: tuple[ForeignSchema, str], tmp_path: Path, 
     monkeypatch.setenv("DBOPS_DATABASE_URL", url)
     monkeypatch.setenv("DBOPS_MIGRATIONS", str(schema.migrations))
     monkeypatch.setenv("DBOPS_HOME", str(tmp_path / "home"))
+    # The partitions start at the configured day, before the oldest row (they would start at the oldest row else).
+    monkeypatch.setenv("DBOPS_VALIDATION_START_DATE", empty.isoformat())
     integrity_validation = build(TARGET)[0]
     instance = dg.DagsterInstance.ephemeral()
     resources = {"database": DatabaseResource(url=url)}
@@ -337,6 +340,29 @@ def test_empty_day_warns(foreign_db: tuple[ForeignSchema, str], tmp_path: Path, 
     meta = result.asset_materializations_for_node(op_name(TARGET, "integrity_validation"))[0].metadata
     assert meta["expectations_evaluated"].value > 0 and meta["rows"].value > 0
     assert set(meta["tables"].value.split(", ")) == set(BY_DAY[schema.name])
+
+    # One ranged run over empty days and days with rows: each partition says its own; an empty one is `no rows`
+    # (nothing evaluated), never passed; the run's check is a WARN naming exactly the empty days.
+    last = empty + timedelta(days=15)
+    ranged = dg.materialize([integrity_validation], instance=instance, resources=resources,
+                            tags={ASSET_PARTITION_RANGE_START_TAG: empty.isoformat(),
+                                  ASSET_PARTITION_RANGE_END_TAG: last.isoformat()})
+    by_day = {m.partition: m.metadata for m in ranged.asset_materializations_for_node(
+        op_name(TARGET, "integrity_validation"))}
+    assert len(by_day) == 16
+    empty_days = {day for day, meta in by_day.items() if meta["rows"].value == 0}
+    assert empty.isoformat() in empty_days and len(empty_days) < 16
+    for day, meta in by_day.items():
+        if day in empty_days:
+            assert meta["status"].value == "no rows" and meta["expectations_evaluated"].value == 0
+            assert meta["reason"].value.startswith(f"no rows on {day}")
+        else:
+            assert meta["status"].value == "passed" and meta["expectations_evaluated"].value > 0
+            assert "reason" not in meta
+    evaluation = ranged.get_asset_check_evaluations()[0]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    listed = {r.data["partition"] for r in evaluation.metadata["partitions_not_checked"].value.records}
+    assert listed == empty_days and evaluation.metadata["partitions_nothing_checked"].value == len(empty_days)
 
 
 def test_configured_time_columns(seeded_db: str, tmp_path: Path) -> None:
