@@ -1,8 +1,10 @@
 """Re-validate recent data after a schema change: a migration can add a constraint NOT VALID, change a type or a
-default, and yesterday's rows deserve the same scrutiny as tomorrow's."""
+default, and yesterday's rows deserve the same scrutiny as tomorrow's. Only a migration applied after the last
+validation is a change to re-validate for: the first install, validated right after (the demo), is not."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -40,6 +42,31 @@ def backfill_request(target: str, days: int, current_time: float | None = None) 
     )
 
 
+@dataclass(frozen=True)
+class LastValidation:
+    """The latest integrity_validation materialization: when its run started (the schema it saw), and which run."""
+
+    started: float
+    run_id: str
+    partition: str | None
+
+    def render(self) -> str:
+        when = datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds")
+        return f"run {self.run_id[:8]} started {when}" + (f", partition {self.partition}" if self.partition else "")
+
+
+def last_validation(instance: dg.DagsterInstance, target: str) -> LastValidation | None:
+    """The latest materialization of ``target``'s integrity_validation, dated by its run's start (a run that started
+    before a migration applied validated the old schema, even if it ended after); None: never validated."""
+    records = instance.fetch_materializations(asset_key(target, "integrity_validation"), limit=1).records
+    if not records:
+        return None
+    record = records[0]
+    run = instance.get_run_record_by_id(record.run_id)
+    started = run.start_time if run is not None and run.start_time is not None else record.timestamp
+    return LastValidation(started, record.run_id, record.partition_key)
+
+
 def build_revalidate_after_migration(target: str) -> dg.SensorDefinition:
     migrations = asset_key(target, "schema_migrations")
 
@@ -48,34 +75,41 @@ def build_revalidate_after_migration(target: str) -> dg.SensorDefinition:
         asset_selection=[asset_key(target, "integrity_validation"), asset_key(target, "dimension_integrity")],
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"After {target}/schema_migrations applies a migration, backfills integrity_validation over the "
-        "target's last validation.backfill_days days (30 by default) and re-validates the dimension tables.",
+        description=f"After {target}/schema_migrations applies a migration newer than the last integrity validation "
+        "(its run's start), backfills integrity_validation over the target's last validation.backfill_days days (30 "
+        "by default) and re-validates the dimension tables. A first install validated afterwards (the demo) is not "
+        "a schema change: the sensor skips, saying why.",
     )
     def revalidate_after_migration(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         after = int(context.cursor) if context.cursor else None
-        if after is None:
-            # First evaluation: start from the newest materialization, do not replay history.
-            latest = context.instance.fetch_materializations(migrations, limit=1)
-            cursor = str(latest.records[0].storage_id) if latest.records else "0"
-            if not latest.records or applied_count(latest.records[0]) == 0:
-                return dg.SensorResult(skip_reason="no schema change yet", cursor=cursor)
-            records = latest.records
-        else:
-            result = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=migrations, after_storage_id=after), limit=100, ascending=True
-            )
-            records = result.records
-            if not records:
-                return dg.SkipReason("no new schema_migrations materialization")
-            cursor = str(records[-1].storage_id)
-        applied = sum(applied_count(r) for r in records)
-        if applied == 0:
+        # Newest first: the newest 100 since the cursor are the ones that can be newer than the last validation.
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=migrations, after_storage_id=after), limit=100
+        ).records
+        if not records:
+            return dg.SkipReason("no new schema_migrations materialization" if after is not None
+                                 else "no schema_migrations materialization yet")
+        cursor = str(max(r.storage_id for r in records))
+        applied = [r for r in records if applied_count(r) > 0]
+        if not applied:
             return dg.SensorResult(skip_reason="migrations ran but applied nothing", cursor=cursor)
+        validated = last_validation(context.instance, target)
+        newer = [r for r in applied if validated is None or r.timestamp > validated.started]
+        count = sum(applied_count(r) for r in applied)
+        if validated is not None and not newer:
+            newest = datetime.fromtimestamp(max(r.timestamp for r in applied), UTC).isoformat(timespec="seconds")
+            return dg.SensorResult(
+                skip_reason=f"{count} migration(s) applied (the last at {newest}) before the last integrity "
+                            f"validation ({validated.render()}): nothing to re-validate",
+                cursor=cursor,
+            )
         days = backfill_days(target)
         request = backfill_request(target, days)
         if request is None:
             return dg.SensorResult(skip_reason="no partitions to validate yet", cursor=cursor)
-        context.log.info(f"{target}: {applied} migration(s) applied: backfilling the last {days} partitions")
+        since = f"since the last validation ({validated.render()})" if validated else "and nothing validated yet"
+        context.log.info(f"{target}: {sum(applied_count(r) for r in newer)} migration(s) applied {since}: "
+                         f"backfilling the last {days} partitions")
         return dg.SensorResult(run_requests=[request], cursor=cursor)
 
     return revalidate_after_migration
