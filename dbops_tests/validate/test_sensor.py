@@ -29,7 +29,9 @@ def tick(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None)
     return defs.resolve_sensor_def(def_name(TARGET, "revalidate_after_migration")).evaluate_tick(context)
 
 
-def sensor_defs(fresh_db: str, tmp_path: Path) -> tuple[Path, dict, dg.AssetsDefinition, dg.AssetsDefinition, dg.Definitions]:
+def sensor_defs(fresh_db: str, tmp_path: Path) -> tuple[Path, dict, dg.AssetsDefinition, dg.AssetsDefinition,
+                                                        dg.Definitions]:
+    """(a copy of the reference migrations, the resources, schema_migrations, integrity_validation, the definitions)."""
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
     resources = {
