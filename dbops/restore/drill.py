@@ -187,8 +187,8 @@ def drill(url: str, store: Store, key: MasterKey, *, backup_id: str | None = Non
     verify_objects(store, manifest)
     result.phases["download_verify"] = round(time.monotonic() - t0, 3)
     scratch = scratch_name or f"dbops_drill_{uuid.uuid4().hex[:10]}"
-    report(progress, f"objects verified in {result.phases['download_verify']:.1f} s; restore started into the "
-                     f"scratch database {scratch}")
+    report(progress, f"objects verified in {result.phases['download_verify']:.1f} s")
+    report(progress, f"restore started into the scratch database {scratch}")
     ensure_database(url, scratch)
     scratch_url = with_database(url, scratch)
     try:

@@ -21,6 +21,7 @@ from dbops.pg.archive import archive_command
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer, free_port
 from dbops.restore.drill import physical_drill, remove_scratch, wait_archived
+from dbops_tests.backup.metadata_shape import assert_clean, assert_in_order, columns, log_lines, rows
 from dbops_tests.conftest import stop_test_server
 from dbops_tests.stores import start_archiving_server, wal_segment, write_rows
 
@@ -175,7 +176,32 @@ def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: E
     first = run([base_backup_asset, wal_archive])
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in first.get_asset_check_evaluations()}
     assert checks == {("dbops/base_backup", "backup_fresh"): True, ("dbops/wal_archive", "wal_archive_current"): True}
-    run([base_backup_asset], kind="incremental")
+    # issue 18 items 10 and 12: base_backup's and wal_archive's metadata, and base_backup's phases as they happened
+    base_meta = first.asset_materializations_for_node(base_op)[0].metadata
+    assert_clean(base_meta)
+    assert base_meta["kind"].value == "full" and "parent" not in base_meta  # a full backup has none: left out
+    assert isinstance(base_meta["manifest"], dg.PathMetadataValue) and Path(base_meta["manifest"].value).is_file()
+    assert {r["name"] for r in rows(base_meta["objects"])} == {BASE_OBJECT, "backup_manifest.zst.enc"}
+    assert columns(base_meta["objects"])["stored_bytes"] == "int" and base_meta["tar_members"].value > 100
+    assert isinstance(base_meta["wal_spool"], dg.PathMetadataValue)
+    assert base_meta["wal_files_archived"].value >= 0 and "dagster/row_count" not in base_meta
+    backup_id = base_meta["backup_id"].value
+    assert_in_order(log_lines(instance, first.run_id, base_op), [
+        "pg_basebackup started: full base backup of PostgreSQL", "pg_basebackup finished:",
+        f"manifest signed and stored: backup {backup_id}", "moving the WAL spool", f"base backup {backup_id} done"])
+    wal_meta = first.asset_materializations_for_node(op_name(target, "wal_archive"))[0].metadata
+    assert_clean(wal_meta)
+    assert wal_meta["segments_behind"].value >= 0 and isinstance(wal_meta["failing"], dg.BoolMetadataValue)
+    assert isinstance(wal_meta["last_archived_age_seconds"], dg.FloatMetadataValue)
+    [wal_check] = [e for e in first.get_asset_check_evaluations() if e.check_name == "wal_archive_current"]
+    assert_clean(wal_check.metadata)
+    assert "reason" not in wal_check.metadata and wal_check.metadata["max_segments_behind"].value == 2
+
+    incremental = run([base_backup_asset], kind="incremental")
+    incremental_meta = incremental.asset_materializations_for_node(base_op)[0].metadata
+    assert incremental_meta["kind"].value == "incremental" and incremental_meta["parent"].value == backup_id
+    assert_in_order(log_lines(instance, incremental.run_id, base_op), [
+        f"pg_basebackup started: incremental base backup on {backup_id}", "pg_basebackup finished:"])
     write_rows(url, "public.dagster_ledger", 1_000)
 
     drill = dg.materialize([restore_drill], instance=instance, resources=resources,
@@ -184,20 +210,40 @@ def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: E
     checks = {e.check_name: e.passed for e in drill.get_asset_check_evaluations()}
     assert checks == {"drill_data_matches": True, "drill_rto_under_target": True}
     meta = drill.asset_materializations_for_node(drill_op)[0].metadata
+    assert_clean(meta)
     assert meta["physical_wal_files_replayed"].value > 0 and meta["physical_rto_seconds"].value > 0
-    assert meta["physical_phase_combine_seconds"].value >= 0
+    assert meta["physical_pitr"].value is True and meta["physical_target_time"].value
+    assert meta["physical_chain"].value == f"{backup_id} + {incremental_meta['backup_id'].value}"
+    phases = {p["phase"]: p["seconds"] for p in rows(meta["phases"])}
+    assert list(phases) == ["download_verify", "decrypt_unpack", "combine", "pg_verifybackup", "stage_wal",
+                            "replay", "verify"]
+    assert abs(sum(phases.values()) - meta["physical_rto_seconds"].value) < 0.01  # type: ignore[arg-type]
+    ledger = next(r for r in rows(meta["physical_tables"]) if r["table"] == "public.dagster_ledger")
+    assert ledger == {"table": "public.dagster_ledger", "rows_restored": 6_000}  # replayed past the backups
+    assert columns(meta["physical_tables"]) == {"table": "string", "rows_restored": "int"}
+    assert_in_order(log_lines(instance, drill.run_id, drill_op), [
+        "physical drill of", "PITR canaries planted around", "archived", "restore started into a scratch cluster",
+        "verifying 4 object(s)", "objects verified in", "unpacking", "pg_combinebackup of 2 backups",
+        "pg_verifybackup started", "pg_verifybackup passed", "restored in", "archived WAL file(s) staged",
+        "recovered and promoted in", "verify started", "canaries right", "RTO "])
 
     full_id = first.asset_materializations_for_node(base_op)[0].metadata["backup_id"].value
     chosen = dg.materialize([restore_drill], instance=instance, resources=resources,
                             run_config={"ops": {drill_op: {"config": {"backup_id": full_id, "pitr": False}}}})
     chosen_meta = chosen.asset_materializations_for_node(drill_op)[0].metadata
     assert chosen.success and chosen_meta["physical_backup_id"].value == full_id
-    assert "logical_backup_id" not in chosen_meta and "physical_phase_combine_seconds" not in chosen_meta
+    assert "logical_backup_id" not in chosen_meta and "combine" not in {p["phase"] for p in rows(chosen_meta["phases"])}
+    assert chosen_meta["physical_pitr"].value is False and "physical_target_time" not in chosen_meta
 
     run([base_backup_asset])  # a second full chain: keep_last=1 drops the first chain and the WAL before it
     pruned = run([backup_retention]).asset_materializations_for_node(
         op_name(target, "backup_retention"))[0].metadata
+    assert_clean(pruned)
     assert pruned["deleted_backups"].value == 2 and pruned["deleted_wal_files"].value > 0
+    assert pruned["oldest_deleted_wal"].value <= pruned["newest_deleted_wal"].value
+    assert [(r["kind"], r["action"]) for r in rows(pruned["backups"])] == [
+        ("full", "deleted"), ("incremental", "deleted"), ("full", "kept")]
+    assert rows(pruned["backups"])[1]["parent"] == full_id
 
 
 def test_base_backup_to_s3_and_drill_from_it(archiving_server: EmbeddedServer, s3_store, tmp_path: Path,  # type: ignore[no-untyped-def]

@@ -10,46 +10,63 @@ from pydantic import Field
 from dbops.backup import wal
 from dbops.backup.keys import MasterKey
 from dbops.backup.logical import logical_backup as take_logical_backup
+from dbops.backup.manifest import MANIFEST, object_key
 from dbops.backup.physical import PHYSICAL_KINDS
 from dbops.backup.physical import base_backup as take_base_backup
-from dbops.backup.retention import prune, rules
+from dbops.backup.retention import PrunePlan, prune, rules
 from dbops.backup.store import Store
+from dbops.components.metadata import figures, path, table
 from dbops.components.naming import asset_key, def_name, pool
 from dbops.components.resources import BackupResource, DatabaseResource, read_verified
+from dbops.redact import redact
 
 
 def _fresh(context: dg.AssetExecutionContext, store: Store, key: MasterKey, kinds: tuple[str, ...],
            max_age_hours: float, check: str, asset: dg.AssetKey) -> dg.AssetCheckResult:
+    """The newest verified backup of ``kinds`` is younger than ``max_age_hours``; no backup at all fails, saying so
+    (its age is then not measured: left out, never -1)."""
     newest = [m for m in read_verified(context, store, key).backups if m.get("kind") in kinds]
     age_hours = None
     if newest:
         age_hours = (datetime.now(UTC) - datetime.fromisoformat(newest[-1]["finished_at"])).total_seconds() / 3600
     return dg.AssetCheckResult(check_name=check, asset_key=asset,
                                passed=age_hours is not None and age_hours < max_age_hours,
-                               metadata={"age_hours": dg.MetadataValue.float(round(age_hours or -1.0, 3)),
-                                         "max_age_hours": dg.MetadataValue.float(float(max_age_hours))})
+                               metadata=figures({
+                                   "age_hours": age_hours,
+                                   "max_age_hours": float(max_age_hours),
+                                   "newest_backup_id": newest[-1]["id"] if newest else None,
+                                   "reason": None if newest else f"no verified {' or '.join(kinds)} backup in "
+                                                                 f"{redact(store.describe())}",
+                               }))
 
 
-def _progress(context: dg.AssetExecutionContext):  # type: ignore[no-untyped-def]
-    step = {"next": 256 << 20}
-
-    def progress(stored: int) -> None:
-        if stored >= step["next"]:
-            context.log.info(f"{stored >> 20} MiB stored")
-            step["next"] += 256 << 20
-
-    return progress
+def _objects(manifest: dict[str, Any]) -> dg.MetadataValue:
+    """The backup's stored objects: name, plain and stored bytes, sha256."""
+    return table([{"name": o["name"], "raw_bytes": o.get("raw_size"), "stored_bytes": o["size"],
+                   "sha256": o["sha256"]} for o in manifest["objects"]],
+                 columns=["name", "raw_bytes", "stored_bytes", "sha256"],
+                 descriptions={"raw_bytes": "before compression and encryption",
+                               "stored_bytes": "as stored (zstd, AES-256-GCM)"})
 
 
 def _backup_metadata(manifest: dict[str, Any], store: Store) -> dict[str, dg.MetadataValue]:
-    """What every backup reports: its id, where it went, its sizes and how long it took."""
+    """What every backup reports: its id, where it went (the store, the backup's folder and signed manifest as
+    paths), its sizes, objects and how long it took."""
+    backup_id = manifest["id"]
     return {
-        "backup_id": dg.MetadataValue.text(manifest["id"]),
-        "store": dg.MetadataValue.text(store.describe()),
-        "raw_bytes": dg.MetadataValue.int(manifest["raw_bytes"]),
-        "stored_bytes": dg.MetadataValue.int(manifest["stored_bytes"]),
-        "compression_ratio": dg.MetadataValue.float(round(manifest["raw_bytes"] / max(manifest["stored_bytes"], 1), 2)),
-        "duration_seconds": dg.MetadataValue.float(manifest["duration_seconds"]),
+        **figures({
+            "backup_id": backup_id,
+            "store": redact(store.describe()),
+            "raw_bytes": manifest["raw_bytes"],
+            "stored_bytes": manifest["stored_bytes"],
+            "compression_ratio": manifest["raw_bytes"] / manifest["stored_bytes"] if manifest["stored_bytes"] else None,
+            "duration_seconds": float(manifest["duration_seconds"]),
+            "server_version": manifest.get("server_version"),
+            "key_id": manifest["encryption"]["key_id"],
+        }),
+        "backup_directory": path(store.location(object_key(backup_id, MANIFEST).rsplit("/", 1)[0])),
+        "manifest": path(store.location(object_key(backup_id, MANIFEST))),
+        "objects": _objects(manifest),
     }
 
 
@@ -62,8 +79,37 @@ class BaseBackupConfig(dg.Config):
     kind: str = Field(default="full", description="full, or incremental (PostgreSQL 17+, on the previous backup)")
 
 
-def _archive_metadata(status: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in status.items() if value is not None}
+def _archive_metadata(status: dict[str, Any], spool: Any = None) -> dict[str, dg.MetadataValue]:
+    """The archive lag (:func:`dbops.backup.wal.archive_status`) as metadata: what was not measured (no WAL stored
+    yet, never archived) is left out; the spool as a path."""
+    return {**figures(status), **({"wal_spool": path(spool)} if spool else {})}
+
+
+def _retention_metadata(result: PrunePlan, keep_last: int | None, keep_days: float | None
+                        ) -> dict[str, dg.MetadataValue]:
+    """Counts, the rules (a rule not set is left out), and one table of every backup looked at: kept, deleted, or
+    ignored (its manifest does not verify: left in place)."""
+    rows = [{"backup_id": m["id"], "kind": m.get("kind", "logical"), "finished_at": m.get("finished_at"),
+             "parent": m.get("parent"), "action": action, "stored_bytes": m.get("stored_bytes")}
+            for action, manifests in (("deleted", result.backups), ("kept", result.kept)) for m in manifests]
+    rows.sort(key=lambda r: (r["finished_at"] or "", r["backup_id"]))
+    rows += [{"backup_id": i.backup_id, "action": "ignored", "reason": i.reason} for i in result.ignored]
+    return {
+        **figures({
+            "deleted_backups": len(result.ids),
+            "kept_backups": len(result.kept),
+            "ignored_backups": len(result.ignored),
+            "deleted_wal_files": len(result.wal),
+            "oldest_deleted_wal": result.wal[0] if result.wal else None,
+            "newest_deleted_wal": result.wal[-1] if result.wal else None,
+            "removed_unfinished_uploads": len(result.unfinished),
+            "keep_last": keep_last,
+            "keep_days": float(keep_days) if keep_days is not None else None,
+        }),
+        "backups": table(rows, columns=["backup_id", "kind", "finished_at", "parent", "action", "stored_bytes",
+                                        "reason"],
+                         descriptions={"action": "kept, deleted, or ignored (manifest does not verify: left alone)"}),
+    }
 
 
 def build(target: str) -> dg.Definitions:
@@ -87,14 +133,25 @@ def build(target: str) -> dg.Definitions:
         database, backups = database.for_target(target), backups.for_target(target)
         store, key = backups.open_store(), backups.master_key()
         manifest = take_logical_backup(database.target_url, store, key, bin_dir=backups.bin_dir,
-                                       progress=_progress(context), jobs=config.jobs or None,
+                                       progress=context.log.info, jobs=config.jobs or None,
                                        staging_root=backups.staging_root)
+        rows = sum(t["rows"] for t in manifest["tables"].values())
+        directory = manifest.get("dump_format") == "directory"
         yield dg.MaterializeResult(metadata={
             **_backup_metadata(manifest, store),
-            "dump_format": dg.MetadataValue.text(manifest.get("dump_format", "custom")),
-            "tables": dg.MetadataValue.int(len(manifest["tables"])),
-            "rows": dg.MetadataValue.int(sum(t["rows"] for t in manifest["tables"].values())),
-            "key_id": dg.MetadataValue.text(manifest["encryption"]["key_id"]),
+            **figures({
+                "dump_format": manifest.get("dump_format", "custom"),
+                "jobs": manifest.get("jobs", 1),
+                "tables": len(manifest["tables"]),
+                "rows": rows,
+                "dagster/row_count": rows,  # the rows the backup holds, counted in its snapshot
+            }),
+            **({"staging": path(backups.staging_root)} if directory else {}),
+            "table_figures": table([{"table": name, "rows": t["rows"], "row_hash": t.get("hash", "text")}
+                                    for name, t in manifest["tables"].items()],
+                                   columns=["table", "rows", "row_hash"],
+                                   descriptions={"rows": "rows in the dump's snapshot (a drill compares them)",
+                                                 "row_hash": "how the content checksum hashes a row"}),
         })
         yield _fresh(context, store, key, ("logical",), backups.limits.backup_max_age_hours, "backup_fresh",
                  asset_key(target, "logical_backup"))
@@ -120,16 +177,24 @@ def build(target: str) -> dg.Definitions:
             raise dg.Failure(f"base_backup kind {config.kind!r} is not one of {', '.join(PHYSICAL_KINDS)}")
         store, key = backups.open_store(), backups.master_key()
         manifest = take_base_backup(database.target_url, store, key, incremental=config.kind == "incremental",
-                                    bin_dir=backups.bin_dir, progress=_progress(context))
+                                    bin_dir=backups.bin_dir, progress=context.log.info)
+        if backups.wal_spool:
+            context.log.info(f"moving the WAL spool {backups.wal_spool} into the store")
         pushed = wal.push_spool(store, key, backups.wal_spool) if backups.wal_spool else []
-        context.log.info(f"{config.kind} base backup {manifest['id']}; {len(pushed)} WAL file(s) archived")
+        context.log.info(f"{config.kind} base backup {manifest['id']} done; {len(pushed)} WAL file(s) archived")
         yield dg.MaterializeResult(metadata={
             **_backup_metadata(manifest, store),
-            "kind": dg.MetadataValue.text(manifest["kind"]),
-            "parent": dg.MetadataValue.text(manifest["parent"] or "none"),
-            "start_lsn": dg.MetadataValue.text(str(manifest["start_lsn"])),
-            "end_lsn": dg.MetadataValue.text(str(manifest["end_lsn"])),
-            "wal_files_archived": dg.MetadataValue.int(len(pushed)),
+            **figures({
+                "kind": manifest["kind"],
+                "parent": manifest["parent"],  # an incremental's base; left out for a full backup
+                "timeline": manifest.get("timeline"),
+                "start_lsn": manifest.get("start_lsn"),
+                "end_lsn": manifest.get("end_lsn"),
+                "start_wal_file": manifest.get("start_wal_file"),
+                "tar_members": manifest.get("tar_members"),
+                "wal_files_archived": len(pushed),
+            }),
+            **({"wal_spool": path(backups.wal_spool)} if backups.wal_spool else {}),
         })
         yield _fresh(context, store, key, PHYSICAL_KINDS, backups.limits.backup_max_age_hours, "backup_fresh",
                  asset_key(target, "base_backup"))
@@ -154,15 +219,22 @@ def build(target: str) -> dg.Definitions:
         store = backups.open_store()
         pushed = wal.push_spool(store, backups.master_key(), backups.wal_spool) if backups.wal_spool else []
         status = wal.archive_status(database.target_url, store, backups.wal_spool)
-        context.log.info(f"{len(pushed)} WAL file(s) archived; {status['segments_behind']} segment(s) behind")
-        yield dg.MaterializeResult(metadata={"wal_files_archived_now": len(pushed), **_archive_metadata(status)})
         behind = status["segments_behind"]
+        context.log.info(f"{len(pushed)} WAL file(s) archived; "
+                         + (f"{behind} segment(s) behind" if behind is not None else "no WAL in the store yet"))
+        yield dg.MaterializeResult(metadata={**figures({"wal_files_archived_now": len(pushed)}),
+                                             **_archive_metadata(status, backups.wal_spool)})
+        reason = ("WAL archiving is off on the server (archive_mode = off)" if status["archive_mode"] == "off"
+                  else "no WAL file is in the store yet: the lag cannot be measured" if behind is None
+                  else "the server's last archive attempt failed (pg_stat_archiver)" if status["failing"]
+                  else f"{behind} finished WAL file(s) not archived, more than {most_behind}"
+                  if behind > most_behind else None)
         yield dg.AssetCheckResult(
             check_name="wal_archive_current",
-            passed=status["archive_mode"] != "off" and behind is not None
-            and behind <= most_behind and not status["failing"],
-            metadata={"segments_behind": -1 if behind is None else behind, "failing": status["failing"],
-                      "archive_mode": status["archive_mode"], "max_segments_behind": most_behind})
+            passed=reason is None,
+            metadata=figures({"segments_behind": behind, "failing": status["failing"],
+                              "archive_mode": status["archive_mode"], "max_segments_behind": most_behind,
+                              "reason": reason}))
 
 
     @dg.sensor(
@@ -177,7 +249,7 @@ def build(target: str) -> dg.Definitions:
         database, backups = database.for_target(target), backups.for_target(target)
         status = wal.archive_status(database.target_url, backups.open_store(), backups.wal_spool)
         observation = dg.AssetObservation(asset_key=asset_key(target, "wal_archive"),
-                                          metadata=_archive_metadata(status))
+                                          metadata=_archive_metadata(status, backups.wal_spool))
         return dg.SensorResult(asset_events=[observation])
 
 
@@ -199,17 +271,8 @@ def build(target: str) -> dg.Definitions:
         for item in result.ignored:
             context.log.warning(f"{item} (left in place)")
         context.log.info(f"deleted {len(result.ids)} backup(s), {len(result.wal)} WAL file(s) and "
-                         f"{len(result.unfinished)} unfinished upload(s)")
-        return dg.MaterializeResult(metadata={
-            "deleted_backups": dg.MetadataValue.int(len(result.ids)),
-            "deleted_ids": dg.MetadataValue.text(", ".join(result.ids) or "none"),
-            "deleted_wal_files": dg.MetadataValue.int(len(result.wal)),
-            "removed_unfinished_uploads": dg.MetadataValue.int(len(result.unfinished)),
-            "kept_backups": dg.MetadataValue.int(len(result.kept)),
-            "ignored_backups": dg.MetadataValue.text("\n".join(str(i) for i in result.ignored) or "none"),
-            "keep_last": dg.MetadataValue.int(keep_last or 0),
-            "keep_days": dg.MetadataValue.float(keep_days or 0.0),
-        })
+                         f"{len(result.unfinished)} unfinished upload(s); kept {len(result.kept)}")
+        return dg.MaterializeResult(metadata=_retention_metadata(result, keep_last, keep_days))
 
     return dg.Definitions(assets=[logical_backup, base_backup, wal_archive, backup_retention],
                           sensors=[wal_archive_sensor])
