@@ -138,8 +138,26 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # pragma: no cover
 
 
+def notes_to_stdout() -> None:
+    """What dbops' own modules log while the definitions load (a setting's fallback...) as ``note:`` lines on stdout:
+    stderr stays for the one error line."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    logger = logging.getLogger("dbops")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.range_from is None) != (args.range_to is None):
+        raise DbopsError("--from and --to go together", "give both, e.g. --from 2026-11-01 --to 2026-11-30")
+    if args.partition and args.range_from:
+        raise DbopsError("--partition and --from/--to exclude each other", "give one partition or one range")
     prepare_environment(settings)
+    notes_to_stdout()
     # Here, not at the top: Dagster takes about 2 s to import and the code location about 3 s to load, which every
     # other command (`dbops backup`, `dbops wal push` as an archive_command...) would pay for nothing.
     import dagster as dg
@@ -152,11 +170,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(list_definitions(defs))
         return 0
     target = settings.target(args.target).name  # a typo names the closest target
+    partition_range = (args.range_from, args.range_to) if args.range_from else None
     with dg.DagsterInstance.get() as instance:
-        summary = run_selection(defs, args.selection, instance, args.partition, log_level=settings.log_level,
-                                target=target)
+        summary = run_selection(defs, args.selection, instance, args.partition, partition_range,
+                                log_level=settings.log_level, target=target, verbose=args.verbose,
+                                command=args.argv)
     print(summary.render())
-    return 0 if summary.success else 1
+    if not summary.success:
+        raise summary.error()
+    return 0
 
 
 def cmd_scorecard(args: argparse.Namespace, settings: Settings) -> int:
@@ -196,12 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
-    run = sub.add_parser("run", help="materialize a job or asset selection in-process and print a summary")
-    run.add_argument("selection", nargs="?", help="job name, asset key or selection (e.g. group:migrate, '*')")
-    run.add_argument("--partition", help="partition key for partitioned assets")
+    run = sub.add_parser("run", help="run a selection of one target's assets as a run of its job, printing each "
+                         "phase as it happens", description="Run a job, an asset or a Dagster selection of one "
+                         "target's assets in this process, as a run of the target's job in the code location "
+                         "(<target>_lifecycle: the UI shows it and re-executes it), tagged dbops/command. Each step's "
+                         "start and end and each phase the assets log is printed as it happens; then a summary.")
+    run.add_argument("selection", nargs="?", help="job name, asset name or selection (e.g. group:migrate, '*')")
+    run.add_argument("--partition", help="the partition of a partitioned asset (a day: 2026-11-30)")
+    run.add_argument("--from", dest="range_from", metavar="KEY",
+                     help="first partition of a range run in one go (with --to)")
+    run.add_argument("--to", dest="range_to", metavar="KEY", help="last partition of the range (with --from)")
     run.add_argument("--target", help="the target (database) whose assets the selection names (default: the "
                      "default target, DBOPS_TARGET)")
-    run.add_argument("--list", action="store_true", help="list assets, checks and jobs")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="print Dagster's whole log of the run (stderr) instead of the phases")
+    run.add_argument("--list", action="store_true", help="list assets (partitioned, observed, blocking checks), "
+                     "schedules and sensors with their default state and cron, and jobs")
     run.set_defaults(func=cmd_run)
 
     score = sub.add_parser("scorecard", help="print each target, what was measured and pass/fail")
@@ -238,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(func=None, group=argv[0], rest=argv[1:])
     else:
         args = parser.parse_args(argv)
+        args.argv = argv  # the command line, for the run's dbops/command tag
     try:
         with signals_as_exceptions():
             # `dbops config` loads (and judges) the configuration itself, so a broken one can still be checked.

@@ -1,22 +1,39 @@
-"""`dbops run`: materialize a job or an asset selection in-process against the persistent Dagster instance.
+"""`dbops run`: a selection of one target's assets, run in this process as a run of the target's job in the code
+location (``<target>_lifecycle``), recorded in the persistent Dagster instance the UI reads.
 
-The run is recorded in the same PostgreSQL storage as `dbops ui` uses, so it shows up in the UI afterwards.
+A run from the command line is then a run like one the UI launched: its job is a job of the code location ``dbops``
+(workspace.yaml), and it carries the location's origin, so the UI re-executes it (all steps, from failure, a
+selection). It is tagged ``dbops/command`` (the command line, secrets redacted) and ``dbops/target``.
+
+While it runs, each step's start and end and each line dbops' own assets log (``context.log.info``) are printed as
+they happen, one short line each with the seconds since the run started (:class:`Progress`); ``verbose`` prints
+Dagster's whole log instead. Mistakes in the request (an unknown selection or partition, a partitioned asset without
+one, an observed asset) are a :class:`DbopsError` before anything runs.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+import sys
+import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
 from dbops.errors import DbopsError
 from dbops.redact import redact
 
-CLI_JOB = "__dbops_cli_run"
 # The public tags of one run over a range of partitions (Dagster's "single-run backfill", BackfillPolicy.single_run).
 PARTITION_RANGE_START, PARTITION_RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
+COMMAND_TAG, TARGET_TAG = "dbops/command", "dbops/target"
+# The code location's name in workspace.yaml, as the UI knows it (`dbops ui`).
+WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
+LIST_HINT = "see `dbops run --list` for the asset keys"
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
@@ -26,7 +43,7 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
 
 @dataclass
 class StepOutcome:
-    kind: str  # "asset" or "check"
+    kind: str  # "asset", "check" or "step"
     name: str
     ok: bool
     detail: str = ""
@@ -39,9 +56,10 @@ class RunSummary:
     success: bool
     outcomes: list[StepOutcome]
     failure: str | None = None
+    job_name: str = ""
 
     def render(self) -> str:
-        lines = [f"run {self.run_id}: {'SUCCESS' if self.success else 'FAILURE'}"]
+        lines = [f"run {self.run_id} ({self.job_name}): {'SUCCESS' if self.success else 'FAILURE'}"]
         previous, repeats = None, 0
         for item in self.outcomes:
             mark = "ok  " if item.ok else "FAIL"
@@ -58,9 +76,17 @@ class RunSummary:
                 lines.append(f"        {item.detail}")
         if repeats:
             lines[-1] += f"  (x{repeats + 1} partitions)"
-        if self.failure:
-            lines.append(f"  error: {self.failure}")
         return "\n".join(lines)
+
+    def error(self, rerun: str = "") -> DbopsError:
+        """The run's failure as one line: what failed and how to see more."""
+        failed = [o for o in self.outcomes if not o.ok and o.kind == "step"]
+        what = f"{failed[0].name} failed: {failed[0].detail}" if failed else f"run {self.run_id} failed"
+        if len(failed) > 1:
+            what += f" (and {len(failed) - 1} more step{'s' if len(failed) > 2 else ''})"
+        how = f"rerun with --verbose{' (' + rerun + ')' if rerun else ''} for Dagster's log, or open run " \
+              f"{self.run_id[:8]} in the Dagster UI and re-execute it from failure"
+        return DbopsError(what, how)
 
 
 def _plain(value: object) -> object | None:
@@ -77,15 +103,92 @@ def _figures(metadata: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in ((k, _plain(v)) for k, v in metadata.items()) if v is not None}
 
 
+def step_asset(step_key: str | None) -> str:
+    """``shop__load_test`` -> ``shop/load_test`` (the op of an asset is ``<target>__<asset>``)."""
+    return (step_key or "run").replace("__", "/", 1)
+
+
+_QUALIFIED = re.compile(r"^(?P<module>[A-Za-z_][\w.]*)\.(?P<cls>[A-Za-z_]\w*): ")
+
+
+def error_text(message: str) -> str:
+    """An exception's last line without its module path: dbops' own errors and ``dg.Failure`` as their text only,
+    anything else as ``ClassName: text``."""
+    text = message.strip().splitlines()[-1] if message.strip() else "step failed"
+    found = _QUALIFIED.match(text)
+    if found:
+        rest = text[found.end():]
+        module, cls = found["module"], found["cls"]
+        own = module.startswith("dbops") or (module.startswith("dagster") and cls == "Failure")
+        text = rest if own else f"{cls}: {rest}"
+    return redact(text)
+
+
+class Progress:
+    """Prints a run's phases as they happen: each step's start and end and each line dbops' own assets log at INFO
+    or above (Dagster's own events and debug lines left out), ``   12.3 s  shop/load_test  <what>``."""
+
+    def __init__(self, write: Callable[[str], None] | None = None, labels: dict[str, str] | None = None) -> None:
+        self.write = write or (lambda line: print(line, flush=True))
+        self.labels = labels or {}
+        self.began = time.monotonic()
+        self.started: dict[str, float] = {}
+
+    def line(self, step_key: str | None, text: str) -> None:
+        label = self.labels.get(step_key or "") or step_asset(step_key)
+        self.write(f"  {time.monotonic() - self.began:7.1f} s  {label}  {redact(text)}")
+
+    def __call__(self, entry) -> None:  # noqa: ANN001 - dagster's EventLogEntry
+        event = entry.dagster_event
+        if event is None:
+            if entry.step_key and entry.level >= 20 and entry.user_message:
+                self.line(entry.step_key, entry.user_message.strip().splitlines()[0])
+            return
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            self.started[event.step_key] = time.monotonic()
+            self.line(event.step_key, "started")
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            took = time.monotonic() - self.started.get(event.step_key, self.began)
+            if kind == "STEP_SUCCESS":
+                self.line(event.step_key, f"done ({took:.1f} s)")
+            else:
+                error = event.event_specific_data.error
+                self.line(event.step_key, f"FAILED after {took:.1f} s: {_deepest(error)}")
+
+
+def step_labels(job: dg.JobDefinition) -> dict[str, str]:
+    """Each step of ``job`` named after what it runs: ``shop/load_test``, or ``shop/load_test:no_failed_transactions``
+    for a check of its own."""
+    from dagster._core.definitions.dependency import NodeHandle
+
+    labels = {}
+    for name in job.graph.node_dict:
+        try:
+            keys = job.asset_layer.get_selected_entity_keys_for_node(NodeHandle(name, None))
+        except Exception:  # noqa: BLE001 - a label is a nicety: the step key stands in
+            continue
+        assets = sorted(k.to_user_string() for k in keys if isinstance(k, dg.AssetKey))
+        checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in keys if isinstance(k, dg.AssetCheckKey))
+        if assets or checks:
+            labels[name] = ", ".join(assets) if assets else ", ".join(checks)
+    return labels
+
+
+def _deepest(error) -> str:  # noqa: ANN001 - dagster's SerializableErrorInfo
+    if error is None:
+        return "step failed"
+    while error.cause is not None:
+        error = error.cause
+    return error_text(error.message)
+
+
 _BARE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def target_selection(selection: str, target: str | None) -> str | dg.AssetSelection:
+def target_selection(selection: str, target: str) -> dg.AssetSelection:
     """``selection`` within ``target``'s assets: a bare asset name is ``<target>/<name>``, anything else in Dagster's
-    selection syntax (``group:migrate``, ``*``, ``key:"shop/load_test"``) is kept to the keys under ``<target>/``.
-    Without a target, the selection is Dagster's, over every target."""
-    if target is None:
-        return selection
+    selection syntax (``group:migrate``, ``*``, ``key:"shop/load_test"``) is kept to the keys under ``<target>/``."""
     if _BARE_NAME.match(selection):
         return dg.AssetSelection.assets(dg.AssetKey([target, selection]))
     # Parsing a group selection raises a BetaWarning about a parameter Dagster passes itself (include_sources).
@@ -95,39 +198,120 @@ def target_selection(selection: str, target: str | None) -> str | dg.AssetSelect
     return parsed & dg.AssetSelection.key_prefixes([target])
 
 
-def op_config_for(target: str | None, ops_config: dict | None) -> dict | None:
+def op_config_for(target: str, ops_config: dict | None) -> dict | None:
     """Op config keyed by asset name (``load_test``) rekeyed to the target's op names (``shop__load_test``)."""
-    if not ops_config or target is None:
+    if not ops_config:
         return ops_config
     return {(f"{target}__{name}" if "__" not in name else name): value for name, value in ops_config.items()}
 
 
-def resolve_job(defs: dg.Definitions, selection: str, target: str | None = None) -> dg.JobDefinition:
-    """A job by name, else an asset job built from Dagster's selection syntax (``group:migrate``, ``*``, a key),
-    within ``target``'s assets when one is given."""
+def observing_sensor(defs: dg.Definitions, key: dg.AssetKey) -> str | None:
+    """The sensor that records observations of ``key`` (``<target>_<asset>_sensor``), when there is one."""
+    name = "_".join(key.path) + "_sensor"
+    return name if name in {s.name for s in defs.sensors or []} else None  # type: ignore[union-attr]
+
+
+@dataclass
+class Request:
+    """What one `dbops run` executes: a job of the code location and the asset keys selected in it."""
+
+    job: dg.JobDefinition
+    keys: list[dg.AssetKey]
+    partitioned: list[dg.AssetKey]
+
+
+def resolve_request(defs: dg.Definitions, selection: str, target: str) -> Request:
+    """``selection`` (a job name, an asset name, or Dagster's selection syntax within ``target``'s assets) as a job
+    of the code location and the keys to run; a mistake is a :class:`DbopsError` naming the fix."""
+    from dbops.components.jobs import lifecycle_job_name  # here: dbops.components imports this module
+
+    graph = defs.resolve_asset_graph()
     job_names = {job.name for job in defs.jobs or []}  # type: ignore[union-attr]
     if selection in job_names:
-        return defs.resolve_job_def(selection)
-    try:
-        chosen = target_selection(selection, target)
-    except Exception as exc:  # dagster raises several types for a bad selection
-        raise DbopsError(
-            f"cannot select {selection!r}: {str(exc).splitlines()[0]}",
-            "give a job name, an asset key, or a selection such as 'group:migrate' (see `dbops run --list`)",
-        ) from exc
-    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(CLI_JOB, selection=chosen)]))
-    try:
-        job = merged.resolve_job_def(CLI_JOB)
-    except Exception as exc:  # dagster raises several types for a bad selection
-        raise DbopsError(
-            f"cannot select {selection!r}: {str(exc).splitlines()[0]}",
-            "give a job name, an asset key, or a selection such as 'group:migrate' (see `dbops run --list`)",
-        ) from exc
-    if not job.asset_layer.executable_asset_keys:
-        where = f" of target {target!r}" if target else ""
-        raise DbopsError(f"selection {selection!r} matches no asset{where}",
-                         "see `dbops run --list` for the asset keys")
-    return job
+        job = defs.resolve_job_def(selection)
+        keys = sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.to_user_string())
+    else:
+        job = defs.resolve_job_def(lifecycle_job_name(target)) if lifecycle_job_name(target) in job_names else None
+        if job is None:
+            raise DbopsError(f"target {target!r} has no job {lifecycle_job_name(target)!r} in the code location",
+                             "see `dbops run --list`")
+        if _BARE_NAME.match(selection):
+            key = dg.AssetKey([target, selection])
+            if not graph.has(key):
+                names = sorted(k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == target)
+                close = difflib.get_close_matches(selection, names + sorted(job_names), n=1)
+                raise DbopsError(f"target {target!r} has no asset or job named {selection!r}",
+                                 (f"did you mean {close[0]}? " if close else "") + LIST_HINT)
+            if not graph.get(key).is_executable or key not in job.asset_layer.executable_asset_keys:
+                sensor = observing_sensor(defs, key)
+                by = f"the sensor {sensor}" if sensor else "a sensor"
+                raise DbopsError(
+                    f"{key.to_user_string()} is observed by {by}, not materialized: there is nothing to run",
+                    f"turn {sensor or 'the sensor'} on in the Dagster UI (Automation), or read its figures with "
+                    "`dbops metrics show`")
+        try:
+            chosen = target_selection(selection, target).resolve(graph)
+        except Exception as exc:  # dagster raises several types for a bad selection
+            raise DbopsError(f"cannot select {selection!r}: {str(exc).strip().splitlines()[0]}",
+                             "give a job name, an asset name, or a selection such as 'group:migrate' "
+                             "(see `dbops run --list`)") from exc
+        runnable = job.asset_layer.executable_asset_keys
+        keys = sorted((k for k in chosen if k in runnable), key=lambda k: k.to_user_string())
+        if not keys:
+            raise DbopsError(f"selection {selection!r} matches no asset of target {target!r} that runs", LIST_HINT)
+    partitioned = [k for k in keys if graph.get(k).is_partitioned]
+    return Request(job, keys, partitioned)
+
+
+def _describe_partitions(partitions_def: dg.PartitionsDefinition) -> str:
+    keys = partitions_def.get_partition_keys()
+    return f"{keys[0]} to {keys[-1]}" if keys else "none yet"
+
+
+def check_partitions(defs: dg.Definitions, request: Request, partition_key: str | None,
+                     partition_range: tuple[str, str] | None) -> None:
+    """A partitioned asset needs a partition (or a range) that exists; an unpartitioned selection takes none."""
+    graph = defs.resolve_asset_graph()
+    names = ", ".join(k.path[-1] for k in request.partitioned)
+    if not request.partitioned:
+        if partition_key or partition_range:
+            raise DbopsError("no selected asset is partitioned, so --partition/--from/--to do not apply",
+                             "leave them out")
+        return
+    partitions_def = graph.get(request.partitioned[0]).partitions_def
+    assert partitions_def is not None
+    span = _describe_partitions(partitions_def)
+    if partition_key is None and partition_range is None:
+        raise DbopsError(f"{names} is partitioned ({span}): a run needs a partition",
+                         "give --partition KEY for one, or --from KEY --to KEY for a range in one run")
+    wanted = [partition_key] if partition_key else list(partition_range or ())
+    for key in wanted:
+        if not partitions_def.has_partition_key(key):
+            raise DbopsError(f"{names} has no partition {key!r} (partitions {span})",
+                             "give a partition key in that range (`dbops run --list` shows which assets are "
+                             "partitioned)")
+    if partition_range is not None:
+        first, last = partition_range
+        all_keys = partitions_def.get_partition_keys()
+        if all_keys.index(first) > all_keys.index(last):
+            raise DbopsError(f"--from {first} comes after --to {last}", "swap them")
+
+
+def location_origin(job_name: str, repository_name: str):  # noqa: ANN201 - dagster's RemoteJobOrigin
+    """The origin the UI gives a run of ``job_name``: code location ``dbops`` of workspace.yaml (loaded the way
+    the webserver loads it), repository ``repository_name``. With it the UI re-executes the run."""
+    from dagster._core.remote_origin import RemoteRepositoryOrigin
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    (location,) = location_origins_from_yaml_paths([str(WORKSPACE)])
+    return RemoteRepositoryOrigin(location, repository_name).get_job_origin(job_name)
+
+
+def location_job(job_name: str) -> dg.JobDefinition:
+    """``job_name`` of the code location (:func:`dbops.definitions.load`): what a reconstructable job rebuilds."""
+    from dbops.definitions import load
+
+    return load().resolve_job_def(job_name)
 
 
 def run_selection(
@@ -138,26 +322,57 @@ def run_selection(
     partition_range: tuple[str, str] | None = None,
     ops_config: dict | None = None,
     log_level: str = "WARNING",
-    target: str | None = None,
+    target: str = "dbops",
+    *,
+    verbose: bool = False,
+    command: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> RunSummary:
-    """Materialize ``selection`` (within ``target``'s assets, see :func:`target_selection`) in-process;
-    ``partition_range`` (first, last) makes one ranged run (a backfill); ``ops_config`` is keyed by asset name;
-    ``log_level`` (the ``log_level`` setting, DBOPS_LOG_LEVEL) is what the terminal gets of the step events."""
-    job = resolve_job(defs, selection, target)
-    ops_config = op_config_for(target, ops_config)
-    # Step-by-step events go to the instance (and the UI); the terminal gets warnings and the summary below.
-    level = log_level.upper()
-    run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
-    if ops_config:
-        run_config["ops"] = ops_config
-    tags = partition_range_tags(*partition_range) if partition_range is not None else {}
-    if target:
-        tags["dbops/target"] = target
-    result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, raise_on_error=False, run_config=run_config, tags=tags
+    """Run ``selection`` of ``target`` (see :func:`resolve_request`) as a run of the code location's job;
+    ``partition_range`` (first, last) makes one ranged run; ``ops_config`` is keyed by asset name. The terminal gets
+    the phases (``progress``: a line writer, print by default); ``verbose``, or ``log_level`` DEBUG/INFO
+    (DBOPS_LOG_LEVEL), gives Dagster's own log at that level instead."""
+    from dagster._core.execution.api import execute_run
+
+    request = resolve_request(defs, selection, target)
+    check_partitions(defs, request, partition_key, partition_range)
+    job = request.job
+
+    level = "DEBUG" if verbose else log_level.upper()
+    full_log = verbose or level in ("DEBUG", "INFO")
+    run_config: dict = {
+        "execution": {"config": {"in_process": {}}},  # steps in this process, as the summary and progress need
+        "loggers": {"console": {"config": {"log_level": level if full_log else "CRITICAL"}}},
+    }
+    ops = op_config_for(target, ops_config)
+    if ops:
+        run_config["ops"] = ops
+    tags = {**job.run_tags, TARGET_TAG: target}
+    tags[COMMAND_TAG] = redact(" ".join(["dbops", *(command if command is not None else sys.argv[1:])]))[:200]
+    if partition_range is not None:
+        tags.update(partition_range_tags(*partition_range))
+    elif partition_key is not None:
+        tags[PARTITION_TAG] = partition_key
+
+    recon = dg.build_reconstructable_job("dbops.runner", "location_job", reconstructable_args=(job.name,))
+    all_keys = set(job.asset_layer.executable_asset_keys)
+    run = instance.create_run_for_job(
+        job_def=job,
+        run_config=run_config,
+        tags=tags,
+        asset_selection=None if set(request.keys) == all_keys else set(request.keys),
+        remote_job_origin=location_origin(job.name, defs.get_repository_def().name),
+        job_code_origin=recon.get_python_origin(),
     )
+    if not full_log:
+        instance.add_event_listener(run.run_id, Progress(progress, step_labels(job)))
+    result = execute_run(recon, run, instance, raise_on_error=False)
+    return summarize(result.run_id, result.success, result.all_events, job.name)
+
+
+def summarize(run_id: str, success: bool, events, job_name: str = "") -> RunSummary:  # noqa: ANN001
     outcomes: list[StepOutcome] = []
-    for event in result.all_events:
+    for event in events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
             mat = event.event_specific_data.materialization  # type: ignore[union-attr]
             outcomes.append(StepOutcome("asset", mat.asset_key.to_user_string(), True, "", _figures(mat.metadata)))
@@ -171,45 +386,44 @@ def run_selection(
             )
         elif event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error  # type: ignore[union-attr]
-            message = error.message.strip().splitlines()[-1] if error else "step failed"
-            cause = error.cause if error else None
-            while cause is not None:
-                message = cause.message.strip().splitlines()[-1]
-                cause = cause.cause
-            outcomes.append(StepOutcome("step", event.step_key or "?", False, redact(message)))
-    failure = None if result.success else next((o.detail for o in outcomes if not o.ok and o.kind == "step"), None)
-    return RunSummary(result.run_id, result.success, outcomes, failure)
+            outcomes.append(StepOutcome("step", step_asset(event.step_key), False, _deepest(error)))
+    failure = None if success else next((o.detail for o in outcomes if not o.ok and o.kind == "step"), None)
+    return RunSummary(run_id, success, outcomes, failure, job_name)
 
 
 def list_definitions(defs: dg.Definitions) -> str:
-    """Assets (keyed ``<target>/<asset>``) with their group, pool and checks, then schedules and sensors with their
-    default state."""
+    """Assets (keyed ``<target>/<asset>``) with their group, pool, partitions and checks (blocking ones marked),
+    observed assets with the sensor observing them, then schedules and sensors with their default state and cron,
+    and the jobs."""
     graph = defs.resolve_asset_graph()
-    lines = ["assets:"]
+    lines = ["assets (group, pool; partitioned: needs --partition or --from/--to; observed: by a sensor, not run):"]
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
         marks = [f"group={node.group_name}"]
         if node.pools:
             marks.append("pool=" + ",".join(sorted(node.pools)))
-        if node.is_partitioned:
-            marks.append("partitioned")
+        if node.is_partitioned and node.partitions_def is not None:
+            marks.append(f"partitioned ({_describe_partitions(node.partitions_def)})")
         if not node.is_executable:
-            marks.append("observed")
+            sensor = observing_sensor(defs, key)
+            marks.append(f"observed by {sensor}" if sensor else "observed")
         lines.append(f"  {key.to_user_string():36} {' '.join(marks)}")
         for check_key in sorted(node.check_keys, key=lambda c: c.name):
-            lines.append(f"      check {check_key.name}")
+            blocking = graph.get_check_spec(check_key).blocking
+            lines.append(f"      check {check_key.name}" + ("  blocking (a failure stops what depends on it)"
+                                                            if blocking else ""))
     schedules = sorted(defs.schedules or [], key=lambda s: s.name)  # type: ignore[union-attr]
     if schedules:
-        lines.append("schedules:")
+        lines.append("schedules (default state, UTC cron):")
         for schedule in schedules:
             state = "on" if schedule.default_status == dg.DefaultScheduleStatus.RUNNING else "off"
-            lines.append(f"  {schedule.name:44} {schedule.cron_schedule:16} {state}")
+            lines.append(f"  {schedule.name:44} {state:4} {schedule.cron_schedule}")
     sensors = sorted(defs.sensors or [], key=lambda s: s.name)  # type: ignore[union-attr]
     if sensors:
-        lines.append("sensors:")
+        lines.append("sensors (default state):")
         for sensor in sensors:
             state = "on" if sensor.default_status == dg.DefaultSensorStatus.RUNNING else "off"
-            lines.append(f"  {sensor.name:44} {'':16} {state}")
+            lines.append(f"  {sensor.name:44} {state:4} every {sensor.minimum_interval_seconds or 30} s")
     jobs = sorted(job.name for job in defs.jobs or [])  # type: ignore[union-attr]
     if jobs:
         lines.append("jobs: " + ", ".join(jobs))
