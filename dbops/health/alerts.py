@@ -71,6 +71,7 @@ class Outcome:
     run_id: str
     severity: str = "critical"
     error: str = ""
+    partition: str = ""  # the run's partition (or range) of a partitioned asset
 
     @property
     def key(self) -> str:
@@ -88,7 +89,8 @@ class Outcome:
         if not self.failed:
             done = {RUN: "succeeded", ASSET: "materialized", CHECK: "passed"}[self.kind]
             return f"{done} in run {self.run_id}"
-        return f"run {self.run_id}: {self.error or 'no error message recorded'}"
+        where = f" (partition {self.partition})" if self.partition else ""
+        return f"run {self.run_id}{where}: {self.error or 'no error message recorded'}"
 
 
 def failure_readings(targets: Targets, outcomes: list[Outcome], target: str = "") -> list[Reading]:
@@ -166,8 +168,8 @@ class AlertEngine:
         alerts: list[Alert] = []
         for reading in sorted(readings, key=lambda r: r.at):
             target = self._target(reading)
-            if target is None:
-                continue
+            if target is None or (not reading.missed and reading.key not in self.state["targets"]):
+                continue  # a success of what never failed: no state (a target's cursor holds its incidents only)
             st = self.state["targets"].setdefault(reading.key, {"since": None, "firing": False,
                                                                 "notified": False, "last_fired": None})
             if reading.missed:

@@ -175,20 +175,31 @@ def run_outcomes(instance: dg.DagsterInstance, run_id: str, at: float, failed: b
             run_error = getattr(data, "error", None) or _Message(event.message or "")
     if tagged is None and not step_assets and not step_checks:
         return []  # an untagged run of no asset of this target: another target's job, or none of dbops'
+    partition = _partition(run)
     for step, error, when in failures:
         line = first_error_line(error)
         assets = sorted(step_assets.get(step, set()) - materialized)
-        outcomes += [Outcome(ASSET, name, True, when, run_id, error=line) for name in assets]
+        outcomes += [Outcome(ASSET, name, True, when, run_id, error=line, partition=partition) for name in assets]
         if not step_assets.get(step):  # a check step that raised: the check could not tell (a check in an asset's
             # step is not evaluated when the asset fails: that is the asset's incident)
-            outcomes += [Outcome(CHECK, c, True, when, run_id, error=line)
+            outcomes += [Outcome(CHECK, c, True, when, run_id, error=line, partition=partition)
                          for c in sorted(step_checks.get(step, set()) - evaluated)]
+    label = _run_label(run, step_assets, step_checks)
     if not failed:
-        outcomes.append(Outcome(RUN, _run_label(run, step_assets, step_checks), False, at, run_id))
+        outcomes.append(Outcome(RUN, label, False, at, run_id))
     elif not any(o.failed for o in outcomes):
         line = first_error_line(run_error) or (first_error_line(failures[0][1]) if failures else "")
-        outcomes.append(Outcome(RUN, _run_label(run, step_assets, step_checks), True, at, run_id, error=line))
+        outcomes.append(Outcome(RUN, label, True, at, run_id, error=line, partition=partition))
     return outcomes
+
+
+def _partition(run: dg.DagsterRun) -> str:
+    """The partition a run materialized (``2025-01-03``), or its range (``2025-01-01...2025-01-30``); "" if none."""
+    tags = run.tags
+    if tags.get("dagster/partition"):
+        return tags["dagster/partition"]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return f"{start}...{end}" if start and end else ""
 
 
 def _check_facts(metadata: dict[str, object], most: int = 4) -> str:
@@ -215,11 +226,13 @@ class _Message:
 
 
 def _run_label(run: dg.DagsterRun, step_assets: dict[str, set[str]], step_checks: dict[str, set[str]]) -> str:
-    """The job of a run; an ad-hoc selection (Dagster's implicit asset job) by what it selected."""
-    if not run.job_name.startswith("__"):
-        return run.job_name
+    """The job of a run (with the assets of a subset); an ad-hoc selection (Dagster's implicit asset job) by what
+    it selected."""
     names: Iterable[str] = sorted({n for ns in step_assets.values() for n in ns}) or sorted(
         {c for cs in step_checks.values() for c in cs})
+    if not run.job_name.startswith("__"):
+        # a subset of a job (`dbops run load_test` runs <target>_lifecycle on one asset) is its own incident
+        return f"{run.job_name} [{', '.join(names)}]" if run.asset_selection and names else run.job_name
     return "materialize " + ", ".join(names) if names else run.job_name
 
 

@@ -206,7 +206,9 @@ def test_failed_runs_materializations_and_checks_alert_once_then_resolve(
 
     # the log file holds the same eight notifications, one JSON line each
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]
-    assert [(x["key"], x["status"]) for x in lines] == [(b["key"], b["status"]) for b in receiver.bodies]
+    assert [x["status"] for x in lines] == ["firing"] * 4 + ["resolved"] * 4  # sinks are sent to concurrently:
+    assert sorted(x["text"] for x in lines[:4]) == sorted(b["text"] for b in receiver.bodies[:4])  # order per tick
+    assert sorted(x["text"] for x in lines[4:]) == sorted(b["text"] for b in receiver.bodies[4:])
     assert json.loads(sensor.cursor or "{}")["engine"]["pending"] == []
 
 
@@ -253,3 +255,31 @@ def test_alerts_failures_off_sends_nothing_for_failures(fresh_db: str, instance:
     world.run_nightly()
     assert sensor.tick().skip_reason
     assert receiver.bodies == [] and sensor.observations == []
+
+
+def test_a_failed_partition_is_named_and_other_targets_runs_stay_out(
+        fresh_db: str, instance: dg.DagsterInstance, receiver: Receiver) -> None:
+    days = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+    @dg.asset(key=asset_key(TARGET, "integrity_validation"), partitions_def=days)
+    def integrity_validation(context) -> None:  # unannotated: the module's string annotations would not resolve
+        """Fails on one day: a real query for a table that does not exist."""
+        with psycopg.connect(fresh_db) as conn:
+            conn.execute("SELECT count(*) FROM orders_2026_01_03" if context.partition_key == "2026-01-03" else
+                         "SELECT 1")
+
+    @dg.asset(key=asset_key("shop", "load_test"))
+    def shop_load_test() -> None:
+        raise RuntimeError("shop's own failure")
+
+    sensor = Sensor(instance, [JsonWebhookSink(receiver.url)])
+    for day in ("2026-01-02", "2026-01-03"):
+        dg.materialize([integrity_validation], instance=instance, partition_key=day, raise_on_error=False)
+    dg.materialize([shop_load_test], instance=instance, raise_on_error=False)  # untagged: shop's by its asset key
+    sensor.tick()
+    assert [b["key"] for b in receiver.bodies] == ["asset:integrity_validation"]
+    assert '(partition 2026-01-03): psycopg.errors.UndefinedTable: relation "orders_2026_01_03" does not exist' in (
+        receiver.bodies[0]["detail"])
+    # the cursor keeps incidents only: the successes of what never failed leave no state behind
+    state = json.loads(sensor.cursor or "{}")["engine"]["targets"]
+    assert set(state) == {"asset:integrity_validation"}
