@@ -12,6 +12,7 @@ from dbops.components.naming import op_name
 from dbops.components.resources import DatabaseResource
 from dbops.components.validate.assets import build
 from dbops.pg.connect import connection
+from dbops.scorecard import Row, build_scorecard
 from dbops.validate.amcheck import check_indexes
 from dbops.validate.run import IntegrityValidator, days_between
 
@@ -40,6 +41,11 @@ def rows_by_day(url: str, tables: dict[str, str | None], days: list[date]) -> di
             for day, count in conn.execute(stmt, (days[0], days[-1] + timedelta(days=1))).fetchall():
                 totals[day.isoformat()] += count
     return totals
+
+
+def integrity_row(instance: dg.DagsterInstance) -> Row:
+    card = build_scorecard(instance, TARGET, {integrity_validation.key})
+    return next(r for r in card.rows if r.target.asset == "integrity_validation")
 
 
 def plant_violations(url: str, days: list[date]) -> dict[tuple[str, str, str], int]:
@@ -133,6 +139,8 @@ def test_backfill_clean_then_each_planted_violation_found(seeded_db: str) -> Non
     checks = result.get_asset_check_evaluations()
     assert [c.passed for c in checks] == [True]
     assert checks[0].metadata["partitions_validated"].value == DAYS and checks[0].metadata["violations"].value == 0
+    row = integrity_row(instance)
+    assert (row.measured, row.status) == (f"0 in {DAYS} of {DAYS} partitions", "PASS")
 
     expected = plant_violations(seeded_db, days)
 
@@ -176,6 +184,9 @@ def test_backfill_clean_then_each_planted_violation_found(seeded_db: str) -> Non
              for r in evaluation.metadata["failing_partitions"].value.records}
     assert named == expected
     assert all(day in (evaluation.description or "") for day in planted_days)
+    # The scorecard sums the last 30 partitions' own violations.
+    row = integrity_row(instance)
+    assert (row.measured, row.status) == (f"{len(expected)} in {DAYS} of {DAYS} partitions", "FAIL")
 
     # One planted day alone: its check fails at ERROR with that day's one violation.
     single = dg.materialize([integrity_validation], instance=instance, resources=resources,
