@@ -255,6 +255,7 @@ def test_alerts_failures_off_sends_nothing_for_failures(fresh_db: str, instance:
     world.run_nightly()
     assert sensor.tick().skip_reason
     assert receiver.bodies == [] and sensor.observations == []
+    assert json.loads(sensor.cursor or "{}")["runs_after"] is None  # nothing read: no run is marked as seen
 
 
 def test_a_failed_partition_is_named_and_other_targets_runs_stay_out(

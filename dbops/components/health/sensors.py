@@ -184,9 +184,9 @@ def build_alert_sensor(target: str, targets: Callable[[], Targets] | None = None
         engine = AlertEngine(loaded, state.get("engine"), target=target)
         now = time.time()
         readings, after = collect_readings(context.instance, loaded, state.get("after"), now, target)
-        runs_after = state.get("runs_after")
+        runs_after = None  # off: turned on again, it reads the last day's runs, not the backlog of the time it was off
         if alert_failures():
-            outcomes, runs_after = failure_outcomes(context.instance, target, runs_after, now)
+            outcomes, runs_after = failure_outcomes(context.instance, target, state.get("runs_after"), now)
             readings += failure_readings(loaded, outcomes, target)
         result = alert_tick(engine, readings, open_sinks(), retries=retries, backoff=backoff)
         for alert in result.alerts:
