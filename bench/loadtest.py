@@ -330,7 +330,7 @@ def main() -> None:
                                                     duration_s=args.ramp_duration, warmup_s=5, pooler="pgbouncer",
                                                     pool_size=args.pool_size, rounds=args.rounds,
                                                     pool_sizes=pool_sizes or None),
-                                  log=lambda m: print(m, file=sys.stderr, flush=True))
+                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
             report["users"] = {"profile": "mixed", "think_time_s": args.think_time, "via": users.via,
                                "pool_size": args.pool_size, "host_busy_pct_before": busy, "steps": steps(users),
                                "degradation_p95_ratio": users.degradation,

@@ -83,7 +83,7 @@ def main(argv: list[str], settings: Settings) -> int:
             ensure_embedded(settings)
         result = run_load_test(settings.target_url(), plan, production=production,
                                allow_production=args.allow_production,
-                               log=lambda m: print(m, file=sys.stderr, flush=True))
+                               progress=lambda m: print(m, file=sys.stderr, flush=True))
     except NothingToReplay as exc:
         print(f"nothing checked: {exc}", file=sys.stderr)
         return EXIT_NOTHING_CHECKED

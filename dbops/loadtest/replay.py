@@ -103,6 +103,25 @@ class ReplayProfile:
             "skipped": [asdict(s) for s in self.skipped],
         }
 
+    def rows(self, figures: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+        """One row per replayed statement (with its figures in ``figures``: a step's per-script figures; a statement
+        that ran no transaction has none)."""
+        figures = figures or {}
+        out = []
+        for s in self.statements:
+            f = figures.get(s.script) or {}
+            ran = bool(f.get("transactions"))
+            out.append({"script": s.script, "calls": s.calls, "weight": s.weight,
+                        "tps": f["tps"] if ran else None, "avg_ms": f["avg_ms"] if ran else None,
+                        "p95_ms": f["p95_ms"] if ran else None, "failures": int(f["failures"]) if f else None,
+                        "statement": " ".join(s.query.split()),
+                        "parameters": "; ".join(p.describe() for p in s.parameters) or "none"})
+        return out
+
+    def skipped_rows(self) -> list[dict[str, Any]]:
+        """One row per statement left out, with why."""
+        return [{"statement": " ".join(s.query.split()), "calls": s.calls, "reason": s.reason} for s in self.skipped]
+
     def table(self, figures: dict[str, dict[str, float]] | None = None) -> str:
         """Replayed statements (with their figures in ``figures``: a step's per-script figures) and skipped ones."""
         figures = figures or {}

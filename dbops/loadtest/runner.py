@@ -25,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,30 @@ from dbops.redact import redact_url
 
 DIRECT_HEADROOM = 20  # connections kept free on the server for everyone else
 DEFAULT_THINK_TIME_S = 10.0
+
+Progress = Callable[[str], None]
+
+# What each column of LoadTestResult.step_rows means (the Dagster table's schema shows it).
+STEP_COLUMNS = {
+    "users": "concurrent users (pgbench clients)",
+    "think_time": "time between one user's transactions (closed loop: as fast as they can)",
+    "offered_tps": "transactions/s asked for: users / think time (or the fixed rate)",
+    "tps": "transactions/s served",
+    "read_tps": "read transactions/s", "write_tps": "write transactions/s",
+    "p50_ms": "median latency of all transactions, from their scheduled start",
+    "p95_ms": "95th percentile latency", "p99_ms": "99th percentile latency",
+    "read_avg_ms": "mean latency of the reads", "read_p99_ms": "99th percentile latency of the reads",
+    "errors": "failed transactions and aborted clients", "retries": "serialization or deadlock retries",
+    "transactions": "transactions completed", "pooler": "pgbouncer (its default_pool_size) or direct",
+    "host_cpu_pct": "the whole machine's CPU, 100 = every core busy",
+    "server_cpu_ms_per_tx": "PostgreSQL's CPU time per transaction (server on this machine only)",
+    "rounds": "times the step ran", "error": "why the step stopped early, if it did",
+}
+
+
+def think_time_text(think_time_s: float | None) -> str:
+    """How the users behave, said with every users figure: ``think time 10 s`` or ``closed loop``."""
+    return f"think time {think_time_s:g} s" if think_time_s else "closed loop"
 
 
 @dataclass
@@ -134,6 +159,36 @@ class StepResult:
         done = self.total["transactions"]
         return round(1000 * self.server_cpu_s / done, 4) if self.server_cpu_s is not None and done else None
 
+    @property
+    def errors(self) -> int:
+        return int(self.total["failures"]) + self.aborted_clients
+
+    def pooler(self) -> str:
+        return f"pgbouncer (pool {self.pool_size})" if self.pool_size is not None else "direct"
+
+    def row(self, think_time_s: float | None) -> dict[str, Any]:
+        """The step as one row (``STEP_COLUMNS``); a figure of a group that ran no transaction is left empty."""
+        reads = self.reads if self.reads["transactions"] else None
+        writes = self.writes if self.writes["transactions"] else None
+        return {
+            "users": self.users, "think_time": think_time_text(think_time_s),
+            "offered_tps": self.rate, "tps": self.total["tps"],
+            "read_tps": reads["tps"] if reads else None, "write_tps": writes["tps"] if writes else None,
+            "p50_ms": self.total["p50_ms"], "p95_ms": self.total["p95_ms"], "p99_ms": self.total["p99_ms"],
+            "read_avg_ms": reads["avg_ms"] if reads else None, "read_p99_ms": reads["p99_ms"] if reads else None,
+            "errors": self.errors, "retries": int(self.total["retries"]),
+            "transactions": int(self.total["transactions"]), "pooler": self.pooler(),
+            "host_cpu_pct": self.host_cpu_pct, "server_cpu_ms_per_tx": self.server_cpu_ms_per_tx,
+            "rounds": len(self.rounds) or 1, "error": self.error,
+        }
+
+    def summary(self, think_time_s: float | None) -> str:
+        """One line: users with their think time, throughput, percentiles, errors, pooler."""
+        t = self.total
+        line = (f"{self.users:,} users, {think_time_text(think_time_s)}: {t['tps']:,.1f} tx/s, p50/p95/p99 "
+                f"{t['p50_ms']:.2f}/{t['p95_ms']:.2f}/{t['p99_ms']:.2f} ms, {self.errors} errors, {self.pooler()}")
+        return line + (f"; {self.error}" if self.error else "")
+
     def spread(self, key: str) -> dict[str, float] | None:
         """min/median/max of a per-round figure and the relative spread (max - min) / median."""
         values = [r[key] for r in self.rounds if r.get(key) is not None]
@@ -179,6 +234,37 @@ class LoadTestResult:
     def write_tps(self) -> float | None:
         values = [s.writes["tps"] for s in self.steps if s.writes["transactions"]]
         return max(values) if values else None
+
+    def step_rows(self) -> list[dict[str, Any]]:
+        """A row per user step (``STEP_COLUMNS``), each with its think time."""
+        return [s.row(self.think_time_s) for s in self.steps]
+
+    def headline(self) -> dict[str, Any]:
+        """The few figures worth plotting run over run, at the largest user step that ran without an error
+        (``max_users``, at ``think_time_s``); None: not measured, for the caller to leave out."""
+        clean = [st for st in self.steps if not st.error]
+        top = clean[-1] if clean else None
+        return {
+            "max_users": top.users if top else None,
+            "think_time_s": self.think_time_s,  # None: closed loop
+            "read_p99_ms_at_max_users": top.reads["p99_ms"] if top and top.reads["transactions"] else None,
+            "p95_ms_at_max_users": top.total["p95_ms"] if top else None,
+            "tps_at_max_users": top.total["tps"] if top else None,
+            "read_avg_ms": self.read_avg_ms,
+            "write_tps": self.write_tps,
+            "degradation_p95_ratio": self.degradation,
+            "failures": self.failures,
+        }
+
+    def summary(self) -> str:
+        """One line: the largest clean step with its think time, and the degradation."""
+        clean = [st for st in self.steps if not st.error]
+        if not clean:
+            return f"profile {self.profile}: no step ran without an error"
+        text = f"profile {self.profile}: " + clean[-1].summary(self.think_time_s)
+        if self.degradation is not None:
+            text += f"; p95 {self.degradation:.2f}x the {self.steps[0].users:,}-user step's"
+        return text
 
     def table(self) -> str:
         """The ramp as a markdown table (also readable in a terminal)."""
@@ -402,8 +488,11 @@ def cleanup_rows(url: str) -> int:
 
 
 def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, allow_production: bool = False,
-                  log: Any = None) -> LoadTestResult:
-    """Run the plan's steps against the database at ``url`` (an admin URL: it creates the run's role)."""
+                  progress: Progress | None = None) -> LoadTestResult:
+    """Run the plan's steps against the database at ``url`` (an admin URL: it creates the run's role).
+
+    ``progress`` is told each phase as it happens, one line each: the warm-up, each user step as it starts and as it
+    finishes with its figures (users with their think time, tx/s, p50/p95/p99, errors, pooler), the clean-up."""
     plan.validate()
     check_url(url)
     if production and not allow_production:
@@ -412,12 +501,14 @@ def run_load_test(url: str, plan: LoadTestPlan, *, production: bool = False, all
     with tempfile.TemporaryDirectory(prefix="dbops-replay-", dir=plan.work_dir) as scratch:
         replay = None
         if plan.profile == REPLAY_PROFILE:
+            if progress is not None:
+                progress("replay: reading the top read statements from pg_stat_statements")
             replay = build_replay(url, plan.replay_dir or Path(scratch), limit=plan.replay_statements,
                                   exclude_roles=plan.exclude_roles)
             scripts = replay.scripts
         else:
             scripts = resolve_profile(plan.profile, plan.workloads_dir)
-        result = _run(url, plan, scripts, log or (lambda message: None))
+        result = _run(url, plan, scripts, progress or (lambda message: None))
     result.replay = replay
     return result
 
@@ -435,10 +526,11 @@ class _Context:
     role_password: str
     dbname: str
     server: ServerProcesses | None
-    say: Any
+    say: Progress
 
 
-def _measured_step(ctx: _Context, target: Target, users: int, rounds: int, bouncer: PgBouncer | None) -> StepResult:
+def _measured_step(ctx: _Context, target: Target, users: int, rounds: int, bouncer: PgBouncer | None,
+                   label: str = "") -> StepResult:
     """One step, ``rounds`` times: pgbench, with the server's CPU, pg_stat_statements and PgBouncer's pool measured
     around each round."""
     plan = ctx.plan
@@ -451,7 +543,10 @@ def _measured_step(ctx: _Context, target: Target, users: int, rounds: int, bounc
     before_statements = statements_snapshot(ctx.url, ctx.role_name)
     for number in range(rounds):
         say_round = f" (round {number + 1}/{rounds})" if rounds > 1 else ""
-        ctx.say(f"{users:,} users for {plan.duration_s} s" + (f" at {rate:,.0f} tps" if rate else "") + say_round)
+        via = f"pgbouncer (pool {bouncer.pool_size})" if bouncer is not None else "direct"
+        ctx.say(f"{label + ': ' if label else ''}{users:,} users, {think_time_text(plan.think_time_s)} for "
+                f"{plan.duration_s} s" + (f" ({rate:,.0f} tx/s offered)" if rate else "") + f", {via}{say_round}: "
+                "started")
         cpu0 = ctx.server.cpu_seconds() if ctx.server is not None else 0.0
         bouncer0 = bouncer.cpu_seconds() if bouncer is not None else 0.0
         sampler = PoolSampler(bouncer.port, ctx.role_name, ctx.role_password, ctx.dbname,
@@ -515,7 +610,7 @@ def _start_bouncer(host: str, port: int, dbname: str, role: Any, plan: LoadTestP
                      pool_size=pool_size, work_dir=plan.work_dir, program=plan.pgbouncer).start()
 
 
-def _run(url: str, plan: LoadTestPlan, scripts: list[Script], say: Any) -> LoadTestResult:
+def _run(url: str, plan: LoadTestPlan, scripts: list[Script], say: Progress) -> LoadTestResult:
     started = time.monotonic()
     max_connections, _ = _server_facts(url)
     # Only dbops' reference scripts assume the reference schema (app.*), its roles and its seed.
@@ -562,11 +657,20 @@ def _run(url: str, plan: LoadTestPlan, scripts: list[Script], say: Any) -> LoadT
             if plan.warmup_s:
                 # The first step itself, same path and rate, not recorded: caches, the server pool, pgbench.
                 users = plan.users[0]
-                say(f"warm-up: {users:,} users for {plan.warmup_s} s (discarded)")
+                say(f"warm-up: {users:,} users, {think_time_text(plan.think_time_s)} for {plan.warmup_s} s "
+                    "(discarded): started")
                 run_pgbench(target, scripts, variables, clients=users, duration=plan.warmup_s,
                             rate=_rate(plan, users), **common)
-            for users in plan.users:
-                result.steps.append(_measured_step(ctx, target, users, plan.rounds, bouncer))
+                say("warm-up finished")
+            steps = f"{len(plan.users)} step" + ("s" if len(plan.users) > 1 else "")
+            say(f"load test: profile {plan.profile}, {steps} of {plan.duration_s} s "
+                f"({', '.join(f'{u:,}' for u in plan.users)} users) at {think_time_text(plan.think_time_s)}, "
+                f"via {result.via}")
+            for number, users in enumerate(plan.users, 1):
+                label = f"step {number}/{len(plan.users)}"
+                step = _measured_step(ctx, target, users, plan.rounds, bouncer, label)
+                result.steps.append(step)
+                say(f"{label} finished: {step.summary(plan.think_time_s)}")
             for size in plan.pool_sizes or []:
                 if bouncer is not None:
                     bouncer.stop()
@@ -577,7 +681,9 @@ def _run(url: str, plan: LoadTestPlan, scripts: list[Script], say: Any) -> LoadT
                 if plan.warmup_s:  # the new pool's server connections and pgbench, not recorded
                     run_pgbench(target, scripts, variables, clients=plan.users[0], duration=min(plan.warmup_s, 5),
                                 rate=_rate(plan, plan.users[0]), **common)
-                result.pool_sweep.append(_measured_step(ctx, target, peak, 1, bouncer))
+                swept = _measured_step(ctx, target, peak, 1, bouncer, f"pool size {size}")
+                result.pool_sweep.append(swept)
+                say(f"pool size {size} finished: {swept.summary(plan.think_time_s)}")
             if result.pool_sweep:
                 result.pool_recommendation = recommend_pool_size([_pool_figures(s) for s in result.pool_sweep])
         finally:
@@ -585,7 +691,9 @@ def _run(url: str, plan: LoadTestPlan, scripts: list[Script], say: Any) -> LoadT
                 bouncer.stop()
             if plan.cleanup and any(s.is_write and s.reference for s in scripts):
                 result.cleaned_rows = cleanup_rows(url)
+                say(f"clean-up: deleted the {result.cleaned_rows:,} rows the writes created")
     result.seconds = time.monotonic() - started
+    say(f"load test finished in {result.seconds:.0f} s")
     return result
 
 

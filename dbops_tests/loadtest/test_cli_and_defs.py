@@ -27,6 +27,13 @@ def test_cli_prints_the_table(seeded_url: str, tmp_path: Path, capsys: pytest.Ca
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "| users | tps |" in out.out and "| 10 |" in out.out and "degradation" in out.out
+    # each step reported on stderr as it starts and as it finishes, with its think time and figures
+    err = out.err.splitlines()
+    started = next(i for i, line in enumerate(err) if line.startswith("step 2/2: 10 users, think time 0.5 s for 2 s"))
+    finished = next(i for i, line in enumerate(err)
+                    if line.startswith("step 2/2 finished: 10 users, think time 0.5 s:"))
+    assert started < finished and " tx/s, p50/p95/p99 " in err[finished] and " 0 errors, direct" in err[finished]
+    assert any(line.startswith("step 1/2 finished: 5 users, think time 0.5 s:") for line in err[:started])
     assert "postgres:" not in out.out + out.err or "***" in out.out + out.err
     code = main(["--profile", "write", "--users", "2", "--duration", "1", "--think-time", "0", "--warmup", "0",
                  "--json"], settings)
@@ -55,19 +62,42 @@ def test_load_test_asset_and_checks(seeded_url: str) -> None:
     assert request.run_config["ops"][NODE]["config"]["ramp"][-1] == 10_000
     config = {"ramp": [4, 8], "duration_s": 2, "think_time_s": 0.5, "capacity_users": 2,
               "capacity_duration_s": 2, "warmup_s": 0, "write_tps_target": 1.0}
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [load_test], resources={"database": DatabaseResource(url=seeded_url)},
-        run_config={"ops": {NODE: {"config": config}}}, instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {NODE: {"config": config}}}, instance=instance,
     )
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["capacity/write_tps"].value > 1.0
-    assert meta["ramp/users_8/all/p95_ms"].value > 0
-    assert "| 8 |" in meta["ramp_table"].value
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["write_throughput_over_target"] and checks["no_failed_transactions"]
-    assert checks["read_latency_avg_under_target"]
-    assert "degradation_within_bound" in checks
+    # a few headline figures (101 flat keys before) and one table per run, a row per user step with its think time
+    assert len(meta) <= 25, sorted(meta)
+    assert not [k for k in meta if "/" in k], sorted(meta)
+    assert meta["max_users"].value == 8 and meta["think_time_s"].value == 0.5
+    assert meta["read_p99_ms_at_max_users"].value > 0 and meta["write_tps"].value > 1.0
+    assert "8 users, think time 0.5 s:" in meta["summary"].value
+    ramp = meta["ramp"].value
+    assert isinstance(meta["ramp"], dg.TableMetadataValue) and [r.data["users"] for r in ramp.records] == [4, 8]
+    assert {c.name for c in ramp.schema.columns} >= {"users", "think_time", "tps", "p50_ms", "p95_ms", "p99_ms",
+                                                      "errors", "pooler"}
+    assert all(r.data["think_time"] == "think time 0.5 s" and r.data["errors"] == 0 for r in ramp.records)
+    assert ramp.records[1].data["p95_ms"] > 0 and ramp.records[1].data["pooler"] == "direct"
+    capacity = meta["capacity"].value
+    assert capacity.records[0].data["think_time"] == "closed loop" and capacity.records[0].data["write_tps"] > 1.0
+    for value in meta.values():  # no unrounded float anywhere (three decimals, or three significant digits below 1)
+        if isinstance(value, dg.FloatMetadataValue) and value.value is not None and abs(value.value) >= 1:
+            assert round(value.value, 3) == value.value
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["write_throughput_over_target"].passed and checks["no_failed_transactions"].passed
+    assert checks["read_latency_avg_under_target"].passed
+    assert checks["read_latency_avg_under_target"].metadata["read_avg_ms"].value == meta["read_avg_ms"].value
+    assert "degradation_p95_ratio" in checks["degradation_within_bound"].metadata
+    # every check has a description
+    assert all(spec.description for spec in load_test.check_specs)
+    # the phases were logged as they happened: each step started and finished with its figures
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith("step 2/2: 8 users, think time 0.5 s for 2 s") for m in logged), logged
+    assert any(m.startswith("step 2/2 finished: 8 users, think time 0.5 s:") for m in logged)
+    assert any(m.startswith("step 1/1 finished: 2 users, closed loop:") for m in logged)
 
 
 def test_asset_refuses_production(seeded_url: str) -> None:

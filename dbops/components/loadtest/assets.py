@@ -2,19 +2,30 @@
 
 import dagster as dg
 
+from dbops.components.metadata import figures, table
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_limits, launch_target
 from dbops.health.targets import Limits
 from dbops.loadtest.replay import NothingToReplay
-from dbops.loadtest.runner import LoadTestPlan, LoadTestResult, run_load_test
+from dbops.loadtest.runner import STEP_COLUMNS, LoadTestPlan, LoadTestResult, run_load_test, think_time_text
 from dbops.loadtest.workloads import has_reference_schema
 
-CHECKS = (
-    "read_latency_avg_under_target",
-    "write_throughput_over_target",
-    "no_failed_transactions",
-    "degradation_within_bound",
-)
+REPLAY_COLUMNS = {
+    "script": "the replay script", "calls": "calls in pg_stat_statements", "weight": "share of the replay (pgbench @w)",
+    "tps": "transactions/s at the last step", "avg_ms": "mean latency at the last step",
+    "p95_ms": "95th percentile at the last step", "failures": "failed transactions at the last step",
+    "statement": "the statement replayed", "parameters": "where each $n takes its values from",
+}
+
+CHECKS = {
+    "read_latency_avg_under_target": "mean latency of the read transactions (the worst step of the capacity run and "
+    "the ramp) below the targets file's limits.read_avg_ms (or read_avg_target_ms); WARN when no read ran",
+    "write_throughput_over_target": "write transactions/s (the best step, the capacity run's closed loop first) above "
+    "limits.write_tps (or write_tps_target); WARN when no write ran",
+    "no_failed_transactions": "no transaction failed and no client was aborted, in any step of either run",
+    "degradation_within_bound": "p95 latency at the largest user step / p95 at the first, at the same think time, at "
+    "most limits.degradation_ratio (or degradation_bound); WARN when the ramp has a single step",
+}
 
 
 class LoadTestConfig(dg.Config):
@@ -50,10 +61,8 @@ def _check_results(config: LoadTestConfig, limits: Limits, capacity: LoadTestRes
     read_target = config.read_avg_target_ms if config.read_avg_target_ms is not None else limits.read_avg_ms
     tps_target = config.write_tps_target if config.write_tps_target is not None else limits.write_tps
     bound = config.degradation_bound if config.degradation_bound is not None else limits.degradation_ratio
-    runs = [r for r in (capacity, ramp) if r is not None]
-    read_avg = max((r.read_avg_ms for r in runs if r.read_avg_ms is not None), default=None)
-    write_tps = max((r.write_tps for r in runs if r.write_tps is not None), default=None)
-    failures = sum(r.failures for r in runs)
+    read_avg, write_tps = _read_avg_and_write_tps(capacity, ramp)
+    failures = sum(r.failures for r in (capacity, ramp) if r is not None)
     degradation = ramp.degradation
     return [
         _figure_check("read_latency_avg_under_target", "read_avg_ms", read_avg, read_avg is not None
@@ -66,7 +75,7 @@ def _check_results(config: LoadTestConfig, limits: Limits, capacity: LoadTestRes
         dg.AssetCheckResult(
             check_name="no_failed_transactions",
             passed=failures == 0,
-            metadata={"failures": failures},
+            metadata=figures({"failures": failures}),
         ),
         _figure_check("degradation_within_bound", "degradation_p95_ratio", degradation, degradation is not None
                       and degradation <= bound, {"bound": float(bound)},
@@ -74,14 +83,64 @@ def _check_results(config: LoadTestConfig, limits: Limits, capacity: LoadTestRes
     ]
 
 
+def _read_avg_and_write_tps(capacity: LoadTestResult | None,
+                            ramp: LoadTestResult) -> tuple[float | None, float | None]:
+    """The worst mean read latency and the best write throughput of both runs (None: not measured)."""
+    runs = [r for r in (capacity, ramp) if r is not None]
+    read_avg = max((r.read_avg_ms for r in runs if r.read_avg_ms is not None), default=None)
+    write_tps = max((r.write_tps for r in runs if r.write_tps is not None), default=None)
+    return read_avg, write_tps
+
+
 def _figure_check(name: str, key: str, value: float | None, passed: bool, limit: dict[str, float],
                   unmeasured: str) -> dg.AssetCheckResult:
     """A check of one measured figure; a figure that was not measured is a WARN saying why (no made-up value)."""
     if value is None:
         return dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={**limit, "reason": unmeasured}, description=unmeasured)
+                                   metadata={**figures(limit), "reason": unmeasured}, description=unmeasured)
     return dg.AssetCheckResult(check_name=name, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={key: value, **limit})
+                               metadata=figures({key: value, **limit}))
+
+
+def _metadata(ramp: LoadTestResult, capacity: LoadTestResult | None) -> dict[str, dg.MetadataValue]:
+    """A few headline figures (the scorecard reads ``max_users`` and ``read_p99_ms_at_max_users``), each users figure
+    with its think time, and one table per run (a row per user step); what was not measured is left out."""
+    head = ramp.headline()
+    read_avg, write_tps = _read_avg_and_write_tps(capacity, ramp)
+    values: dict[str, object] = {
+        "summary": ramp.summary(),
+        "profile": ramp.profile,
+        "max_users": head["max_users"],
+        "think_time_s": head["think_time_s"],  # the think time of every users figure here (left out: closed loop)
+        "load": think_time_text(ramp.think_time_s),
+        "read_p99_ms_at_max_users": head["read_p99_ms_at_max_users"],
+        "p95_ms_at_max_users": head["p95_ms_at_max_users"],
+        "tps_at_max_users": head["tps_at_max_users"],
+        "read_avg_ms": read_avg,  # as the checks judge them: the worse read mean, the better write tps of both runs
+        "write_tps": write_tps,
+        "degradation_p95_ratio": head["degradation_p95_ratio"],
+        "failures": ramp.failures + (capacity.failures if capacity is not None else 0),
+        "pooler": ramp.via,
+        "seconds": ramp.seconds + (capacity.seconds if capacity is not None else 0.0),
+        "cleaned_rows": ramp.cleaned_rows + (capacity.cleaned_rows if capacity is not None else 0),
+    }
+    if ramp.replay is not None:
+        values["replayed_statements"] = len(ramp.replay.statements)
+        values["skipped_statements"] = len(ramp.replay.skipped)
+    if capacity is not None:
+        values["capacity_summary"] = capacity.summary()
+        values["capacity_tps"] = capacity.steps[0].total["tps"] if capacity.steps else None
+    metadata = figures(values)
+    metadata["ramp"] = table(ramp.step_rows(), STEP_COLUMNS, STEP_COLUMNS)
+    if capacity is not None:
+        metadata["capacity"] = table(capacity.step_rows(), STEP_COLUMNS, STEP_COLUMNS)
+    for name, run in (("capacity", capacity), ("ramp", ramp)):
+        if run is not None and run.replay is not None:  # what was replayed, and what was not and why
+            metadata[f"{name}_replayed"] = table(run.replay.rows(run.steps[-1].scripts if run.steps else None),
+                                                 REPLAY_COLUMNS, REPLAY_COLUMNS)
+            if run.replay.skipped:
+                metadata[f"{name}_replay_skipped"] = table(run.replay.skipped_rows(), ["statement", "calls", "reason"])
+    return metadata
 
 
 def build(target: str) -> dg.Definitions:
@@ -92,7 +151,8 @@ def build(target: str) -> dg.Definitions:
         group_name="loadtest",
         kinds={"postgres", "pgbench"},
         pool=pool(target),
-        check_specs=[dg.AssetCheckSpec(name, asset=asset_key(target, "load_test")) for name in CHECKS],
+        check_specs=[dg.AssetCheckSpec(name, asset=asset_key(target, "load_test"), description=text)
+                     for name, text in CHECKS.items()],
         description="Measures the database under load with pgbench: a closed-loop capacity run (write throughput) and "
                     "a users ramp with think time (through PgBouncer when users exceed max_connections). Percentiles "
                     "come from pgbench's per-transaction logs; rows the writes create are deleted afterwards. Refuses "
@@ -105,7 +165,8 @@ def build(target: str) -> dg.Definitions:
         common = dict(pooler=config.pooler, warmup_s=config.warmup_s, random_seed=config.random_seed,
                       workloads_dir=settings.loadtest.workloads, replay_statements=settings.loadtest.replay_statements,
                       exclude_roles=tuple(settings.profile.exclude_roles))
-        guard = dict(production=database.is_production, allow_production=config.allow_production, log=context.log.info)
+        guard = dict(production=database.is_production, allow_production=config.allow_production,
+                     progress=context.log.info)
         profile, capacity_profile = config.profile, config.capacity_profile
         if "auto" in (profile, capacity_profile):
             reference = has_reference_schema(database.target_url)
@@ -121,7 +182,9 @@ def build(target: str) -> dg.Definitions:
                 capacity = run_load_test(database.target_url, LoadTestPlan(
                     profile=capacity_profile, users=[config.capacity_users], duration_s=config.capacity_duration_s,
                     think_time_s=None, rate=config.rate, **common), **guard)
-                context.log.info("capacity run\n" + capacity.table())
+                context.log.info("capacity run: " + capacity.summary())
+            context.log.info(f"ramp: {', '.join(f'{u:,}' for u in config.ramp)} users, "
+                             f"{think_time_text(config.think_time_s or None)}")
             ramp = run_load_test(database.target_url, LoadTestPlan(
                 profile=profile, users=list(config.ramp), duration_s=config.duration_s,
                 think_time_s=config.think_time_s or None, rate=config.rate, **common), **guard)
@@ -133,21 +196,8 @@ def build(target: str) -> dg.Definitions:
                 check_results=[dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
                                                    metadata={"reason": reason}, description=reason)
                                for name in CHECKS])
-        context.log.info("ramp\n" + ramp.table())
-        metadata: dict[str, object] = {f"ramp/{k}": v for k, v in ramp.metadata().items()}
-        if capacity is not None:
-            metadata.update({f"capacity/{k}": v for k, v in capacity.metadata().items()})
-            metadata["capacity_table"] = dg.MetadataValue.md(capacity.table())
-        metadata["ramp_table"] = dg.MetadataValue.md(ramp.table())
-        for name, run in (("capacity", capacity), ("ramp", ramp)):
-            if run is not None and run.replay is not None:  # what was replayed, and what was not and why
-                metadata[f"{name}/replay"] = dg.MetadataValue.json(run.replay.summary())
-        # Flat figures for the scorecard: the largest user count reached without errors, and read p99 there.
-        clean_steps = [st for st in ramp.steps if not st.error]
-        if clean_steps:
-            metadata["max_users"] = clean_steps[-1].users
-            if clean_steps[-1].reads["transactions"]:
-                metadata["read_p99_ms_at_max_users"] = clean_steps[-1].reads["p99_ms"]
+        context.log.info("ramp: " + ramp.summary())
+        metadata = _metadata(ramp, capacity)
         metadata["database"] = dg.MetadataValue.text(database.display_url)
         checks = _check_results(config, launch_limits(target), capacity, ramp)
         return dg.MaterializeResult(metadata=metadata, check_results=checks)
