@@ -53,7 +53,9 @@ def test_refresh_asset_then_check_passes_and_fails_when_the_record_is_old(seeded
     view = meta["per_view"].value["app.daily_sales"]
     assert view["method"] == "concurrently" and view["status"] == "refreshed" and view["rows"] > 0
     assert view["bytes"] > 0 and view["seconds"] > 0
-    assert "| `app.daily_sales` | concurrently | refreshed |" in meta["refreshes"].value
+    [row] = [r.data for r in meta["refreshes"].value.records]  # a table with its schema
+    assert (row["view"], row["method"], row["status"]) == ("app.daily_sales", "concurrently", "refreshed")
+    assert row["rows"] == view["rows"] and isinstance(row["seconds"], float)
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == CHECK and evaluation.asset_key == KEY and evaluation.passed
     assert evaluation.metadata["views"].value == 1

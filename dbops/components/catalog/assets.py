@@ -1,11 +1,14 @@
 """``<target>/schema_catalog``: the live schema as a JSON snapshot, its docs, and what changed since the last
 snapshot."""
 
+import time
+
 import dagster as dg
 
 from dbops.catalog.diff import diff, summarize
 from dbops.catalog.introspect import snapshot
 from dbops.catalog.store import CatalogStore
+from dbops.components import metadata as mt
 from dbops.components.catalog.resources import CatalogResource
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_target
@@ -44,39 +47,49 @@ def build_schema_catalog(target: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         database, catalog = database.for_target(target), catalog.for_target(target)
         migrate = launch_target(target).migrate
+        began = time.monotonic()
+        scope = ", ".join(catalog.schema_filter or ["every schema"])
+        context.log.info(f"introspecting {database.display_url} ({scope})")
         with database.connect() as conn:  # the target's own migration history is bookkeeping, not its schema
             snap = snapshot(conn, catalog.schema_filter, ignore=(f"{migrate.default_schema}.{migrate.table}",))
+        context.log.info(f"introspected {len(snap['tables'])} tables, {len(snap['views'])} views, "
+                         f"{len(snap['functions'])} functions in {time.monotonic() - began:.1f} s")
         store = CatalogStore(catalog.root, database_name(database.target_url))
         previous = store.latest()
         changes = diff(previous, snap) if previous is not None else []
         files = store.save(snap)
         counts = summarize(changes)
-        context.log.info(f"catalog of {len(snap['tables'])} tables; changes since last snapshot: {counts}")
-        rows = "\n".join(
-            f"| `{name}` | {t['kind']} | {t['stats'].get('estimated_rows') or 0:,} | {t['stats']['total_bytes']:,} |"
-            for name, t in snap["tables"].items()
-        )
+        context.log.info(f"wrote the snapshot, data dictionary, ER diagram and DBML to {files['snapshot'].parent}; "
+                         f"changes since the last snapshot: {counts}")
+        rows = [{"table": name, "kind": t["kind"], "estimated_rows": t["stats"].get("estimated_rows"),
+                 "bytes": t["stats"].get("total_bytes")} for name, t in snap["tables"].items()]
         change_lines = "\n".join(f"- {c}" for c in changes[:_MAX_ROWS_SHOWN]) or (
             "first snapshot" if previous is None else "no change")
         return dg.MaterializeResult(
             metadata={
-                "tables": dg.MetadataValue.int(len(snap["tables"])),
-                "views": dg.MetadataValue.int(len(snap["views"])),
-                "functions": dg.MetadataValue.int(len(snap["functions"])),
-                "partitions": dg.MetadataValue.int(sum(len(t.get("partitions", {})) for t in snap["tables"].values())),
-                "types": dg.MetadataValue.int(len(snap["types"])),
-                "sequences": dg.MetadataValue.int(len(snap["sequences"])),
-                "row_counts": dg.MetadataValue.md("| table | kind | est. rows | bytes |\n|---|---|---|---|\n" + rows),
+                **mt.figures({
+                    "tables": len(snap["tables"]),
+                    "views": len(snap["views"]),
+                    "functions": len(snap["functions"]),
+                    "partitions": sum(len(t.get("partitions", {})) for t in snap["tables"].values()),
+                    "types": len(snap["types"]),
+                    "sequences": len(snap["sequences"]),
+                    "changes_added": counts["added"],
+                    "changes_removed": counts["removed"],
+                    "changes_changed": counts["changed"],
+                }),
+                "row_counts": mt.table(rows[:_MAX_ROWS_SHOWN], ["table", "kind", "estimated_rows", "bytes"],
+                                       {"estimated_rows": "the planner's estimate (pg_class.reltuples)",
+                                        "bytes": "total size with indexes and TOAST"}),
+                **({"row_counts_note": dg.MetadataValue.text(f"first {_MAX_ROWS_SHOWN} of {len(rows)} tables")}
+                   if len(rows) > _MAX_ROWS_SHOWN else {}),
                 "dagster/column_schema": column_schema(snap),
-                "changes_added": dg.MetadataValue.int(counts["added"]),
-                "changes_removed": dg.MetadataValue.int(counts["removed"]),
-                "changes_changed": dg.MetadataValue.int(counts["changed"]),
                 "changes": dg.MetadataValue.md(change_lines),
                 "er_diagram": dg.MetadataValue.md("```mermaid\n" + files["er_diagram"].read_text().split(
                     "```mermaid\n", 1)[1]),
-                "data_dictionary": dg.MetadataValue.path(str(files["data_dictionary"])),
-                "dbml": dg.MetadataValue.path(str(files["dbml"])),
-                "snapshot": dg.MetadataValue.path(str(files["snapshot"])),
+                "data_dictionary": mt.path(files["data_dictionary"]),
+                "dbml": mt.path(files["dbml"]),
+                "snapshot": mt.path(files["snapshot"]),
             }
         )
 

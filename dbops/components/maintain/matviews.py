@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from dbops.components import metadata as mt
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_settings, launch_target
 from dbops.errors import ConfigError
@@ -48,28 +49,25 @@ def _scope(target: str) -> str:
     return "schemas " + (", ".join(settings.schemas) if settings.schemas else "(every user schema)")
 
 
-def _size(n: int | None) -> str:
-    return "?" if n is None else f"{n:,}"
+REFRESH_COLUMNS = ["view", "method", "status", "seconds", "rows", "bytes", "as_role", "note"]
+FRESHNESS_COLUMNS = ["view", "refreshed_at", "age_hours", "last_status", "note"]
 
 
-def refresh_table(results: list[RefreshResult]) -> str:
+def refresh_table(results: list[RefreshResult]) -> dg.MetadataValue:
+    """One row per view refreshed or tried (a size not read is left empty)."""
     if not results:
-        return "no materialized view"
-    lines = ["| view | method | status | seconds | rows | bytes | as | note |", "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        note = (r.reason or r.why).replace("|", "/")
-        lines.append(f"| `{r.view}` | {r.method} | {r.status} | {r.seconds:.3f} | {_size(r.rows)} | {_size(r.bytes)} "
-                     f"| {r.as_role} | {note} |")
-    return "\n".join(lines)
+        return dg.MetadataValue.text("no materialized view")
+    return mt.table([{"view": r.view, "method": r.method, "status": r.status, "seconds": float(r.seconds),
+                      "rows": r.rows, "bytes": r.bytes, "as_role": r.as_role, "note": r.reason or r.why}
+                     for r in results], REFRESH_COLUMNS)
 
 
-def freshness_table(report: FreshnessReport) -> str:
-    lines = ["| view | refreshed at | age (h) | last attempt | note |", "|---|---|---|---|---|"]
-    for f in report.views:
-        age = "?" if f.age_hours is None else f"{f.age_hours:.2f}"
-        lines.append(f"| `{f.view}` | {f.refreshed_at or 'never'} | {age} | {f.last_status or '-'} "
-                     f"| {(f.reason or 'fresh').replace('|', '/')} |")
-    return "\n".join(lines)
+def freshness_table(report: FreshnessReport) -> dg.MetadataValue:
+    """One row per view: when dbops last refreshed it and how old that is (a view never refreshed has no age)."""
+    return mt.table([{"view": f.view, "refreshed_at": f.refreshed_at or "never",
+                      "age_hours": None if f.age_hours is None else float(f.age_hours),
+                      "last_status": f.last_status, "note": f.reason or "fresh"} for f in report.views],
+                    FRESHNESS_COLUMNS)
 
 
 def build_materialized_views(target: str, max_age_hours: float | None = None) -> dg.AssetsDefinition:
@@ -97,6 +95,8 @@ def build_materialized_views(target: str, max_age_hours: float | None = None) ->
         state = _state(target, database.target_url)
         with database.connect() as conn:
             views = find_views(conn, schemas=settings.schemas, views=settings.matviews.views)
+            if views:
+                context.log.info(f"refreshing {len(views)} materialized view(s) ({_scope(target)})")
             results = refresh_views(conn, views, lock_timeout_s=config.lock_timeout_s, state=state)
         if not views:
             context.log.warning(f"nothing refreshed: no materialized view ({_scope(target)})")
@@ -109,20 +109,23 @@ def build_materialized_views(target: str, max_age_hours: float | None = None) ->
             else:
                 context.log.error(line)
         per_view: dict[str, Any] = {
-            r.view: {"method": r.method, "status": r.status, "seconds": round(r.seconds, 3), "rows": r.rows,
-                     "bytes": r.bytes, "as_role": r.as_role, "refreshed_at": r.refreshed_at,
-                     "reason": r.reason or r.why}
+            r.view: {k: v for k, v in {"method": r.method, "status": r.status, "seconds": float(r.seconds),
+                                       "rows": r.rows, "bytes": r.bytes, "as_role": r.as_role,
+                                       "refreshed_at": r.refreshed_at, "reason": r.reason or r.why}.items()
+                     if v is not None}
             for r in results
         }
         return dg.MaterializeResult(metadata={
-            "views": dg.MetadataValue.int(len(results)),
-            "refreshed": dg.MetadataValue.int(sum(r.status == REFRESHED for r in results)),
-            "skipped": dg.MetadataValue.int(sum(r.status == SKIPPED for r in results)),
-            "failed": dg.MetadataValue.int(sum(r.status not in (REFRESHED, SKIPPED) for r in results)),
-            "seconds": dg.MetadataValue.float(round(float(sum(r.seconds for r in results)), 3)),
-            "refreshes": dg.MetadataValue.md(refresh_table(results)),
-            "per_view": dg.MetadataValue.json(per_view),
-            "record": dg.MetadataValue.path(str(state.path)),
+            **mt.figures({
+                "views": len(results),
+                "refreshed": sum(r.status == REFRESHED for r in results),
+                "skipped": sum(r.status == SKIPPED for r in results),
+                "failed": sum(r.status not in (REFRESHED, SKIPPED) for r in results),
+                "seconds": float(sum(r.seconds for r in results)),
+                "per_view": per_view,
+            }),
+            "refreshes": refresh_table(results),
+            "record": mt.path(state.path),
             "scope": dg.MetadataValue.text(_scope(target)),
         })
 
@@ -158,12 +161,15 @@ def build_materialized_views_fresh(target: str) -> dg.AssetChecksDefinition:
             passed=not bad,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={
-                "views": dg.MetadataValue.int(report.checked),
-                "stale_or_failed": dg.MetadataValue.int(len(bad)),
-                "max_age_hours": dg.MetadataValue.float(float(report.max_age_hours)),
-                "oldest_age_hours": dg.MetadataValue.float(max(
-                    (f.age_hours for f in report.views if f.age_hours is not None), default=0.0)),
-                "views_table": dg.MetadataValue.md(freshness_table(report)),
+                **mt.figures({
+                    "views": report.checked,
+                    "stale_or_failed": len(bad),
+                    "max_age_hours": float(report.max_age_hours),
+                    # no view with a known age: not measured, left out
+                    "oldest_age_hours": max((float(f.age_hours) for f in report.views if f.age_hours is not None),
+                                            default=None),
+                }),
+                "views_table": freshness_table(report),
                 "problems": dg.MetadataValue.text("; ".join(f"{f.view}: {f.reason}" for f in bad) or "none"),
             },
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from dbops.components import metadata as mt
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import BackupResource, DatabaseResource, launch_target
 from dbops.errors import DbopsError
@@ -101,7 +102,7 @@ def materialization(report: Report) -> dg.MaterializeResult:
             "not_maintained": dg.MetadataValue.json({t.qualified: t.reason for t in report.tables if not t.maintained}),
             "skipped": dg.MetadataValue.json({t.qualified: t.skipped for t in report.tables if t.skipped}),
             "retention": dg.MetadataValue.text(report.retention or "n/a"),
-            "seconds": dg.MetadataValue.float(report.seconds),
+            **mt.figures({"seconds": float(report.seconds)}),
             **({"reason": dg.MetadataValue.text(NOTHING)} if not report.tables else {}),
         },
         check_results=check_results(report),
@@ -137,6 +138,8 @@ def build_partition_maintenance(target: str) -> dg.AssetsDefinition:
             return covering_backup(store, backups.master_key, newer_than, database_name(url),
                                    drilled_backups(context.instance, target))
 
+        context.log.info(f"maintaining the range-partitioned tables of {database.display_url} "
+                         f"({', '.join(settings.schemas) or 'every user schema'})")
         with database.connect() as conn:
             report = maintain(conn, settings.schemas, settings.partitions, ask)
         for line in report.render().splitlines():

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from dbops.components import metadata as mt
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, MigrationsResource
 
@@ -12,27 +13,32 @@ def apply_pending(
     context: dg.AssetExecutionContext, database: DatabaseResource, migrations: MigrationsResource
 ) -> dg.MaterializeResult:
     migrator = migrations.migrator(database.target_url)
+    context.log.info(f"applying the pending migrations of {migrations.path} to {database.display_url}")
     result = migrator.apply()
     if result.baselined:
         context.log.info(f"baselined at {result.baselined} (migrate.baseline_on_migrate); the adopted schema is "
                          f"recorded in {migrations.baseline_record.sql_path}")
     for item in result.applied:
         context.log.info(f"applied {item.script} in {item.execution_ms} ms")
-    rows = "\n".join(
-        f"| {m.version or 'R'} | {m.description} | {m.script} | {m.execution_ms} |" for m in result.applied
-    )
-    table = "| version | description | script | ms |\n|---|---|---|---|\n" + rows if rows else "nothing pending"
+    context.log.info(f"{len(result.applied)} migration(s) applied in {result.total_ms} ms; now at version "
+                     f"{result.current_version or 'none'}")
+    rows = [{"version": m.version or "R", "description": m.description, "script": m.script, "ms": m.execution_ms}
+            for m in result.applied]
     return dg.MaterializeResult(
         metadata={
             "current_version": dg.MetadataValue.text(result.current_version or "none"),
             "baselined_at": dg.MetadataValue.text(result.baselined or "none"),
-            "applied_count": dg.MetadataValue.int(len(result.applied)),
             "applied_versions": dg.MetadataValue.text(
                 ", ".join(m.version or m.script for m in result.applied) or "none"
             ),
-            "total_ms": dg.MetadataValue.int(int(result.total_ms)),
-            "max_migration_ms": dg.MetadataValue.int(max((int(m.execution_ms) for m in result.applied), default=0)),
-            "applied": dg.MetadataValue.md(table),
+            **mt.figures({
+                "applied_count": len(result.applied),
+                "total_ms": result.total_ms,
+                # nothing applied: no migration was timed
+                "max_migration_ms": max((m.execution_ms for m in result.applied), default=None),
+            }),
+            "applied": mt.table(rows, ["version", "description", "script", "ms"]) if rows
+            else dg.MetadataValue.text("nothing pending"),
             "database": dg.MetadataValue.text(database.display_url),
         }
     )

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dbops.components import metadata as mt
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, MigrationsResource
 from dbops.errors import DbopsError
@@ -48,17 +49,18 @@ def build_checks(target: str) -> list[dg.AssetChecksDefinition]:
         files = sorted(migrations.path.glob("*.sql"))
         findings = migrations.migrator("").lint(files)  # no connection: placeholders as the settings give them
         errors = [f for f in findings if f.level.lower() == "error"]
-        table = "| file | line | level | rule | message |\n|---|---|---|---|---|\n" + "\n".join(
-            f"| {f.file} | {f.line} | {f.level} | {f.rule} | {f.message} |" for f in findings
-        )
+        rows = [{"file": f.file, "line": f.line, "level": f.level, "rule": f.rule, "message": f.message}
+                for f in findings]
+        if not files:
+            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={
+                "reason": dg.MetadataValue.text(f"nothing checked: no migration file in {migrations.path}")})
         return dg.AssetCheckResult(
             passed=not errors,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
-                "files": dg.MetadataValue.int(len(files)),
-                "findings": dg.MetadataValue.int(len(findings)),
-                "errors": dg.MetadataValue.int(len(errors)),
-                "report": dg.MetadataValue.md(table if findings else "no findings"),
+                **mt.figures({"files": len(files), "findings": len(findings), "errors": len(errors)}),
+                "report": mt.table(rows, ["file", "line", "level", "rule", "message"]) if rows
+                else dg.MetadataValue.text("no findings"),
             },
         )
 

@@ -9,6 +9,7 @@ in production in the same run. The rehearsal reads the newest backup from the st
 
 import dagster as dg
 
+from dbops.components import metadata as mt
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource
 from dbops.migrate.rehearsal import RehearsalReport, Thresholds, rehearse
@@ -17,18 +18,20 @@ from dbops.migrate.rehearsal import RehearsalReport, Thresholds, rehearse
 def _metadata(report: RehearsalReport, thresholds: Thresholds) -> dict[str, dg.MetadataValue]:
     judged = [m for m in report.migrations if not m.in_production]
     return {
-        "pending_count": dg.MetadataValue.int(len(report.pending)),
-        "rehearsed_count": dg.MetadataValue.int(len(report.migrations)),
-        "unsafe_count": dg.MetadataValue.int(sum(not m.safe for m in judged)),
-        "max_migration_seconds": dg.MetadataValue.float(max((m.seconds for m in judged), default=0.0)),
-        "max_access_exclusive_seconds": dg.MetadataValue.float(
-            max((m.max_exclusive_seconds for m in judged), default=0.0)),
-        "rewritten_tables": dg.MetadataValue.int(sum(1 for m in judged for r in m.rewrites if r.kind == "table")),
-        "rewritten_bytes": dg.MetadataValue.int(sum(m.rewritten_bytes for m in judged)),
-        "restore_seconds": dg.MetadataValue.float(report.restore_seconds),
-        "total_seconds": dg.MetadataValue.float(report.total_seconds),
-        "large_table_bytes": dg.MetadataValue.int(thresholds.large_table_bytes),
-        "max_lock_seconds": dg.MetadataValue.float(thresholds.max_exclusive_seconds),
+        **mt.figures({
+            "pending_count": len(report.pending),
+            "rehearsed_count": len(report.migrations),
+            "unsafe_count": sum(not m.safe for m in judged),
+            # nothing rehearsed: no duration or lock was measured (left out, not 0)
+            "max_migration_seconds": max((float(m.seconds) for m in judged), default=None),
+            "max_access_exclusive_seconds": max((float(m.max_exclusive_seconds) for m in judged), default=None),
+            "rewritten_tables": sum(1 for m in judged for r in m.rewrites if r.kind == "table"),
+            "rewritten_bytes": sum(m.rewritten_bytes for m in judged),
+            "restore_seconds": float(report.restore_seconds) if report.rehearsed else None,
+            "total_seconds": float(report.total_seconds),
+            "large_table_bytes": thresholds.large_table_bytes,
+            "max_lock_seconds": float(thresholds.max_exclusive_seconds),
+        }),
         "backup_id": dg.MetadataValue.text(report.backup_id or "none"),
         "note": dg.MetadataValue.text(report.note or "rehearsed"),
         "report": dg.MetadataValue.md(report.markdown()),
@@ -61,6 +64,7 @@ def build_rehearsal(target: str) -> dg.AssetsDefinition:
                                          backups.for_target(target))
         thresholds = migrations.rehearsal_thresholds()
         server = migrations.rehearsal_server(database.target_url)
+        context.log.info("rehearsing the pending migrations on a scratch copy restored from the newest backup")
         report = rehearse(database.target_url, backups.open_store(), backups.master_key, migrations.path, thresholds,
                           server_url=server, staging_root=backups.staging_root,
                           **migrations.options())

@@ -1,15 +1,26 @@
 """``<target>/security_audit``: the OWASP-mapped findings of the managed database, with its two gates as checks."""
 
+import time
+
 import dagster as dg
 
+from dbops.components import metadata as mt
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource
 from dbops.components.security.resources import SecurityResource
 from dbops.redact import redact
 from dbops.security.audit import audit_database
-from dbops.security.findings import Severity
+from dbops.security.findings import Finding, Severity
 
 _MAX_ROWS_SHOWN = 200
+COLUMNS = ["severity", "rule", "owasp", "subject", "title", "evidence", "remediation"]
+
+
+def findings_table(findings: list[Finding]) -> dg.MetadataValue:
+    """The findings (the first :data:`_MAX_ROWS_SHOWN`), one row each, every cell redacted."""
+    return mt.table([{"severity": f.severity.value, "rule": f.rule, "owasp": f.owasp, "subject": redact(f.subject),
+                      "title": redact(f.title), "evidence": redact(f.evidence), "remediation": redact(f.remediation)}
+                     for f in findings[:_MAX_ROWS_SHOWN]], COLUMNS)
 
 
 def build_security_audit(target: str) -> dg.AssetsDefinition:
@@ -36,6 +47,9 @@ def build_security_audit(target: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, database: DatabaseResource, security: SecurityResource
     ) -> dg.MaterializeResult:
         database, security = database.for_target(target), security.for_target(target)
+        began = time.monotonic()
+        context.log.info(f"auditing {database.display_url}: roles, authentication, TLS, grants, RLS, functions, "
+                         "extensions, logging" + (", backups" if security.check_backups else ""))
         report = audit_database(
             database.target_url,
             security.matrix_path,
@@ -47,7 +61,8 @@ def build_security_audit(target: str) -> dg.AssetsDefinition:
             baseline=security.baseline(),
         )
         counts = report.counts()
-        context.log.info(f"security audit of {report.target}: {report.summary()}")
+        context.log.info(f"security audit of {report.target} done in {time.monotonic() - began:.1f} s: "
+                         f"{report.summary()}")
 
         def gate(name: str, severity: Severity, level: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
             hits = [f for f in report.sorted() if f.severity is severity]
@@ -57,20 +72,18 @@ def build_security_audit(target: str) -> dg.AssetsDefinition:
                 severity=level,
                 metadata={
                     "count": dg.MetadataValue.int(len(hits)),
-                    "findings": dg.MetadataValue.md(redact("\n".join(
-                        f"- **{f.rule}** {f.subject}: {f.title} — fix: {f.remediation}" for f in hits) or "none")),
+                    "findings": findings_table(hits) if hits else dg.MetadataValue.text("none"),
                 },
             )
 
         findings = report.sorted()
-        table = report.table_markdown()
-        if len(findings) > _MAX_ROWS_SHOWN:
-            table = "\n".join(table.splitlines()[: _MAX_ROWS_SHOWN + 2]) + f"\n\n({len(findings)} findings in all)"
         return dg.MaterializeResult(
             metadata={
                 **{f"findings_{level}": dg.MetadataValue.int(n) for level, n in counts.items()},
                 "findings_total": dg.MetadataValue.int(len(findings)),
-                "findings": dg.MetadataValue.md(redact(table)),
+                "findings": findings_table(findings) if findings else dg.MetadataValue.text("none"),
+                **({"findings_note": dg.MetadataValue.text(f"first {_MAX_ROWS_SHOWN} of {len(findings)} findings")}
+                   if len(findings) > _MAX_ROWS_SHOWN else {}),
                 "target": dg.MetadataValue.text(report.target),
                 "tls": dg.MetadataValue.json({k: v for k, v in report.tls.items()}),
                 "schemas": dg.MetadataValue.text(", ".join(report.schemas)),
