@@ -55,10 +55,13 @@ def main(argv: list[str], settings: Settings) -> int:
     print(f"validating {redact_url(url)} from {first} to {last} (rules: {rules})")
     failed = 0
     unchecked: list[str] = []
+    def progress(line: str) -> None:
+        print(f"  {line}", flush=True)  # each table as it is done: a 30-day range takes a while
+
     with IntegrityValidator.for_target(url, target) as validator:
-        reports = validator.validate_days(days_between(first, last))
+        reports = validator.validate_days(days_between(first, last), progress=progress)
         if not args.no_dimensions:
-            reports.append(validator.validate_dimensions())
+            reports.append(validator.validate_dimensions(progress=progress))
         schemas = validator.schemas
     for report in reports:
         failed += report.failed
