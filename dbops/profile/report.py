@@ -126,17 +126,6 @@ def render_text(title: str, table: Table) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(table: Table) -> str:
-    head, rows = table
-
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def summary_lines(prof: QueryProfile, h: TableFacts | None) -> list[str]:
     lines = [
         f"statements {prof.statements}, calls {prof.calls}, total {prof.total_ms:.1f} ms"

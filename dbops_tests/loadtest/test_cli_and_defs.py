@@ -135,3 +135,15 @@ def test_production_setting_reaches_the_cli_and_the_asset(seeded_url: str, tmp_p
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert failure.cause is not None and "marked production" in failure.cause.message
+
+
+def test_metadata_of_a_run_that_measured_nothing() -> None:
+    """No step measured (every figure None): the keys are left out, not -1 or 0.0, and building them cannot crash."""
+    from dbops.components.loadtest.assets import _metadata
+    from dbops.loadtest.runner import LoadTestResult
+
+    meta = _metadata(LoadTestResult("mixed", 10.0, "direct", "db"), None)
+    assert "max_users" not in meta and "read_p99_ms_at_max_users" not in meta and "degradation_p95_ratio" not in meta
+    assert meta["failures"].value == 0 and meta["think_time_s"].value == 10.0
+    assert meta["ramp"].value.records == [] and "users" in {c.name for c in meta["ramp"].value.schema.columns}
+    assert "no step ran without an error" in meta["summary"].value
