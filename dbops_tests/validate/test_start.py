@@ -150,3 +150,17 @@ def test_cache_is_per_database(seeded_db: str, tmp_path: Path) -> None:
     assert first_partition_day(target, lambda: seeded_db, home).source == "cache"
     other = seeded_db.rsplit("/", 1)[0] + "/postgres"  # the same server, another database: not its cache
     assert first_partition_day(target, lambda: other, home).source != "cache"
+
+
+def test_a_locked_table_falls_back_within_the_statement_timeout(seeded_db: str, tmp_path: Path) -> None:
+    """A migration holding a lock while the code location loads: the search gives up after its statement_timeout."""
+    home = tmp_path / "home"
+    target = load_settings({"DBOPS_DATABASE_URL": seeded_db, "DBOPS_HOME": str(home)}).target()
+    with connection(seeded_db) as locker, locker.transaction():
+        locker.execute("LOCK TABLE app.orders IN ACCESS EXCLUSIVE MODE")
+        started = datetime.now(UTC)
+        found = first_partition_day(target, lambda: seeded_db, home)
+        took = (datetime.now(UTC) - started).total_seconds()
+    assert found.source == "fallback" and "statement timeout" in found.reason
+    assert took < 15 and not cache_file(home, TARGET).exists()
+    assert first_partition_day(target, lambda: seeded_db, home).source == "data"  # the lock gone, the data tells
