@@ -146,8 +146,9 @@ class StepAutomation:
 
 AUTOMATIONS: tuple[StepAutomation, ...] = (
     StepAutomation("catalog", "catalog_after_migrations", "schema_catalog",
-                   "a new catalog as soon as schema_migrations materialized (one introspection, cheap; its drift "
-                   "check runs with catalog_daily)", True, lambda t: after_upstream(), "after schema_migrations"),
+                   "the catalog and its drift check (which rides along) as soon as schema_migrations materialized: "
+                   "one introspection and one replay of the migrations into a scratch database",
+                   True, lambda t: after_upstream(), "after schema_migrations"),
     StepAutomation("profile", "advice_after_profile", "index_advice",
                    "instead of index_advice_weekly: at its weekly tick, waits for the next query_profile and advises "
                    "on those statistics; heavy (indexes built on a copy), so off",
