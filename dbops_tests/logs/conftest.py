@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,16 @@ def configure_logging(url: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("the server did not take the logging settings")
+
+
+def settle(log: Path) -> None:
+    """Wait until the server stops writing to its log (a backend logs its disconnection after the client left)."""
+    size, still_since = log.stat().st_size, time.monotonic()
+    deadline = still_since + 10
+    while time.monotonic() - still_since < 0.5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if log.stat().st_size != size:
+            size, still_since = log.stat().st_size, time.monotonic()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from dbops.logs import LEVELS, LogReport, LogSource, log_report, log_source, mis
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.conftest import start_test_server, stop_test_server
+from dbops_tests.logs.conftest import settle
 
 SECRET = "planted-Secret-4711"
 SLEEP_S = 0.7
@@ -24,16 +25,6 @@ def source_of(server: EmbeddedServer) -> LogSource:
     with connection(server.url("postgres")) as conn:
         settings = server_log_settings(conn)
     return log_source(settings, log_path=server.log_file)
-
-
-def settle(log: Path) -> None:
-    """Wait until the server stops writing to its log (a backend logs its disconnection after the client left)."""
-    size, still_since = log.stat().st_size, time.monotonic()
-    deadline = still_since + 10
-    while time.monotonic() - still_since < 0.5 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        if log.stat().st_size != size:
-            size, still_since = log.stat().st_size, time.monotonic()
 
 
 def report(source: LogSource, out: Path, **kwargs: Any) -> LogReport:
