@@ -156,6 +156,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise DbopsError("--from and --to go together", "give both, e.g. --from 2026-11-01 --to 2026-11-30")
     if args.partition and args.range_from:
         raise DbopsError("--partition and --from/--to exclude each other", "give one partition or one range")
+    target = settings.target(args.target).name  # a typo names the closest target, before anything loads
     prepare_environment(settings)
     notes_to_stdout()
     # Here, not at the top: Dagster takes about 2 s to import and the code location about 3 s to load, which every
@@ -169,7 +170,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.list or not args.selection:
         print(list_definitions(defs))
         return 0
-    target = settings.target(args.target).name  # a typo names the closest target
     partition_range = (args.range_from, args.range_to) if args.range_from else None
     with dg.DagsterInstance.get() as instance:
         summary = run_selection(defs, args.selection, instance, args.partition, partition_range,

@@ -112,9 +112,9 @@ _QUALIFIED = re.compile(r"^(?P<module>[A-Za-z_][\w.]*)\.(?P<cls>[A-Za-z_]\w*): "
 
 
 def error_text(message: str) -> str:
-    """An exception's last line without its module path: dbops' own errors and ``dg.Failure`` as their text only,
+    """An exception's first line without its module path: dbops' own errors and ``dg.Failure`` as their text only,
     anything else as ``ClassName: text``."""
-    text = message.strip().splitlines()[-1] if message.strip() else "step failed"
+    text = message.strip().splitlines()[0] if message.strip() else "step failed"  # "module.Class: text" first
     found = _QUALIFIED.match(text)
     if found:
         rest = text[found.end():]
