@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from dbops.components import logs
-from dbops.components.logs import ASSET, CHECK, build
+from dbops.components.logs import ASSET, CHECK, build, reports_dir, server_log_path
 from dbops.components.naming import asset_key, op_name
-from dbops.components.resources import DatabaseResource, default_resources
+from dbops.components.resources import DatabaseResource, default_resources, launch_settings
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.logs.conftest import settle
@@ -138,3 +138,12 @@ def test_log_report_loads_in_group_health() -> None:
     check = dg.AssetCheckKey(KEY, CHECK)
     assert check in graph.asset_check_keys
     assert "FATAL/PANIC" in (graph.get_check_spec(check).description or "")
+
+
+def test_the_embedded_targets_log_is_its_servers_and_an_external_one_names_its_own(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert server_log_path(TARGET, None) == launch_settings().server().log_file == home / "postgresql.log"
+    assert reports_dir(TARGET) == home / "logs" / TARGET
+    monkeypatch.setenv("DBOPS_DATABASE_URL", "postgresql://app@db.example.com/shop")
+    assert server_log_path(TARGET, None) is None  # the server names its file (logging_collector), or logs.path does
+    assert server_log_path(TARGET, "/var/log/postgresql/shop.log") == Path("/var/log/postgresql/shop.log")
