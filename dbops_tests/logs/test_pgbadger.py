@@ -11,7 +11,17 @@ from typing import Any
 import pytest
 
 from dbops.errors import ConfigError, DbopsError
-from dbops.logs import LEVELS, LogReport, LogSource, log_report, log_source, missing_log_settings, server_log_settings
+from dbops.logs import (
+    LEVELS,
+    LogReport,
+    LogSource,
+    find_pgbadger,
+    log_report,
+    log_source,
+    missing_log_settings,
+    pgbadger,
+    server_log_settings,
+)
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.conftest import start_test_server, stop_test_server
@@ -174,6 +184,15 @@ def test_bad_input_is_one_line_naming_the_fix(log_server: EmbeddedServer, tmp_pa
     with pytest.raises(ConfigError, match=r"pgBadger read no line of .*postgresql.log: its lines do not match the"
                                           r" log_line_prefix '%t user=%u,db=%d '"):
         log_report(wrong, tmp_path / "d")
+
+
+def test_no_pgbadger_installed_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(pgbadger, "PGBADGER", tmp_path / "pgbadger")
+    with pytest.raises(DbopsError) as caught:
+        find_pgbadger()
+    assert str(caught.value) == ("pgBadger is not installed (no pgbadger program on PATH) — install it: `apt-get"
+                                 " install pgbadger` (or `make system-deps`)")
 
 
 def test_an_empty_log_is_nothing_checked(tmp_path: Path) -> None:
