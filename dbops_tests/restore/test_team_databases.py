@@ -160,7 +160,7 @@ def test_cli_backup_and_drill_on_a_team_database(foreign_db: tuple[ForeignSchema
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert dbops_step(["backup", "run"], settings) == 0
-    backup_id = capsys.readouterr().out.split()[1]
+    backup_id = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("backup ")).split()[1]
     archive = tmp_path / f"{schema.name}.dump"
     assert dbops_step(["backup", "export", backup_id, "--output", str(archive)], settings) == 0
     exported = capsys.readouterr().out
