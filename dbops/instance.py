@@ -11,6 +11,7 @@ its password file, the demo key's path). What is set is Dagster's own interface:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from dbops.backup.keys import generate_key
 from dbops.embedded import ensure_embedded
@@ -18,6 +19,9 @@ from dbops.errors import ConfigError
 from dbops.pg.connect import database_name, ensure_database, parse_url
 from dbops.private import private_dir, write_private
 from dbops.settings import Settings, load_settings
+
+# dagster.yaml of the local instance, copied into DAGSTER_HOME by prepare_environment.
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
 
 def dagster_storage_env(url: str) -> dict[str, str]:
@@ -69,9 +73,11 @@ def prepare_environment(settings: Settings | None = None) -> Settings:
     dagster_url = settings.dagster_url()
     ensure_database(dagster_url, database_name(dagster_url))
     home = private_dir(settings.dagster_home)
-    source = settings.project_dir / "dagster.yaml"
+    # The instance's template lives in the package, not at the project's root: `dg dev` warns about a dagster.yaml in
+    # the working directory that is not DAGSTER_HOME's.
+    source = INSTANCE_TEMPLATE
     if not source.exists():
-        raise ConfigError(f"{source} is missing", "run dbops from its checkout or set DBOPS_PROJECT_DIR")
+        raise ConfigError(f"{source} is missing", "reinstall dbops (pip install -e .)")
     write_private(home / "dagster.yaml", source.read_bytes())
     # Dagster's interface, not dbops' configuration: dagster.yaml's instance storage and its home.
     os.environ.update(dagster_storage_env(dagster_url))

@@ -142,7 +142,7 @@ def test_two_runs_in_one_targets_pool_wait_for_each_other(tmp_path: Path, fresh_
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "dagster-home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((PROJECT_DIR / "dbops" / "dagster.yaml").read_text())
     for name, value in {**dagster_storage_env(fresh_db), "DAGSTER_HOME": str(home)}.items():
         monkeypatch.setenv(name, value)
     env = dict(os.environ)

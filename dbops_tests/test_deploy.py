@@ -237,10 +237,10 @@ def test_k8s_instance_loads_with_the_intended_queue_and_pools(fresh_db: str, tmp
 
 def test_main_dagster_yaml_shares_storage_and_validates(fresh_db: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    local = load_yaml(ROOT / "dagster.yaml")
+    local = load_yaml(ROOT / "dbops" / "dagster.yaml")
     assert local["storage"] == load_yaml(K8S_INSTANCE)["storage"], "both instances keep Dagster's data alike"
     instance_env(monkeypatch, fresh_db)
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "dbops" / "dagster.yaml", tmp_path / "dagster.yaml")
     DagsterInstance.from_config(str(tmp_path)).dispose()
 
 
