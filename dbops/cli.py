@@ -129,12 +129,14 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     prepare_environment(settings)
     print(f"Dagster UI on http://127.0.0.1:{args.port} (no authentication of its own: keep it on loopback "
-          "or behind an authenticating proxy)")
-    dagster = find_program("dagster", os.path.dirname(sys.executable))  # type: ignore[arg-type]
-    # workspace.yaml names the code location `dbops` (as [tool.dg.project] does); `-m` would name it after the module
+          "or behind an authenticating proxy)", flush=True)
+    # `dg dev`: Dagster 1.13's local webserver and daemon (`dagster dev` is superseded by it and says so). The
+    # workspace file names the code location `dbops` (as [tool.dg.project] does; `-m` would name it after the module).
+    dg_cli = find_program("dg", os.path.dirname(sys.executable))  # type: ignore[arg-type]
     workspace = settings.project_dir / "workspace.yaml"
-    argv = [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port)]
-    os.execv(argv[0], argv)  # noqa: S606 - replaces this process with dagster dev
+    argv = [str(dg_cli), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port),
+            "--log-level", args.log_level]
+    os.execv(argv[0], argv)  # noqa: S606 - replaces this process with dg dev
     return 0  # pragma: no cover
 
 
@@ -210,12 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         "[STEP] above names the step a command belongs to")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    db = sub.add_parser("db", help="the embedded PostgreSQL server: up, down, status, url")
+    db = sub.add_parser("db", help="the embedded PostgreSQL server: up, down, status, url",
+                        description="The embedded PostgreSQL server under $DBOPS_HOME/pgdata: start it (up), stop it "
+                        "(down), show it (status; exit 3 when it is not running), print its URL, password masked "
+                        "(url). With DBOPS_DATABASE_URL set there is nothing to manage.")
     db.add_argument("action", choices=["up", "down", "status", "url"])
     db.set_defaults(func=cmd_db)
 
-    ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on 127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
+    ui = sub.add_parser("ui", help="start the Dagster UI (dg dev: webserver and daemon) on 127.0.0.1",
+                        description="The Dagster UI and daemon (dg dev) on 127.0.0.1, code location `dbops` "
+                        "(workspace.yaml), on the same PostgreSQL instance storage `dbops run` records its runs in. "
+                        "It has no authentication of its own: keep it on loopback or behind an authenticating proxy.")
+    ui.add_argument("--port", type=int, default=3000, help="the webserver's port (default 3000; `make ui PORT=N`)")
+    ui.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                    help="what the webserver and daemon log to the terminal (default warning)")
     ui.set_defaults(func=cmd_ui)
 
     run = sub.add_parser("run", help="run a selection of one target's assets as a run of its job, printing each "
@@ -236,11 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "schedules and sensors with their default state and cron, and jobs")
     run.set_defaults(func=cmd_run)
 
-    score = sub.add_parser("scorecard", help="print each target, what was measured and pass/fail")
+    score = sub.add_parser("scorecard", help="print each target, what was measured and pass/fail",
+                           description="Each target's scorecard from the runs recorded in the Dagster instance: "
+                           "what was measured, against which limit (the targets file), pass or fail.")
     score.add_argument("--target", help="one target's scorecard (default: every target's)")
     score.set_defaults(func=cmd_scorecard)
 
-    demo = sub.add_parser("demo", help="start, migrate, seed, run the whole lifecycle and print the scorecard")
+    demo = sub.add_parser("demo", help="start, migrate, seed, run the whole lifecycle and print the scorecard",
+                          description="The whole lifecycle of every target on the embedded server (what `make demo` "
+                          "runs): migrate, seed, every step with its phases printed as they happen, the 30-day "
+                          "integrity backfill, then each target's scorecard.")
     demo.add_argument("--scale", type=float, help="seed every target at this scale (default: each target's seed.scale)")
     demo.set_defaults(func=cmd_demo)
 
@@ -262,8 +277,22 @@ def step_main(group: str) -> Callable[[list[str], Settings], int]:
     return getattr(module, func_name)
 
 
+def _usage_error(self: argparse.ArgumentParser, message: str) -> None:
+    """A usage mistake on any of dbops' parsers (the steps' own too): the one prefix, ``error: <problem> — <fix>``,
+    exit status 2."""
+    self.exit(2, f"error: {message} — see `{self.prog} --help`\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _usage_error  # type: ignore[method-assign]
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     if argv and argv[0] in STEP_COMMANDS:
         # A step's own parser handles everything after the group name, --help included.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from dbops.backup import wal
@@ -33,8 +34,20 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _aligned(rows: list[tuple[str, ...]], numeric: Collection[int] = ()) -> str:
+    """Rows with each column as wide as its widest cell (``numeric`` columns right-aligned), no trailing blanks;
+    nothing for no row (one line per backup, as scripts read it)."""
+    if not rows:
+        return ""
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    return "\n".join("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                                for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip() for row in rows)
+
+
 def backup_main(argv: list[str], settings: Settings) -> int:
-    parser = argparse.ArgumentParser(prog="dbops backup")
+    parser = argparse.ArgumentParser(prog="dbops backup", description="Back up the target's database: a logical "
+                                     "dump or a physical base backup (full or incremental), encrypted into the "
+                                     "backup store; list, verify, export and prune backups; generate a key.")
     parser.add_argument("action", choices=["run", "list", "verify", "export", "prune", "keygen"])
     parser.add_argument("--kind", choices=["logical", "full", "incremental"], default="logical",
                         help="run: pg_dump (logical) or pg_basebackup full/incremental (physical)")
@@ -59,10 +72,12 @@ def backup_main(argv: list[str], settings: Settings) -> int:
         # the key is needed once there is a manifest to verify
         listing = read_store(store, lambda: MasterKey.from_settings(backup))
         _report(listing.ignored)
-        for m in listing.backups:
-            parent = f"  parent {m['parent']}" if m.get("parent") else ""
-            print(f"{m['id']}  {m['kind']}  {m['finished_at']}  raw {_size(m['raw_bytes'])}  "
-                  f"stored {_size(m['stored_bytes'])}  key {m['encryption']['key_id']}{parent}")
+        rows = [(m["id"], m["kind"], m["finished_at"], "raw", _size(m["raw_bytes"]), "stored",
+                 _size(m["stored_bytes"]), "key", m["encryption"]["key_id"], *(("parent", m["parent"]) if
+                                                                            m.get("parent") else ("", "")))
+                for m in listing.backups]
+        if rows:
+            print(_aligned(rows, numeric={4, 6}))
         return 0
     if args.action == "prune":
         result = prune(store, lambda: MasterKey.from_settings(backup), *rules(backup), dry_run=args.dry_run)
@@ -129,7 +144,9 @@ def wal_main(argv: list[str], settings: Settings) -> int:
     """`dbops wal push PATH` (an archive_command), `dbops wal push --spool DIR`, `dbops wal list|status`."""
 
 
-    parser = argparse.ArgumentParser(prog="dbops wal")
+    parser = argparse.ArgumentParser(prog="dbops wal", description="The WAL archive: push WAL files into the "
+                                     "backup store (the server's archive_command), list them, show the archive's "
+                                     "lag.")
     parser.add_argument("action", choices=["push", "list", "status"])
     parser.add_argument("path", nargs="?", help="push: the WAL file (archive_command = 'dbops wal push %%p')")
     parser.add_argument("--spool", help="push: every finished file of this spool directory (default: the "

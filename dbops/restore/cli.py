@@ -29,7 +29,8 @@ def _protected_databases(settings: Settings) -> dict[str, str]:
 
 
 def restore_main(argv: list[str], settings: Settings) -> int:
-    parser = argparse.ArgumentParser(prog="dbops restore")
+    parser = argparse.ArgumentParser(prog="dbops restore", description="Restore a backup into an empty database "
+                                     "(logical) or data directory (physical), optionally to a point in time.")
     parser.add_argument("backup_id")
     parser.add_argument("--target", required=True,
                         help="logical: URL of the (empty) database; physical: the (empty) data directory to create")
@@ -108,7 +109,8 @@ def _progress(line: str) -> None:
 
 
 def drill_main(argv: list[str], settings: Settings) -> int:
-    parser = argparse.ArgumentParser(prog="dbops drill")
+    parser = argparse.ArgumentParser(prog="dbops drill", description="Restore drill: the latest backup restored "
+                                     "into a scratch copy, compared with the source and timed (RTO), then removed.")
     parser.add_argument("--backup", help="backup id (default: the latest)")
     parser.add_argument("--keep", action="store_true", help="keep the restored scratch database")
     parser.add_argument("--physical", action="store_true",
