@@ -166,7 +166,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
 def page(request: pytest.FixtureRequest, screenshots: Path) -> Iterator:
     """A page of headless Debian Chromium; on a failure, a screenshot of it lands in the screenshots folder, whose
     path is printed."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make system-deps` (Debian's chromium)"
     with sync_playwright() as driver:
@@ -174,7 +174,8 @@ def page(request: pytest.FixtureRequest, screenshots: Path) -> Iterator:
         try:
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             page = context.new_page()
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(60_000)  # the machine is shared and slow: actions and assertions alike
+            expect.set_options(timeout=60_000)
             yield page
             report = getattr(request.node, "report_call", None)
             if report is None or report.failed:
