@@ -201,7 +201,7 @@ def first_partition_day(target: TargetSettings, url: Callable[[], str], home: Pa
     fallback = today - timedelta(days=validation.backfill_days)
     try:
         resolved = url()
-    except DbopsError as exc:
+    except (DbopsError, OSError, ValueError) as exc:
         result = StartDay(fallback, "fallback", f"no database URL ({exc}); {validation.backfill_days} days before "
                                                 "today")
         say(result.render())
