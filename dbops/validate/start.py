@@ -220,8 +220,9 @@ def first_partition_day(target: TargetSettings, url: Callable[[], str], home: Pa
         say(result.render())
         return result
     if oldest is None:
-        where = ", ".join(tables) or "no range-partitioned table with a date or timestamp key"
-        result = StartDay(fallback, "fallback", f"no row in {where}; {validation.backfill_days} days before today")
+        where = f"no row in {', '.join(tables)}" if tables else \
+            "no range-partitioned table with a date or timestamp key, no validation.time_columns"
+        result = StartDay(fallback, "fallback", f"{where}; {validation.backfill_days} days before today")
         say(result.render())
         return result
     day = min(oldest, today - timedelta(days=1))

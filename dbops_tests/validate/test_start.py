@@ -164,3 +164,12 @@ def test_a_locked_table_falls_back_within_the_statement_timeout(seeded_db: str, 
     assert found.source == "fallback" and "statement timeout" in found.reason
     assert took < 15 and not cache_file(home, TARGET).exists()
     assert first_partition_day(target, lambda: seeded_db, home).source == "data"  # the lock gone, the data tells
+
+
+def test_database_without_tables_falls_back(fresh_db: str, tmp_path: Path) -> None:
+    """Before the first migration (the demo loads its definitions then): no table to read, said so."""
+    target = load_settings({"DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path)}).target()
+    found = first_partition_day(target, lambda: fresh_db, tmp_path)
+    assert found.source == "fallback" and found.day == today() - timedelta(days=30)
+    assert found.reason == ("no range-partitioned table with a date or timestamp key, no validation.time_columns; "
+                            "30 days before today")
