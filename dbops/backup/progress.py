@@ -29,11 +29,12 @@ def mib(n: int) -> str:
 
 class ByteMeter:
     """A ``Store.put`` progress callback (bytes stored so far) that reports ``"<what>: N MiB stored (X MiB/s)"`` at
-    most every ``interval`` seconds; :meth:`offset` adds the bytes of objects already stored (a directory dump)."""
+    most every ``interval`` seconds; :meth:`offset` adds the bytes of objects already stored (a directory dump).
+    ``verb`` names what happened to the bytes (a restore feeds them to pg_restore)."""
 
     def __init__(self, progress: Progress | None, what: str, interval: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.progress, self.what, self.clock = progress, what, clock
+                 clock: Callable[[], float] = time.monotonic, verb: str = "stored") -> None:
+        self.progress, self.what, self.clock, self.verb = progress, what, clock, verb
         self.interval = INTERVAL if interval is None else interval
         self.started = self.last = clock()
         self.base = 0
@@ -49,7 +50,7 @@ class ByteMeter:
         total = self.base + stored
         rate = total / (1 << 20) / max(now - self.started, 1e-9)
         done = f", {self.objects} object(s) done" if self.objects else ""
-        self.progress(f"{self.what}: {mib(total)} stored ({rate:.1f} MiB/s{done})")
+        self.progress(f"{self.what}: {mib(total)} {self.verb} ({rate:.1f} MiB/s{done})")
 
     def offset(self, stored: int) -> None:
         """One object of ``stored`` bytes is complete: later counts start after it."""

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from dbops.backup.keys import BackupIntegrityError, MasterKey
 from dbops.backup.manifest import object_key
-from dbops.backup.progress import Progress, report
+from dbops.backup.progress import ByteMeter, Progress, report
 from dbops.backup.store import Store
 from dbops.backup.stream import decompress, decrypt
 from dbops.errors import DbopsError
@@ -156,9 +156,12 @@ def restore_logical(store: Store, key: MasterKey, manifest: dict[str, Any], targ
         report(progress, f"pg_restore started: backup {manifest['id']} streamed into database "
                          f"{unquote(database_name(target_url))} (one transaction)")
         _widen_pipe(proc.stdin.fileno())
+        meter, fed = ByteMeter(progress, "pg_restore", verb="fed"), 0
         try:
             for chunk in stream:
                 proc.stdin.write(chunk)
+                fed += len(chunk)
+                meter(fed)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # pg_restore stopped early: its own error is reported below

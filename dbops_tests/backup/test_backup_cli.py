@@ -61,7 +61,8 @@ def test_backup_run_and_drill_print_each_phase_as_it_happens(seeded_small: str, 
             blocker.rollback()
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    lines = [first.rstrip("\n"), *out.splitlines()]
+    lines = [line for line in [first.rstrip("\n"), *out.splitlines()] if "MiB stored (" not in line]  # at most
+    # every 5 s while the dump streams: present or not depending on the machine's speed
     assert [line.split(":")[0] for line in lines] == [
         "  pg_dump started", "  pg_dump finished", "  table figures read in the dump's snapshot",
         "  manifest signed and stored", lines[-1].split(":")[0]]

@@ -90,7 +90,7 @@ def test_drill_metadata_and_its_progress_lines(seeded_small: str, tmp_path: Path
                             "pg_restore started", "restored in", "verify started: rows and checksums of "
                             f"{len(compared)} table(s)", "verified and compared in",
                             f"RTO {meta['logical_rto_seconds'].value:.1f} s"])
-    assert lines[-2].endswith("every table matches the manifest") and len(lines) == 8
+    assert lines[-2].endswith("every table matches the manifest")
 
 
 def test_a_mismatch_is_named_in_the_checks_table(seeded_small: str, tmp_path: Path,
