@@ -185,6 +185,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_scorecard(args: argparse.Namespace, settings: Settings) -> int:
     prepare_environment(settings)
+    notes_to_stdout()
     import dagster as dg  # loaded by the commands that use it only (see cmd_run)
 
     from dbops.definitions import load
@@ -202,6 +203,7 @@ def cmd_scorecard(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from dbops.demo import run_demo  # Dagster and the code location: loaded by the commands that use them only
 
+    notes_to_stdout()
     return run_demo(settings, scale=args.scale)
 
 

@@ -1,6 +1,8 @@
 """`dbops demo` (what `make demo` runs): the whole lifecycle of every target on the embedded server, then a scorecard
-per target. A target backing up to S3 on a loopback endpoint nothing answers yet gets an S3 server (SeaweedFS) the
-demo starts for it, with the credentials its settings reference, and stops at the end."""
+per target. Each run prints its steps' phases as they happen (:class:`dbops.runner.Progress`) and is a run of the
+target's job in the code location, so the UI shows and re-executes it. A target backing up to S3 on a loopback
+endpoint nothing answers yet gets an S3 server (SeaweedFS) the demo starts for it, with the credentials its settings
+reference, and stops at the end."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dbops.definitions import load
 from dbops.health.targets import load_targets
 from dbops.instance import prepare_environment
 from dbops.pg.connect import connection
-from dbops.runner import run_selection
+from dbops.runner import RunSummary, run_selection
 from dbops.s3server import S3Server, start_s3_server
 from dbops.scorecard import Scorecard, build_scorecard
 from dbops.seed import seed
@@ -103,6 +105,15 @@ def demo_s3_servers(settings: Settings, stack: ExitStack) -> list[S3Server]:
     return servers
 
 
+def _report(summary: RunSummary) -> int:
+    """The run's summary (its phases were printed as they happened), and its one-line error when it failed; 1 for a
+    failed run."""
+    print(summary.render())
+    if not summary.success:
+        print(f"  error: {summary.error()}", flush=True)
+    return int(not summary.success)
+
+
 def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings,
                target: TargetSettings, load_test: dict | None = None) -> int:
     """The lifecycle of one target; the number of runs that failed. ``load_test``: the load_test op's config (the
@@ -110,9 +121,7 @@ def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Set
     failures = 0
     name, level = target.name, settings.log_level
     t = _step(f"{name}: migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
-    summary = run_selection(defs, "group:migrate", instance, log_level=level, target=name)
-    print(summary.render())
-    failures += not summary.success
+    failures += _report(run_selection(defs, "group:migrate", instance, log_level=level, target=name))
     _done(t)
 
     url = settings.target_url(name)
@@ -131,18 +140,15 @@ def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Set
         t = _step(f"{name}: lifecycle: " + ", ".join(k.path[-1] for k in rest))
         selection = " or ".join(f'key:"{k.to_user_string()}"' for k in rest)
         ops_config = DEMO_LOAD_TEST if load_test is None else {"load_test": {"config": load_test}}
-        summary = run_selection(defs, selection, instance, ops_config=ops_config, log_level=level, target=name)
-        print(summary.render())
-        failures += not summary.success
+        failures += _report(run_selection(defs, selection, instance, ops_config=ops_config, log_level=level,
+                                          target=name))
         _done(t)
 
     if dg.AssetKey([name, "integrity_validation"]) in defs.resolve_asset_graph().get_all_asset_keys():
         first, last = integrity_window()
         t = _step(f"{name}: integrity validation backfill: {first} to {last} (30 daily partitions, one run)")
-        summary = run_selection(defs, "integrity_validation", instance, partition_range=(first, last),
-                                log_level=level, target=name)
-        print(summary.render())
-        failures += not summary.success
+        failures += _report(run_selection(defs, "integrity_validation", instance, partition_range=(first, last),
+                                          log_level=level, target=name))
         _done(t)
     return failures
 

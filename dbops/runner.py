@@ -332,6 +332,7 @@ def run_selection(
     ``partition_range`` (first, last) makes one ranged run; ``ops_config`` is keyed by asset name. The terminal gets
     the phases (``progress``: a line writer, print by default); ``verbose``, or ``log_level`` DEBUG/INFO
     (DBOPS_LOG_LEVEL), gives Dagster's own log at that level instead."""
+    from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.api import execute_run
 
     request = resolve_request(defs, selection, target)
@@ -354,7 +355,6 @@ def run_selection(
     elif partition_key is not None:
         tags[PARTITION_TAG] = partition_key
 
-    recon = dg.build_reconstructable_job("dbops.runner", "location_job", reconstructable_args=(job.name,))
     all_keys = set(job.asset_layer.executable_asset_keys)
     run = instance.create_run_for_job(
         job_def=job,
@@ -362,11 +362,12 @@ def run_selection(
         tags=tags,
         asset_selection=None if set(request.keys) == all_keys else set(request.keys),
         remote_job_origin=location_origin(job.name, defs.get_repository_def().name),
-        job_code_origin=recon.get_python_origin(),
     )
     if not full_log:
         instance.add_event_listener(run.run_id, Progress(progress, step_labels(job)))
-    result = execute_run(recon, run, instance, raise_on_error=False)
+    # The job of ``defs`` as it is (the definitions this process built); a re-execution from the UI or with
+    # dg.execute_job rebuilds it from the location (see :func:`location_job`).
+    result = execute_run(InMemoryJob(job), run, instance, raise_on_error=False)
     return summarize(result.run_id, result.success, result.all_events, job.name)
 
 

@@ -166,3 +166,33 @@ def test_list_marks_partitioned_observed_blocking_and_shows_schedules_and_sensor
         assert row[1] == state
     assert "dbops_lifecycle" in result.stdout
     assert os.environ.get("DBOPS_DATABASE_URL") != fresh_db  # the listing ran in its own process
+
+
+def test_phases_reach_the_terminal_while_the_run_runs(fresh_db: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each phase line is written when it happens, not at the end: the step's start reaches the writer at least the
+    step's own duration before the run returns."""
+    import time
+
+    from dbops.components.target import fleet_defs
+    from dbops.runner import run_selection
+    from dbops.settings import load_settings
+
+    for name, value in {"DBOPS_DATABASE_URL": fresh_db, "DBOPS_HOME": str(tmp_path / "home"),
+                        "DBOPS_MIGRATIONS": str(MIGRATIONS_DIR)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DBOPS_CONFIG", raising=False)
+    settings = load_settings()
+    seen: list[tuple[float, str]] = []
+    with dg.DagsterInstance.ephemeral() as instance:
+        summary = run_selection(fleet_defs(settings), "schema_migrations", instance, target="dbops",
+                                command=["run", "schema_migrations"],
+                                progress=lambda line: seen.append((time.monotonic(), line)))
+        returned = time.monotonic()
+    assert summary.success, summary.render()
+    started = next(t for t, line in seen if line.endswith("dbops/schema_migrations  started"))
+    done_at, done = next((t, line) for t, line in seen if "dbops/schema_migrations  done (" in line)
+    took = float(done.rsplit("(", 1)[1].split()[0])
+    assert took > 0.1 and done_at - started >= took * 0.9 and returned - started >= took * 0.9, seen
+    assert [line for _, line in seen if "applied V1__" in line]  # the asset's own log line, as it happened
+    assert all("STEP_" not in line and "dagster" not in line.lower() for _, line in seen), seen
