@@ -59,10 +59,11 @@ def restore_main(argv: list[str], settings: Settings) -> int:
             return 2
     protected = _protected_databases(settings)
     check_logical_target(args.target, force=args.force, protected=protected, allow_overwrite=args.allow_overwrite)
+    _progress(f"verifying {len(manifest['objects'])} object(s) of {manifest['id']} (sha256, decryption)")
     verify_backup(store, key, manifest)  # every object, before the target is touched
     phases = restore_logical(store, key, manifest, args.target, force=args.force, bin_dir=settings.pg_bin,
                              staging_root=settings.staging_root, protected=protected,
-                             allow_overwrite=args.allow_overwrite)
+                             allow_overwrite=args.allow_overwrite, progress=_progress)
     print(f"restored {args.backup_id} into {redact_url(args.target)}: {phases}")
     return 0
 
@@ -78,7 +79,8 @@ def _restore_physical(store: Store, key: MasterKey, manifest: dict, args: argpar
     restored = restore_cluster(store, key, manifest, Path(args.target), pitr=args.pitr, force=args.force,
                                bin_dir=settings.pg_bin, port=args.port,
                                archive_to=Path(args.archive_to) if args.archive_to else None,
-                               source_spools=(settings.wal_spool,) if settings.wal_spool else ())
+                               source_spools=(settings.wal_spool,) if settings.wal_spool else (),
+                               progress=_progress)
     print(f"restored {manifest['id']} into {restored.data_dir}: {restored.phases}")
     if restored.wal_dir:
         until = f"until {args.pitr}" if args.pitr else "to the end of the archive"

@@ -281,7 +281,7 @@ def pg_ctl_command(bin_dir: Path | None, data_dir: Path, action: str, log_file: 
 def restore_cluster(store: Store, key: MasterKey, manifest: dict[str, Any], target: Path, *,
                     pitr: datetime | str | None = None, force: bool = False, bin_dir: Path | None = None,
                     port: int | None = None, archive_to: Path | None = None,
-                    source_spools: tuple[Path, ...] = ()) -> RestoredCluster:
+                    source_spools: tuple[Path, ...] = (), progress: Progress | None = None) -> RestoredCluster:
     """`dbops restore ID --target DIR`: a data directory that starts as it is and cannot hurt anything.
 
     :func:`restore_physical` (nothing touched before everything is proven); the archived WAL a point-in-time restore
@@ -289,6 +289,7 @@ def restore_cluster(store: Store, key: MasterKey, manifest: dict[str, Any], targ
     cluster gets :func:`restored_settings` (archiving off unless ``archive_to``, which must not be one of
     ``source_spools``; ``port``, default a free one), a ``log`` directory, and is owned by the OS user that will run
     it; the returned commands start and stop it as printed. ``force`` replaces DIR's and DIR.wal's old content.
+    ``progress`` gets a line per phase (see :func:`restore_physical`), and when the WAL is staged.
     """
     target = Path(target).absolute()
     wal_dir = target.parent / f"{target.name}.wal"
@@ -316,6 +317,7 @@ def restore_cluster(store: Store, key: MasterKey, manifest: dict[str, Any], targ
         nonlocal staged
         recovery, _, staged = prepare_recovery(store, key, manifest, data_dir, pitr, wal_dir=staged_wal,
                                                serve_from=wal_dir)
+        report(progress, f"{staged} archived WAL file(s) staged for recovery")
         write_settings(data_dir, {**restored_settings(port, archive_to=archive_to), **recovery},
                        "written by dbops restore: a restored copy keeps to itself (own port, loopback, no archiving "
                        "into its source's archive)" + ("; point-in-time recovery" if recovery else ""))
@@ -325,7 +327,8 @@ def restore_cluster(store: Store, key: MasterKey, manifest: dict[str, Any], targ
         hand_over_tree(data_dir, *([staged_wal] if staged else []), *([archive_to] if archive_to else []))
 
     try:
-        phases = restore_physical(store, key, manifest, target, bin_dir=bin_dir, force=force, finish=finish)
+        phases = restore_physical(store, key, manifest, target, bin_dir=bin_dir, force=force, finish=finish,
+                                  progress=progress)
         if staged:
             if wal_dir.is_dir() and not wal_dir.is_symlink():
                 shutil.rmtree(wal_dir)
