@@ -11,15 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from dbops.redact import redact
+
 Progress = Callable[[str], None]
 
 INTERVAL = 5.0  # seconds between two "N MiB stored" lines of one stream at most
 
 
 def report(progress: Progress | None, line: str) -> None:
-    """``progress(line)`` when there is a callback."""
+    """``progress(line)`` when there is a callback, secrets redacted (a store's endpoint, a URL)."""
     if progress is not None:
-        progress(line)
+        progress(redact(line))
 
 
 def mib(n: int) -> str:
