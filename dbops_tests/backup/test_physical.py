@@ -197,6 +197,14 @@ def test_dagster_base_backup_wal_archive_drill_and_retention(archiving_server: E
     assert_clean(wal_check.metadata)
     assert "reason" not in wal_check.metadata and wal_check.metadata["max_segments_behind"].value == 2
 
+    [sensor] = [s for s in backup.build(target).sensors or [] if s.name == "dbops_wal_archive_sensor"]
+    observed = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    [observation] = observed.asset_events  # type: ignore[union-attr]
+    assert observation.asset_key == asset_key(target, "wal_archive")
+    assert_clean(observation.metadata)
+    assert observation.metadata["segments_behind"].value >= 0
+    assert isinstance(observation.metadata["wal_spool"], dg.PathMetadataValue)
+
     incremental = run([base_backup_asset], kind="incremental")
     incremental_meta = incremental.asset_materializations_for_node(base_op)[0].metadata
     assert incremental_meta["kind"].value == "incremental" and incremental_meta["parent"].value == backup_id
