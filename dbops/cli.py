@@ -170,7 +170,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     defs = load()
     if args.list or not args.selection:
-        print(list_definitions(defs))
+        with dg.DagsterInstance.get() as instance:  # what was turned on or off in the UI
+            print(list_definitions(defs, instance))
         return 0
     partition_range = (args.range_from, args.range_to) if args.range_from else None
     with dg.DagsterInstance.get() as instance:

@@ -301,9 +301,8 @@ def location_origin(job_name: str, repository_name: str):  # noqa: ANN201 - dags
     """The origin the UI gives a run of ``job_name``: code location ``dbops`` of workspace.yaml (loaded the way
     the webserver loads it), repository ``repository_name``. With it the UI re-executes the run."""
     from dagster._core.remote_origin import RemoteRepositoryOrigin
-    from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-    (location,) = location_origins_from_yaml_paths([str(WORKSPACE)])
+    (location,) = _workspace_locations()
     return RemoteRepositoryOrigin(location, repository_name).get_job_origin(job_name)
 
 
@@ -392,10 +391,39 @@ def summarize(run_id: str, success: bool, events, job_name: str = "") -> RunSumm
     return RunSummary(run_id, success, outcomes, failure, job_name)
 
 
-def list_definitions(defs: dg.Definitions) -> str:
+def instigator_states(defs: dg.Definitions, instance: dg.DagsterInstance | None) -> dict[str, bool]:
+    """Schedules and sensors someone turned on (True) or off (False) in the UI, by name: the state stored in the
+    instance for code location ``dbops``, which wins over the default in code."""
+    if instance is None:
+        return {}
+    from dagster._core.definitions.selector import RepositorySelector
+    from dagster._core.scheduler.instigation import InstigatorStatus
+
+    (location,) = _workspace_locations()
+    selector = RepositorySelector(location_name=location.location_name,
+                                  repository_name=defs.get_repository_def().name)
+    states = instance.all_instigator_state(repository_selector_id=selector.selector_id)
+    return {state.name: state.status == InstigatorStatus.RUNNING for state in states
+            if state.status in (InstigatorStatus.RUNNING, InstigatorStatus.STOPPED)}
+
+
+def _workspace_locations():  # noqa: ANN202 - dagster's CodeLocationOrigin
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    return location_origins_from_yaml_paths([str(WORKSPACE)])
+
+
+def _state(default_on: bool, stored: bool | None) -> str:
+    if stored is None or stored == default_on:
+        return "on" if (default_on if stored is None else stored) else "off"
+    return f"{'on' if stored else 'off'} (set in the UI; default {'on' if default_on else 'off'})"
+
+
+def list_definitions(defs: dg.Definitions, instance: dg.DagsterInstance | None = None) -> str:
     """Assets (keyed ``<target>/<asset>``) with their group, pool, partitions and checks (blocking ones marked),
-    observed assets with the sensor observing them, then schedules and sensors with their default state and cron,
-    and the jobs."""
+    observed assets with the sensor observing them, then schedules and sensors with their state (the default in
+    code, or what was set in the UI, read from ``instance``) and cron, and the jobs."""
+    stored = instigator_states(defs, instance)
     graph = defs.resolve_asset_graph()
     lines = ["assets (group, pool; partitioned: needs --partition or --from/--to; observed: by a sensor, not run):"]
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
@@ -415,15 +443,15 @@ def list_definitions(defs: dg.Definitions) -> str:
                                                             if blocking else ""))
     schedules = sorted(defs.schedules or [], key=lambda s: s.name)  # type: ignore[union-attr]
     if schedules:
-        lines.append("schedules (default state, UTC cron):")
+        lines.append("schedules (state, UTC cron):")
         for schedule in schedules:
-            state = "on" if schedule.default_status == dg.DefaultScheduleStatus.RUNNING else "off"
+            state = _state(schedule.default_status == dg.DefaultScheduleStatus.RUNNING, stored.get(schedule.name))
             lines.append(f"  {schedule.name:44} {state:4} {schedule.cron_schedule}")
     sensors = sorted(defs.sensors or [], key=lambda s: s.name)  # type: ignore[union-attr]
     if sensors:
-        lines.append("sensors (default state):")
+        lines.append("sensors (state, interval):")
         for sensor in sensors:
-            state = "on" if sensor.default_status == dg.DefaultSensorStatus.RUNNING else "off"
+            state = _state(sensor.default_status == dg.DefaultSensorStatus.RUNNING, stored.get(sensor.name))
             lines.append(f"  {sensor.name:44} {state:4} every {sensor.minimum_interval_seconds or 30} s")
     jobs = sorted(job.name for job in defs.jobs or [])  # type: ignore[union-attr]
     if jobs:

@@ -25,6 +25,8 @@ REEXECUTE = """mutation ($id: String!) { launchPipelineReexecution(reexecutionPa
   ... on PythonError { message } ... on InvalidStepError { invalidStepKey } } }"""
 JOB = """query ($job: String!) { pipelineOrError(params: {repositoryLocationName: "dbops",
   repositoryName: "__repository__", pipelineName: $job}) { __typename ... on Pipeline { name description } } }"""
+START_SCHEDULE = """mutation ($name: String!) { startSchedule(scheduleSelector: {repositoryLocationName: "dbops",
+  repositoryName: "__repository__", scheduleName: $name}) { __typename ... on PythonError { message } } }"""
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
 
@@ -90,6 +92,13 @@ def test_ui_re_executes_a_cli_run_from_failure(pg_server, fresh_db: str, dagster
         assert again["parentRunId"] == parent and again["pipelineName"] == "dbops_lifecycle"
         with connection(fresh_db) as conn:
             assert conn.execute("SELECT to_regclass('app.repaired') IS NOT NULL").fetchone()[0]
+
+        # A schedule turned on in the UI: `dbops run --list` shows the state the instance holds, not the default.
+        started = graphql(port, START_SCHEDULE, name="dbops_index_advice_weekly")["startSchedule"]
+        assert started["__typename"] == "ScheduleStateResult", started
+        listed = run_dbops(["run", "--list"], env)
+        row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["dbops_index_advice_weekly"])
+        assert "on (set in the UI; default off)" in row, listed.stdout
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
