@@ -148,6 +148,7 @@ def build(target: str) -> dg.Definitions:
 
     @dg.asset(
         key=asset_key(target, "load_test"),
+        deps=[asset_key(target, "schema_migrations")],  # load the migrated schema, never a half-migrated one
         group_name="loadtest",
         kinds={"postgres", "pgbench"},
         pool=pool(target),

@@ -83,6 +83,7 @@ def build(target: str) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=asset_key(target, "query_profile"),
+        deps=[asset_key(target, "schema_catalog")],  # the lifecycle: profile the catalogued schema
         group_name="profile",
         kinds={"postgres"},
         pool=pool(target),

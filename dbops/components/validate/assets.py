@@ -158,6 +158,7 @@ def build(target: str) -> list[dg.AssetsDefinition]:
         warnings.filterwarnings("ignore", r"Parameter `backfill_policy` .* is currently in beta", dg.BetaWarning)
         _daily_single_run = dg.asset(
             key=asset_key(target, "integrity_validation"),
+            deps=[asset_key(target, "schema_migrations")],
             group_name=GROUP,
             kinds=KINDS,
             pool=pool(target),
@@ -203,6 +204,7 @@ def build(target: str) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=asset_key(target, "dimension_integrity"),
+        deps=[asset_key(target, "schema_migrations")],
         group_name=GROUP,
         kinds=KINDS,
         pool=pool(target),
@@ -227,6 +229,7 @@ def build(target: str) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=asset_key(target, "index_integrity"),
+        deps=[asset_key(target, "schema_migrations")],
         group_name=GROUP,
         kinds={"postgres"},
         pool=pool(target),
