@@ -84,7 +84,9 @@ def test_logical_backup_metadata_and_its_progress_lines(seeded_small: str, tmp_p
     assert_clean(pmeta)
     assert pmeta["dump_format"].value == "directory" and pmeta["jobs"].value == 2
     assert isinstance(pmeta["staging"], dg.PathMetadataValue)
-    assert len(rows(pmeta["objects"])) > 2  # toc.dat and one file per table with data
+    objects = rows(pmeta["objects"])
+    assert len(objects) == pmeta["object_count"].value > 2  # toc.dat and one file per table with data
+    assert [o["stored_bytes"] for o in objects] == sorted((o["stored_bytes"] for o in objects), reverse=True)
     plines = log_lines(instance, parallel.run_id, LOGICAL_OP)
     assert_in_order(plines, ["directory format, 2 jobs, staged in", "object(s) done", "pg_dump finished:",
                              "complete in"])

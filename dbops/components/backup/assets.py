@@ -20,6 +20,8 @@ from dbops.components.naming import asset_key, def_name, pool
 from dbops.components.resources import BackupResource, DatabaseResource, read_verified
 from dbops.redact import redact
 
+TABLE_ROWS = 500  # rows of a metadata table at most (a directory dump of a big schema has a file per table)
+
 
 def _fresh(context: dg.AssetExecutionContext, store: Store, key: MasterKey, kinds: tuple[str, ...],
            max_age_hours: float, check: str, asset: dg.AssetKey) -> dg.AssetCheckResult:
@@ -41,9 +43,10 @@ def _fresh(context: dg.AssetExecutionContext, store: Store, key: MasterKey, kind
 
 
 def _objects(manifest: dict[str, Any]) -> dg.MetadataValue:
-    """The backup's stored objects: name, plain and stored bytes, sha256."""
+    """The backup's stored objects (the biggest first, at most TABLE_ROWS): name, plain and stored bytes, sha256."""
+    biggest = sorted(manifest["objects"], key=lambda o: -int(o["size"]))[:TABLE_ROWS]
     return table([{"name": o["name"], "raw_bytes": o.get("raw_size"), "stored_bytes": o["size"],
-                   "sha256": o["sha256"]} for o in manifest["objects"]],
+                   "sha256": o["sha256"]} for o in biggest],
                  columns=["name", "raw_bytes", "stored_bytes", "sha256"],
                  descriptions={"raw_bytes": "before compression and encryption",
                                "stored_bytes": "as stored (zstd, AES-256-GCM)"})
@@ -63,6 +66,7 @@ def _backup_metadata(manifest: dict[str, Any], store: Store) -> dict[str, dg.Met
             "duration_seconds": float(manifest["duration_seconds"]),
             "server_version": manifest.get("server_version"),
             "key_id": manifest["encryption"]["key_id"],
+            "object_count": len(manifest["objects"]),
         }),
         "backup_directory": path(store.location(object_key(backup_id, MANIFEST).rsplit("/", 1)[0])),
         "manifest": path(store.location(object_key(backup_id, MANIFEST))),
@@ -148,7 +152,7 @@ def build(target: str) -> dg.Definitions:
             }),
             **({"staging": path(backups.staging_root)} if directory else {}),
             "table_figures": table([{"table": name, "rows": t["rows"], "row_hash": t.get("hash", "text")}
-                                    for name, t in manifest["tables"].items()],
+                                    for name, t in list(manifest["tables"].items())[:TABLE_ROWS]],
                                    columns=["table", "rows", "row_hash"],
                                    descriptions={"rows": "rows in the dump's snapshot (a drill compares them)",
                                                  "row_hash": "how the content checksum hashes a row"}),
