@@ -59,23 +59,27 @@ class RunSummary:
     job_name: str = ""
 
     def render(self) -> str:
+        """One line per outcome; a ranged run's materializations of one asset (one per partition) as one line."""
         lines = [f"run {self.run_id} ({self.job_name}): {'SUCCESS' if self.success else 'FAILURE'}"]
-        previous, repeats = None, 0
+        groups: list[list[StepOutcome]] = []
         for item in self.outcomes:
+            last = groups[-1][0] if groups else None
+            if last is not None and item.kind == "asset" and (last.kind, last.name, last.ok) == (
+                    item.kind, item.name, item.ok) and not item.detail:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        for group in groups:
+            item = group[0]
             mark = "ok  " if item.ok else "FAIL"
-            figures = ", ".join(f"{k}={v}" for k, v in item.metadata.items())
-            line = f"  {mark} {item.kind:5} {item.name}" + (f"  [{figures}]" if figures else "")
-            if line == previous and not item.detail:  # one line per asset for a ranged run over many partitions
-                repeats += 1
+            if len(group) > 1:
+                lines.append(f"  {mark} {item.kind:5} {item.name}  ({len(group)} partitions; the figures of each "
+                             "in the Dagster UI)")
                 continue
-            if repeats:
-                lines[-1] += f"  (x{repeats + 1} partitions)"
-            previous, repeats = line, 0
-            lines.append(line)
+            figures = ", ".join(f"{k}={v}" for k, v in item.metadata.items())
+            lines.append(f"  {mark} {item.kind:5} {item.name}" + (f"  [{figures}]" if figures else ""))
             if item.detail:
                 lines.append(f"        {item.detail}")
-        if repeats:
-            lines[-1] += f"  (x{repeats + 1} partitions)"
         return "\n".join(lines)
 
     def error(self, rerun: str = "") -> DbopsError:
