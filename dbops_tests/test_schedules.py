@@ -21,7 +21,8 @@ from dbops_tests.conftest import PROJECT_DIR
 
 LIFECYCLE = {"schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test", "logical_backup",
              "base_backup", "wal_archive", "restore_drill", "backup_retention", "integrity_validation",
-             "dimension_integrity", "index_integrity", "security_audit", "partition_maintenance", "materialized_views"}
+             "dimension_integrity", "index_integrity", "security_audit", "partition_maintenance", "materialized_views",
+             "log_report"}
 
 
 def stub_asset(target: str, name: str) -> dg.AssetsDefinition:

@@ -73,6 +73,8 @@ STEP_SCHEDULES: tuple[StepSchedule, ...] = (
                  "nightly audit of roles, grants, settings and pg_hba"),
     StepSchedule("maintain", "partition_maintenance_daily", ("partition_maintenance",),
                  "creates the partitions ahead before the day needs them; rows in a DEFAULT partition fail its check"),
+    StepSchedule("health", "log_report_hourly", ("log_report",),
+                 "pgBadger over the server log's new lines: errors, lock waits, temp files, slowest statements"),
     StepSchedule("maintain", "materialized_views_hourly", ("materialized_views",),
                  "refreshes each materialized view (CONCURRENTLY when it has a unique index)"),
 )

@@ -19,6 +19,7 @@ from dbops.components import (
     catalog,
     health,
     loadtest,
+    logs,
     maintain,
     migrate,
     profile,
@@ -147,6 +148,10 @@ def target_defs(target: TargetSettings) -> dg.Definitions:
         migrate.build(name, rehearsal=target.rehearsal.enabled), catalog.build(name), profile.build(name),
         loadtest.build(name), backup.build(name), restore.build(name), validate.build(name), security.build(name),
         maintain.build(name, matview_max_age_hours=target.matviews.max_age_hours), health.build(name),
+        logs.build(name, log_path=target.logs.path, log_line_prefix=target.logs.line_prefix,
+                   log_format=target.logs.format, top=target.logs.top, max_errors=target.logs.max_errors,
+                   max_fatal=target.logs.max_fatal, retention_weeks=target.logs.retention_weeks,
+                   anonymize=target.logs.anonymize),
     )
     assets = lifecycle_specs(target, list(steps.assets or []))  # type: ignore[arg-type]
     keys = {k for a in assets for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}

@@ -71,6 +71,11 @@ def default_settings(memory_mb: int | None = None) -> dict[str, str]:
         "log_line_prefix": "'%m [%p] %q%u@%d '",
         "log_min_duration_statement": "'1s'",
         "log_lock_waits": "on",
+        # What pgBadger's log_report reads: temporary files, checkpoints, slow autovacuum runs, English messages.
+        "log_temp_files": "0",
+        "log_checkpoints": "on",
+        "log_autovacuum_min_duration": "'1min'",
+        "lc_messages": "'C'",
         "idle_in_transaction_session_timeout": "'10min'",
     }
 

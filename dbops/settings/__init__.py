@@ -12,6 +12,7 @@ from dbops.settings.model import (
     BackupSettings,
     DagsterSettings,
     LoadTestSettings,
+    LogSettings,
     ProfileSettings,
     RehearsalSettings,
     S3Settings,
@@ -28,6 +29,7 @@ from dbops.settings.options import OPTIONS, Option, checkout_dir
 __all__ = [
     "OPTIONS",
     "AlertSettings",
+    "LogSettings",
     "BackupSettings",
     "DagsterSettings",
     "LoadTestSettings",

@@ -58,6 +58,7 @@ _SECTIONS: dict[str, type] = {
     "validation": model.ValidationSettings,
     "partitions": model.PartitionSettings,
     "matviews": model.MatviewSettings,
+    "logs": model.LogSettings,
     "rehearsal": model.RehearsalSettings,
     "backup": model.BackupSettings,
     "backup.s3": model.S3Settings,

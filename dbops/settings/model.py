@@ -101,6 +101,20 @@ class MatviewSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """The server log pgBadger reads (the ``log_report`` asset)."""
+
+    path: Path | None  # None: the embedded server's log, else the file the server names (logging_collector on)
+    line_prefix: str | None  # None: the server's log_line_prefix
+    format: str | None  # None: from the file's suffix or the server's log_destination
+    top: int
+    max_errors: int | None  # None: ERROR lines do not fail the check
+    max_fatal: int
+    retention_weeks: int
+    anonymize: bool
+
+
+@dataclass(frozen=True)
 class ValidationSettings:
     expectations: Path | None  # None: only the rules derived from the database's constraints
     start_date: date | None  # None: from the data (the oldest row), else backfill_days before today
@@ -195,6 +209,7 @@ class TargetSettings:
     validation: ValidationSettings
     partitions: PartitionSettings
     matviews: MatviewSettings
+    logs: LogSettings
     rehearsal: RehearsalSettings
     backup: BackupSettings
     alerts: AlertSettings

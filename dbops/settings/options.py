@@ -442,6 +442,7 @@ SCHEDULES: tuple[tuple[str, str, bool, str], ...] = (
     ("partition_maintenance_daily", "10 0 * * *", True, "partitions kept ahead, DEFAULT partitions watched, "
      "retention (partition_maintenance)"),
     ("materialized_views_hourly", "5 * * * *", True, "refreshes the materialized views (materialized_views)"),
+    ("log_report_hourly", "20 * * * *", True, "pgBadger over the server log's new lines (log_report)"),
 )
 
 
@@ -574,6 +575,22 @@ OPTIONS: tuple[Option, ...] = (
             "DBOPS_MATVIEWS", "app.daily_sales"),
     _target("matviews.max_age_hours", Number(), 2.0, "a materialized view refreshed longer ago than this is stale",
             "DBOPS_MATVIEWS_MAX_AGE_HOURS", "2"),
+    _target("logs.path", PathKind("file"), None, "the server log pgBadger reads (none: the embedded server's log, else "
+            "the file the server names when its logging_collector is on)", "DBOPS_LOGS_PATH",
+            "/var/log/postgresql/postgresql-16-main.log"),
+    _target("logs.line_prefix", Text(), None, "the server's `log_line_prefix` (none: read from the server)",
+            "DBOPS_LOGS_LINE_PREFIX", "%m [%p] %q%u@%d "),
+    _target("logs.format", Choice("stderr", "csv", "jsonlog", "syslog", "syslog2"), None, "the log's format (none: "
+            "from the file's suffix or the server's log_destination)", "DBOPS_LOGS_FORMAT", "stderr"),
+    _target("logs.top", Integer(1), 10, "slowest statements kept from each log report", "DBOPS_LOGS_TOP", "10"),
+    _target("logs.max_errors", Integer(0, what="integer >= 0"), None, "ERROR lines in one report's new lines before "
+            "`log_errors_under_target` fails (none: not limited)", "DBOPS_LOGS_MAX_ERRORS", "100"),
+    _target("logs.max_fatal", Integer(0, what="integer >= 0"), 0, "FATAL and PANIC lines in one report's new lines "
+            "before the check fails",
+            "DBOPS_LOGS_MAX_FATAL", "0"),
+    _target("logs.retention_weeks", Integer(0, what="integer >= 0"), 8, "weeks of pgBadger reports kept (0: all)",
+            "DBOPS_LOGS_RETENTION_WEEKS", "8"),
+    _target("logs.anonymize", Flag(), True, "literals masked in the HTML report", "DBOPS_LOGS_ANONYMIZE", "off"),
     _target("validation.expectations", PathKind("dir"),
             Derived("`sql/expectations` for a target of the reference schema, else none (the rules come from the "
                     "database's own constraints)",

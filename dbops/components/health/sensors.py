@@ -39,7 +39,7 @@ def database_health(target: str) -> dg.AssetSpec:
 ALERTED_ASSETS = ("schema_migrations", "schema_catalog", "query_profile", "index_advice", "load_test", "logical_backup",
                   "base_backup", "wal_archive", "backup_retention", "restore_drill", "integrity_validation",
                   "dimension_integrity", "index_integrity", "security_audit", "partition_maintenance",
-                  "materialized_views", "database_health")
+                  "materialized_views", "database_health", "log_report")
 
 
 def alerts_asset(target: str) -> dg.AssetSpec:
