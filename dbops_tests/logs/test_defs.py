@@ -37,11 +37,13 @@ def materialize(server: EmbeddedServer, **options: object) -> dg.ExecuteInProces
 
 
 def quiet(url: str) -> None:
-    """Connections and statements unlogged: the asset's own session (reading the settings) then writes no line."""
+    """Connections, statements and temporary files unlogged: the asset's own session (reading the settings) then writes
+    no line."""
     with connection(url) as conn:
         for name in ("log_connections", "log_disconnections"):
             conn.execute(f"ALTER SYSTEM SET {name} = off")
         conn.execute("ALTER SYSTEM SET log_min_duration_statement = -1")
+        conn.execute("ALTER SYSTEM SET log_temp_files = -1")
         conn.execute("SELECT pg_reload_conf()")
 
 

@@ -130,8 +130,13 @@ def test_report_counts_what_was_planted_then_nothing_new_then_only_the_new_lines
 
 
 def test_a_figure_the_server_does_not_log_is_left_out_and_named(log_server: EmbeddedServer, tmp_path: Path) -> None:
-    """The embedded server's own settings (dbops.pg.server.default_settings) leave temporary files unlogged."""
+    """The embedded server's own settings (dbops.pg.server.default_settings) log everything pgBadger reports; with
+    temporary files unlogged, that figure is left out and named with the setting to change."""
     url = log_server.url("postgres")
+    with connection(url) as conn:
+        assert missing_log_settings(server_log_settings(conn)) == {}
+        conn.execute("ALTER SYSTEM SET log_temp_files = -1")
+        conn.execute("SELECT pg_reload_conf()")
     with connection(url) as conn:
         conn.execute("SELECT pg_sleep(1.1)")  # above log_min_duration_statement = 1s
         settings = server_log_settings(conn)
