@@ -126,6 +126,8 @@ def lifecycle_specs(target: TargetSettings, assets: Sequence[dg.AssetsDefinition
         have = {d.asset_key for d in s.deps}
         deps = [*s.deps, *(k for k in wanted if k in present and k not in have)]
         updates: dict = {"deps": deps, "tags": {**s.tags, STEP_TAG: s.group_name or "default", TARGET_TAG: name}}
+        if target.owners and not s.owners:
+            updates["owners"] = list(target.owners)
         if asset in policies and s.freshness_policy is None:
             updates["freshness_policy"] = policies[asset]
         if asset in conditions and s.automation_condition is None:

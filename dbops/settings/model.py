@@ -197,6 +197,7 @@ class TargetSettings:
     embedded: bool
     db_name: str
     production: bool
+    owners: tuple[str, ...]  # Dagster owners of the target's assets (team:<name> or an email)
     schemas: tuple[str, ...]
     migrations: Path
     migrate: MigrateSettings

@@ -499,6 +499,10 @@ OPTIONS: tuple[Option, ...] = (
             "name of the database on the embedded server", "DBOPS_DB_NAME", "shop", readme="database"),
     _target("production", Flag(), False, "a production database: load tests and scratch copies on its server are "
             "refused unless explicitly allowed", "DBOPS_PRODUCTION", "on"),
+    _target("owners", TextList(Text(re.compile(r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+)$"),
+                                     "an email address or team:<name>")), (),
+            "who answers for the target: Dagster's owners of each of its assets (none: no owner shown)",
+            "DBOPS_OWNERS", "team:dba"),
     _target("schemas", TextList(Text(IDENTIFIER, "a schema name")), (),
             "the target's schemas: what the catalog documents, integrity validates and the audit covers (none: every "
             "non-system schema)", example="public"),
