@@ -193,3 +193,14 @@ def test_automation_launches_nothing_at_install_and_the_catalog_after_a_migratio
         after = evaluate(instance, first.cursor)
         assert requested(after) == {"schema_catalog"}  # not the heavy advice: its condition waits for its cron
         assert evaluate(instance, after.cursor).total_requested == 0  # once per update
+
+
+def test_a_targets_owners_own_every_one_of_its_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = load(tmp_path, monkeypatch, "    owners: [team:dba, oncall@example.com]\n").resolve_asset_graph()
+    owners = {k.to_user_string(): list(graph.get(k).owners) for k in graph.get_all_asset_keys()}
+    assert owners and all(o == ["team:dba", "oncall@example.com"] for o in owners.values()), owners
+
+
+def test_without_owners_no_asset_claims_one(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    assert not [k for k in graph.get_all_asset_keys() if graph.get(k).owners]
