@@ -24,6 +24,13 @@ from pathlib import Path
 
 import dagster as dg
 
+# Private Dagster modules, here only (dbops_tests/test_layout.py PRIVATE_DAGSTER): a run the UI re-executes needs the
+# code location's origin, which no public API gives a run executed in this process (dagster issue #19458).
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import RemoteRepositoryOrigin
+from dagster._core.workspace.load import location_origins_from_yaml_paths
+
 from dbops.errors import DbopsError
 from dbops.redact import redact
 
@@ -34,6 +41,12 @@ COMMAND_TAG, TARGET_TAG = "dbops/command", "dbops/target"
 # The code location's name in workspace.yaml, as the UI knows it (`dbops ui`).
 WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
 LIST_HINT = "see `dbops run --list` for the asset keys"
+
+
+def lifecycle_job_name(target: str) -> str:
+    """``<target>_lifecycle``: the job of every asset of ``target`` (dbops.components.jobs builds it) that `dbops run`
+    executes with a selection."""
+    return f"{target}_lifecycle"
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
@@ -161,21 +174,18 @@ class Progress:
                 self.line(event.step_key, f"FAILED after {took:.1f} s: {_deepest(error)}")
 
 
-def step_labels(job: dg.JobDefinition) -> dict[str, str]:
-    """Each step of ``job`` named after what it runs: ``shop/load_test``, or ``shop/load_test:no_failed_transactions``
-    for a check of its own."""
-    from dagster._core.definitions.dependency import NodeHandle
-
+def step_labels(defs: dg.Definitions, target: str) -> dict[str, str]:
+    """The steps of ``target``'s assets named after what they run: ``shop/load_test`` for the asset's op
+    (``shop__load_test``), ``shop/load_test:no_failed_transactions`` for a check in an op of its own."""
+    graph = defs.resolve_asset_graph()
     labels = {}
-    for name in job.graph.node_dict:
-        try:
-            keys = job.asset_layer.get_selected_entity_keys_for_node(NodeHandle(name, None))
-        except Exception:  # noqa: BLE001 - a label is a nicety: the step key stands in
+    for key in graph.get_all_asset_keys():
+        if key.path[0] != target:
             continue
-        assets = sorted(k.to_user_string() for k in keys if isinstance(k, dg.AssetKey))
-        checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in keys if isinstance(k, dg.AssetCheckKey))
-        if assets or checks:
-            labels[name] = ", ".join(assets) if assets else ", ".join(checks)
+        op = f"{target}__{key.path[-1]}"
+        labels[op] = key.to_user_string()
+        for check in graph.get(key).check_keys:
+            labels[f"{op}_{check.name}"] = f"{key.to_user_string()}:{check.name}"
     return labels
 
 
@@ -227,8 +237,6 @@ class Request:
 def resolve_request(defs: dg.Definitions, selection: str, target: str) -> Request:
     """``selection`` (a job name, an asset name, or Dagster's selection syntax within ``target``'s assets) as a job
     of the code location and the keys to run; a mistake is a :class:`DbopsError` naming the fix."""
-    from dbops.components.jobs import lifecycle_job_name  # here: dbops.components imports this module
-
     graph = defs.resolve_asset_graph()
     job_names = {job.name for job in defs.jobs or []}  # type: ignore[union-attr]
     if selection in job_names:
@@ -304,17 +312,8 @@ def check_partitions(defs: dg.Definitions, request: Request, partition_key: str 
 def location_origin(job_name: str, repository_name: str):  # noqa: ANN201 - dagster's RemoteJobOrigin
     """The origin the UI gives a run of ``job_name``: code location ``dbops`` of workspace.yaml (loaded the way
     the webserver loads it), repository ``repository_name``. With it the UI re-executes the run."""
-    from dagster._core.remote_origin import RemoteRepositoryOrigin
-
-    (location,) = _workspace_locations()
+    (location,) = location_origins_from_yaml_paths([str(WORKSPACE)])
     return RemoteRepositoryOrigin(location, repository_name).get_job_origin(job_name)
-
-
-def location_job(job_name: str) -> dg.JobDefinition:
-    """``job_name`` of the code location (:func:`dbops.definitions.load`): what a reconstructable job rebuilds."""
-    from dbops.definitions import load
-
-    return load().resolve_job_def(job_name)
 
 
 def run_selection(
@@ -335,9 +334,6 @@ def run_selection(
     ``partition_range`` (first, last) makes one ranged run; ``ops_config`` is keyed by asset name. The terminal gets
     the phases (``progress``: a line writer, print by default); ``verbose``, or ``log_level`` DEBUG/INFO
     (DBOPS_LOG_LEVEL), gives Dagster's own log at that level instead."""
-    from dagster._core.definitions.job_base import InMemoryJob
-    from dagster._core.execution.api import execute_run
-
     request = resolve_request(defs, selection, target)
     check_partitions(defs, request, partition_key, partition_range)
     job = request.job
@@ -367,9 +363,9 @@ def run_selection(
         remote_job_origin=location_origin(job.name, defs.get_repository_def().name),
     )
     if not full_log:
-        instance.add_event_listener(run.run_id, Progress(progress, step_labels(job)))
-    # The job of ``defs`` as it is (the definitions this process built); a re-execution from the UI or with
-    # dg.execute_job rebuilds it from the location (see :func:`location_job`).
+        instance.add_event_listener(run.run_id, Progress(progress, step_labels(defs, target)))
+    # The job of ``defs`` as it is (the definitions this process built); a re-execution from the UI rebuilds it
+    # from the code location.
     result = execute_run(InMemoryJob(job), run, instance, raise_on_error=False)
     return summarize(result.run_id, result.success, result.all_events, job.name)
 
@@ -400,21 +396,17 @@ def instigator_states(defs: dg.Definitions, instance: dg.DagsterInstance | None)
     instance for code location ``dbops``, which wins over the default in code."""
     if instance is None:
         return {}
-    from dagster._core.definitions.selector import RepositorySelector
-    from dagster._core.scheduler.instigation import InstigatorStatus
-
-    (location,) = _workspace_locations()
-    selector = RepositorySelector(location_name=location.location_name,
-                                  repository_name=defs.get_repository_def().name)
-    states = instance.all_instigator_state(repository_selector_id=selector.selector_id)
-    return {state.name: state.status == InstigatorStatus.RUNNING for state in states
-            if state.status in (InstigatorStatus.RUNNING, InstigatorStatus.STOPPED)}
-
-
-def _workspace_locations():  # noqa: ANN202 - dagster's CodeLocationOrigin
-    from dagster._core.workspace.load import location_origins_from_yaml_paths
-
-    return location_origins_from_yaml_paths([str(WORKSPACE)])
+    (location,) = location_origins_from_yaml_paths([str(WORKSPACE)])
+    repository = defs.get_repository_def().name
+    found = {}
+    for state in instance.all_instigator_state():
+        origin = state.origin.repository_origin
+        if (origin.code_location_origin.location_name, origin.repository_name) != (location.location_name,
+                                                                                   repository):
+            continue
+        if state.status.value in ("RUNNING", "STOPPED"):  # else DECLARED_IN_CODE: the default holds
+            found[state.name] = state.status.value == "RUNNING"
+    return found
 
 
 def _state(default_on: bool, stored: bool | None) -> str:

@@ -105,8 +105,17 @@ def test_imports_are_at_the_top_but_for_the_slow_ones() -> None:
     assert not nested, nested
 
 
+# The one module allowed Dagster's private modules, each named: `dbops run` gives its in-process run the code
+# location's origin (and executes that run), without which the UI cannot re-execute it (dagster issue #19458).
+PRIVATE_DAGSTER = {
+    ("dbops.runner", "dagster._core.definitions.job_base"), ("dbops.runner", "dagster._core.execution.api"),
+    ("dbops.runner", "dagster._core.remote_origin"), ("dbops.runner", "dagster._core.workspace.load"),
+}
+
+
 def test_no_private_dagster_module() -> None:
-    private = [(a, b, line) for a, b, _, line in imports() if b.startswith("dagster._")]
+    private = [(a, b, line) for a, b, _, line in imports()
+               if b.startswith("dagster._") and (a, b) not in PRIVATE_DAGSTER]
     assert not private, private
 
 

@@ -13,14 +13,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from dbops.components.naming import def_name
-
-LIFECYCLE = "lifecycle"
-
-
-def lifecycle_job_name(target: str) -> str:
-    """``<target>_lifecycle``: the job `dbops run` executes for ``target``."""
-    return def_name(target, LIFECYCLE)
+from dbops.runner import lifecycle_job_name
 
 
 def build_jobs(target: str, asset_keys: Iterable[dg.AssetKey]) -> list[dg.JobDefinition]:

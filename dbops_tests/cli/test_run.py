@@ -14,6 +14,13 @@ from dbops_tests.cli.conftest import repair
 from dbops_tests.conftest import MIGRATIONS_DIR, dbops_env, run_dbops
 
 
+def location_job(job_name: str) -> dg.JobDefinition:
+    """``job_name`` of the code location: what the reconstructable job of a re-execution rebuilds."""
+    from dbops.definitions import load
+
+    return load().resolve_job_def(job_name)
+
+
 def _run_record(instance: dg.DagsterInstance) -> dg.DagsterRun:
     (record,) = instance.get_run_records(limit=1)
     return record.dagster_run
@@ -53,7 +60,8 @@ def test_a_failed_run_is_one_line_and_re_executes_from_failure(
         assert origin is not None and origin.location_name == "dbops" and origin.job_name == "dbops_lifecycle"
 
         repair(broken_migrations)
-        recon = dg.build_reconstructable_job("dbops.runner", "location_job", reconstructable_args=(run.job_name,))
+        recon = dg.build_reconstructable_job("dbops_tests.cli.test_run", "location_job",
+                                             reconstructable_args=(run.job_name,))
         with dg.execute_job(recon, instance,
                             reexecution_options=dg.ReexecutionOptions.from_failure(run.run_id, instance),
                             run_config=run.run_config) as again:
