@@ -19,7 +19,6 @@ from dbops.components import (
     catalog,
     health,
     loadtest,
-    logs,
     maintain,
     migrate,
     profile,
@@ -28,6 +27,7 @@ from dbops.components import (
     validate,
 )
 from dbops.components.catalog.resources import CatalogResource
+from dbops.components.health import logs
 from dbops.components.jobs import build_jobs
 from dbops.components.naming import asset_key
 from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource, launch_settings

@@ -11,13 +11,13 @@ import dagster as dg
 import psycopg
 import pytest
 
-from dbops.components import logs
-from dbops.components.logs import ASSET, CHECK, build, reports_dir, server_log_path
+from dbops.components.health import logs
+from dbops.components.health.logs import ASSET, CHECK, build, reports_dir, server_log_path
 from dbops.components.naming import asset_key, op_name
 from dbops.components.resources import DatabaseResource, default_resources, launch_settings
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer
-from dbops_tests.logs.conftest import settle
+from dbops_tests.health.conftest import settle
 
 TARGET = "dbops"  # no config file: the one embedded target
 KEY = asset_key(TARGET, ASSET)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from dbops.errors import ConfigError, DbopsError
-from dbops.logs import (
+from dbops.health import pgbadger
+from dbops.health.pgbadger import (
     LEVELS,
     LogReport,
     LogSource,
@@ -19,13 +20,12 @@ from dbops.logs import (
     log_report,
     log_source,
     missing_log_settings,
-    pgbadger,
     server_log_settings,
 )
 from dbops.pg.connect import connection
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.conftest import start_test_server, stop_test_server
-from dbops_tests.logs.conftest import settle
+from dbops_tests.health.conftest import settle
 
 SECRET = "planted-Secret-4711"
 SLEEP_S = 0.7

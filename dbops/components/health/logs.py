@@ -2,7 +2,7 @@
 lines written since the previous one), with the check ``log_errors_under_target``.
 
 The reports live in ``$DBOPS_HOME/logs/<target>/`` (pgBadger's per-day and per-week HTML, its binary day files and its
-LAST_PARSED state, see :mod:`dbops.logs.pgbadger`). The log is the embedded server's (``pg_ctl -l``) for an embedded
+LAST_PARSED state, see :mod:`dbops.health.pgbadger`). The log is the embedded server's (``pg_ctl -l``) for an embedded
 target, else ``log_path`` when given, else the file the server names (``pg_current_logfile()``, logging_collector on).
 """
 
@@ -15,7 +15,7 @@ import dagster as dg
 from dbops.components import metadata as md
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_settings, launch_target
-from dbops.logs import pgbadger as badger
+from dbops.health import pgbadger as badger
 
 ASSET = "log_report"
 CHECK = "log_errors_under_target"
