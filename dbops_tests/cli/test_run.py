@@ -199,9 +199,9 @@ def test_phases_reach_the_terminal_while_the_run_runs(fresh_db: str, tmp_path: P
         returned = time.monotonic()
     assert summary.success, summary.render()
     started = next(t for t, line in seen if line.endswith("dbops/schema_migrations  started"))
-    done_at, done = next((t, line) for t, line in seen if "dbops/schema_migrations  done (" in line)
-    took = float(done.rsplit("(", 1)[1].split()[0])
-    # "done (0.2 s)" is rounded to a tenth: the start came at least that long, less the rounding, before the end
-    assert took > 0.1 and done_at - started >= took - 0.06 and returned - started >= took - 0.06, seen
+    done_at = next(t for t, line in seen if "dbops/schema_migrations  done (" in line)
+    # Written at the end, every line would arrive within a millisecond of the others and of the return; a step's
+    # start arrives while its migrations still run, the step's end while its checks still run.
+    assert done_at - started > 0.05 and returned - done_at > 0.05, seen
     assert [line for _, line in seen if "applied V1__" in line]  # the asset's own log line, as it happened
     assert all("STEP_" not in line and "dagster" not in line.lower() for _, line in seen), seen
