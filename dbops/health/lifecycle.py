@@ -57,11 +57,14 @@ def check_outcome(instance: dg.DagsterInstance, asset: str, check: str,
     record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(asset_key(target, asset), check))
     if record is None:
         return None
-    evaluation = record.evaluation  # a dg.AssetCheckEvaluation
+    # An evaluation, or the planned event of a check that never reported (its step failed or is still running),
+    # which carries no outcome: then the record's status tells.
+    passed = getattr(record.evaluation, "passed", None)
     status = getattr(record.status, "value", record.status)
-    if evaluation is None and status == "PLANNED":
+    if passed is None and status in ("PLANNED", "IN_PROGRESS"):
         return None
-    passed = evaluation.passed if evaluation is not None else status == "SUCCEEDED"
+    if passed is None:
+        passed = status == "SUCCEEDED"
     return bool(passed), float(record.event.timestamp if record.event else record.create_timestamp)
 
 
