@@ -142,6 +142,11 @@ class LogSource:
         return missing_log_settings(self.settings)
 
 
+class NoServerLog(ConfigError):
+    """No log file was named and the server cannot say where its log goes: nothing to report on (a WARN in Dagster,
+    not a failure of the database)."""
+
+
 def _format_of(path: Path) -> str:
     return {".csv": "csv", ".json": "jsonlog"}.get(path.suffix.lower(), "stderr")
 
@@ -166,7 +171,7 @@ def _where_from_server(settings: Mapping[str, str]) -> tuple[Path, str]:
                    " goes")
     else:
         problem = f"the server logs to {destinations}, not to a file pgBadger can read"
-    raise ConfigError(f"no server log to read: {problem}",
+    raise NoServerLog(f"no server log to read: {problem}",
                       "name the log file this machine can read (logs.path), or turn logging_collector on")
 
 

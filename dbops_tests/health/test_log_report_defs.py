@@ -130,6 +130,22 @@ def test_a_target_without_a_readable_log_fails_in_one_line(log_server: EmbeddedS
         " writes (logs.path), or check that the server is running")
 
 
+def test_a_server_that_cannot_say_where_it_logs_is_nothing_checked(log_server: EmbeddedServer, home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target of another server (not embedded), no logs.path, logging to stderr without the collector: the run
+    succeeds and the check is a WARN naming the fix, not a failed run an alert would page for."""
+    monkeypatch.setenv("DBOPS_DATABASE_URL", log_server.url("postgres"))  # an external target: no server log path
+    defs = build(TARGET)
+    result = dg.materialize(defs.assets or [], instance=dg.DagsterInstance.ephemeral(),
+                            resources={"database": DatabaseResource(url=log_server.url("postgres"))},
+                            raise_on_error=False)
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    reason = evaluation.metadata["reason"].value
+    assert reason.startswith("nothing checked: no server log to read") and "logs.path" in reason
+
+
 def test_log_report_loads_in_group_health() -> None:
     defs = dg.Definitions.merge(logs.build(TARGET), dg.Definitions(resources=default_resources()))
     dg.Definitions.validate_loadable(defs)

@@ -113,8 +113,15 @@ def build_log_report(target: str, *, log_path: Path | str | None = None, log_lin
         database = database.for_target(target)
         with database.connect(application_name=APPLICATION) as conn:  # its lines are in the next run's report
             settings = badger.server_log_settings(conn)
-        source = badger.log_source(settings, log_path=server_log_path(target, log_path),
-                                   log_line_prefix=log_line_prefix, log_format=log_format)
+        try:
+            source = badger.log_source(settings, log_path=server_log_path(target, log_path),
+                                       log_line_prefix=log_line_prefix, log_format=log_format)
+        except badger.NoServerLog as exc:  # nothing to read: WARN naming the fix, never a pass nor a failed run
+            reason = f"nothing checked: {exc}"
+            context.log.warning(reason)
+            return dg.MaterializeResult(metadata={"reason": dg.MetadataValue.text(reason)}, check_results=[
+                dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                    metadata={"reason": dg.MetadataValue.text(reason)}, description=reason)])
         for figure, fix in source.missing.items():
             context.log.warning(f"{figure}: not in the server log of {database.display_url}; set {fix}")
         report = badger.log_report(source, reports_dir(target), top=top, retention_weeks=retention_weeks,
