@@ -27,6 +27,8 @@ MUST_WARN = {
     "security_audit:no_high_findings": "SEC016: a SECURITY DEFINER function whose search_path does not end in pg_temp",
     "index_advice:no_unindexed_foreign_keys": "foreign keys without a covering index (lending.loans.book_id, ...)",
     "materialized_views:materialized_views_fresh": "nothing checked: the team schemas have no materialized view",
+    "log_report:log_errors_under_target": "nothing checked: no server log to read (a server of its own logging to "
+                                          "stderr, and no logs.path)",
 }
 # ... and those only one of them has.
 MUST_WARN_IN = {
