@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 
 import dagster as dg
 
+from dbops.definitions import defs as build_definitions
 from dbops.definitions import load
 from dbops.health.targets import load_targets
 from dbops.instance import prepare_environment
@@ -66,8 +68,15 @@ def lifecycle_selection(defs: dg.Definitions, target: TargetSettings) -> list[dg
 DEMO_LOAD_TEST = {"load_test": {"config": {"ramp": [100, 10000], "duration_s": 15, "capacity_duration_s": 10}}}
 
 
-def integrity_window(days: int = 30) -> tuple[str, str]:
-    """The last ``days`` complete UTC days: the seed data spans the 60 days before today's midnight."""
+def integrity_window(defs: dg.Definitions | None = None, target: str = "", days: int = 30) -> tuple[str, str]:
+    """Every daily partition of ``target``'s integrity_validation in ``defs`` (they start at the day of its oldest
+    row: every day that has data, the 60 seeded days of the reference schema); without ``defs``, the last ``days``
+    complete UTC days."""
+    if defs is not None:
+        node = defs.resolve_asset_graph().get(dg.AssetKey([target, "integrity_validation"]))
+        keys = node.partitions_def.get_partition_keys() if node.partitions_def else []
+        if keys:
+            return keys[0], keys[-1]
     today = datetime.now(UTC).date()
     return (today - timedelta(days=days)).isoformat(), (today - timedelta(days=1)).isoformat()
 
@@ -115,9 +124,12 @@ def _report(summary: RunSummary) -> int:
 
 
 def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings,
-               target: TargetSettings, load_test: dict | None = None) -> int:
+               target: TargetSettings, load_test: dict | None = None,
+               reload: Callable[[], dg.Definitions] | None = None) -> int:
     """The lifecycle of one target; the number of runs that failed. ``load_test``: the load_test op's config (the
-    demo's 10,000-user ramp when None). A team's own database keeps its data: only the reference schema is seeded."""
+    demo's 10,000-user ramp when None). A team's own database keeps its data: only the reference schema is seeded.
+    ``reload`` rebuilds the definitions before the integrity backfill: loaded before the seed, their partitions
+    started at the fallback window; rebuilt, they start at the oldest row, and the backfill covers every one."""
     failures = 0
     name, level = target.name, settings.log_level
     t = _step(f"{name}: migrate (group migrate: the rehearsal on the latest backup, then schema_migrations)")
@@ -145,8 +157,11 @@ def run_target(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Set
         _done(t)
 
     if dg.AssetKey([name, "integrity_validation"]) in defs.resolve_asset_graph().get_all_asset_keys():
-        first, last = integrity_window()
-        t = _step(f"{name}: integrity validation backfill: {first} to {last} (30 daily partitions, one run)")
+        if reload is not None:
+            defs = reload()
+        first, last = integrity_window(defs, name)
+        days = (date.fromisoformat(last) - date.fromisoformat(first)).days + 1
+        t = _step(f"{name}: integrity validation backfill: {first} to {last} (every daily partition: {days}, one run)")
         failures += _report(run_selection(defs, "integrity_validation", instance, partition_range=(first, last),
                                           log_level=level, target=name))
         _done(t)
@@ -169,7 +184,7 @@ def run_demo(settings: Settings, scale: float | None = None) -> int:
         for target in settings.targets.values():
             if scale is not None:
                 target = _with_scale(target, scale)
-            failures += run_target(defs, instance, settings, target)
+            failures += run_target(defs, instance, settings, target, reload=build_definitions)
         t = _step("scorecards")
         for target in settings.targets.values():
             card = build_scorecard(instance, target.name, defined, load_targets(target.targets_file).limits)

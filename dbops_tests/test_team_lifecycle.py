@@ -97,7 +97,7 @@ def test_the_whole_lifecycle_on_a_team_database(foreign_db: tuple[ForeignSchema,
                 f"{k}={v.value}" for k, v in evaluation.metadata.items())
             outcomes[name] = severity + (f" ({str(detail)[:300]})" if detail else "")
 
-    first, last = integrity_window()
+    first, last = integrity_window(defs, schema.name)
     with capsys.disabled():
         print(f"\n{schema.name}: integrity {first}..{last}")
         for name, outcome in sorted(outcomes.items()):
