@@ -462,7 +462,7 @@ OPTIONS: tuple[Option, ...] = (
             in_file=False, readme="database"),
     _global("project_dir", PathKind("dir"), Derived("the checkout holding `sql/` (the package's parent), else the "
                                                     "working directory", _project_dir),
-            "the checkout holding `sql/`, `monitoring/` and `dagster.yaml`; the default folders below are in it",
+            "the checkout holding `sql/` and `monitoring/`; the default folders below are in it",
             "DBOPS_PROJECT_DIR", "/srv/dbops"),
     _global("home", PathKind(), Derived("`./.dbops`", lambda c: c.cwd / ".dbops"),
             "state directory: the embedded cluster and its password file, Dagster home, catalog snapshots, local "
