@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,16 @@ def dbops_step(argv: list[str], settings: Settings) -> int:
     """``dbops <group> ...`` (``argv[0]`` is the group: backup, restore, drill, wal...) in this process, as
     dbops.cli runs it, except that a DbopsError is raised to the test instead of printed as one line."""
     return step_main(argv[0])(argv[1:], settings)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Stops a server started in its own process group (``start_new_session=True``): SIGTERM, then SIGKILL."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def _leftover_servers() -> list[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ import psutil
 
 from dbops.pg.connect import drop_database
 from dbops.pg.server import free_port
-from dbops_tests.conftest import PROJECT_DIR, dbops_env
+from dbops_tests.conftest import PROJECT_DIR, dbops_env, stop_process_group
 
 
 def _listening_addresses(pid: int, port: int) -> set[str]:
@@ -62,10 +60,5 @@ def test_ui_serves_on_loopback_with_postgres_storage(pg_server, fresh_db: str, t
         assert "PostgresRunStorage" in instance_info or "postgres" in instance_info.lower()
         assert pg_server.password not in instance_info
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc)
         drop_database(pg_server.url(), dagster_db)

@@ -5,8 +5,6 @@ Re-execute button sends) launches it from failure and the daemon runs it to succ
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 from dbops.pg.connect import connection
 from dbops.pg.server import free_port
 from dbops_tests.cli.conftest import repair
-from dbops_tests.conftest import PROJECT_DIR, dbops_env, run_dbops
+from dbops_tests.conftest import PROJECT_DIR, dbops_env, run_dbops, stop_process_group
 
 RUN = """query ($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runId status pipelineName parentRunId
   repositoryOrigin { repositoryLocationName repositoryName } tags { key value } } } }"""
@@ -100,12 +98,7 @@ def test_ui_re_executes_a_cli_run_from_failure(pg_server, fresh_db: str, dagster
         row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["dbops_index_advice_weekly"])
         assert "on (set in the UI; default off)" in row, listed.stdout
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc)
     text = log.read_text()
     # `dg dev`, not the superseded `dagster dev`; no dagster.yaml in the working directory but DAGSTER_HOME's.
     for noise in ("Found a dagster instance configuration", "SupersessionWarning", "BetaWarning", "superseded"):
