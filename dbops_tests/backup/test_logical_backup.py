@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -207,6 +208,7 @@ def test_s3_unreachable_mid_upload_leaves_latest_unchanged(seeded_small: str, se
         assert latest(store, master_key)["id"] == first["id"]
     finally:
         own.stop()
+        shutil.rmtree(own.home, ignore_errors=True)  # its data directory: a test leaves nothing in /tmp
         with connection(seeded_small) as conn:
             conn.execute("DROP TABLE IF EXISTS public.noise")
 
