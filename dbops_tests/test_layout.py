@@ -19,7 +19,7 @@ PACKAGE = PROJECT_DIR / "dbops"
 TOP = {"dbops.cli", "dbops.definitions", "dbops.demo", "dbops.scorecard", "dbops.instance"}
 # What every step's Dagster layer shares; dbops.components.target (the components) sits above the steps and builds them.
 SHARED_DEFS = {"dbops.components.resources", "dbops.components.schedules", "dbops.components.naming",
-               "dbops.components.metadata"}
+               "dbops.components.metadata", "dbops.components.checks"}
 # Below every step: what the steps share (PostgreSQL, programs, errors, settings); it imports none of them.
 LOWER = ("dbops.pg", "dbops.programs", "dbops.errors", "dbops.redact", "dbops.text", "dbops.private", "dbops.staging",
          "dbops.settings", "dbops.embedded", "dbops.runner")

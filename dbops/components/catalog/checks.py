@@ -4,6 +4,7 @@ import dagster as dg
 
 from dbops.catalog.drift import detect_drift
 from dbops.components.catalog.resources import CatalogResource
+from dbops.components.checks import nothing_checked
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, MigrationsResource, launch_target
 
@@ -24,8 +25,7 @@ def build_no_schema_drift(target: str) -> dg.AssetChecksDefinition:
         report = detect_drift(database.target_url, migrations.path, schemas=catalog.schema_filter,
                               target=launch_target(target), record=migrations.baseline_record)
         if report.unchecked:
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                       metadata={"reason": dg.MetadataValue.text(report.unchecked)})
+            return nothing_checked(report.unchecked)
         lines = report.lines()
         return dg.AssetCheckResult(
             passed=not report.drifted,

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from dbops.components import metadata as md
+from dbops.components.checks import nothing_checked
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_settings, launch_target
 from dbops.health import pgbadger as badger
@@ -42,9 +43,7 @@ def errors_check(report: badger.LogReport, *, max_errors: int | None, max_fatal:
     """WARN when nothing was read; ERROR when the run read more FATAL/PANIC lines than ``max_fatal`` or more ERROR
     lines than ``max_errors`` (None: ERROR lines are reported, not limited)."""
     if report.nothing_reason:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={"reason": dg.MetadataValue.text(report.nothing_reason)},
-                                   description=report.nothing_reason)
+        return nothing_checked(report.nothing_reason)
     errors = report.errors.get("ERROR", 0)
     problems = []
     if report.fatal > max_fatal:
@@ -119,9 +118,8 @@ def build_log_report(target: str, *, log_path: Path | str | None = None, log_lin
         except badger.NoServerLog as exc:  # nothing to read: WARN naming the fix, never a pass nor a failed run
             reason = f"nothing checked: {exc}"
             context.log.warning(reason)
-            return dg.MaterializeResult(metadata={"reason": dg.MetadataValue.text(reason)}, check_results=[
-                dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                    metadata={"reason": dg.MetadataValue.text(reason)}, description=reason)])
+            return dg.MaterializeResult(metadata={"reason": dg.MetadataValue.text(reason)},
+                                        check_results=[nothing_checked(reason)])
         for figure, fix in source.missing.items():
             context.log.warning(f"{figure}: not in the server log of {database.display_url}; set {fix}")
         report = badger.log_report(source, reports_dir(target), top=top, retention_weeks=retention_weeks,

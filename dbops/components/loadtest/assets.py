@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dbops.components.checks import nothing_checked
 from dbops.components.metadata import figures, table
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_limits, launch_target
@@ -96,8 +97,7 @@ def _figure_check(name: str, key: str, value: float | None, passed: bool, limit:
                   unmeasured: str) -> dg.AssetCheckResult:
     """A check of one measured figure; a figure that was not measured is a WARN saying why (no made-up value)."""
     if value is None:
-        return dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={**figures(limit), "reason": unmeasured}, description=unmeasured)
+        return nothing_checked(unmeasured, name, **limit)
     return dg.AssetCheckResult(check_name=name, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
                                metadata=figures({key: value, **limit}))
 
@@ -194,9 +194,7 @@ def build(target: str) -> dg.Definitions:
             context.log.warning(reason)
             return dg.MaterializeResult(
                 metadata={"reason": reason, "database": dg.MetadataValue.text(database.display_url)},
-                check_results=[dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                                   metadata={"reason": reason}, description=reason)
-                               for name in CHECKS])
+                check_results=[nothing_checked(reason, name) for name in CHECKS])
         context.log.info("ramp: " + ramp.summary())
         metadata = _metadata(ramp, capacity)
         metadata["database"] = dg.MetadataValue.text(database.display_url)

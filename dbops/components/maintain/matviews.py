@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from dbops.components import metadata as mt
+from dbops.components.checks import nothing_checked
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_settings, launch_target
 from dbops.errors import ConfigError
@@ -153,8 +154,7 @@ def build_materialized_views_fresh(target: str) -> dg.AssetChecksDefinition:
                                        metadata={"reason": dg.MetadataValue.text(str(exc))})
         if not views:
             reason = f"nothing checked: no materialized view ({_scope(target)})"
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                       metadata={"reason": dg.MetadataValue.text(reason)}, description=reason)
+            return nothing_checked(reason)
         report = assess(views, state.load(), settings.matviews.max_age_hours)
         bad = report.bad
         return dg.AssetCheckResult(

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from dbops.components import metadata as mt
+from dbops.components.checks import nothing_checked
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import BackupResource, DatabaseResource, launch_target
 from dbops.errors import DbopsError
@@ -46,19 +47,15 @@ def _checks(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _warn(name: str, reason: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"reason": dg.MetadataValue.text(reason)})
-
-
 def check_results(report: Report) -> list[dg.AssetCheckResult]:
     if not report.tables:
-        return [_warn(name, NOTHING) for name in ("partitions_ahead", "default_partition_empty", "retention_guarded")]
+        names = ("partitions_ahead", "default_partition_empty", "retention_guarded")
+        return [nothing_checked(NOTHING, name) for name in names]
     results = []
     maintained = report.maintained
     if not maintained:
         reasons = "; ".join(f"{t.qualified}: {t.reason}" for t in report.tables)
-        results.append(_warn("partitions_ahead", f"nothing checked: no table is maintained ({reasons})"))
+        results.append(nothing_checked(f"nothing checked: no table is maintained ({reasons})", "partitions_ahead"))
     else:
         behind = report.behind()
         results.append(dg.AssetCheckResult(
@@ -69,7 +66,7 @@ def check_results(report: Report) -> list[dg.AssetCheckResult]:
                           + (f" ({'; '.join(t.skipped)})" if t.skipped else "") for t in behind) or "none")}))
     with_default = report.with_default()
     if not with_default:
-        results.append(_warn("default_partition_empty", "nothing checked: no table has a DEFAULT partition"))
+        results.append(nothing_checked("nothing checked: no table has a DEFAULT partition", "default_partition_empty"))
     else:
         full = report.defaults_with_rows()
         unread = [t for t in with_default if t.default_rows is None]

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dbops.components import metadata as mt
+from dbops.components.checks import nothing_checked
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, MigrationsResource
 from dbops.errors import DbopsError
@@ -52,8 +53,7 @@ def build_checks(target: str) -> list[dg.AssetChecksDefinition]:
         rows = [{"file": f.file, "line": f.line, "level": f.level, "rule": f.rule, "message": f.message}
                 for f in findings]
         if not files:
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={
-                "reason": dg.MetadataValue.text(f"nothing checked: no migration file in {migrations.path}")})
+            return nothing_checked(f"nothing checked: no migration file in {migrations.path}")
         return dg.AssetCheckResult(
             passed=not errors,
             severity=dg.AssetCheckSeverity.WARN,

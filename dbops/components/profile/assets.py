@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dbops.components.checks import nothing_checked
 from dbops.components.metadata import figures, path, table
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_limits, launch_settings
@@ -33,15 +34,9 @@ NO_READS_REASON = ("nothing checked: the database has read no block since its st
 NO_FOREIGN_KEYS_REASON = "nothing checked: the database has no foreign key"
 
 
-def _warn(name: str, reason: str, **limits: float) -> dg.AssetCheckResult:
-    """A check that had nothing to judge: WARN with the reason, never a pass."""
-    return dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={**figures(limits), "reason": reason}, description=reason)
-
-
 def _slow_check(prof: QueryProfile, slow_ms: float) -> dg.AssetCheckResult:
     if prof.slowest_10pct_mean_ms is None:
-        return _warn("slow_queries_under_target", IDLE_REASON, target_ms=slow_ms)
+        return nothing_checked(check_name="slow_queries_under_target", reason=IDLE_REASON, target_ms=slow_ms)
     return dg.AssetCheckResult(
         check_name="slow_queries_under_target", passed=bool(prof.slow_queries_under(slow_ms)),
         metadata=figures({"slowest_10pct_mean_ms": prof.slowest_10pct_mean_ms, "target_ms": slow_ms,
@@ -50,7 +45,7 @@ def _slow_check(prof: QueryProfile, slow_ms: float) -> dg.AssetCheckResult:
 
 def _cache_check(hit: float | None) -> dg.AssetCheckResult:
     if hit is None:
-        return _warn("cache_hit_ratio", NO_READS_REASON, target=CACHE_HIT_TARGET)
+        return nothing_checked(check_name="cache_hit_ratio", reason=NO_READS_REASON, target=CACHE_HIT_TARGET)
     return dg.AssetCheckResult(check_name="cache_hit_ratio", passed=hit >= CACHE_HIT_TARGET,
                                severity=dg.AssetCheckSeverity.WARN,
                                metadata=figures({"cache_hit_ratio": hit, "target": CACHE_HIT_TARGET}))
@@ -58,7 +53,7 @@ def _cache_check(hit: float | None) -> dg.AssetCheckResult:
 
 def _foreign_key_check(report: AdviceReport, unindexed: list[Finding]) -> dg.AssetCheckResult:
     if not report.foreign_keys:
-        return _warn("no_unindexed_foreign_keys", NO_FOREIGN_KEYS_REASON)
+        return nothing_checked(check_name="no_unindexed_foreign_keys", reason=NO_FOREIGN_KEYS_REASON)
     return dg.AssetCheckResult(
         check_name="no_unindexed_foreign_keys", passed=not unindexed, severity=dg.AssetCheckSeverity.WARN,
         metadata={**figures({"foreign_keys": report.foreign_keys, "unindexed": len(unindexed)}),

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from dbops.components.checks import nothing_checked
 from dbops.components.metadata import figures, table
 from dbops.components.naming import asset_key, pool
 from dbops.components.resources import DatabaseResource, launch_target
@@ -71,17 +72,6 @@ def report_line(report: ValidationReport) -> str:
             f"{report.unexpected} unexpected rows, {report.seconds:.1f} s")
 
 
-def nothing_checked(check_name: str, reason: str, metadata: dict[str, Any] | None = None) -> dg.AssetCheckResult:
-    """Nothing was evaluated: a warning naming why, never a pass."""
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        passed=False,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"reason": dg.MetadataValue.text(reason), **(metadata or {})},
-        description=f"nothing checked: {reason}",
-    )
-
-
 def _listed(items: list[str]) -> str:
     shown = ", ".join(items[:MAX_SAMPLE_FAILURES])
     return shown + (f" and {len(items) - MAX_SAMPLE_FAILURES} more" if len(items) > MAX_SAMPLE_FAILURES else "")
@@ -112,7 +102,7 @@ def check_result(reports: list[ValidationReport], partitioned: bool = True) -> d
         reason = "; ".join(f"{r.scope}: {r.reason}" for r in unchecked[:MAX_SAMPLE_FAILURES])
         if len(unchecked) > MAX_SAMPLE_FAILURES:
             reason += f"; and {len(unchecked) - MAX_SAMPLE_FAILURES} more"
-        return nothing_checked(CHECK_NAME, reason, metadata)
+        return nothing_checked(reason, CHECK_NAME, f"nothing checked: {reason}", **metadata)
     if failing:
         where = f" in {_listed(failed_days)}" if partitioned else ""
         description = f"{len(failing)} violation(s){where}: " + _listed([f"{f['table']} {f['rule']}" for f in failing])
@@ -254,7 +244,7 @@ def build(target: str) -> list[dg.AssetsDefinition]:
             context.log.warning(f"constraint {con.table}.{con.name} is NOT VALID: existing rows were never checked")
         counts = figures({"corrupt_indexes": len(report.problems), "indexes_checked": report.checked})
         if report.reason and not report.problems:
-            check = nothing_checked("indexes_intact", report.reason, counts)
+            check = nothing_checked(report.reason, "indexes_intact", f"nothing checked: {report.reason}", **counts)
         else:
             check = dg.AssetCheckResult(
                 check_name="indexes_intact",
