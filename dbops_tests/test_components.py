@@ -146,8 +146,11 @@ def test_two_runs_in_one_targets_pool_wait_for_each_other(tmp_path: Path, fresh_
     for name, value in {**dagster_storage_env(fresh_db), "DAGSTER_HOME": str(home)}.items():
         monkeypatch.setenv(name, value)
     env = dict(os.environ)
-    with dg.DagsterInstance.from_config(str(home)):  # the storage's tables, made once before the runs race
-        pass
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # the storage's tables, made once before the runs race
+        # and each pool's row: two runs creating the same pool's limit at once abort one of them inside Dagster
+        # (InFailedSqlTransaction on concurrency_limits), a race of a fresh instance, not of the pools under test
+        for key in ("shop", "dbops"):
+            instance.event_log_storage.initialize_concurrency_limit_to_default(key)
     runs = {"one": "shop", "two": "shop", "three": "dbops"}
     children = [subprocess.Popen([sys.executable, "-c", CHILD, target, name, str(tmp_path / f"{name}.json")],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
