@@ -155,6 +155,11 @@ def run_pgbench(
         if ran == 0:
             raise _explain(output, scripts)
     if ran == 0 and not any(s.failures for s in stats.values()):
+        if rate and rate * duration < 20:
+            # A schedule this sparse can, by chance, start no transaction at all in the window (Poisson arrivals).
+            raise LoadTestError(f"no transaction completed in {duration + allowance} s with {clients:,} users at "
+                                f"{rate:g} tx/s offered (about {rate * duration:.0f} expected)",
+                                "use a longer --duration or a shorter --think-time")
         raise LoadTestError(f"no transaction completed in {duration + allowance} s with {clients:,} users",
                             "connecting the users took the whole run: use a longer --duration or fewer users")
     # pgbench starts the clock once every client is connected: its own tps is the reference, and the measured

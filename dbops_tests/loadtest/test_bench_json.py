@@ -15,7 +15,7 @@ def test_bench_prints_one_json_document_with_the_summary(tmp_path: Path) -> None
     out = tmp_path / "loadtest.json"
     proc = subprocess.run(
         [sys.executable, str(PROJECT / "bench" / "loadtest.py"), "--scale", "0.02", "--clients", "2", "--duration", "1",
-         "--rounds", "2", "--ramp", "5,10", "--ramp-duration", "1", "--think-time", "1", "--pool-sizes", "1,2",
+         "--rounds", "2", "--ramp", "5,10", "--ramp-duration", "1", "--think-time", "0.2", "--pool-sizes", "1,2",
          "--quiet-wait", "0", "--out", str(out)],
         capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -28,7 +28,7 @@ def test_bench_prints_one_json_document_with_the_summary(tmp_path: Path) -> None
                 "pgbouncer_max_sv_active", "recommended_default_pool_size", "recommended_max_connections",
                 "cpus", "load_avg_before", "load_avg_after"):
         assert key in summary, key
-    assert summary["think_time_s"] == 1.0 and summary["users"] == 10
+    assert summary["think_time_s"] == 0.2 and summary["users"] == 10
     assert summary["server_cpu_ms_per_tx"] > 0 and summary["exec_ms_per_tx"] > 0
     assert summary["plan_ms_per_tx"] > 0  # track_planning is on in the bench's server
     assert isinstance(summary["place_order_stable_10pct"], bool)
