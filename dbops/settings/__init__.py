@@ -11,6 +11,7 @@ from dbops.settings.model import (
     AlertSettings,
     BackupSettings,
     DagsterSettings,
+    HealthSettings,
     LoadTestSettings,
     LogSettings,
     ProfileSettings,
@@ -29,6 +30,7 @@ from dbops.settings.options import OPTIONS, Option, checkout_dir
 __all__ = [
     "OPTIONS",
     "AlertSettings",
+    "HealthSettings",
     "LogSettings",
     "BackupSettings",
     "DagsterSettings",

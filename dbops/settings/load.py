@@ -62,11 +62,12 @@ _SECTIONS: dict[str, type] = {
     "rehearsal": model.RehearsalSettings,
     "backup": model.BackupSettings,
     "backup.s3": model.S3Settings,
+    "health": model.HealthSettings,
     "alerts": model.AlertSettings,
     "alerts.smtp": model.SmtpSettings,
 }
 # Secrets that are PostgreSQL URLs: checked as such when their variable is set (the message never shows the value).
-_TARGET_URLS = ("url_env", "rehearsal.server_url_env", "profile.scratch_url_env")
+_TARGET_URLS = ("url_env", "rehearsal.server_url_env", "profile.scratch_url_env", "health.pooler_url_env")
 
 
 @dataclass(frozen=True)

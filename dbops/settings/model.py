@@ -174,12 +174,21 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """What the health sensor samples besides the database itself."""
+
+    pooler_url: SecretRef | None  # the PgBouncer admin console (None: no pooler figures)
+    long_query_seconds: float
+
+
+@dataclass(frozen=True)
 class AlertSettings:
     slack_webhook: SecretRef | None
     webhook_url: SecretRef | None
     log_file: Path
     smtp: SmtpSettings
     failures: bool = True  # failed runs, materializations and checks notify too
+    runbook_base: str = "docs/runbooks"  # folder or URL holding <Alert>.md
 
 
 @dataclass(frozen=True)
@@ -213,6 +222,7 @@ class TargetSettings:
     logs: LogSettings
     rehearsal: RehearsalSettings
     backup: BackupSettings
+    health: HealthSettings
     alerts: AlertSettings
     schedules: Mapping[str, ScheduleSettings]
 

@@ -657,6 +657,11 @@ OPTIONS: tuple[Option, ...] = (
             "DBOPS_BACKUP_KEEP_LAST", "7", readme="backup"),
     _target("backup.keep_days", Number(), None, "retention: everything younger than this many days is kept",
             "DBOPS_BACKUP_KEEP_DAYS", "14", readme="backup"),
+    _target("health.pooler_url_env", EnvRef(), None, "variable holding the URL of the admin console of the target's "
+            "PgBouncer (`postgresql://user@host:6432/pgbouncer`): its clients waiting and longest wait are health "
+            "figures (none: no pooler figures)", "DBOPS_HEALTH_POOLER_URL", "SHOP_PGBOUNCER_ADMIN_URL"),
+    _target("health.long_query_seconds", Number(), 60.0, "a statement running longer than this counts in the "
+            "`long_running_queries` health figure", "DBOPS_HEALTH_LONG_QUERY_SECONDS", "60"),
     _target("alerts.slack_webhook_env", EnvRef(), None, "variable holding a Slack (or Mattermost, Rocket.Chat) "
             "incoming webhook URL", "DBOPS_ALERT_SLACK_WEBHOOK", "SHOP_SLACK_WEBHOOK"),
     _target("alerts.webhook_url_env", EnvRef(), None, "variable holding an HTTP endpoint the alert is POSTed to as "
@@ -675,6 +680,10 @@ OPTIONS: tuple[Option, ...] = (
     _target("alerts.smtp.password_env", EnvRef(), None, "variable holding the SMTP password",
             "DBOPS_ALERT_SMTP_PASSWORD", "SHOP_SMTP_PASSWORD"),
     _target("alerts.smtp.starttls", Flag(), True, "STARTTLS before the login", "DBOPS_ALERT_SMTP_STARTTLS", "off"),
+    _target("alerts.runbook_base", Text(), Derived("the checkout's `docs/runbooks` folder",
+                                                   lambda c: str(_project(c, "docs", "runbooks"))),
+            "where each alert's runbook `<Alert>.md` is: a folder or a URL (every alert links its runbook)",
+            "DBOPS_ALERT_RUNBOOK_BASE", "https://git.example.com/dba/dbops/-/blob/main/docs/runbooks"),
     _target("alerts.failures", Flag(), True, "failed runs, failed materializations and failed asset checks of the "
             "target notify the sinks too (deduplicated, resolved by the next success)", "DBOPS_ALERT_FAILURES", "off"),
     *_schedule_options(),
