@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from dbops.health.runbooks import DEFAULT_RUNBOOK_BASE, alert_name, runbook_url
 from dbops.health.targets import CheckTarget, MetricTarget, Targets
 
 FIRING = "firing"
@@ -113,6 +114,7 @@ class Alert:
     started_at: float
     target: str = ""  # the dbops target (database) the alert is about
     run_id: str = ""  # the run that failed (or succeeded, resolving it): failures only
+    runbook: str = ""  # docs/runbooks/<Alert>.md under the target's alerts.runbook_base
 
     @property
     def incident(self) -> str:
@@ -125,7 +127,8 @@ class Alert:
 
     def text(self) -> str:
         when = datetime.fromtimestamp(self.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        return f"{self.title()}: {self.detail} ({when})"
+        runbook = f" runbook: {self.runbook}" if self.runbook and self.status != RESOLVED else ""
+        return f"{self.title()}: {self.detail} ({when}){runbook}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "incident": self.incident, "title": self.title(), "text": self.text()}
@@ -133,26 +136,34 @@ class Alert:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Alert:
         return cls(**{k: raw[k] for k in ("key", "status", "severity", "summary", "detail", "at", "started_at")},
-                   target=raw.get("target", ""), run_id=raw.get("run_id", ""))
+                   target=raw.get("target", ""), run_id=raw.get("run_id", ""), runbook=raw.get("runbook", ""))
 
 
-def metric_readings(targets: Targets, metrics: dict[str, float], at: float) -> list[Reading]:
-    """Readings for every metric target whose figure is present in ``metrics``."""
+def metric_readings(targets: Targets, metrics: dict[str, float], at: float,
+                    details: dict[str, str] | None = None) -> list[Reading]:
+    """Readings for every metric target whose figure is present in ``metrics``; a missed one's detail names what the
+    figure points at (``details``: the blocked session and its blocker, the table, the slot)."""
     out = []
     for target in targets.metrics:
         value = metrics.get(target.metric)
         if value is None:
             continue
-        out.append(Reading(target.key, target.missed(value), at, value, target.describe(value)))
+        missed = target.missed(value)
+        detail = target.describe(value)
+        if missed and details and details.get(target.metric):
+            detail += f": {details[target.metric]}"
+        out.append(Reading(target.key, missed, at, value, detail))
     return out
 
 
 class AlertEngine:
     """Feed it readings in time order; it returns the alerts to send and keeps its state in ``state``."""
 
-    def __init__(self, targets: Targets, state: dict[str, Any] | None = None, target: str = "") -> None:
+    def __init__(self, targets: Targets, state: dict[str, Any] | None = None, target: str = "",
+                 runbook_base: str = DEFAULT_RUNBOOK_BASE) -> None:
         self.targets = targets
         self.target = target  # the database the readings are of: named in every alert
+        self.runbook_base = runbook_base
         self.state: dict[str, Any] = {"targets": {}, "pending": []}
         if state:
             self.state.update(state)
@@ -205,7 +216,8 @@ class AlertEngine:
             summary, severity = incident.get("summary") or summary, incident.get("severity") or severity
         return Alert(key=target.key, status=status, severity=severity, summary=summary,
                      detail=reading.detail, at=reading.at, started_at=since, target=self.target,
-                     run_id=reading.run_id)
+                     run_id=reading.run_id, runbook=runbook_url(alert_name(target.key, self.targets),
+                                                                self.runbook_base))
 
     def firing(self) -> list[str]:
         return sorted(k for k, st in self.state["targets"].items() if st.get("firing"))

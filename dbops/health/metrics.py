@@ -15,6 +15,10 @@ import psutil
 import psycopg
 
 from dbops.errors import DbopsError
+from dbops.health.activity import ACTIVITY_METRICS, activity_figures
+from dbops.health.figures import Figures
+from dbops.health.pooler import POOLER_METRICS, pooler_figures
+from dbops.health.tables import TABLE_METRICS, table_figures
 from dbops.pg.connect import connection, parse_url
 from dbops.redact import redact
 
@@ -23,7 +27,8 @@ METRICS: dict[str, str] = {
     "up": "1 when the database answered, 0 when it did not",
     "connections_used": "client connections on the server",
     "max_connections": "the server's max_connections",
-    "connections_used_ratio": "client connections / max_connections",
+    "connections_used_ratio": "client connections / the slots applications can use (max_connections minus the "
+                              "reserved ones)",
     "active_sessions": "sessions running a statement in this database",
     "idle_in_transaction_sessions": "sessions idle inside an open transaction in this database",
     "longest_transaction_seconds": "age of the oldest open transaction in this database",
@@ -46,9 +51,17 @@ METRICS: dict[str, str] = {
     "host_memory_percent": "host memory use (local servers only)",
     "host_disk_read_bytes_per_second": "host disk reads per second (local servers only)",
     "host_disk_write_bytes_per_second": "host disk writes per second (local servers only)",
+    "temp_files_per_minute": "temporary files created per minute since the previous sample",
+    "archive_failures_per_minute": "failed archive_command runs per minute since the previous sample",
+    **ACTIVITY_METRICS,
+    **TABLE_METRICS,
+    **POOLER_METRICS,
 }
-COUNTERS = ("xact_commit", "xact_rollback", "deadlocks", "blks_hit", "blks_read", "temp_bytes", "wal_bytes",
-            "database_size_bytes", "disk_read_bytes", "disk_write_bytes")
+COUNTERS = ("xact_commit", "xact_rollback", "deadlocks", "blks_hit", "blks_read", "temp_bytes", "temp_files",
+            "wal_bytes", "database_size_bytes", "disk_read_bytes", "disk_write_bytes", "archive_failed_count")
+# The sampling session gives up rather than add load: a statement over this is cancelled, a lock never waited for.
+SAMPLE_TIMEOUTS = "SET statement_timeout = '5s'; SET lock_timeout = '100ms'"
+
 WRAPAROUND_LIMIT = 2**31
 
 _SQL = """
@@ -64,7 +77,7 @@ SELECT
     AS longest_transaction_seconds,
   (SELECT count(*) FROM pg_stat_activity
     WHERE datname = current_database() AND wait_event_type = 'Lock') AS lock_waits,
-  d.xact_commit, d.xact_rollback, d.deadlocks, d.blks_hit, d.blks_read, d.temp_bytes,
+  d.xact_commit, d.xact_rollback, d.deadlocks, d.blks_hit, d.blks_read, d.temp_bytes, d.temp_files,
   pg_database_size(current_database()) AS database_size_bytes,
   (SELECT age(datfrozenxid) FROM pg_database WHERE datname = current_database()) AS wraparound_age,
   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') END AS wal_bytes,
@@ -84,6 +97,7 @@ class HealthSample:
     metrics: dict[str, float] = field(default_factory=dict)
     counters: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    details: dict[str, str] = field(default_factory=dict)  # figure -> what it points at (redacted)
 
     def state(self) -> dict[str, Any]:
         """What to keep between samples (a sensor cursor)."""
@@ -121,15 +135,20 @@ def _rate(now: dict[str, float], before: dict[str, float], name: str, seconds: f
 
 
 def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bool | None = None,
-                   now: float | None = None) -> HealthSample:
-    """Sample the database at ``url``; ``previous`` is the ``state()`` of the last sample (rates need it).
+                   now: float | None = None, pooler_url: str | None = None,
+                   long_query_seconds: float = 60.0) -> HealthSample:
+    """Sample the database at ``url``; ``previous`` is the ``state()`` of the last sample (rates need it);
+    ``pooler_url`` is the admin console of the target's PgBouncer, when it has one; a statement running longer than
+    ``long_query_seconds`` counts in ``long_running_queries``.
 
     A server that does not answer gives ``up = 0`` and the error, never an exception: being down is a figure.
     """
     at = time.time() if now is None else now
     sample = HealthSample(at=at)
+    extra = Figures()
     try:
         with connection(url, autocommit=True) as conn:
+            conn.execute(SAMPLE_TIMEOUTS)
             cur = conn.execute(_SQL)
             row = cur.fetchone()
             if row is None:
@@ -137,6 +156,10 @@ def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bo
             values = dict(zip([c.name for c in cur.description or []], row, strict=True))
             query = _CHECKPOINTER_17 if conn.info.server_version >= 170000 else _CHECKPOINTER_OLD
             timed, requested = conn.execute(query).fetchone() or (0, 0)
+            extra.update(activity_figures(conn, long_query_seconds))
+            extra.update(table_figures(conn))
+        if pooler_url:
+            extra.update(pooler_figures(pooler_url))
     except (DbopsError, psycopg.Error) as exc:
         sample.metrics["up"] = 0.0
         sample.error = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
@@ -146,7 +169,6 @@ def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bo
     for name in ("connections_used", "max_connections", "active_sessions", "idle_in_transaction_sessions",
                  "longest_transaction_seconds", "lock_waits", "database_size_bytes", "wraparound_age"):
         m[name] = float(values[name] or 0)
-    m["connections_used_ratio"] = m["connections_used"] / m["max_connections"] if m["max_connections"] else 0.0
     m["wraparound_transactions_left"] = float(WRAPAROUND_LIMIT - m["wraparound_age"])
     total_checkpoints = float(timed or 0) + float(requested or 0)
     m["checkpoints_requested"] = float(requested or 0)
@@ -155,9 +177,15 @@ def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bo
     if values["replicas"]:
         m["replication_lag_seconds"] = float(values["replication_lag_seconds"] or 0)
     counters = sample.counters
-    for name in ("xact_commit", "xact_rollback", "deadlocks", "blks_hit", "blks_read", "temp_bytes",
+    for name in ("xact_commit", "xact_rollback", "deadlocks", "blks_hit", "blks_read", "temp_bytes", "temp_files",
                  "database_size_bytes"):
         counters[name] = float(values[name] or 0)
+    m.update(extra.metrics)
+    counters.update(extra.counters)
+    sample.details.update(extra.details)
+    # saturation counts the reserved slots: applications run out at max_connections - reserved, not at the max
+    usable = m["max_connections"] - m.get("connections_reserved", 0.0)
+    m["connections_used_ratio"] = m["connections_used"] / usable if usable > 0 else 1.0
     if values["wal_bytes"] is not None:
         counters["wal_bytes"] = float(values["wal_bytes"])
     before = (previous or {}).get("counters") or {}
@@ -176,6 +204,8 @@ def collect_health(url: str, previous: dict[str, Any] | None = None, *, host: bo
         "rollbacks_per_second": ("xact_rollback", 1),
         "deadlocks_per_minute": ("deadlocks", 60),
         "temp_bytes_per_second": ("temp_bytes", 1),
+        "temp_files_per_minute": ("temp_files", 60),
+        "archive_failures_per_minute": ("archive_failed_count", 60),
         "wal_bytes_per_second": ("wal_bytes", 1),
         "host_disk_read_bytes_per_second": ("disk_read_bytes", 1),
         "host_disk_write_bytes_per_second": ("disk_write_bytes", 1),

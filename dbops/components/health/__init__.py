@@ -7,6 +7,7 @@ silencing the alerts; the alert sensor re-reads it at each tick.
 
 import dagster as dg
 
+from dbops.components.health.checks import build_health_checks
 from dbops.components.health.sensors import (
     alerts_asset,
     build_alert_sensor,
@@ -17,6 +18,7 @@ from dbops.components.health.sensors import (
 
 
 def build(target: str) -> dg.Definitions:
-    target_targets(target)
+    targets = target_targets(target)
     return dg.Definitions(assets=[database_health(target), alerts_asset(target)],
+                          asset_checks=[build_health_checks(target, targets)],
                           sensors=[build_database_health_sensor(target), build_alert_sensor(target)])

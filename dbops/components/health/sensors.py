@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from dbops.components.health.checks import evaluation, target_pooler_url
 from dbops.components.metadata import figures, number, table
 from dbops.components.naming import asset_key, def_name
 from dbops.components.resources import DatabaseResource, launch_target
@@ -19,8 +20,10 @@ from dbops.health.alerts import RESOLVED, Alert, AlertEngine, Reading, failure_r
 from dbops.health.lifecycle import failure_outcomes, lifecycle_figures
 from dbops.health.metrics import collect_health
 from dbops.health.notify import alert_tick
+from dbops.health.runbooks import DEFAULT_RUNBOOK_BASE
 from dbops.health.sinks import Sink, sinks_from_settings
 from dbops.health.targets import Targets, load_targets
+from dbops.health.verdicts import changed, judge, outcome
 
 
 def database_health(target: str) -> dg.AssetSpec:
@@ -72,47 +75,87 @@ def alerts_observation(target: str, engine: AlertEngine, sent: list[Alert]) -> d
     return dg.AssetObservation(asset_key=asset_key(target, "alerts"), metadata=metadata)
 
 
-def health_observation(key: dg.AssetKey, url: str, cursor: str | None) -> tuple[dg.AssetObservation, str]:
-    """One observation of ``key`` (a target's ``database_health``) and the cursor for the next (the raw counters
-    rates need)."""
-    previous = json.loads(cursor) if cursor else None
-    sample = collect_health(url, previous)
+DETAIL = "_detail"  # metadata key suffix of the text naming what a figure points at (a table, a session)
+HealthEvent = dg.AssetObservation | dg.AssetCheckEvaluation
+
+
+def health_observation(key: dg.AssetKey, url: str, cursor: str | None, targets: Targets | None = None,
+                       target: str = "", *, pooler_url: str | None = None, long_query_seconds: float = 60.0,
+                       runbook_base: str = DEFAULT_RUNBOOK_BASE) -> tuple[list[HealthEvent], str]:
+    """One observation of ``key`` (a target's ``database_health``), the evaluations of its checks whose outcome
+    changed (with ``targets``), and the cursor for the next tick (the raw counters rates need, each target's breach
+    start, each check's last outcome)."""
+    state = json.loads(cursor) if cursor else {}
+    sample = collect_health(url, state if state.get("counters") else None, pooler_url=pooler_url,
+                            long_query_seconds=long_query_seconds)
     metadata: dict[str, dg.RawMetadataValue] = {}
     for name, raw in sorted(sample.metrics.items()):
         figure = number(float(raw))
         if figure is not None:
             metadata[name] = figure
+    for name, text in sorted(sample.details.items()):
+        metadata[name + DETAIL] = dg.MetadataValue.text(text)
     if sample.error:
         metadata["error"] = sample.error
-    next_cursor = json.dumps(sample.state()) if sample.metrics.get("up") else (cursor or "")
-    return dg.AssetObservation(asset_key=key, metadata=metadata), next_cursor
+    events: list[HealthEvent] = [
+        dg.AssetObservation(asset_key=key, metadata=metadata)]
+    next_state = dict(state)
+    if sample.metrics.get("up"):
+        next_state.update(sample.state())
+    if targets is not None:
+        verdicts, breaches = judge(targets, sample.metrics, sample.details, sample.at, state.get("breaches"),
+                                   error=sample.error)
+        reported = dict(state.get("reported") or {})
+        for verdict in changed(verdicts, reported):
+            if sample.error and verdict.target.metric != "up":
+                continue  # the database is down: only ``up`` is judged; the others keep their last evaluation
+            events.append(evaluation(target, verdict, runbook_base))
+            reported[verdict.check_name] = outcome(verdict)
+        next_state.update(breaches=breaches, reported=reported)
+    return events, json.dumps(next_state)
 
 
-def build_database_health_sensor(target: str) -> dg.SensorDefinition:
+def build_database_health_sensor(target: str, targets: Callable[[], Targets] | None = None,
+                                 pooler: Callable[[], str | None] | None = None,
+                                 health: Callable[[], tuple[float, str]] | None = None) -> dg.SensorDefinition:
+    """``target``'s health sensor; its targets file, pooler URL (``health.pooler_url_env``), long-query limit and
+    runbook base (``health.long_query_seconds``, ``alerts.runbook_base``) are read at each tick."""
     key = asset_key(target, "database_health")
+    load = targets or (lambda: target_targets(target))
+    pooler_url = pooler or (lambda: target_pooler_url(target))
+    options = health or (lambda: (launch_target(target).health.long_query_seconds,
+                                  launch_target(target).alerts.runbook_base))
 
     @dg.sensor(
         name=def_name(target, "database_health_sensor"),
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Every minute, samples {target}'s database and records the figures as an observation of "
-        f"{key.to_user_string()} (no run is launched).",
+        f"{key.to_user_string()} (no run is launched), and an evaluation of each of its checks whose outcome changed "
+        "(a target of the targets file missed for its 'for', back within target, or not measured).",
     )
     def database_health_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-        observation, cursor = health_observation(key, database.for_target(target).target_url, context.cursor)
-        return dg.SensorResult(asset_events=[observation], cursor=cursor)
+        long_query_seconds, runbook_base = options()
+        events, cursor = health_observation(
+            key, database.for_target(target).target_url, context.cursor, load(), target, pooler_url=pooler_url(),
+            long_query_seconds=long_query_seconds, runbook_base=runbook_base)
+        return dg.SensorResult(asset_events=events, cursor=cursor)
 
     return database_health_sensor
 
 
-def _observation_metrics(record: dg.EventLogRecord) -> dict[str, float]:
+def _observation_metrics(record: dg.EventLogRecord) -> tuple[dict[str, float], dict[str, str]]:
+    """The figures of a recorded health observation, and the texts naming what they point at."""
     observation = record.asset_observation
     out: dict[str, float] = {}
+    details: dict[str, str] = {}
     for key, value in (observation.metadata if observation else {}).items():
         raw = getattr(value, "value", value)
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             out[key] = float(raw)
-    return out
+        elif isinstance(raw, str) and key.endswith(DETAIL):
+            details[key.removesuffix(DETAIL)] = raw
+    return out, details
 
 
 def collect_readings(instance: dg.DagsterInstance, targets: Targets, after: int | None,
@@ -127,7 +170,8 @@ def collect_readings(instance: dg.DagsterInstance, targets: Targets, after: int 
         result = instance.fetch_observations(
             dg.AssetRecordsFilter(asset_key=health, after_storage_id=after), limit=500, ascending=True)
     for record in result.records:
-        readings += metric_readings(targets, _observation_metrics(record), float(record.timestamp))
+        numbers, details = _observation_metrics(record)
+        readings += metric_readings(targets, numbers, float(record.timestamp), details)
         after = max(after or 0, record.storage_id)
     figures = lifecycle_figures(instance, targets.checks, now, target=target)
     if figures.backup_age_seconds is not None:
@@ -161,12 +205,14 @@ def target_alerts_failures(target: str) -> bool:
 def build_alert_sensor(target: str, targets: Callable[[], Targets] | None = None,
                        sinks: Callable[[], Sequence[Sink]] | None = None, *, name: str = "",
                        failures: Callable[[], bool] | None = None, retries: int = 3, backoff: float = 1.0,
+                       runbook_base: Callable[[], str] | None = None,
                        default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
     """``target``'s alert sensor (``<target>_alerts``); its targets file, sinks and ``alerts.failures`` are read at
     each tick so a fixed file takes effect without a redeploy."""
     load = targets or (lambda: target_targets(target))
     open_sinks = sinks or (lambda: target_sinks(target))
     alert_failures = failures or (lambda: target_alerts_failures(target))
+    runbooks = runbook_base or (lambda: launch_target(target).alerts.runbook_base)
 
     @dg.sensor(
         name=name or def_name(target, "alerts"),
@@ -181,7 +227,7 @@ def build_alert_sensor(target: str, targets: Callable[[], Targets] | None = None
     def _alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         loaded = load()
         state = json.loads(context.cursor) if context.cursor else {}
-        engine = AlertEngine(loaded, state.get("engine"), target=target)
+        engine = AlertEngine(loaded, state.get("engine"), target=target, runbook_base=runbooks())
         now = time.time()
         readings, after = collect_readings(context.instance, loaded, state.get("after"), now, target)
         runs_after = None  # off: turned on again, it reads the last day's runs, not the backlog of the time it was off
