@@ -34,13 +34,12 @@ def alert_tick(engine: AlertEngine, readings: list[Reading], sinks: Sequence[Sin
     result = TickResult()
     by_name = {s.name: s for s in sinks}
     pending: list[dict[str, Any]] = engine.state.get("pending") or []
-    owed: list[tuple[Alert, Sink]] = []
+    owed: dict[str, list[Alert]] = {}
     for item in pending:
-        sink = by_name.get(item["sink"])
-        if sink is not None:
-            owed.append((Alert.from_dict(item["alert"]), sink))
-    for alert, sink in owed:
-        result.deliveries += deliver([alert], [sink], retries=1, backoff=backoff, deadline_s=deadline_s)
+        if item["sink"] in by_name:
+            owed.setdefault(item["sink"], []).append(Alert.from_dict(item["alert"]))
+    for name, alerts in owed.items():  # what a sink missed, again as one message
+        result.deliveries += deliver(alerts, [by_name[name]], retries=1, backoff=backoff, deadline_s=deadline_s)
     new_alerts = engine.observe(readings)
     result.alerts = new_alerts
     result.deliveries += deliver(new_alerts, sinks, retries=retries, backoff=backoff, deadline_s=deadline_s)

@@ -27,7 +27,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from dbops.errors import ConfigError
-from dbops.health.alerts import Alert
+from dbops.health.alerts import RESOLVED, Alert
 from dbops.redact import redact, register_secret
 from dbops.settings import AlertSettings
 
@@ -35,12 +35,51 @@ SEND_TIMEOUT_S = 5.0
 
 
 class Sink:
-    """A destination for alerts; ``send`` raises on failure."""
+    """A destination for alerts; ``send`` raises on failure. ``send_group`` sends one tick's alerts of one target as one
+    message (one alert: the alert itself)."""
 
     name = "sink"
 
     def send(self, alert: Alert) -> None:
         raise NotImplementedError
+
+    def send_group(self, alerts: Sequence[Alert]) -> None:
+        if len(alerts) == 1:
+            self.send(alerts[0])
+        else:
+            self.send_message(AlertGroup(tuple(alerts)))
+
+    def send_message(self, group: AlertGroup) -> None:
+        for alert in group.alerts:
+            self.send(alert)
+
+
+@dataclass(frozen=True)
+class AlertGroup:
+    """The alerts one tick raised and resolved for one target: one message, not one per alert (against fatigue)."""
+
+    alerts: tuple[Alert, ...]
+
+    def title(self) -> str:
+        target = self.alerts[0].target
+        firing = [a for a in self.alerts if a.status != RESOLVED]
+        counts = []
+        for severity in ("critical", "warning"):
+            n = sum(a.severity == severity for a in firing)
+            if n:
+                counts.append(f"{n} {severity}")
+        resolved = len(self.alerts) - len(firing)
+        if resolved:
+            counts.append(f"{resolved} resolved")
+        where = f" {target}" if target else ""
+        return f"[dbops{where}] {len(self.alerts)} alerts: {', '.join(counts)}"
+
+    def text(self) -> str:
+        return "\n".join([self.title(), *(f"- {a.text()}" for a in self.alerts)])
+
+    def to_dict(self) -> dict[str, object]:
+        return {"group": True, "target": self.alerts[0].target, "title": self.title(), "text": self.text(),
+                "alerts": [a.to_dict() for a in self.alerts]}
 
 
 class JsonWebhookSink(Sink):
@@ -54,7 +93,16 @@ class JsonWebhookSink(Sink):
         return alert.to_dict()
 
     def send(self, alert: Alert) -> None:
-        body = json.dumps(self.payload(alert)).encode()
+        self._post(self.payload(alert))
+
+    def send_message(self, group: AlertGroup) -> None:
+        self._post(self.group_payload(group))
+
+    def group_payload(self, group: AlertGroup) -> dict[str, object]:
+        return group.to_dict()
+
+    def _post(self, payload: dict[str, object]) -> None:
+        body = json.dumps(payload).encode()
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
@@ -74,6 +122,9 @@ class SlackWebhookSink(JsonWebhookSink):
     def payload(self, alert: Alert) -> dict[str, object]:
         return {"text": alert.text()}
 
+    def group_payload(self, group: AlertGroup) -> dict[str, object]:
+        return {"text": group.text()}
+
 
 class EmailSink(Sink):
     """Plain-text email through an SMTP relay (STARTTLS and login when configured)."""
@@ -87,11 +138,17 @@ class EmailSink(Sink):
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
 
     def send(self, alert: Alert) -> None:
+        self._mail(alert.title(), alert.text() + "\n\n" + json.dumps(alert.to_dict(), indent=2))
+
+    def send_message(self, group: AlertGroup) -> None:
+        self._mail(group.title(), group.text() + "\n\n" + json.dumps(group.to_dict(), indent=2))
+
+    def _mail(self, subject: str, body: str) -> None:
         message = EmailMessage()
-        message["Subject"] = alert.title()
+        message["Subject"] = subject
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
-        message.set_content(alert.text() + "\n\n" + json.dumps(alert.to_dict(), indent=2))
+        message.set_content(body)
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             if self.starttls and smtp.has_extn("starttls"):
                 smtp.starttls()
@@ -143,33 +200,34 @@ class Delivery:
     error: str = ""
 
 
-def _send_with_retries(sink: Sink, alert: Alert, retries: int, backoff: float) -> Delivery:
+def _send_with_retries(sink: Sink, alerts: Sequence[Alert], retries: int, backoff: float) -> list[Delivery]:
     error = ""
     for attempt in range(1, retries + 1):
         try:
-            sink.send(alert)
-            return Delivery(alert, sink.name, True, attempt)
+            sink.send_group(alerts)
+            return [Delivery(alert, sink.name, True, attempt) for alert in alerts]
         except Exception as exc:  # noqa: BLE001 - any sink failure is retried, then reported, never raised
             error = redact(f"{type(exc).__name__}: {exc}")
             if attempt < retries:
                 time.sleep(backoff * 2 ** (attempt - 1))
-    return Delivery(alert, sink.name, False, retries, error)
+    return [Delivery(alert, sink.name, False, retries, error) for alert in alerts]
 
 
 def deliver(alerts: Sequence[Alert], sinks: Sequence[Sink], retries: int = 3, backoff: float = 0.5,
             deadline_s: float = 60.0) -> list[Delivery]:
-    """Send every alert to every sink concurrently; returns one Delivery per (alert, sink)."""
+    """Send the alerts to every sink concurrently, as one message per sink (alerts of one target and tick);
+    returns one Delivery per (alert, sink)."""
     if not alerts or not sinks:
         return []
-    jobs = [(sink, alert) for alert in alerts for sink in sinks]
-    pool = ThreadPoolExecutor(max_workers=min(len(jobs), 16), thread_name_prefix="dbops-alert")
-    futures = {pool.submit(_send_with_retries, sink, alert, retries, backoff): (sink, alert) for sink, alert in jobs}
+    pool = ThreadPoolExecutor(max_workers=min(len(sinks), 16), thread_name_prefix="dbops-alert")
+    futures = {pool.submit(_send_with_retries, sink, list(alerts), retries, backoff): sink for sink in sinks}
     done, _ = wait(futures, timeout=deadline_s)
     pool.shutdown(wait=False, cancel_futures=True)
     out = []
-    for future, (sink, alert) in futures.items():
+    for future, sink in futures.items():
         if future in done:
-            out.append(future.result())
+            out.extend(future.result())
         else:
-            out.append(Delivery(alert, sink.name, False, 0, f"no answer within {deadline_s:.0f} s"))
+            out.extend(Delivery(alert, sink.name, False, 0, f"no answer within {deadline_s:.0f} s")
+                       for alert in alerts)
     return out

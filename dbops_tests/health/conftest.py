@@ -45,6 +45,19 @@ class Receiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def alerts(self) -> list[dict]:
+        """Every alert received, one tick's group (one message) taken apart: a JSON webhook's group lists its alerts'
+        objects, a Slack group its alerts' lines (``{"text": line}``)."""
+        out: list[dict] = []
+        for body in self.bodies:
+            if body.get("group"):
+                out.extend(body["alerts"])
+            elif "key" not in body and body.get("text", "").startswith("[dbops") and "\n- " in body["text"]:
+                out.extend({"text": line[2:]} for line in body["text"].splitlines()[1:])
+            else:
+                out.append(body)
+        return out
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

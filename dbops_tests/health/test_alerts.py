@@ -79,13 +79,13 @@ def test_a_sink_that_is_down_does_not_lose_the_alert_for_the_others(receiver: Re
         assert {d.sink for d in result.failed} == {"refused", "dead"}
         assert all(d.attempts == 2 for d in result.failed)
         assert "T0KEN-secret" not in " ".join(d.error for d in result.failed)
-        assert len(receiver.bodies) == 1 and "CRITICAL" in receiver.bodies[0]["text"]
+        assert len(receiver.alerts()) == 1 and "CRITICAL" in receiver.alerts()[0]["text"]
         assert json.loads(log_file.read_text().splitlines()[0])["status"] == FIRING
         # the dead receiver comes back: it gets the owed alert next tick, the others no duplicate
         dead.down = False
         result = alert_tick(engine, [], sinks, retries=1, backoff=0.01)
         assert len(dead.bodies) == 1 and dead.bodies[0]["status"] == FIRING
-        assert len(receiver.bodies) == 1 and len(log_file.read_text().splitlines()) == 1
+        assert len(receiver.alerts()) == 1 and len(log_file.read_text().splitlines()) == 1
         assert [p["sink"] for p in engine.state["pending"]] == ["refused"]
     finally:
         dead.close()
@@ -197,7 +197,7 @@ def test_sinks_from_settings_email_webhook_slack_and_log(receiver: Receiver, smt
     result = alert_tick(engine, [Reading("check:integrity_validation/no_integrity_violations", True, 5.0, 1.0,
                                          "asset check integrity_validation/no_integrity_violations failed")], sinks)
     assert [d.ok for d in result.deliveries] == [True] * 4
-    assert sorted(b.get("status", "slack") for b in receiver.bodies) == ["firing", "slack"]
+    assert sorted(b.get("status", "slack") for b in receiver.alerts()) == ["firing", "slack"]
     assert len(smtp_receiver.messages) == 1
     mail = email.message_from_string(smtp_receiver.messages[0], policy=email.policy.default)
     assert mail["Subject"] == "[dbops CRITICAL] asset check integrity_validation/no_integrity_violations failed"
@@ -217,6 +217,6 @@ def test_a_hanging_sink_times_out_without_delaying_the_others(receiver: Receiver
         elapsed = time.monotonic() - started
     finally:
         hanging.close()
-    assert len(receiver.bodies) == 1
+    assert len(receiver.alerts()) == 1
     assert [d.sink for d in result.failed] == ["hanging"] and "timed out" in result.failed[0].error
     assert elapsed < 2.5, elapsed

@@ -150,7 +150,11 @@ def test_failed_runs_materializations_and_checks_alert_once_then_resolve(
     assert not other.success
     result = sensor.tick()
 
-    fired = by_key(receiver.bodies)
+    fired = by_key(receiver.alerts())
+    # one message for the tick's four alerts (grouping against alert fatigue), each alert whole inside it
+    assert len(receiver.bodies) == 1 and receiver.bodies[0]["group"] is True
+    assert receiver.bodies[0]["title"] == "[dbops dbops] 4 alerts: 3 critical, 1 warning"
+    assert receiver.bodies[0]["text"].count("\n- [dbops dbops ") == 4
     assert set(fired) == {"asset:load_test", "check:integrity_validation/no_orphan_orders",
                           "check:integrity_validation/orders_recent", "run:dbops_nightly"}
     assert {b["status"] for b in fired.values()} == {"firing"}
@@ -159,6 +163,10 @@ def test_failed_runs_materializations_and_checks_alert_once_then_resolve(
     assert severities == {"asset:load_test": "critical", "check:integrity_validation/no_orphan_orders": "critical",
                           "check:integrity_validation/orders_recent": "warning", "run:dbops_nightly": "critical"}
     asset = fired["asset:load_test"]
+    runbooks = {k: b["runbook"].rsplit("/", 1)[1] for k, b in fired.items()}  # each alert links its runbook
+    assert runbooks == {"asset:load_test": "DbopsMaterializationFailed.md", "run:dbops_nightly": "DbopsRunFailed.md",
+                        "check:integrity_validation/no_orphan_orders": "DbopsAssetCheckFailed.md",
+                        "check:integrity_validation/orders_recent": "DbopsAssetCheckFailed.md"}
     assert asset["run_id"] == failed_asset != other.run_id
     assert asset["title"] == "[dbops dbops CRITICAL] materialization of dbops/load_test failed"
     assert f"run {failed_asset}: psycopg.errors.RaiseException: cannot reach postgresql://app:***@db/shop" in asset[
@@ -187,13 +195,13 @@ def test_failed_runs_materializations_and_checks_alert_once_then_resolve(
     assert sensor.tick().skip_reason
     world.run_load_test()
     sensor.tick()
-    assert len(receiver.bodies) == 4 and len(sensor.observations) == 1
+    assert len(receiver.alerts()) == 4 and len(sensor.observations) == 1
 
     # the next successes resolve each incident once, with the severity it fired with
     world.fix()
     fixed = [world.run_load_test(), world.run_integrity(), world.run_nightly()]
     sensor.tick()
-    resolved = by_key(receiver.bodies[4:])
+    resolved = by_key(receiver.alerts()[4:])
     assert set(resolved) == set(fired)
     assert {b["status"] for b in resolved.values()} == {"resolved"}
     assert {k: b["severity"] for k, b in resolved.items()} == severities
@@ -201,14 +209,15 @@ def test_failed_runs_materializations_and_checks_alert_once_then_resolve(
     assert resolved["asset:load_test"]["text"].startswith(
         "[dbops dbops RESOLVED] materialization of dbops/load_test failed: materialized in run " + fixed[0])
     assert sensor.observations[-1]["firing"] == 0 and sensor.observations[-1]["resolved"] == 4
+    assert len(receiver.bodies) == 2 and receiver.bodies[1]["title"] == "[dbops dbops] 4 alerts: 4 resolved"
     sensor.tick()
-    assert len(receiver.bodies) == 8
+    assert len(receiver.alerts()) == 8
 
     # the log file holds the same eight notifications, one JSON line each
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert [x["status"] for x in lines] == ["firing"] * 4 + ["resolved"] * 4  # sinks are sent to concurrently:
-    assert sorted(x["text"] for x in lines[:4]) == sorted(b["text"] for b in receiver.bodies[:4])  # order per tick
-    assert sorted(x["text"] for x in lines[4:]) == sorted(b["text"] for b in receiver.bodies[4:])
+    assert sorted(x["text"] for x in lines[:4]) == sorted(b["text"] for b in receiver.alerts()[:4])  # order per tick
+    assert sorted(x["text"] for x in lines[4:]) == sorted(b["text"] for b in receiver.alerts()[4:])
     assert json.loads(sensor.cursor or "{}")["engine"]["pending"] == []
 
 
@@ -219,12 +228,12 @@ def test_a_flapping_asset_is_not_renotified_within_the_cooldown(
     sensor = Sensor(instance, [JsonWebhookSink(receiver.url)], cooldown=f"{cooldown:g}s")
     world.run_load_test()
     sensor.tick()
-    assert [(b["key"], b["status"]) for b in receiver.bodies] == [("asset:load_test", "firing")]
-    fired_at = receiver.bodies[0]["at"]
+    assert [(b["key"], b["status"]) for b in receiver.alerts()] == [("asset:load_test", "firing")]
+    fired_at = receiver.alerts()[0]["at"]
     world.broken = False
     world.run_load_test()
     sensor.tick()
-    assert [b["status"] for b in receiver.bodies] == ["firing", "resolved"]
+    assert [b["status"] for b in receiver.alerts()] == ["firing", "resolved"]
     # it fails again at once, then recovers: within the cooldown neither is sent
     world.broken = True
     again = world.run_load_test()
@@ -234,14 +243,15 @@ def test_a_flapping_asset_is_not_renotified_within_the_cooldown(
     sensor.tick()
     refailed_at = instance.get_run_record_by_id(again).end_time  # type: ignore[union-attr]
     assert refailed_at is not None and refailed_at - fired_at < cooldown, "the re-failure came after the cooldown"
-    assert len(receiver.bodies) == 2
+    assert len(receiver.alerts()) == 2
     # after the cooldown a new failure is a new incident, notified
     time.sleep(max(0.0, fired_at + cooldown + 0.5 - time.time()))
     world.broken = True
     last = world.run_load_test()
     sensor.tick()
-    assert [b["status"] for b in receiver.bodies] == ["firing", "resolved", "firing"]
-    assert receiver.bodies[2]["run_id"] == last and receiver.bodies[2]["incident"] != receiver.bodies[0]["incident"]
+    assert [b["status"] for b in receiver.alerts()] == ["firing", "resolved", "firing"]
+    alerts = receiver.alerts()
+    assert alerts[2]["run_id"] == last and alerts[2]["incident"] != alerts[0]["incident"]
 
 
 def test_alerts_failures_off_sends_nothing_for_failures(fresh_db: str, instance: dg.DagsterInstance,
@@ -278,9 +288,9 @@ def test_a_failed_partition_is_named_and_other_targets_runs_stay_out(
         dg.materialize([integrity_validation], instance=instance, partition_key=day, raise_on_error=False)
     dg.materialize([shop_load_test], instance=instance, raise_on_error=False)  # untagged: shop's by its asset key
     sensor.tick()
-    assert [b["key"] for b in receiver.bodies] == ["asset:integrity_validation"]
+    assert [b["key"] for b in receiver.alerts()] == ["asset:integrity_validation"]
     assert '(partition 2026-01-03): psycopg.errors.UndefinedTable: relation "orders_2026_01_03" does not exist' in (
-        receiver.bodies[0]["detail"])
+        receiver.alerts()[0]["detail"])
     # the cursor keeps incidents only: the successes of what never failed leave no state behind
     state = json.loads(sensor.cursor or "{}")["engine"]["targets"]
     assert set(state) == {"asset:integrity_validation"}

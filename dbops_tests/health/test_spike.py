@@ -18,13 +18,14 @@ from dbops.components.health.sensors import build_alert_sensor, build_database_h
 from dbops.components.naming import asset_key
 from dbops.components.resources import DatabaseResource
 from dbops.health.sinks import JsonWebhookSink, LogFileSink, SlackWebhookSink
-from dbops.health.targets import parse_targets
+from dbops.health.targets import Targets, parse_targets
 from dbops.pg.connect import drop_database
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.conftest import new_database, start_test_server, stop_test_server
 from dbops_tests.health.conftest import Receiver
 
 SESSIONS = 20
+RUNBOOK_BASE = "https://git.example.com/dba/dbops/-/blob/main/docs/runbooks"
 TARGET = "dbops"  # no config file: the one embedded target
 TARGETS = parse_targets({
     "defaults": {"cooldown": "10m"},
@@ -75,15 +76,18 @@ class Ticker:
     """Drives one target's two sensors the way the daemon does: health observation recorded, then the alert sensor."""
 
     def __init__(self, url: str, sinks: list[Any], target: str = TARGET,
-                 instance: dg.DagsterInstance | None = None) -> None:
+                 instance: dg.DagsterInstance | None = None, targets: Targets = TARGETS,
+                 pooler_url: str | None = None) -> None:
         self.instance = instance or dg.DagsterInstance.ephemeral()
         self.resources = {"database": DatabaseResource(url=url)}
-        self.health_sensor = build_database_health_sensor(target)
-        self.alert_sensor = build_alert_sensor(target, lambda: TARGETS, lambda: sinks, failures=lambda: True,
-                                               backoff=0.05)
+        self.health_sensor = build_database_health_sensor(target, lambda: targets, lambda: pooler_url,
+                                                          lambda: (60.0, RUNBOOK_BASE))
+        self.alert_sensor = build_alert_sensor(target, lambda: targets, lambda: sinks, failures=lambda: True,
+                                               backoff=0.05, runbook_base=lambda: RUNBOOK_BASE)
         self.health_cursor: str | None = None
         self.alert_cursor: str | None = None
         self.observations: list[dict[str, float]] = []
+        self.evaluations: list[dg.AssetCheckEvaluation] = []
 
     def tick(self) -> None:
         ctx = dg.build_sensor_context(instance=self.instance, cursor=self.health_cursor, resources=self.resources)
@@ -92,7 +96,10 @@ class Ticker:
         self.health_cursor = result.cursor
         for event in result.asset_events:
             self.instance.report_runless_asset_event(event)
-            self.observations.append({k: v.value for k, v in event.metadata.items()})
+            if isinstance(event, dg.AssetCheckEvaluation):
+                self.evaluations.append(event)
+            else:
+                self.observations.append({k: v.value for k, v in event.metadata.items()})
         self.alerts()
 
     def alerts(self) -> None:
@@ -154,15 +161,17 @@ def spike(ticker: Ticker, url: str, receiver: Receiver) -> None:
             ticker.tick()
             time.sleep(0.5)
         assert ticker.observations[-1]["longest_transaction_seconds"] >= 4
-    texts = sorted(b["text"] for b in receiver.bodies)
+    texts = sorted(b["text"] for b in receiver.alerts())
     assert len(texts) == 2, texts
+    assert len(receiver.bodies) == 1, "the two alerts of one tick are one message"
+    assert receiver.bodies[0]["text"].startswith("[dbops dbops] 2 alerts: 2 critical\n- ")
     assert texts[0].startswith(
         "[dbops dbops CRITICAL] more than 80 % of max_connections in use: connections_used_ratio")
     assert texts[1].startswith(
         "[dbops dbops CRITICAL] sessions idle in transaction: idle_in_transaction_sessions = 20")
     ticker.tick()
     ticker.tick()
-    resolved = sorted(b["text"] for b in receiver.bodies[2:])
+    resolved = sorted(b["text"] for b in receiver.alerts()[2:])
     assert len(resolved) == 2, resolved
     assert resolved[0].startswith("[dbops dbops RESOLVED] more than 80 % of max_connections")
     assert resolved[1].startswith("[dbops dbops RESOLVED] sessions idle in transaction")
@@ -175,6 +184,16 @@ def spike(ticker: Ticker, url: str, receiver: Receiver) -> None:
     assert 0 <= last["host_cpu_percent"] <= 100 and 0 < last["host_memory_percent"] <= 100
     recorded = ticker.instance.fetch_observations(asset_key(TARGET, "database_health"), limit=100).records
     assert len(recorded) == len(ticker.observations)
+    # database_health's checks: recorded when their outcome changes (first tick, the breach past its 'for', the end)
+    by_check: dict[str, list[bool]] = {}
+    for evaluation in ticker.evaluations:
+        by_check.setdefault(evaluation.check_name, []).append(evaluation.passed)
+    assert by_check == {"up_within_target": [True], "connections_used_ratio_within_target": [True, False, True],
+                        "idle_in_transaction_sessions_within_target": [True, False, True]}
+    failed = next(e for e in ticker.evaluations if not e.passed and e.check_name.startswith("idle"))
+    assert failed.severity == dg.AssetCheckSeverity.ERROR
+    assert failed.metadata["threshold"].value == 10 and failed.metadata["value"].value >= SESSIONS
+    assert failed.metadata["runbook"].value.endswith("/DbopsIdleInTransactionSessionsHigh.md")
 
 
 def test_a_failed_asset_check_raises_an_alert_and_its_fix_resolves_it(
@@ -205,14 +224,14 @@ def test_a_failed_asset_check_raises_an_alert_and_its_fix_resolves_it(
     assert not result.get_asset_check_evaluations()[0].passed
     ticker.alerts()
     ticker.alerts()
-    assert len(receiver.bodies) == 1
-    assert "integrity_validation/no_integrity_violations" in receiver.bodies[0]["text"]
-    assert "CRITICAL" in receiver.bodies[0]["text"]
+    assert len(receiver.alerts()) == 1
+    assert "integrity_validation/no_integrity_violations" in receiver.alerts()[0]["text"]
+    assert "CRITICAL" in receiver.alerts()[0]["text"]
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("DELETE FROM orders WHERE customer_id = 999")
     dg.materialize([integrity_validation, no_integrity_violations], instance=ticker.instance)
     ticker.alerts()
-    assert len(receiver.bodies) == 2 and receiver.bodies[1]["text"].startswith("[dbops dbops RESOLVED]")
+    assert len(receiver.alerts()) == 2 and receiver.alerts()[1]["text"].startswith("[dbops dbops RESOLVED]")
     state = json.loads(ticker.alert_cursor or "{}")
     assert state["engine"]["pending"] == []
 
@@ -225,7 +244,7 @@ def test_a_server_that_is_down_is_a_figure_and_pages(receiver: Receiver, tmp_pat
         ticker.instance.dispose()
     assert ticker.observations[-1]["up"] == 0.0
     assert "error" in ticker.observations[-1]
-    assert [b["key"] for b in receiver.bodies] == ["metric:up<1"]
+    assert [b["key"] for b in receiver.alerts()] == ["metric:up<1"]
 
 
 def test_an_alert_names_its_target_and_another_targets_sensor_stays_quiet(receiver: Receiver) -> None:
@@ -243,8 +262,8 @@ def test_an_alert_names_its_target_and_another_targets_sensor_stays_quiet(receiv
     finally:
         quiet.close()
         shop.instance.dispose()
-    assert [b["key"] for b in receiver.bodies] == ["metric:up<1"]
-    body = receiver.bodies[0]
+    assert [b["key"] for b in receiver.alerts()] == ["metric:up<1"]
+    body = receiver.alerts()[0]
     assert body["target"] == "shop"
     assert body["title"] == "[dbops shop WARNING] up < 1" and body["severity"] == "warning"
     assert body["text"].startswith(body["title"]) and body["incident"].startswith("shop/metric:up<1@")
