@@ -1,6 +1,9 @@
 """Prometheus exposition of the health figures and the latest lifecycle figures, sampled at scrape time.
 
-Names: ``pg_up`` as postgres_exporter, ``dbops_<figure>`` for every database_health figure (see
+Names: what postgres_exporter measures too under its own names, labels and types (``pg_up``, ``pg_stat_database_*``,
+``pg_stat_activity_count``, ``pg_locks_count``, ``pg_replication_slots_*``, ``pg_database_size_bytes``,
+``pg_settings_*``...: :mod:`dbops.health.pgexporter`, one connection per scrape), so dashboards and rules written for
+postgres_exporter work unchanged; ``dbops_<figure>`` for every database_health figure (see
 ``dbops.health.metrics.METRICS``), and for the lifecycle ``dbops_backup_age_seconds``,
 ``dbops_asset_last_materialization_timestamp_seconds{asset}``, ``dbops_asset_metadata{asset,key}`` (every numeric
 metadata value of the asset's latest materialization: drill RTO, load-test latency and throughput, audit findings,
@@ -19,6 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from dbops.health.lifecycle import LifecycleFigures
 from dbops.health.metrics import METRICS, HealthSample, collect_health
+from dbops.health.pgexporter import scrape
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -28,7 +32,8 @@ def prometheus_name(figure: str) -> str:
 
 
 class DbopsCollector(Collector):
-    """Samples the database on every scrape (rates from the previous scrape) and adds the lifecycle figures."""
+    """Reads the postgres_exporter families and samples the health figures on every scrape (rates from the previous
+    scrape), and adds the lifecycle figures."""
 
     def __init__(self, url: str, lifecycle: Callable[[], LifecycleFigures] | None = None) -> None:
         self.url = url
@@ -36,6 +41,7 @@ class DbopsCollector(Collector):
         self._previous: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self.failed_collectors: dict[str, str] = {}  # postgres_exporter collector -> why the last scrape left it out
 
     def sample(self) -> HealthSample:
         with self._lock:
@@ -45,8 +51,10 @@ class DbopsCollector(Collector):
             return sample
 
     def collect(self) -> Iterator[Metric]:
+        exported = scrape(self.url)
+        self.failed_collectors = exported.failed
+        yield from exported.metrics()  # pg_up, and the postgres_exporter families when the database answered
         sample = self.sample()
-        yield GaugeMetricFamily("pg_up", "1 when the managed database answered the scrape", value=sample.metrics["up"])
         for figure, value in sorted(sample.metrics.items()):
             yield GaugeMetricFamily(prometheus_name(figure), METRICS.get(figure, figure), value=value)
         if self.lifecycle is None:
