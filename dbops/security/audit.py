@@ -9,7 +9,9 @@ from pathlib import Path
 from dbops.backup.store import Store
 from dbops.pg.connect import connection, database_name
 from dbops.redact import redact, redact_url
+from dbops.security import rules_objects, rules_roles, rules_server, sensitive  # noqa: F401 - their @rule join RULES
 from dbops.security.backups import audit_backups
+from dbops.security.catalog import CONTROLS
 from dbops.security.findings import A01_ACCESS, AuditReport, Finding, Severity
 from dbops.security.grants import BaselineError, BaselineStore, baseline_summary, compare, take_snapshot
 from dbops.security.matrix import AccessMatrix, load_matrix
@@ -82,10 +84,13 @@ def _against_baseline(ctx: AuditContext, url: str, store: BaselineStore | None, 
 
 
 def _clean(finding: Finding) -> Finding:
-    """Findings quote catalog text (pg_hba lines, settings): never let a secret through."""
-
+    """Findings quote catalog text (pg_hba lines, settings): never let a secret through. Each is stamped with its
+    rule's control: OWASP Top 10:2025 and 2021 categories, CIS recommendation."""
+    known = CONTROLS.get(finding.rule)
+    if known is None:
+        raise KeyError(f"rule {finding.rule} has no control in dbops.security.catalog")
     return replace(finding, evidence=redact(finding.evidence), remediation=redact(finding.remediation),
-                   subject=redact(finding.subject))
+                   subject=redact(finding.subject), owasp=known.owasp, owasp_2021=known.owasp_2021, cis=known.cis)
 
 
 def tls_state(ctx: AuditContext) -> dict[str, object]:

@@ -10,12 +10,19 @@ from dbops.backup.keys import KEY_ENV, KEY_FILE_ENV, MasterKey
 from dbops.backup.manifest import Listing, read_store
 from dbops.backup.store import LocalStore, Store, StoreError, store_from_settings
 from dbops.errors import ConfigError
+from dbops.security.catalog import A04, A08, control
 from dbops.security.findings import A02_CRYPTO, Finding, Severity
 from dbops.settings import BackupSettings
 
 KEY_LIKE_SUFFIXES = (".key", ".pem", ".b64")
 KEY_LIKE_WORDS = ("master", "backup-key", "backup_key", "secret")
 SMALL_OBJECT = 4096
+
+control("SEC030", "backups exist, are readable and verified", A08)
+control("SEC031", "backups are encrypted", A04)
+control("SEC032", "backup data keys are wrapped, never stored in clear", A04)
+control("SEC033", "the backup key is not stored beside the backups", A04)
+control("SEC034", "backup manifests verify", A08)
 
 
 def backup_store_for(backup: BackupSettings) -> Store | None:

@@ -1,4 +1,5 @@
-"""Findings: what an audit rule reports, graded by severity and mapped to the OWASP Top 10 (2021).
+"""Findings: what an audit rule reports, graded by severity and mapped to the OWASP Top 10:2025 (and 2021) and the CIS
+PostgreSQL 17 Benchmark through the rule's control (dbops/security/catalog.py).
 
 A finding names one subject (a role, a table, a setting, a pg_hba line) so two runs can be compared and a fix can be
 proposed per subject. ``remediation`` is SQL when SQL can fix it (``harden --plan`` collects those), else a sentence.
@@ -45,6 +46,9 @@ class Finding:
     fix_sql: tuple[str, ...] = ()
     # True when the fix cannot run inside a transaction (ALTER SYSTEM): the migration must be a no-transaction file
     fix_outside_transaction: bool = False
+    # stamped by the audit from the rule's control: ``owasp`` above is then the 2025 category
+    owasp_2021: str = ""
+    cis: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -75,12 +79,12 @@ class AuditReport:
         return sum(1 for f in self.findings if f.severity is severity)
 
     def table_markdown(self, *, with_remediation: bool = True) -> str:
-        header = ["severity", "rule", "OWASP", "subject", "title", "evidence"]
+        header = ["severity", "rule", "OWASP", "CIS", "subject", "title", "evidence"]
         if with_remediation:
             header.append("remediation")
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for f in self.sorted():
-            cells = [f.severity.value, f.rule, f.owasp, f.subject, f.title, f.evidence]
+            cells = [f.severity.value, f.rule, f.owasp, f.cis, f.subject, f.title, f.evidence]
             if with_remediation:
                 cells.append(f.remediation)
             lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from dbops.errors import DbopsError
 from dbops.private import write_private
+from dbops.security.catalog import A01, control
 from dbops.security.findings import A01_ACCESS, Finding, Severity
 
 BASELINE_FILE = "grants-baseline.yml"
@@ -34,6 +35,15 @@ ROLE_ATTRIBUTES = {"rolsuper": "SUPERUSER", "rolinherit": "INHERIT", "rolcreater
 DANGEROUS_ATTRIBUTES = {"SUPERUSER", "CREATEROLE", "BYPASSRLS", "REPLICATION"}
 KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence"}
 DEFAULT_KINDS = {"r": "tables", "S": "sequences", "f": "functions", "T": "types", "n": "schemas"}
+
+# Without a matrix: the grants as the first audit recorded them, and every change since
+control("SEC040", "the grants are compared with a matrix or a recorded baseline", A01)
+control("SEC041", "no role created or role attribute gained since the baseline", A01)
+control("SEC042", "no role membership granted since the baseline", A01)
+control("SEC043", "no privilege granted since the baseline", A01)
+control("SEC044", "no default privilege added since the baseline", A01)
+control("SEC045", "no role or role attribute dropped since the baseline", A01)
+control("SEC046", "new objects carry only their default privileges", A01)
 
 
 class BaselineError(DbopsError):

@@ -21,6 +21,7 @@ from dbops.migrate import Migrator
 from dbops.pg.connect import connection, ensure_database
 from dbops.pg.server import EmbeddedServer
 from dbops_tests.conftest import MIGRATIONS_DIR, make_test_dir, start_test_server, stop_test_server
+from dbops_tests.security import flaws
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 REF_DB = "ref"
@@ -135,47 +136,9 @@ def plain_server() -> Iterator[EmbeddedServer]:
         stop_test_server(server)
 
 
-WEAK_HBA = [
-    "local   all  all                      scram-sha-256",
-    "host    all  legacy_md5  127.0.0.1/32  password",
-    "host    all  all         127.0.0.1/32  md5",
-    "host    all  all         ::1/128       trust",
-    "hostssl all  all         127.0.0.1/32  scram-sha-256",
-]
-WEAK_SETTINGS = {
-    "ssl": "on",
-    "ssl_min_protocol_version": "TLSv1",
-    "password_encryption": "md5",
-    "log_connections": "off",
-    "log_disconnections": "off",
-}
-# Every flaw the audit knows, planted on top of the reference schema (comments: the finding expected).
-WEAKENING_SQL = [
-    "CREATE ROLE evil_admin SUPERUSER LOGIN PASSWORD 'Evil-admin-pw-1'",  # SEC001
-    "CREATE ROLE nopass LOGIN",  # SEC002
-    "SET password_encryption = 'md5'",
-    "CREATE ROLE legacy_md5 LOGIN PASSWORD 'Legacy-md5-pw-1'",  # SEC003
-    "RESET password_encryption",
-    "GRANT CREATE ON SCHEMA public TO PUBLIC",  # SEC009
-    "CREATE TABLE app.scratch (id int)",
-    "ALTER TABLE app.scratch OWNER TO dbops_app_rw",  # SEC010
-    "GRANT CREATE ON SCHEMA app TO dbops_app_rw",  # SEC011
-    "GRANT DELETE ON app.payments TO dbops_app_rw",  # SEC012
-    "REVOKE SELECT ON app.tenants FROM dbops_app_ro",  # SEC013
-    "ALTER TABLE app.products DISABLE ROW LEVEL SECURITY",  # SEC014
-    "ALTER TABLE app.inventory NO FORCE ROW LEVEL SECURITY",  # SEC015
-    "SET ROLE dbops_owner",
-    "CREATE FUNCTION app.unsafe_definer() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT 1::bigint'",  # SEC016
-    "RESET ROLE",
-    "CREATE FUNCTION public.evil_handler() RETURNS language_handler AS '$libdir/plpgsql', 'plpgsql_call_handler'"
-    " LANGUAGE C",
-    "CREATE LANGUAGE plevil HANDLER public.evil_handler",  # SEC017
-    "CREATE EXTENSION dblink",  # SEC018
-    "GRANT pg_execute_server_program TO dbops_app_rw",  # SEC019 critical
-    "GRANT pg_read_server_files TO dbops_auditor",  # SEC019 high
-    "DROP TRIGGER payments_audit ON app.payments",  # SEC022
-    "ALTER TABLE app.users DISABLE TRIGGER users_audit",  # SEC022 (disabled)
-]
+# Every flaw the audit knows, planted on top of the reference schema: each area's file in flaws/ (its pg_hba lines,
+# settings, SQL and the findings expected of them), combined in the order of flaws.AREAS.
+WEAK_HBA, WEAK_SETTINGS, WEAKENING_SQL = flaws.combined()
 REFERENCE_LOGIN_ROLES = ["dbops_migrator", "dbops_app_rw", "dbops_app_ro", "dbops_auditor"]
 
 

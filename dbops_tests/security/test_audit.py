@@ -13,44 +13,15 @@ from dbops.backup.manifest import save_manifest
 from dbops.backup.store import LocalStore
 from dbops.pg.server import EmbeddedServer
 from dbops.security import AuditReport, Severity, audit_database, load_matrix
-from dbops.security.findings import A01_ACCESS, A02_CRYPTO, A05_MISCONFIG, A07_AUTH, A09_LOGGING
+from dbops.security.catalog import A04, A07, A08
 from dbops_tests.conftest import PROJECT_DIR
+from dbops_tests.security import flaws
 from dbops_tests.security.conftest import PG15_BIN, REF_DB
 
 MATRIX = PROJECT_DIR / "sql" / "access-control.yml"
 C, H, M, L = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW
 
-EXPECTED_WEAK = {
-    ("SEC001", "evil_admin"): (C, A01_ACCESS),
-    ("SEC002", "nopass"): (L, A07_AUTH),
-    ("SEC003", "legacy_md5"): (H, A02_CRYPTO),
-    ("SEC004", "password_encryption"): (H, A02_CRYPTO),
-    ("SEC005", "pg_hba line 2"): (H, A07_AUTH),  # password
-    ("SEC005", "pg_hba line 3"): (M, A07_AUTH),  # md5
-    ("SEC005", "pg_hba line 4"): (C, A07_AUTH),  # trust
-    ("SEC006", "pg_hba line 2"): (H, A02_CRYPTO),
-    ("SEC006", "pg_hba line 3"): (H, A02_CRYPTO),
-    ("SEC006", "pg_hba line 4"): (H, A02_CRYPTO),
-    ("SEC008", "ssl_min_protocol_version"): (H, A02_CRYPTO),
-    ("SEC009", "schema public"): (H, A01_ACCESS),
-    ("SEC010", "dbops_app_rw: table app.scratch"): (H, A01_ACCESS),
-    ("SEC011", "dbops_app_rw: CREATE ON SCHEMA app"): (H, A01_ACCESS),
-    ("SEC012", "dbops_app_rw: DELETE on app.payments"): (H, A01_ACCESS),
-    ("SEC013", "dbops_app_ro: SELECT on app.tenants"): (L, A01_ACCESS),
-    ("SEC014", "app.products"): (H, A01_ACCESS),
-    ("SEC015", "app.inventory"): (M, A01_ACCESS),
-    ("SEC016", "app.unsafe_definer()"): (H, A01_ACCESS),
-    ("SEC017", "language plevil"): (H, A05_MISCONFIG),
-    ("SEC018", "extension dblink"): (M, A05_MISCONFIG),
-    ("SEC019", "dbops_app_rw in pg_execute_server_program"): (C, A01_ACCESS),
-    ("SEC019", "dbops_auditor in pg_read_server_files"): (H, A01_ACCESS),
-    ("SEC020", "log_connections"): (M, A09_LOGGING),
-    ("SEC020", "log_disconnections"): (M, A09_LOGGING),
-    ("SEC022", "app.payments"): (H, A09_LOGGING),
-    ("SEC022", "app.users"): (H, A09_LOGGING),
-    ("SEC031", "backup plain-1"): (H, A02_CRYPTO),
-    ("SEC033", "backup store"): (C, A02_CRYPTO),
-}
+EXPECTED_WEAK = flaws.expected()
 
 
 def findings_map(report: AuditReport) -> dict[tuple[str, str], tuple[Severity, str]]:
@@ -108,11 +79,11 @@ def test_hardened_reference_on_embedded_server(plain_server: EmbeddedServer) -> 
     assert report.count(Severity.CRITICAL) == 0 and report.count(Severity.HIGH) == 0
     found = findings_map(report)
     # TLS off on a loopback-only server is reported, graded medium; no backups is info, not a pass
-    assert found[("SEC007", "ssl")] == (M, A02_CRYPTO)
-    assert found[("SEC030", "backups")] == (Severity.INFO, A02_CRYPTO)
+    assert found[("SEC007", "ssl")] == (M, A04)
+    assert found[("SEC030", "backups")] == (Severity.INFO, A08)
     # ... and high when TLS is required: the server and every plain host line are findings
     strict = findings_map(audit_database(plain_server.url(REF_DB), MATRIX, require_tls=True, check_backups=False))
-    assert strict[("SEC007", "ssl")] == (H, A02_CRYPTO)
+    assert strict[("SEC007", "ssl")] == (H, A04)
     assert {k for k in strict if k[0] == "SEC006"} == {("SEC006", "pg_hba line 3"), ("SEC006", "pg_hba line 4"),
                                                         ("SEC006", "pg_hba line 6")}
 
@@ -148,8 +119,8 @@ def test_audit_as_unprivileged_auditor_says_what_it_could_not_check(plain_server
         with connection(plain_server.url(REF_DB)) as conn:
             conn.execute("ALTER ROLE dbops_auditor PASSWORD NULL")
     found = findings_map(report)
-    assert found[("SEC002", "(not checked)")] == (Severity.INFO, A07_AUTH)
-    assert found[("SEC005", "(not checked)")] == (Severity.INFO, A07_AUTH)
+    assert found[("SEC002", "(not checked)")] == (Severity.INFO, A07)
+    assert found[("SEC005", "(not checked)")] == (Severity.INFO, A07)
     assert report.count(Severity.CRITICAL) == 0 and report.count(Severity.HIGH) == 0
 
 

@@ -61,7 +61,7 @@ def test_cli_audit_exit_codes_and_no_password_anywhere(weak_server: EmbeddedServ
     weak_url, password = weak_server.url(REF_DB), weak_server.password
     weak = run_security(["audit"], weak_url, tmp_path)
     assert weak.returncode == 1, weak.stderr
-    assert "| critical | SEC001 | A01:2021" in weak.stdout and "| critical | SEC005 | A07:2021" in weak.stdout
+    assert "| critical | SEC001 | A01:2025" in weak.stdout and "| critical | SEC005 | A07:2025" in weak.stdout
     assert run_security(["audit", "--fail-on", "critical"], tls_server.url(REF_DB), tmp_path).returncode == 0
     high = run_security(["audit", "--fail-on", "low", "--format", "json"], tls_server.url(REF_DB), tmp_path)
     assert high.returncode == 1 and '"critical": 0' in high.stdout and '"high": 0' in high.stdout

@@ -219,7 +219,7 @@ def test_cli_on_a_team_database(foreign_db: tuple[ForeignSchema, str], tmp_path:
         conn.execute(f"GRANT ALL ON {table} TO PUBLIC")
     changed = run_dbops(["security", "audit"], env, timeout=120)
     assert changed.returncode == 0 and ": 1 changes" in changed.stdout  # GRANT ALL: one change
-    assert "| high | SEC043 | A01:2021-Broken Access Control | PUBLIC: " in changed.stdout
+    assert "| high | SEC043 | A01:2025-Broken Access Control |  | PUBLIC: " in changed.stdout
     plan_run = run_dbops(["security", "harden", "--plan"], env, timeout=300)
     assert plan_run.returncode == 0, plan_run.stderr
     assert f"ON TABLE {table} FROM PUBLIC;" in plan_run.stdout
@@ -307,7 +307,7 @@ def test_dagster_audit_of_a_team_target_records_then_compares(foreign_db: tuple[
     assert second["grants_baseline"]["recorded"] is False  # type: ignore[index]
     assert second["grants_baseline"]["changes"] == 1  # type: ignore[index]
     rows = [r.data for r in second["findings"].records]  # type: ignore[attr-defined]  # a table with its schema
-    wanted = {"rule": "SEC041", "owasp": "A01:2021-Broken Access Control", "subject": f"role {schema.name}_intruder"}
+    wanted = {"rule": "SEC041", "owasp": "A01:2025-Broken Access Control", "subject": f"role {schema.name}_intruder"}
     assert wanted.items() <= next(r for r in rows if r["rule"] == "SEC041").items()
 
 
