@@ -1,4 +1,5 @@
-"""``<target>/security_audit``: the OWASP-mapped findings of the managed database, with its two gates as checks."""
+"""``<target>/security_audit``: the findings of the managed database, mapped to OWASP (2025 and 2021) and numbered
+after the CIS PostgreSQL 17 Benchmark, with its two gates as checks."""
 
 import time
 
@@ -13,12 +14,13 @@ from dbops.security.audit import audit_database
 from dbops.security.findings import Finding, Severity
 
 _MAX_ROWS_SHOWN = 200
-COLUMNS = ["severity", "rule", "owasp", "subject", "title", "evidence", "remediation"]
+COLUMNS = ["severity", "rule", "owasp", "owasp_2021", "cis", "subject", "title", "evidence", "remediation"]
 
 
 def findings_table(findings: list[Finding]) -> dg.MetadataValue:
     """The findings (the first :data:`_MAX_ROWS_SHOWN`), one row each, every cell redacted."""
-    return mt.table([{"severity": f.severity.value, "rule": f.rule, "owasp": f.owasp, "subject": redact(f.subject),
+    return mt.table([{"severity": f.severity.value, "rule": f.rule, "owasp": f.owasp, "owasp_2021": f.owasp_2021,
+                      "cis": f.cis or None, "subject": redact(f.subject),
                       "title": redact(f.title), "evidence": redact(f.evidence), "remediation": redact(f.remediation)}
                      for f in findings[:_MAX_ROWS_SHOWN]], COLUMNS)
 
