@@ -102,26 +102,26 @@ def audit_schemas(scope: tuple[str, ...], existing: list[str]) -> list[str]:
 Rule = Callable[[AuditContext], list[Finding]]
 RULES: list[Rule] = []
 
-control("SEC001", "no superuser beyond the bootstrap role", A01, cis="4.2")
+control("SEC001", "no superuser beyond the bootstrap role", A01, cis="4.3")
 control("SEC002", "every login role has a password", A07)
-control("SEC003", "no password stored as an MD5 hash", A04)
-control("SEC004", "password_encryption is scram-sha-256", A04, cis="5.3")
-control("SEC005", "pg_hba.conf: no trust, password or md5 method, no line in error", A07, cis="5.2")
-control("SEC006", "pg_hba.conf: remote lines require TLS (hostssl)", A04, cis="6.7")
-control("SEC007", "TLS is on where connections leave the host", A04, cis="6.7")
-control("SEC008", "TLS minimum version TLSv1.2 or later", A04, cis="6.7")
+control("SEC003", "no password stored as an MD5 hash", A04, cis="5.4")
+control("SEC004", "password_encryption is scram-sha-256", A04, cis="5.4")
+control("SEC005", "pg_hba.conf: no trust, password or md5 method, no line in error", A07, cis="5.3, 5.4")
+control("SEC006", "pg_hba.conf: remote lines require TLS (hostssl)", A04, cis="6.8")
+control("SEC007", "TLS is on where connections leave the host", A04, cis="6.8")
+control("SEC008", "TLS minimum version TLSv1.2 or later", A04, cis="6.9")
 control("SEC009", "PUBLIC may not create objects in a schema", A01, cis="4.6")
-control("SEC010", "application roles own no objects", A01, cis="4.5")
-control("SEC011", "application roles hold no DDL rights", A01, cis="4.5")
-control("SEC012", "every grant is in the access-control matrix", A01, cis="4.5")
+control("SEC010", "application roles own no objects", A01, cis="4.3")
+control("SEC011", "application roles hold no DDL rights", A01, cis="4.3")
+control("SEC012", "every grant is in the access-control matrix", A01, cis="4.6")
 control("SEC013", "every declared grant is present", A01)
-control("SEC014", "tenant tables have row-level security", A01, cis="4.8")
-control("SEC015", "row-level security is forced on tenant tables", A01, cis="4.8")
-control("SEC016", "SECURITY DEFINER functions have a safe search_path", A01, cis="4.3")
-control("SEC017", "no untrusted procedural language", A02, cis="4.4")
+control("SEC014", "tenant tables have row-level security", A01, cis="4.7")
+control("SEC015", "row-level security is forced on tenant tables", A01, cis="4.7")
+control("SEC016", "SECURITY DEFINER functions have a safe search_path", A01, cis="4.5")
+control("SEC017", "no untrusted procedural language", A02)
 control("SEC018", "no risky extension", A02)
-control("SEC019", "no application role in the server file and program roles", A01, cis="4.7")
-control("SEC020", "connections and disconnections are logged", A09, cis="3.1.20")
+control("SEC019", "no application role in the server file and program roles", A01, cis="4.3")
+control("SEC020", "connections and disconnections are logged", A09, cis="3.1.20, 3.1.21")
 control("SEC021", "the sensitive tables the matrix names exist", A09)
 control("SEC022", "sensitive tables have an audit trail", A09, cis="3.2")
 
@@ -606,15 +606,21 @@ def audit_trail(ctx: AuditContext) -> list[Finding]:
                 continue
             covered |= tgtype & (INSERT | UPDATE | DELETE)
         if covered != INSERT | UPDATE | DELETE:
-            function = sorted(ctx.matrix.audit_functions)[0]
             name = table.split(".")[-1] + "_audit"
-            fix = (f"CREATE TRIGGER {q(name)} AFTER INSERT OR UPDATE OR DELETE ON {q_qualified(table)}"
-                   f" FOR EACH ROW EXECUTE FUNCTION {q_qualified(function)}();")
             if disabled:
                 fix = f"ALTER TABLE {q_qualified(table)} ENABLE TRIGGER {q(name)};"
+            elif ctx.matrix.audit_functions:
+                function = sorted(ctx.matrix.audit_functions)[0]
+                fix = (f"CREATE TRIGGER {q(name)} AFTER INSERT OR UPDATE OR DELETE ON {q_qualified(table)}"
+                       f" FOR EACH ROW EXECUTE FUNCTION {q_qualified(function)}();")
+            else:  # the matrix names no audit function: nothing to attach
+                fix = ""
             missing = [op for op, bit in (("INSERT", INSERT), ("UPDATE", UPDATE), ("DELETE", DELETE))
                        if not covered & bit]
             out.append(Finding("SEC022", "no audit trail on a sensitive table", Severity.HIGH, A09_LOGGING, table,
                                f"{table} is declared sensitive but {', '.join(missing)} are not audited"
-                               f"{' (its audit trigger is disabled)' if disabled else ''}", fix, (fix,)))
+                               f"{' (its audit trigger is disabled)' if disabled else ''}",
+                               fix or "declare the audit function in the matrix (audit_functions) and attach it"
+                               " as an AFTER INSERT OR UPDATE OR DELETE row trigger, or audit the table with pgaudit",
+                               (fix,) if fix else ()))
     return out
