@@ -9,7 +9,7 @@ from pathlib import Path
 from dbops.backup.store import Store
 from dbops.pg.connect import connection, database_name
 from dbops.redact import redact, redact_url
-from dbops.security import rules_objects, rules_roles, rules_server, sensitive  # noqa: F401 - their @rule join RULES
+from dbops.security import rules_objects, rules_roles, rules_server, sensitive  # noqa: F401 - their rules join RULES
 from dbops.security.backups import audit_backups
 from dbops.security.catalog import CONTROLS
 from dbops.security.findings import A01_ACCESS, AuditReport, Finding, Severity
@@ -51,8 +51,12 @@ def audit_database(
             report.findings.extend(_clean(f) for f in rule(ctx))
         if matrix is None:
             report.findings.extend(_clean(f) for f in _against_baseline(ctx, url, baseline, accept_baseline, report))
+        columns = sensitive.sensitive_columns(ctx) if check_backups else []
     if check_backups:
-        report.findings.extend(_clean(f) for f in audit_backups(backups, env))
+        backup_findings = audit_backups(backups, env)
+        # an unencrypted backup of a database holding sensitive columns names the columns at risk (SEC102)
+        report.findings.extend(_clean(f) for f in [*backup_findings,
+                                                   *sensitive.backup_exposure(columns, backup_findings)])
     return report
 
 
