@@ -77,5 +77,6 @@ EXPECTED = {
     ("SEC022", "app.payments"): (H, A09),
     ("SEC022", "app.users"): (H, A09),
     ("SEC031", "backup plain-1"): (H, A04),
+    ("SEC032", "backup keyed-1"): (C, A04),  # test_audit.weak_backups' second manifest
     ("SEC033", "backup store"): (C, A04),
 }
