@@ -16,7 +16,7 @@ from dbops.security.audit import audit_database
 from dbops.security.backups import backup_store_for, key_env
 from dbops.security.findings import AuditReport, Severity
 from dbops.security.grants import BaselineStore, baseline_path
-from dbops.security.harden import HardeningPlan, StepCheck, plan, write_plan
+from dbops.security.harden import UNDO_MISSING, HardeningPlan, StepCheck, Undo, plan, write_plan
 from dbops.security.verify import verify_plan
 from dbops.settings import Settings, load_settings
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def not_verified(hardening: HardeningPlan, why: str) -> None:
     for step in hardening.steps:
         step.check = StepCheck("not tried", why)
+        step.undo = Undo((), UNDO_MISSING, "the undo is computed on a scratch copy, and the plan was not tried on one")
     hardening.notes = [f"not tried on a scratch copy: {why}"]
 
 
@@ -112,10 +113,15 @@ def main(argv: list[str], settings: Settings | None = None) -> int:
             with connection(url) as conn:
                 applied = history_versions(conn, target.migrate.default_schema, target.migrate.table)
             for path in write_plan(hardening, args.write, report.target, applied):
-                print(f"-- wrote {path} (review it, then `dbops migrate apply`)", file=sys.stderr)
+                what = ("its undo: Flyway's undo migration, never run by dbops; keep it to take the plan back"
+                        if path.name.startswith("U") else "review it, then `dbops migrate apply`")
+                print(f"-- wrote {path} ({what})", file=sys.stderr)
         for step in hardening.broken:
             print(redact(f"dbops security: {step.finding.rule} {step.finding.subject} breaks on the scratch copy"
                          f" and is left out: {step.check.detail if step.check else ''}"), file=sys.stderr)
+        for step in hardening.undo_missing():
+            print(redact(f"dbops security: {step.finding.rule} {step.finding.subject}: no undo"
+                         f" ({step.undo.detail if step.undo else 'not computed'})"), file=sys.stderr)
         return 1 if hardening.broken else 0
     except DbopsError as exc:
         print(f"dbops security: {redact(exc)}", file=sys.stderr)
