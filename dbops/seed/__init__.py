@@ -94,7 +94,8 @@ FROM generate_series(1, %(T)s) AS t
     ("users", """
 INSERT INTO app.users (id, tenant_id, email, full_name, password_hash, created_at) OVERRIDING SYSTEM VALUE
 SELECT u, 1 + (u - 1) %% %(T)s, 'user' || u || '@tenant' || (1 + (u - 1) %% %(T)s) || '.example',
-       'User ' || u, 'scrypt$' || md5(u::text || '/' || %(s)s),
+       'User ' || u,
+       '$scrypt$ln=15,r=8,p=1$' || left(md5('salt/' || u || '/' || %(s)s), 22) || '$' || md5(u::text || '/' || %(s)s),
        %(anchor)s::timestamptz - interval '300 days' + (pg_temp.h(u, %(s)s * 16 + 5) %% 200) * interval '1 day'
 FROM generate_series(1, %(T)s * %(upt)s) AS u
 """),

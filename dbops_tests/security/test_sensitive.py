@@ -39,6 +39,7 @@ from dbops.security.sensitive import (
     classify,
     discover,
 )
+from dbops.seed import seed
 from dbops_tests.conftest import PROJECT_DIR, start_test_server, stop_test_server
 from dbops_tests.security.conftest import PG15_BIN, REF_DB
 from dbops_tests.security.flaws import sensitive as flaws
@@ -435,3 +436,12 @@ def test_hardened_reference_only_misses_pgaudit(tls_server: EmbeddedServer, plai
         found = audit(server.url(REF_DB), MATRIX)
         assert {k: f.severity for k, f in found.items()} == {("SEC103", "shared_preload_libraries"): M}
         assert "app.payments, app.users" in found[("SEC103", "shared_preload_libraries")].evidence
+
+
+def test_the_seeded_reference_stores_password_hashes(migrated_db: str) -> None:
+    """The demo's data: app.users.password_hash holds hash-shaped values (scrypt in the PHC format), so the sensitive
+    rules find the columns and no plain password (SEC108) on the seeded reference."""
+    seed(migrated_db, scale=0.05)
+    by_key = audit(migrated_db, MATRIX)
+    assert ("SEC108", "app.users.password_hash") not in by_key, by_key
+    assert not [k for k, f in by_key.items() if f.severity in (Severity.CRITICAL, Severity.HIGH)], by_key
