@@ -67,6 +67,8 @@ class AuditContext:
     is_superuser: bool = False
     schemas: list[str] = field(default_factory=list)
     user_schemas: list[str] = field(default_factory=list)
+    # what one audit computes once for several rules (the sensitive columns a sampling pass found)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def load(self) -> AuditContext:
         self.settings = dict(self.conn.execute("SELECT name, setting FROM pg_settings").fetchall())

@@ -244,11 +244,10 @@ def _sample(conn: psycopg.Connection[Any], schema: str, table: str, oid: int, co
 
 def discovered(ctx: AuditContext) -> list[SensitiveColumn]:
     """The sensitive columns of the audited schemas, discovered once per audit (the rules below share them)."""
-    cache = ctx.__dict__.setdefault("_sensitive_columns", {})
-    key = tuple(ctx.schemas)
-    if key not in cache:
-        cache[key] = discover(ctx.conn, ctx.schemas)
-    return cache[key]
+    key = f"sensitive_columns:{','.join(ctx.schemas)}"
+    if key not in ctx.cache:
+        ctx.cache[key] = discover(ctx.conn, ctx.schemas)
+    return ctx.cache[key]
 
 
 def sensitive_columns(ctx: AuditContext) -> list[SensitiveColumn]:

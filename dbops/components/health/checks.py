@@ -17,22 +17,21 @@ from dbops.components.naming import asset_key, def_name
 from dbops.components.resources import DatabaseResource, launch_target
 from dbops.health.metrics import collect_health
 from dbops.health.runbooks import alert_name, runbook_url
-from dbops.health.targets import Targets
+from dbops.health.targets import MetricTarget, Targets
 from dbops.health.verdicts import Verdict, check_names, judge
 
 SEVERITY = {"critical": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSeverity.WARN}
 
 
-def check_description(targets: Targets, key: str) -> str:
-    target = targets.by_key()[key]
-    summary = getattr(target, "summary", "") or key
-    return (f"Fails when {target.key.removeprefix('metric:')} for {getattr(target, 'for_seconds', 0):g} s (the "
-            f"targets file's 'for'): {summary}. Recorded by the health sensor when its outcome changes.")
+def check_description(target: MetricTarget) -> str:
+    return (f"Fails when {target.key.removeprefix('metric:')} for {target.for_seconds:g} s (the targets file's "
+            f"'for'): {target.summary or target.key}. Recorded by the health sensor when its outcome changes.")
 
 
 def health_check_specs(target: str, targets: Targets) -> list[dg.AssetCheckSpec]:
     key = asset_key(target, "database_health")
-    return [dg.AssetCheckSpec(name, asset=key, description=check_description(targets, metric_key))
+    by_key = {t.key: t for t in targets.metrics}
+    return [dg.AssetCheckSpec(name, asset=key, description=check_description(by_key[metric_key]))
             for metric_key, name in check_names(targets).items()]
 
 

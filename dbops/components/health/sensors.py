@@ -115,6 +115,12 @@ def health_observation(key: dg.AssetKey, url: str, cursor: str | None, targets: 
     return events, json.dumps(next_state)
 
 
+def _health_options(target: str) -> tuple[float, str]:
+    """``target``'s long-query limit and runbook base, from one read of its settings."""
+    settings = launch_target(target)
+    return settings.health.long_query_seconds, settings.alerts.runbook_base
+
+
 def build_database_health_sensor(target: str, targets: Callable[[], Targets] | None = None,
                                  pooler: Callable[[], str | None] | None = None,
                                  health: Callable[[], tuple[float, str]] | None = None) -> dg.SensorDefinition:
@@ -123,8 +129,7 @@ def build_database_health_sensor(target: str, targets: Callable[[], Targets] | N
     key = asset_key(target, "database_health")
     load = targets or (lambda: target_targets(target))
     pooler_url = pooler or (lambda: target_pooler_url(target))
-    options = health or (lambda: (launch_target(target).health.long_query_seconds,
-                                  launch_target(target).alerts.runbook_base))
+    options = health or (lambda: _health_options(target))
 
     @dg.sensor(
         name=def_name(target, "database_health_sensor"),
