@@ -37,15 +37,15 @@ from psycopg import sql
 
 from dbops.loadtest.workloads import LoadTestError, Script
 from dbops.pg.connect import connection
+from dbops.pg.statements import Candidate as _Candidate
+from dbops.pg.statements import rank, top_statements
 from dbops.private import private_dir, write_private
 from dbops.profile.statements import ensure_extension
-from dbops.redact import redact
 
 MARKER = "dbops:replay"  # in every query the builder runs, so a later replay never picks it up
 SAMPLE_VALUES = 256
 SAMPLE_ROWS = 50_000  # tables with more rows (estimated) are sampled with TABLESAMPLE SYSTEM
 IN_LIST_VALUES = 5
-LOADTEST_ROLES = "dbops\\_loadtest\\_%"
 _CATALOGS = {"pg_catalog", "information_schema", "pg_toast"}
 _COMPARE = {"=", "<>", "!=", "<", "<=", ">", ">="}
 _LOWER = {">", ">="}
@@ -154,38 +154,11 @@ class _Unreplayable(Exception):  # noqa: N818 - a reason, not an error
     pass
 
 
-@dataclass
-class _Candidate:
-    queryid: str
-    query: str
-    calls: int
-    total_ms: float
-
-
 def top_read_statements(conn: psycopg.Connection[Any], exclude_roles: Sequence[str]) -> list[_Candidate]:
     """Every statement of this database in pg_stat_statements, summed over the roles that ran it (those of
-    ``exclude_roles``, the load test's own roles and roles dropped since, as every load test role is, left out),
-    most called first."""
-    rows = conn.execute(
-        "/* dbops:replay */ SELECT s.queryid::text, min(s.query), sum(s.calls)::bigint,"
-        " sum(s.total_exec_time + s.total_plan_time)::float8"
-        " FROM pg_stat_statements(true) AS s JOIN pg_database AS d ON d.oid = s.dbid"
-        " LEFT JOIN pg_roles AS r ON r.oid = s.userid"
-        " WHERE d.datname = current_database() AND s.toplevel AND s.queryid IS NOT NULL AND s.calls > 0"
-        "  AND r.rolname <> ALL(%s) AND r.rolname NOT LIKE %s"
-        " GROUP BY s.queryid ORDER BY 3 DESC, 4 DESC",
-        [list(exclude_roles), LOADTEST_ROLES],
-    ).fetchall()
-    return [_Candidate(q, redact(text), int(calls), float(total)) for q, text, calls, total in rows
-            if text and MARKER not in text]
-
-
-def rank(candidates: list[_Candidate], limit: int) -> list[_Candidate]:
-    """The top ``limit`` by calls and by total time: each statement at its better rank of the two."""
-    by_calls = {c.queryid: i for i, c in enumerate(sorted(candidates, key=lambda c: (-c.calls, -c.total_ms)))}
-    by_time = {c.queryid: i for i, c in enumerate(sorted(candidates, key=lambda c: (-c.total_ms, -c.calls)))}
-    ordered = sorted(candidates, key=lambda c: (min(by_calls[c.queryid], by_time[c.queryid]), by_calls[c.queryid]))
-    return ordered[:limit]
+    ``exclude_roles``, the load test's own roles and roles dropped since, as every load test role is, left out; dbops'
+    own marked queries too), most called first."""
+    return top_statements(conn, exclude_roles)
 
 
 # --- the statement's shape -------------------------------------------------------------------------------------------
