@@ -32,7 +32,7 @@ from dbops.settings import Settings, SettingsError, load_settings
 # `dbops <command> ...` handed to the step's own CLI: command -> (module, function, what it does). The step is the
 # module's folder, dbops/<step>/, the name of its Dagster group too; `dbops --help` shows it in brackets.
 STEP_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "migrate": ("dbops.migrate.cli", "main", "info, plan, validate, apply, baseline, repair, lint"),
+    "migrate": ("dbops.migrate.cli", "main", "info, plan [--rehearse], validate, apply, undo, baseline, repair, lint"),
     "seed": ("dbops.seed.cli", "main", "load the deterministic reference data"),
     "loadtest": ("dbops.loadtest.cli", "main", "pgbench workloads, a users ramp through PgBouncer"),
     "backup": ("dbops.backup.cli", "backup_main", "run, list, verify, export, prune backups; keygen"),

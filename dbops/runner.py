@@ -84,7 +84,7 @@ class RunSummary:
                 groups.append([item])
         for group in groups:
             item = group[0]
-            mark = "ok  " if item.ok else "FAIL"
+            mark = "ok  " if item.ok else "WARN" if item.detail == "severity WARN" else "FAIL"
             if len(group) > 1:
                 lines.append(f"  {mark} {item.kind:5} {item.name}  ({len(group)} partitions; the figures of each "
                              "in the Dagster UI)")

@@ -172,6 +172,10 @@ class MigrationsResource(TargetedResource):
             max_exclusive_seconds=self.rehearsal_max_lock_seconds or base.max_exclusive_seconds,
         )
 
+    def exclude_roles(self) -> tuple[str, ...]:
+        """Roles whose statements the query replay leaves out (the target's ``profile.exclude_roles``)."""
+        return tuple(launch_target(self.target).profile.exclude_roles)
+
     def rehearsal_server(self, database_url: str) -> str:
         server = launch_target(self.target).rehearsal.server_url
         return self.rehearsal_server_url or (server.resolve() if server else "") or database_url

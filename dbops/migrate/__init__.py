@@ -8,6 +8,7 @@ from dbops.migrate.engine import (
     Migrator,
     PlannedMigration,
     RepairResult,
+    UndoResult,
     migrator_options,
     statements,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "PlannedMigration",
     "RepairResult",
     "ResolvedMigration",
+    "UndoResult",
     "Version",
     "flyway_checksum",
     "lint_files",

@@ -8,6 +8,10 @@ PostgreSQL). Files marked ``-- dbops:no-transaction`` (CREATE INDEX CONCURRENTLY
 history row is written as ``success = false`` before they start and completed after, so one that fails or is
 killed half-way stays visible as failed and the next run refuses to go on until the operator repairs.
 
+``-- dbops:assert`` lines run where they stand, in the file's transaction: one that is not true fails the file, which
+rolls it back. :meth:`Migrator.undo` runs ``U<version>__`` files, newest version first, and records each as Flyway
+does (a history row of type ``UNDO_SQL``), after which the version is pending again.
+
 Concurrent runs (two deploys, a schedule and a manual run) serialise on a session advisory lock and re-read the
 history once they hold it, so every version is applied exactly once.
 """
@@ -30,11 +34,13 @@ from psycopg.pq import TransactionStatus
 from dbops.errors import DbopsError
 from dbops.migrate.baseline import BaselineRecord
 from dbops.migrate.files import (
+    Assertion,
     Callback,
     MigrationError,
     Resolved,
     ResolvedMigration,
     Version,
+    assertions,
     checked_statements,
     flyway_checksum,
     resolve,
@@ -54,6 +60,8 @@ DEFAULT_STATEMENT_TIMEOUT = "30min"  # a runaway statement must not hold locks f
 APPLY_EVENTS = ("beforeMigrate", "beforeEachMigrate", "afterEachMigrate", "afterEachMigrateError", "afterVersioned",
                 "beforeRepeatables", "afterMigrateApplied", "afterMigrate", "afterMigrateError")
 IN_FILE_TRANSACTION = ("beforeEachMigrate", "afterEachMigrate")
+UNDO_EVENTS = ("beforeUndo", "beforeEachUndo", "afterEachUndo", "afterEachUndoError", "afterUndo", "afterUndoError")
+IN_UNDO_TRANSACTION = ("beforeEachUndo", "afterEachUndo")
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,13 @@ class ApplyResult:
     current_version: str | None = None
     total_ms: int = 0
     baselined: str | None = None  # the version baseline_on_migrate baselined the database at before applying
+
+
+@dataclass
+class UndoResult:
+    undone: list[AppliedMigration] = field(default_factory=list)  # newest version first, as they ran
+    current_version: str | None = None
+    total_ms: int = 0
 
 
 @dataclass
@@ -292,6 +307,10 @@ class Migrator:
                 continue
             if row.type == "SCHEMA":
                 continue
+            if row.type == "UNDO_SQL":  # Flyway's undo: the version is no longer applied (pending again)
+                if row.success and row.version is not None:
+                    versioned.pop(row.version, None)
+                continue
             if row.version is not None:
                 versioned[row.version] = row
                 deleted.discard(row.version)
@@ -446,13 +465,30 @@ class Migrator:
         """Refuse a run before anything of it runs: every file in ``todo`` and every callback `apply` fires must
         parse whole, and what runs inside a file's transaction must not commit, roll back or begin one itself."""
         for migration in todo:
-            checked_statements(migration.script, self._text(migration.script, migration.sql),
-                               in_transaction=migration.transactional)
+            self._checked_file(migration)
+        undo = any(m.undo for m in todo)
+        events, in_file = (UNDO_EVENTS, IN_UNDO_TRANSACTION) if undo else (APPLY_EVENTS, IN_FILE_TRANSACTION)
         any_transactional = any(m.transactional for m in todo)
         for cb in resolved.callbacks:
-            if cb.event in APPLY_EVENTS:
+            if cb.event in events:
                 checked_statements(cb.script, self._text(cb.script, cb.sql),
-                                   in_transaction=any_transactional and cb.event in IN_FILE_TRANSACTION)
+                                   in_transaction=any_transactional and cb.event in in_file)
+
+    def _checked_file(self, migration: ResolvedMigration) -> list[Assertion]:
+        """``migration``'s statements parse and its assertions parse; in a file run outside a transaction an
+        assertion may only stand before the first statement (nothing could roll the file back after it)."""
+        text = self._text(migration.script, migration.sql)
+        found = checked_statements(migration.script, text, in_transaction=migration.transactional)
+        asserted = assertions(migration.script, text)
+        if not migration.transactional and found:
+            late = [a for a in asserted if a.line > found[0].line]
+            if late:
+                raise MigrationError(
+                    f"{migration.script} line {late[0].line}: an assertion after the first statement of a file run "
+                    "outside a transaction (-- dbops:no-transaction) could not roll the file back",
+                    "move the assertion before the first statement, or into a transactional migration of its own",
+                )
+        return asserted
 
     def plan(self, target: str | None = None) -> list[PlannedMigration]:
         """Pending files with what squawk says about each (refused like `apply` when one would be refused)."""
@@ -501,12 +537,18 @@ class Migrator:
         for name, value in settings.items():
             conn.execute("SELECT set_config(%s, %s, %s)", [name, value, local])
 
-    def _run_sql(self, conn: psycopg.Connection[Any], script: str, text: str, in_transaction: bool = False) -> None:
-        """Execute statement by statement; a failure names the file and the line of the failing statement.
+    def _run_sql(self, conn: psycopg.Connection[Any], script: str, text: str, in_transaction: bool = False, *,
+                 asserted: bool = False) -> None:
+        """Execute statement by statement; a failure names the file and the line of the failing statement. With
+        ``asserted`` (a migration, not a callback), its ``-- dbops:assert`` lines run where they stand.
 
         The whole text is parsed (and, in dbops's transaction, checked for transaction control) before its first
         statement runs."""
-        for item in checked_statements(script, self._text(script, text), in_transaction=in_transaction):
+        replaced = self._text(script, text)
+        checks = assertions(script, replaced) if asserted else []
+        for item in checked_statements(script, replaced, in_transaction=in_transaction):
+            while checks and checks[0].line < item.line:
+                self._assert(conn, script, checks.pop(0))
             line, statement = item.line, item.text
             try:
                 conn.execute(statement)  # type: ignore[arg-type]  # no parameters: run as written
@@ -521,6 +563,8 @@ class Migrator:
                     f"{script} line {where}: {redact(detail)}{state}",
                     "fix the statement and run migrate again (nothing of this file was kept)",
                 ) from exc
+        for check in checks:
+            self._assert(conn, script, check)
 
     def _callbacks(self, resolved: Resolved, event: str) -> list[Callback]:
         return [c for c in resolved.callbacks if c.event == event]
@@ -546,11 +590,31 @@ class Migrator:
         self._run_callbacks(conn, resolved, f"after{name}")
 
     def _run_migration(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration) -> None:
-        """The file itself between the beforeEachMigrate and afterEachMigrate callbacks."""
+        """The file itself (its assertions where they stand) between the beforeEach and afterEach callbacks of its
+        command (Migrate, or Undo for a U file)."""
         in_transaction = migration.transactional
-        self._run_callbacks(conn, resolved, "beforeEachMigrate", in_transaction)
-        self._run_sql(conn, migration.script, migration.sql, in_transaction)
-        self._run_callbacks(conn, resolved, "afterEachMigrate", in_transaction)
+        command = "Undo" if migration.undo else "Migrate"
+        self._run_callbacks(conn, resolved, f"beforeEach{command}", in_transaction)
+        self._run_sql(conn, migration.script, migration.sql, in_transaction, asserted=True)
+        self._run_callbacks(conn, resolved, f"afterEach{command}", in_transaction)
+
+    def _assert(self, conn: psycopg.Connection[Any], script: str, item: Assertion) -> None:
+        """Evaluate one assertion in the file's session; anything but true fails the file."""
+        shown = redact(" ".join(item.sql.split()))
+        fix = ("the data is not what the migration expects: nothing of this file was kept when it runs in a "
+               "transaction; correct the data or the assertion, then migrate again")
+        try:
+            rows = conn.execute(item.query).fetchall()  # type: ignore[arg-type]  # the file's own SQL
+        except psycopg.Error as exc:
+            detail = _first_line(exc.diag.message_primary or str(exc))
+            raise MigrationError(f"{script} line {item.line}: assertion `{shown}` could not run: {redact(detail)}",
+                                 "fix the assertion's SQL (it must return one boolean)") from exc
+        if len(rows) != 1 or len(rows[0]) != 1 or not isinstance(rows[0][0], bool | None):
+            raise MigrationError(f"{script} line {item.line}: assertion `{shown}` returned {len(rows)} row(s), not "
+                                 "one boolean", "make it return exactly one boolean")
+        if rows[0][0] is not True:
+            value = "NULL" if rows[0][0] is None else "false"
+            raise MigrationError(f"{script} line {item.line}: assertion failed: `{shown}` is {value}", fix)
 
     def _record(self, conn: psycopg.Connection[Any], migration: ResolvedMigration, installed_by: str,
                 started: float, success: bool) -> int:
@@ -576,7 +640,7 @@ class Migrator:
                     conn.execute("RESET ROLE")
                     elapsed = self._record(conn, migration, installed_by, started, success=True)
             except MigrationError:
-                self._error_callbacks(conn, resolved)
+                self._error_callbacks(conn, resolved, migration)
                 raise
         else:
             elapsed = self._apply_outside_transaction(conn, resolved, migration, installed_by, started)
@@ -615,12 +679,15 @@ class Migrator:
         elapsed = int((time.monotonic() - started) * 1000)
         self.history.finish(conn, rank, execution_ms=elapsed, success=error is None)
         if error is not None:
-            self._error_callbacks(conn, resolved)
+            self._error_callbacks(conn, resolved, migration)
             raise MigrationError(error.problem, fix) from error
         return elapsed
 
-    def _error_callbacks(self, conn: psycopg.Connection[Any], resolved: Resolved) -> None:
-        for cb in self._callbacks(resolved, "afterEachMigrateError") + self._callbacks(resolved, "afterMigrateError"):
+    def _error_callbacks(self, conn: psycopg.Connection[Any], resolved: Resolved,
+                         migration: ResolvedMigration) -> None:
+        command = "Undo" if migration.undo else "Migrate"
+        for cb in (self._callbacks(resolved, f"afterEach{command}Error")
+                   + self._callbacks(resolved, f"after{command}Error")):
             try:
                 self._run_sql(conn, cb.script, cb.sql)
             except MigrationError:
@@ -668,6 +735,55 @@ class Migrator:
             if result.applied:
                 self._run_callbacks(conn, resolved, "afterMigrateApplied")
             self._run_callbacks(conn, resolved, "afterMigrate")
+            applied, _rep, _del = self._effective(self.history.rows(conn))
+            current = self._current(applied)
+            result.current_version = str(current) if current is not None else None
+        result.total_ms = int((time.monotonic() - started) * 1000)
+        return result
+
+    def undo_plan(self, resolved: Resolved, rows: list[AppliedRow], to: str | None = None
+                  ) -> list[ResolvedMigration]:
+        """The U files to run, newest version first: the latest applied version (``to`` None), or every applied
+        version above ``to``. Refused (nothing runs) when one has no U file, or when it would undo the baseline."""
+        applied, _rep, _del = self._effective(rows)
+        done = sorted((v for v, row in applied.items() if row.success), reverse=True)
+        target = Version.parse(to) if to is not None else None
+        chosen = [v for v in done if v > target] if target is not None else done[:1]
+        baseline = [v for v in chosen if applied[v].type == "BASELINE"]
+        if baseline:
+            raise MigrationError(
+                f"undo to {to} would undo the baseline at version {baseline[0]} of {self.history.name}",
+                "undo only versions above the baseline (--to at or above it)")
+        missing = [applied[v].script for v in chosen if v not in resolved.undo]
+        if missing:
+            raise MigrationError(
+                f"no undo migration for {', '.join(missing)}: nothing was undone",
+                "write U<version>__<description>.sql beside each (it must reverse its V file), or undo fewer "
+                "versions with --to")
+        return [resolved.undo[v] for v in chosen]
+
+    def undo(self, to: str | None = None) -> UndoResult:
+        """Run the undo migrations of the latest applied version (or of every version above ``to``), newest first,
+        each in its own transaction (unless ``-- dbops:no-transaction``) with its ``UNDO_SQL`` history row."""
+        resolved = self.resolve()
+        started = time.monotonic()
+        result = UndoResult()
+        with self._locked() as conn:
+            resolved = self._bind(conn, resolved)
+            rows = self.history.rows(conn)
+            problems = self._problems(resolved, rows)
+            if problems:
+                raise MigrationError(
+                    f"undo refused: {len(problems)} problem(s) in {self.history.name}: " + "; ".join(problems))
+            todo = self.undo_plan(resolved, rows, to)
+            self.check(resolved, todo)
+            if todo:
+                installed_by = self._installed_by(conn)
+                # As for migrate: afterUndoError comes with the failing file's afterEachUndoError (apply_one).
+                self._run_callbacks(conn, resolved, "beforeUndo")
+                for migration in todo:
+                    result.undone.append(self.apply_one(conn, resolved, migration, installed_by))
+                self._run_callbacks(conn, resolved, "afterUndo")
             applied, _rep, _del = self._effective(self.history.rows(conn))
             current = self._current(applied)
             result.current_version = str(current) if current is not None else None

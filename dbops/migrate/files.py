@@ -2,7 +2,13 @@
 
 ``V<version>__<description>.sql`` is a versioned migration, ``R__<description>.sql`` a repeatable one, and
 ``beforeMigrate.sql``, ``afterMigrate__x.sql``, ``beforeEachMigrate.sql``... are callbacks that run around migrations
-and are never recorded. Versions are compared numerically part by part (1.2 < 1.10, 2 < 10, 1.0 == 1).
+and are never recorded. ``U<version>__<description>.sql`` undoes the versioned migration of the same version (Flyway's
+undo migrations, run by ``dbops migrate undo`` and rehearsed up -> undo -> up). Versions are compared numerically part
+by part (1.2 < 1.10, 2 < 10, 1.0 == 1).
+
+A ``-- dbops:assert <SQL returning boolean>`` comment line is a data assertion: it runs where it stands in the file
+(before its first statement, between two, or after the last), in the file's transaction; one that is not true rolls the
+file back, naming the assertion.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ class MigrationError(DbopsError):
     """A migration file, the history table or a run is not what it must be."""
 
 
-# Flyway's SQL callback events. dbops runs the migrate, validate, repair, baseline and info ones; the rest are
+# Flyway's SQL callback events. dbops runs the migrate, undo, validate, repair, baseline and info ones; the rest are
 # recognised (so a Flyway project resolves unchanged) but never run, like Flyway's own events dbops has no command for.
 CALLBACK_EVENTS = (
     "beforeMigrate", "beforeEachMigrate", "beforeEachMigrateStatement", "afterEachMigrateStatement",
@@ -40,7 +46,7 @@ _VERSIONED = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<desc>.+)\.sql$")
 _REPEATABLE = re.compile(r"^R__(?P<desc>.+)\.sql$")
 _CALLBACK = re.compile(r"^(?P<event>" + "|".join(sorted(CALLBACK_EVENTS, key=len, reverse=True))
                        + r")(?:__(?P<desc>.+))?\.sql$")
-_UNDO = re.compile(r"^U\d+(?:[._]\d+)*__.+\.sql$")  # Flyway Teams' undo files: recognised, never run by dbops
+_UNDO = re.compile(r"^U(?P<version>\d+(?:[._]\d+)*)__(?P<desc>.+)\.sql$")  # Flyway's undo migrations
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 # Widths of Flyway's history columns: a file whose version or description does not fit is refused when resolved,
@@ -277,6 +283,63 @@ def checked_statements(script: str, text: str, *, in_transaction: bool) -> list[
     return found
 
 
+_ASSERT = re.compile(r"^--\s*dbops:assert\b(?P<sql>.*)$", re.I | re.S)
+_QUERY_WORDS = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
+
+
+@dataclass(frozen=True)
+class Assertion:
+    """A ``-- dbops:assert <SQL>`` line: the 1-based line it is on and its SQL (a boolean expression or a query
+    returning one boolean)."""
+
+    line: int
+    sql: str
+
+    @property
+    def query(self) -> str:
+        """The statement that evaluates it: the query as written, or ``SELECT (<expression>)``."""
+        word = _FIRST_WORD.match(self.sql)
+        if word and word[0].upper() in _QUERY_WORDS:
+            return self.sql
+        return "SELECT (" + self.sql + ")"
+
+
+def assertions(script: str, text: str) -> list[Assertion]:
+    """The ``-- dbops:assert`` comments of ``text`` (comments only: one inside a string or a function body is
+    text), each checked to be one statement PostgreSQL's parser takes; :class:`MigrationError` naming the line."""
+    if "dbops:assert" not in text.lower():
+        return []
+    try:
+        tokens = pg_parser.scan(text)
+    except pg_parser.ParseError:
+        return []  # the file itself is refused with its parse error
+    found = []
+    for token in tokens:
+        if token.name != "SQL_COMMENT":
+            continue
+        match = _ASSERT.match(text[token.start:token.end + 1].rstrip("\r\n"))
+        if match is None:
+            continue
+        body = match["sql"].strip().rstrip(";").strip()
+        line = _line_of(text, token.start)
+        if not body:
+            raise MigrationError(f"{script} line {line}: `-- dbops:assert` without SQL",
+                                 "write `-- dbops:assert <SQL returning boolean>`, e.g. "
+                                 "`-- dbops:assert (SELECT count(*) FROM app.users WHERE email IS NULL) = 0`")
+        item = Assertion(line, body)
+        try:
+            parsed = pg_parser.parse_sql(item.query)
+        except pg_parser.ParseError as exc:
+            raise MigrationError(f"{script} line {line}: the assertion does not parse: {_short(str(exc), 80)}",
+                                 "write one SQL expression or query returning a boolean after `-- dbops:assert`"
+                                 ) from None
+        if len(parsed) != 1 or not isinstance(parsed[0].stmt, pg_ast.SelectStmt):
+            raise MigrationError(f"{script} line {line}: the assertion is not one query",
+                                 "write one SQL expression or SELECT returning a boolean after `-- dbops:assert`")
+        found.append(item)
+    return found
+
+
 def shown_name(path: Path | str) -> str:
     """A path as text that prints anywhere: bytes that are not UTF-8 shown as ``\\xe9``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -292,6 +355,7 @@ class ResolvedMigration:
     version: Version | None  # None for repeatables
     checksum: int
     sql: str = field(repr=False)
+    undo: bool = False  # a U<version>__ file: it undoes the versioned migration of its version
 
     @property
     def repeatable(self) -> bool:
@@ -299,10 +363,13 @@ class ResolvedMigration:
 
     @property
     def type(self) -> str:
-        return "SQL"
+        """The history row's type, as Flyway writes it."""
+        return "UNDO_SQL" if self.undo else "SQL"
 
     @property
     def label(self) -> str:
+        if self.undo:
+            return f"U{self.version}"
         return f"V{self.version}" if self.version is not None else f"R {self.description}"
 
     @property
@@ -396,6 +463,7 @@ class Resolved:
     versioned: list[ResolvedMigration]
     repeatable: list[ResolvedMigration]
     callbacks: list[Callback]
+    undo: dict[Version, ResolvedMigration] = field(default_factory=dict)  # U files by the version they undo
 
     def by_version(self) -> dict[Version, ResolvedMigration]:
         return {m.version: m for m in self.versioned if m.version is not None}
@@ -406,6 +474,7 @@ def resolve(locations: list[Path]) -> Resolved:
     versioned: list[ResolvedMigration] = []
     repeatable: list[ResolvedMigration] = []
     callbacks: list[Callback] = []
+    undo: dict[Version, ResolvedMigration] = {}
     for location in locations:
         if not location.is_dir():
             raise MigrationError(
@@ -425,13 +494,21 @@ def resolve(locations: list[Path]) -> Resolved:
                                                              flyway_checksum(sql), sql)))
             elif m := _CALLBACK.match(name):
                 callbacks.append(Callback(m["event"], path, name, read_sql(path)))
-            elif _UNDO.match(name):
-                continue
+            elif m := _UNDO.match(name):
+                sql = read_sql(path)
+                found = _fitting(ResolvedMigration(path, name, _description(m["desc"]), Version.parse(m["version"]),
+                                                   flyway_checksum(sql), sql, undo=True))
+                if found.version in undo:
+                    raise MigrationError(
+                        f"duplicate undo migration for version {found.version}: {undo[found.version].path} and "
+                        f"{path}", "keep one U file per version")
+                undo[found.version] = found  # type: ignore[index]
             else:
                 raise MigrationError(
                     f"malformed migration file name {path}",
                     "name it V<version>__<description>.sql (capital V, two underscores, e.g. V2__add_orders.sql), "
-                    "R__<description>.sql, or a Flyway callback such as afterMigrate.sql",
+                    "R__<description>.sql, U<version>__<description>.sql (its undo) or a Flyway callback such as "
+                    "afterMigrate.sql",
                 )
     seen: dict[Version, ResolvedMigration] = {}
     for migration in versioned:
@@ -454,4 +531,4 @@ def resolve(locations: list[Path]) -> Resolved:
     versioned.sort(key=lambda m: m.version)  # type: ignore[arg-type,return-value]
     repeatable.sort(key=lambda m: m.description)
     callbacks.sort(key=lambda c: (c.event, c.script))
-    return Resolved(versioned, repeatable, callbacks)
+    return Resolved(versioned, repeatable, callbacks, dict(sorted(undo.items())))

@@ -7,7 +7,21 @@ table and index is compared before and after each file: a new relfilenode means 
 
 A migration is unsafe when it holds ACCESS EXCLUSIVE on a large table longer than allowed, or rewrites a large table
 (a rewrite holds ACCESS EXCLUSIVE for as long as it copies the table, and needs its size again in free disk), or
-fails on the copy. Lock durations are first-seen to last-seen samples, so they are accurate to one sampling interval.
+fails on the copy (a ``-- dbops:assert`` that is not true fails it too). Lock durations are first-seen to last-seen
+samples, so they are accurate to one sampling interval.
+
+Beyond locks, the rehearsal checks that the application survives the change:
+
+* **Query replay.** Production's own top statements (pg_stat_statements, by calls and by total time) are planned on the
+  copy with a generic plan just before the first pending file and again after the last
+  (:mod:`dbops.migrate.queries`). One that no longer plans (a dropped or renamed column, a changed type) makes the
+  rehearsal unsafe, named with its error; one whose estimated cost grew more than ``plan_regression_factor`` times is a
+  warning, with both plans.
+* **Undo.** A pending file with a ``U<version>__`` beside it is run up, undone, and run up again on the copy; the
+  catalog after the undo must equal the catalog before the file, and after the second up the one after the first.
+* **Compatibility.** Each pending file is classified against the catalog it will meet (:mod:`dbops.migrate.compat`):
+  safe for the application versions still running, or breaking (with squawk's findings beside it, and for a rename the
+  expand/contract sequence). Breaking is a warning: a contract step of an expand/contract change is breaking by design.
 """
 
 from __future__ import annotations
@@ -25,9 +39,14 @@ import psycopg
 from dbops.backup.keys import MasterKey
 from dbops.backup.manifest import latest
 from dbops.backup.store import Store
+from dbops.catalog.diff import diff
+from dbops.catalog.introspect import IGNORED_TABLES, snapshot
+from dbops.migrate.compat import Compatibility, catalog_lookup, classify
 from dbops.migrate.engine import AppliedMigration, Migrator
 from dbops.migrate.files import MigrationError, Resolved, ResolvedMigration
-from dbops.pg.connect import connect
+from dbops.migrate.lint import LintFinding
+from dbops.migrate.queries import Plan, Recorded, Replay, compare, plan_statements, recorded_statements
+from dbops.pg.connect import connect, connection
 from dbops.redact import redact
 from dbops.restore.drill import restored_copy
 from dbops.settings import RehearsalSettings
@@ -86,12 +105,16 @@ class Thresholds:
     large_table_bytes: int = 10 * 1048576
     max_exclusive_seconds: float = 1.0
     sample_interval: float = 0.01
+    replay_statements: int = 200  # production's top statements planned before and after (0: no replay)
+    plan_regression_factor: float = 2.0  # estimated cost growing more than this many times is a plan regression
 
     @classmethod
     def from_settings(cls, rehearsal: RehearsalSettings) -> Thresholds:
-        """The target's ``rehearsal`` settings (DBOPS_REHEARSAL_LARGE_TABLE_MB, _MAX_LOCK_SECONDS, _SAMPLE_MS)."""
+        """The target's ``rehearsal`` settings (DBOPS_REHEARSAL_LARGE_TABLE_MB, _MAX_LOCK_SECONDS, _SAMPLE_MS,
+        _REPLAY_STATEMENTS, _PLAN_REGRESSION_FACTOR)."""
         return cls(large_table_bytes=rehearsal.large_table_bytes, max_exclusive_seconds=rehearsal.max_lock_seconds,
-                   sample_interval=rehearsal.sample_interval)
+                   sample_interval=rehearsal.sample_interval, replay_statements=rehearsal.replay_statements,
+                   plan_regression_factor=rehearsal.plan_regression_factor)
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,33 @@ class Rewrite:
 
 
 @dataclass
+class UndoRehearsal:
+    """A pending file run up -> undo -> up on the copy: what its undo left different."""
+
+    script: str  # the U file
+    seconds: float = 0.0
+    differences: list[str] = field(default_factory=list)  # catalog after the undo vs before the file
+    redo_differences: list[str] = field(default_factory=list)  # after the second up vs after the first
+    error: str | None = None  # the undo, or the second up, failed
+
+    @property
+    def passed(self) -> bool:
+        return not self.differences and not self.redo_differences and self.error is None
+
+    def problems(self, migration: str) -> list[str]:
+        out = []
+        if self.error:
+            out.append(f"{migration}: up -> undo -> up failed: {self.error}")
+        if self.differences:
+            out.append(f"{self.script} does not undo {migration}: after it the catalog differs from before "
+                       f"{migration} ({len(self.differences)}: {'; '.join(self.differences[:10])})")
+        if self.redo_differences:
+            out.append(f"{migration} applied again after {self.script} gives another catalog than the first time "
+                       f"({'; '.join(self.redo_differences[:10])})")
+        return out
+
+
+@dataclass
 class MigrationRehearsal:
     """What one migration did on the copy."""
 
@@ -142,6 +192,8 @@ class MigrationRehearsal:
     error: str | None = None
     in_production: bool = False  # applied in production after the backup was taken: reported, never judged
     problems: list[str] = field(default_factory=list)
+    undo: UndoRehearsal | None = None  # None: no U file beside it (or not judged)
+    compat: Compatibility | None = None  # classified against the copy's catalog just before it ran
 
     @property
     def safe(self) -> bool:
@@ -167,6 +219,8 @@ class MigrationRehearsal:
                     f"{self.script} rewrites {rewrite.relation} ({_mib(rewrite.bytes_before)}, {rewrite.rows} rows) "
                     f"under ACCESS EXCLUSIVE (large from {_mib(thresholds.large_table_bytes)})"
                 )
+        if self.undo is not None:
+            self.problems += self.undo.problems(self.script)
 
     @property
     def max_exclusive_seconds(self) -> float:
@@ -187,10 +241,37 @@ class RehearsalReport:
     note: str = ""  # why nothing was rehearsed, when nothing was
     restore_seconds: float = 0.0
     total_seconds: float = 0.0
+    replay: Replay | None = None  # production's statements planned before and after (None: not rehearsed)
+    recorded_note: str = ""  # why production's statements could not be read, when they could not
+    compat: dict[str, Compatibility] = field(default_factory=dict)  # pending file -> classification
+    lint: dict[str, list[LintFinding]] = field(default_factory=dict)  # pending file -> squawk's findings
 
     @property
     def problems(self) -> list[str]:
-        return [p for m in self.migrations for p in m.problems]
+        """What makes the rehearsal unsafe (``rehearsal_safe`` fails, blocking the production migrate)."""
+        found = [p for m in self.migrations for p in m.problems]
+        if self.replay is not None:
+            found += [f"production statement no longer plans after the migration: {b.statement.query[:160]} -> "
+                      f"{b.error}" for b in self.replay.broken]
+        return found
+
+    @property
+    def warnings(self) -> list[str]:
+        """What an operator should read before migrating, without blocking it."""
+        out = []
+        if self.pending and not self.rehearsed:
+            out.append(self.note or "nothing rehearsed")
+        if self.replay is not None:
+            out += [f"plan regression ({r.ratio:.1f}x estimated cost): {r.statement.query[:160]}: before "
+                    f"{r.before.summary}; after {r.after.summary}" for r in self.replay.regressions]
+            if self.replay.nothing_checked:
+                out.append("no production statement was replayed: " + (self.recorded_note or self.replay.note
+                                                                       or "none recorded"))
+        for script, compat in self.compat.items():
+            if compat.breaking:
+                kinds = sorted({c.kind for c in compat.changes if c.breaking})
+                out.append(f"{script} is breaking for running application versions ({', '.join(kinds)})")
+        return out
 
     @property
     def safe(self) -> bool:
@@ -200,19 +281,72 @@ class RehearsalReport:
     def rehearsed(self) -> bool:
         return bool(self.migrations)
 
-    def markdown(self) -> str:
-        if not self.migrations:
-            return self.note or "nothing rehearsed"
-        rows = ["| migration | s | strongest lock per table (held s) | rewritten (size before) | verdict |",
-                "|---|---|---|---|---|"]
+    @property
+    def verdict(self) -> str:
+        """``UNSAFE``, ``WARN`` or ``SAFE``."""
+        return "UNSAFE" if self.problems else "WARN" if self.warnings else "SAFE"
+
+    def _migration_rows(self) -> list[str]:
+        rows = ["| migration | s | strongest lock per table (held s) | rewritten (size before) | undo | verdict |",
+                "|---|---|---|---|---|---|"]
         for m in self.migrations:
             locks = ", ".join(f"{lk.relation}: {lk.label} {lk.held_seconds:.2f}" for lk in m.locks
                               if lk.kind == "table") or "none"
             rewrites = ", ".join(f"{r.relation} ({_mib(r.bytes_before)})" for r in m.rewrites) or "none"
+            undo = ("-" if m.in_production else "no U file" if m.undo is None
+                    else "undoes" if m.undo.passed else "DOES NOT UNDO")
             verdict = ("already applied in production" if m.in_production
                        else "UNSAFE" if m.problems else "safe")
-            rows.append(f"| {m.script} | {m.seconds:.2f} | {locks} | {rewrites} | {verdict} |")
-        return "\n".join(rows)
+            rows.append(f"| {m.script} | {m.seconds:.2f} | {locks} | {rewrites} | {undo} | {verdict} |")
+        return rows
+
+    def _compat_lines(self) -> list[str]:
+        out = []
+        for script, compat in self.compat.items():
+            out += compat.lines()
+            for finding in self.lint.get(script, []):
+                out.append(f"  squawk line {finding.line}: {finding.level}: {finding.rule}: {finding.message}")
+        return out
+
+    def markdown(self) -> str:
+        """The whole report for Dagster's UI: verdict, problems, warnings, migrations, replay, compatibility."""
+        if not self.migrations and not self.compat:
+            return self.note or "nothing rehearsed"
+        parts = [f"**{self.verdict}**"]
+        if self.problems:
+            parts += ["", "Problems:", *(f"- {p}" for p in self.problems)]
+        if self.warnings:
+            parts += ["", "Warnings:", *(f"- {w}" for w in self.warnings)]
+        if self.migrations:
+            parts += ["", *self._migration_rows()]
+        if self.replay is not None:
+            parts += ["", "Production statements replayed:", "", self.replay.markdown()]
+        if self.compat:
+            parts += ["", "Backward compatibility:", "", "```", *self._compat_lines(), "```"]
+        return "\n".join(parts)
+
+    def text(self) -> str:
+        """The report for a terminal (``dbops migrate plan --rehearse``)."""
+        lines = [f"rehearsal: {self.verdict}"
+                 + (f" (backup {self.backup_id}, restored in {self.restore_seconds:.1f} s, "
+                    f"{self.total_seconds:.1f} s in all)" if self.rehearsed else "")]
+        if self.note:
+            lines.append(self.note)
+        for m in self.migrations:
+            verdict = ("already applied in production" if m.in_production else "UNSAFE" if m.problems else "safe")
+            strongest = next((lk for lk in m.locks if lk.kind == "table"), None)
+            lock = f"{strongest.label} on {strongest.relation} {strongest.held_seconds:.2f} s" if strongest \
+                else "no table lock"
+            undo = "" if m.in_production else "; no undo file" if m.undo is None else (
+                f"; undo {m.undo.script}: " + ("undoes it" if m.undo.passed else "DOES NOT UNDO IT"))
+            lines.append(f"  {m.script}: {verdict} in {m.seconds:.2f} s; {lock}; "
+                         f"{len(m.rewrites)} rewrite(s){undo}")
+        if self.replay is not None:
+            lines += ["production statements:", *("  " + line for line in self.replay.lines())]
+        if self.compat:
+            lines += ["backward compatibility:", *("  " + line for line in self._compat_lines())]
+        lines += [f"UNSAFE: {p}" for p in self.problems] + [f"WARN: {w}" for w in self.warnings]
+        return "\n".join(lines)
 
 
 class LockSampler:
@@ -298,12 +432,18 @@ def rewrites(before: dict[int, Relation], after: dict[int, Relation]) -> list[Re
 
 
 class ObservedMigrator(Migrator):
-    """The ordinary migrator, with each file's application watched: locks sampled, relfilenodes compared."""
+    """The ordinary migrator, with each file's application watched: locks sampled, relfilenodes compared; each file
+    pending in production (``production_pending``; None: every file) classified first, its U file (if any) run
+    up -> undo -> up, and ``recorded`` statements planned before the first of them."""
 
     def __init__(self, url: str, locations: Path | str | list[Path], *, thresholds: Thresholds,
+                 production_pending: set[str] | None = None, recorded: Recorded | None = None,
                  **options: Any) -> None:
         super().__init__(url, locations, **options)
         self.thresholds = thresholds
+        self.production_pending = production_pending
+        self.recorded = recorded
+        self.plans_before: dict[str, Plan] | None = None
         self.observed: list[MigrationRehearsal] = []
         self._watcher: psycopg.Connection[Any] | None = None
         self._sampler: LockSampler | None = None
@@ -319,10 +459,54 @@ class ObservedMigrator(Migrator):
             self._watcher.close()
             self._sampler = self._watcher = None
 
+    def _judged(self, migration: ResolvedMigration) -> bool:
+        return self.production_pending is None or migration.script in self.production_pending
+
+    def _catalog(self) -> dict[str, Any]:
+        """The copy's catalog as the drift check reads it, the history table left out."""
+        assert self._watcher is not None
+        return snapshot(self._watcher, None, ignore=(*IGNORED_TABLES, self.history.name))
+
+    def _before_judged(self, conn: psycopg.Connection[Any], migration: ResolvedMigration) -> Compatibility:
+        """Just before a file pending in production: the statements' plans (first time only, with fresh
+        statistics) and the file's classification against the catalog it meets, names resolved as the migration's
+        session resolves them."""
+        assert self._watcher is not None
+        row = conn.execute("SELECT current_setting('search_path')").fetchone()
+        self._watcher.execute("SELECT set_config('search_path', %s, false)", [row[0] if row else "public"])
+        if self.recorded is not None and self.plans_before is None:
+            self._watcher.execute("ANALYZE")
+            self.plans_before = plan_statements(self._watcher, self.recorded.statements)
+        return classify(migration.script, self._text(migration.script, migration.sql), catalog_lookup(self._watcher))
+
+    def plans_after(self) -> Replay | None:
+        """Production's statements planned on the migrated copy, compared with their plans before (None when no
+        pending file ran)."""
+        if self._watcher is None or self.recorded is None or self.plans_before is None:
+            return None
+        self._watcher.execute("ANALYZE")
+        after = plan_statements(self._watcher, self.recorded.statements)
+        return compare(self.recorded, self.plans_before, after,
+                       factor=self.thresholds.plan_regression_factor)
+
     def apply_one(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
                   installed_by: str) -> AppliedMigration:
-        if self._watcher is None or self._sampler is None:
+        if self._watcher is None or self._sampler is None or migration.undo:
             return super().apply_one(conn, resolved, migration, installed_by)
+        judged = self._judged(migration)
+        compat = self._before_judged(conn, migration) if judged else None
+        undo_file = resolved.undo.get(migration.version) if judged and migration.version is not None else None
+        catalog_before = self._catalog() if undo_file is not None else None
+        applied = self._observe(conn, resolved, migration, installed_by, compat)
+        if undo_file is not None and catalog_before is not None:
+            self.observed[-1].undo = UndoRehearsal(undo_file.script)  # filled in as it goes, also when it raises
+            self._undo_round(conn, resolved, migration, undo_file, installed_by, catalog_before,
+                             self.observed[-1].undo)
+        return applied
+
+    def _observe(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
+                 installed_by: str, compat: Compatibility | None) -> AppliedMigration:
+        assert self._watcher is not None and self._sampler is not None
         before = relations(self._watcher)
         self._sampler.start(conn.info.backend_pid)
         began = time.monotonic()
@@ -346,60 +530,132 @@ class ObservedMigrator(Migrator):
                 rewrites=rewrites(before, after),
                 samples=self._sampler.samples,
                 error=error,
+                compat=compat,
             ))
+
+    def _undo_round(self, conn: psycopg.Connection[Any], resolved: Resolved, migration: ResolvedMigration,
+                    undo_file: ResolvedMigration, installed_by: str, before: dict[str, Any],
+                    result: UndoRehearsal) -> None:
+        """``migration`` is applied: undo it, compare the catalog with ``before``, apply it again and compare with
+        the catalog after the first apply, into ``result``. A second apply that fails stops the rehearsal (the copy
+        is no longer at the version later files expect)."""
+        began = time.monotonic()
+        after_up = self._catalog()
+        try:
+            super().apply_one(conn, resolved, undo_file, installed_by)
+        except MigrationError as exc:
+            result.error = f"{undo_file.script} fails on the copy: {redact(exc.problem)}"
+            result.seconds = round(time.monotonic() - began, 3)
+            return  # the copy is still at the migrated version: later files may go on
+        result.differences = [str(change) for change in diff(before, self._catalog())]
+        try:
+            super().apply_one(conn, resolved, migration, installed_by)
+        except MigrationError as exc:
+            result.error = f"{migration.script} fails when applied again after {undo_file.script}: " \
+                           f"{redact(exc.problem)}"
+            result.seconds = round(time.monotonic() - began, 3)
+            raise
+        result.redo_differences = [str(change) for change in diff(after_up, self._catalog())]
+        result.seconds = round(time.monotonic() - began, 3)
+
+
+def _failed_in_rehearsal(observed: list[MigrationRehearsal]) -> bool:
+    last = observed[-1] if observed else None
+    return last is not None and (last.error is not None or (last.undo is not None and last.undo.error is not None))
 
 
 def rehearse_on(copy_url: str, locations: Path | str | list[Path], thresholds: Thresholds | None = None, *,
-                production_pending: set[str] | None = None, **options: Any) -> list[MigrationRehearsal]:
-    """Apply every pending migration on ``copy_url`` (a restored copy, never production) and judge each one.
+                production_pending: set[str] | None = None, recorded: Recorded | None = None,
+                **options: Any) -> tuple[list[MigrationRehearsal], Replay | None]:
+    """Apply every pending migration on ``copy_url`` (a restored copy, never production) and judge each one; plan
+    ``recorded`` (production's statements) before the first pending file and after the last.
 
     ``production_pending`` names the files still pending in production; others (applied there after the backup
     was taken) are applied so later files see the right schema, but not judged. A file that fails on the copy is
     reported as unsafe and nothing after it runs.
     """
     thresholds = thresholds or Thresholds()
-    migrator = ObservedMigrator(copy_url, locations, thresholds=thresholds, **options)
+    migrator = ObservedMigrator(copy_url, locations, thresholds=thresholds, production_pending=production_pending,
+                                recorded=recorded, **options)
     with migrator.watching():
         try:
             migrator.apply()
         except MigrationError as exc:
-            if not migrator.observed or migrator.observed[-1].error is None:
+            if not _failed_in_rehearsal(migrator.observed):
                 # Refused before any file ran (history problems on the copy): that is the finding.
                 migrator.observed.append(MigrationRehearsal("(migrate)", None, True, 0.0, error=redact(exc.problem)))
+        replay = migrator.plans_after()
     for item in migrator.observed:
         item.in_production = production_pending is not None and item.script not in production_pending \
             and item.error is None
         item.judge(thresholds)
-    return migrator.observed
+    return migrator.observed, replay
+
+
+def _read_recorded(url: str, thresholds: Thresholds, exclude_roles: tuple[str, ...]) -> Recorded:
+    """Production's top statements (read only; an unreachable view is a note, not a failure)."""
+    if thresholds.replay_statements <= 0:
+        return Recorded([], "query replay is off (rehearsal.replay_statements = 0)")
+    with connection(url, application_name="dbops-rehearsal") as conn:
+        return recorded_statements(conn, limit=thresholds.replay_statements, exclude_roles=exclude_roles)
+
+
+def _lint(migrator: Migrator, pending: list[ResolvedMigration]) -> dict[str, list[LintFinding]]:
+    findings = migrator.lint([m.path for m in pending])
+    by_path: dict[str, list[LintFinding]] = {}
+    for finding in findings:
+        by_path.setdefault(str(Path(finding.file).resolve()), []).append(finding)
+    return {m.script: by_path.get(str(m.path.resolve()), []) for m in pending}
+
+
+def _classify_on(url: str, migrator: Migrator, pending: list[ResolvedMigration]) -> dict[str, Compatibility]:
+    """Without a copy: each pending file classified against production's catalog as it is now (read only)."""
+    with connection(url, application_name="dbops-rehearsal") as conn:
+        lookup = catalog_lookup(conn)
+        placeholders = migrator.offline_placeholders()
+        return {m.script: classify(m.script, placeholders.replace(m.script, m.sql), lookup) for m in pending}
 
 
 def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], locations: Path | str | list[Path],
              thresholds: Thresholds | None = None, *, server_url: str | None = None,
-             staging_root: Path | None = None, **options: Any) -> RehearsalReport:
+             staging_root: Path | None = None, exclude_roles: tuple[str, ...] = (), **options: Any
+             ) -> RehearsalReport:
     """Rehearse the migrations pending on ``url`` on its latest logical backup, restored into a scratch database.
 
     The copy lives on ``server_url``'s server (default: ``url``'s) and is dropped afterwards, also on failure.
     Nothing pending, or no backup to restore, gives a report that rehearsed nothing and says why; ``key`` may be a
     callable, asked only when there is a backup to decrypt (a deployment without backups needs no key).
     ``staging_root`` is where a directory-format backup is staged to restore it (``Settings.staging_root``).
+    ``exclude_roles``: roles whose statements are not the application's (``profile.exclude_roles``), left out of
+    the query replay. Production is only read: its pending files, its top statements and (without a backup) its
+    catalog for the compatibility classification.
     """
 
     thresholds = thresholds or Thresholds()
     began = time.monotonic()
-    pending = Migrator(url, locations, **options).pending()
+    migrator = Migrator(url, locations, **options)
+    pending = migrator.pending()
     report = RehearsalReport(thresholds, pending=[m.script for m in pending])
     if not pending:
         report.note = "nothing pending in production: nothing to rehearse"
-    elif (newest := latest(store, key, "logical")) is None:
+        report.total_seconds = round(time.monotonic() - began, 3)
+        return report
+    report.lint = _lint(migrator, pending)
+    if (newest := latest(store, key, "logical")) is None:
         report.note = (f"{len(pending)} migration(s) pending but no logical backup in {store.describe()}: "
                        "nothing to rehearse on (take one with `dbops backup run`)")
+        report.compat = _classify_on(url, migrator, pending)
     else:
         report.backup_id = str(newest["id"])
+        recorded = _read_recorded(url, thresholds, exclude_roles)
+        report.recorded_note = recorded.note
         master_key = key if isinstance(key, MasterKey) else key()
         with restored_copy(server_url or url, store, master_key, backup_id=report.backup_id,
                            staging_root=staging_root) as copy_url:
             report.restore_seconds = round(time.monotonic() - began, 3)
-            report.migrations = rehearse_on(copy_url, locations, thresholds,
-                                            production_pending=set(report.pending), **options)
+            report.migrations, report.replay = rehearse_on(copy_url, locations, thresholds,
+                                                           production_pending=set(report.pending),
+                                                           recorded=recorded, **options)
+        report.compat = {m.script: m.compat for m in report.migrations if m.compat is not None}
     report.total_seconds = round(time.monotonic() - began, 3)
     return report

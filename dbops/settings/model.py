@@ -129,6 +129,8 @@ class RehearsalSettings:
     max_lock_seconds: float
     sample_ms: float
     server_url: SecretRef | None  # None: the target's own server
+    replay_statements: int = 200
+    plan_regression_factor: float = 2.0
 
     @property
     def large_table_bytes(self) -> int:

@@ -618,6 +618,11 @@ OPTIONS: tuple[Option, ...] = (
             "large table", "DBOPS_REHEARSAL_MAX_LOCK_SECONDS", "1"),
     _target("rehearsal.sample_ms", Number(), 10.0, "how often the rehearsal samples the locks it waits on",
             "DBOPS_REHEARSAL_SAMPLE_MS", "10"),
+    _target("rehearsal.replay_statements", Integer(0, 10000, "integer 0-10000"), 200, "production's top statements "
+            "(pg_stat_statements, by calls and by total time) planned on the copy before and after the migration "
+            "(0: no query replay)", "DBOPS_REHEARSAL_REPLAY_STATEMENTS", "200"),
+    _target("rehearsal.plan_regression_factor", Number(), 2.0, "a replayed statement whose estimated cost grows more "
+            "than this many times is a plan regression (a warning)", "DBOPS_REHEARSAL_PLAN_REGRESSION_FACTOR", "2"),
     _target("rehearsal.server_url_env", EnvRef(), None, "variable holding the URL of the server scratch copies are "
             "restored on (none: the target's own server)", "DBOPS_REHEARSAL_SERVER_URL", "SHOP_REHEARSAL_URL"),
     _target("backup.store", Choice("local", "s3"), "local", "where backups are stored", "DBOPS_BACKUP_STORE", "s3",

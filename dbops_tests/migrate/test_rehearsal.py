@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from psycopg import sql
 
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
@@ -21,7 +23,7 @@ from dbops.components.migrate.rehearsal import build_rehearsal
 from dbops.components.naming import asset_key, op_name
 from dbops.components.resources import BackupResource, DatabaseResource, MigrationsResource
 from dbops.errors import ConfigError
-from dbops.migrate import Migrator
+from dbops.migrate import MigrationError, Migrator
 from dbops.migrate.rehearsal import (
     HeldLock,
     MigrationRehearsal,
@@ -32,8 +34,8 @@ from dbops.migrate.rehearsal import (
 )
 from dbops.pg.connect import connection, drop_database
 from dbops.pg.server import EmbeddedServer
-from dbops.settings import TargetSettings, load_settings
-from dbops_tests.conftest import new_database
+from dbops.settings import Settings, TargetSettings, load_settings
+from dbops_tests.conftest import dbops_step, new_database
 
 TARGET = "dbops"
 REHEARSAL_OP, MIGRATE_OP = op_name(TARGET, "migration_rehearsal"), op_name(TARGET, "schema_migrations")
@@ -83,6 +85,26 @@ class Production:
         return versions, columns
 
 
+APPLICATION = ("SELECT val FROM big WHERE id = %s", "SELECT count(*) FROM big WHERE val = %s",
+               "UPDATE big SET val = val WHERE id = %s")
+
+
+APP_ROLE = f"big_app_{uuid.uuid4().hex[:6]}"
+
+
+def run_application(url: str) -> None:
+    """The application's statements, as its own role (the embedded server's ``postgres`` is dbops' tooling, left out
+    of the replay) and with bound parameters so pg_stat_statements records them as ``$1``."""
+    with connection(url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")  # as the profile step leaves it
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(APP_ROLE)))
+        conn.execute(sql.SQL("GRANT SELECT, UPDATE ON big TO {}").format(sql.Identifier(APP_ROLE)))
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_ROLE)))
+        for i in range(1, 21):
+            for statement in APPLICATION:
+                conn.execute(statement, [i])  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def production(pg_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]:
     server_url = pg_server.url("postgres")
@@ -99,9 +121,12 @@ def production(pg_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFacto
         manifest = logical_backup(url, prod.store, prod.key)
         print(f"\n1M-row table created and backed up in {time.monotonic() - began:.1f} s "
               f"({manifest['raw_bytes']} bytes raw)")
+        run_application(url)
         yield prod
     finally:
         drop_database(server_url, url.rsplit("/", 1)[1])
+        with connection(server_url) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(APP_ROLE)))
 
 
 def _materialize(prod: Production, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dg.ExecuteInProcessResult:
@@ -191,11 +216,18 @@ def test_nothing_pending_passes_without_restoring(production: Production, tmp_pa
     assert _figures(result)["rehearsed_count"] == 0
 
 
-def test_no_backup_yet_passes_with_a_note(production: Production, tmp_path: Path) -> None:
-    folder = production.migrations(tmp_path / "m", **{"V2__add_volatile_default.sql": VOLATILE_DEFAULT})
+def test_no_backup_yet_warns_and_still_classifies(production: Production, tmp_path: Path) -> None:
+    folder = production.migrations(tmp_path / "m", **{"V2__add_volatile_default.sql": VOLATILE_DEFAULT,
+                                                      "V3__drop_val.sql": "ALTER TABLE big DROP COLUMN val;\n"})
     report = rehearse(production.url, LocalStore(tmp_path / "empty"), production.key, folder)
-    assert report.safe and not report.rehearsed
-    assert "no logical backup" in report.note and report.pending == ["V2__add_volatile_default.sql"]
+    assert report.safe and not report.rehearsed and report.verdict == "WARN"
+    assert "no logical backup" in report.note and report.pending == ["V2__add_volatile_default.sql",
+                                                                      "V3__drop_val.sql"]
+    # Without a copy, each file is classified against production's catalog (read only).
+    assert not report.compat["V2__add_volatile_default.sql"].breaking
+    assert report.compat["V3__drop_val.sql"].breaking
+    assert any("V3__drop_val.sql is breaking" in w for w in report.warnings)
+    assert production.state() == (["1"], ["id", "val"])
 
 
 def test_scratch_copy_is_dropped_when_a_migration_fails_and_on_errors(
@@ -268,9 +300,8 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
 def test_dbops_run_group_migrate_on_a_fresh_database_without_backups(pg_server: EmbeddedServer, fresh_db: str,
                                                                      tmp_path: Path) -> None:
     """A fresh deployment (the demo's first run): pending migrations, no backup, no backup key. The rehearsal has
-    nothing to restore, says so and passes; production migrates in the same run. The second run has nothing pending."""
-    import uuid
-
+    nothing to restore and says so with a WARN (nothing was rehearsed), which does not block: production migrates in
+    the same run. The second run has nothing pending."""
     from dbops_tests.conftest import MIGRATIONS_DIR, dbops_env, run_dbops
 
     dagster_db = f"dagster_{uuid.uuid4().hex[:8]}"
@@ -287,7 +318,7 @@ def test_dbops_run_group_migrate_on_a_fresh_database_without_backups(pg_server: 
         files = Migrator(fresh_db, MIGRATIONS_DIR).resolve()
         pending = len(files.versioned) + len(files.repeatable)
         assert f"pending_count={pending}, rehearsed_count=0" in first.stdout and "backup_id=none" in first.stdout
-        assert "ok   check dbops/migration_rehearsal:rehearsal_safe" in first.stdout
+        assert "WARN check dbops/migration_rehearsal:rehearsal_safe" in first.stdout
         with connection(fresh_db) as conn:
             assert conn.execute("SELECT count(*) FROM flyway_schema_history WHERE success").fetchone()[0] > 0
         second = run_dbops(["run", "migration_rehearsal"], env)
@@ -308,3 +339,111 @@ def test_new_migration_files_sensor_rehearses_first_when_the_rehearsal_is_on() -
             **default_resources(), "migrations": MigrationsResource(), "backups": BackupResource()}))
         selection = defs.resolve_sensor_def("dbops_new_migration_files").asset_selection
         assert {k.to_user_string() for k in selection.resolve(defs.resolve_asset_graph())} == expected
+
+
+# ---- what breaks the application: production's statements, undo files, assertions --------------------------------
+
+RENAME = "ALTER TABLE big RENAME COLUMN val TO amount;\n"
+
+
+def _cli_settings(prod: Production, folder: Path, tmp_path: Path, **extra: str) -> Settings:
+    return load_settings({"DBOPS_DATABASE_URL": prod.url, "DBOPS_MIGRATIONS": str(folder),
+                          "DBOPS_BACKUP_DIR": str(prod.store.root), "DBOPS_BACKUP_KEY": prod.key_text, **extra},
+                         cwd=tmp_path)
+
+
+def test_a_rename_that_breaks_a_production_query_is_caught_and_production_is_untouched(
+        production: Production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = production.migrations(tmp_path / "m", **{"V2__rename_val.sql": RENAME})
+    result = _materialize(production, folder, monkeypatch)
+    assert not result.success
+    check = {e.check_name: e for e in result.get_asset_check_evaluations()}["rehearsal_safe"]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    problems = str(check.metadata["problems"].value)
+    assert "no longer plans" in problems and "SELECT val FROM big WHERE id = $1" in problems
+    assert 'column "val" does not exist' in problems
+    figures = _figures(result)
+    assert figures["broken_statements"] == 3 and figures["replayed_statements"] == 3  # all three name val
+    assert figures["breaking_migrations"] == 1
+    report = str(figures["report"])
+    print(report)
+    assert "rename column" in report and "expand" not in problems
+    for step in ("add", "sync", "backfill", "switch", "drop"):
+        assert step in report.lower()
+    assert not result.asset_materializations_for_node(MIGRATE_OP)
+    assert production.state() == (["1"], ["id", "val"]) and production.scratch_databases() == []
+
+    # The command line: `plan --rehearse` prints the report and exits 1; `migrate` rehearses first and refuses.
+    settings = _cli_settings(production, folder, tmp_path)
+    assert dbops_step(["migrate", "plan", "--rehearse"], settings) == 1
+    printed = capsys.readouterr().out
+    assert "rehearsal: UNSAFE" in printed and "UNSAFE: production statement no longer plans" in printed
+    assert "rename column" in printed
+    with pytest.raises(MigrationError, match="migrate refused: the rehearsal on a restored copy found 3 problem"):
+        dbops_step(["migrate"], settings)
+    assert production.state() == (["1"], ["id", "val"]) and production.scratch_databases() == []
+
+
+def test_undo_files_are_rehearsed_up_undo_up(production: Production, tmp_path: Path) -> None:
+    folder = production.migrations(tmp_path / "m", **{
+        "V2__note.sql": "ALTER TABLE big ADD COLUMN note text;\nCOMMENT ON COLUMN big.note IS 'free text';\n",
+        "U2__note.sql": "ALTER TABLE big DROP COLUMN note;\n",
+        "V3__tags.sql": "CREATE TABLE big_tags (id int REFERENCES big, tag text);\n"
+                        "ALTER TABLE big ADD COLUMN flagged boolean;\n",
+        "U3__tags.sql": "DROP TABLE big_tags;\n",  # forgets the column
+    })
+    report = rehearse(production.url, production.store, production.key, folder)
+    print(report.text())
+    by_script = {m.script: m for m in report.migrations}
+    good, bad = by_script["V2__note.sql"].undo, by_script["V3__tags.sql"].undo
+    assert good is not None and good.passed and good.script == "U2__note.sql"
+    assert bad is not None and not bad.passed
+    assert any("public.big.flagged" in d for d in bad.differences), bad.differences
+    # Its column left behind: the second up fails on it, and that is said too.
+    assert bad.error is not None and 'column "flagged" of relation "big" already exists' in bad.error
+    assert not report.safe and [m.script for m in report.migrations] == ["V2__note.sql", "V3__tags.sql"]
+    assert any("U3__tags.sql does not undo V3__tags.sql" in p for p in report.problems)
+    assert "V3__tags.sql: UNSAFE" in report.text() and "undo U2__note.sql: undoes it" in report.text()
+    assert production.state() == (["1"], ["id", "val"]) and production.scratch_databases() == []
+
+
+def test_a_plan_regression_warns_without_blocking_the_production_migrate(
+        production: Production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = production.migrations(tmp_path / "m", **{"V2__drop_pk.sql": "ALTER TABLE big DROP CONSTRAINT big_pkey;\n"})
+    try:
+        result = _materialize(production, folder, monkeypatch)
+        check = {e.check_name: e for e in result.get_asset_check_evaluations()}["rehearsal_safe"]
+        assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+        warnings = str(check.metadata["warnings"].value)
+        print(warnings)
+        assert "plan regression" in warnings and "SELECT val FROM big WHERE id = $1" in warnings
+        assert "before" in warnings and "after" in warnings and "big_pkey" in warnings
+        assert _figures(result)["plan_regressions"] >= 1 and _figures(result)["broken_statements"] == 0
+        # A WARN does not block: production migrated in the same run.
+        assert result.success and result.asset_materializations_for_node(MIGRATE_OP)
+        assert production.state()[0] == ["1", "2"]
+    finally:
+        with connection(production.url) as conn:
+            conn.execute("ALTER TABLE big ADD PRIMARY KEY (id)")
+            conn.execute("DELETE FROM flyway_schema_history WHERE version = '2'")
+
+
+def test_an_assertion_that_fails_rolls_back_on_the_copy_and_on_production(
+        production: Production, tmp_path: Path) -> None:
+    folder = production.migrations(tmp_path / "m", **{"V2__cap_val.sql": (
+        "-- dbops:assert (SELECT count(*) FROM big) = 1000000\n"
+        "UPDATE big SET val = 0 WHERE val > 998;\n"
+        "-- dbops:assert NOT EXISTS (SELECT 1 FROM big WHERE val > 500)\n")})
+    settings = _cli_settings(production, folder, tmp_path)
+    with pytest.raises(MigrationError) as refused:
+        dbops_step(["migrate"], settings)
+    assert "V2__cap_val.sql line 3: assertion failed: `NOT EXISTS (SELECT 1 FROM big WHERE val > 500)` is false" \
+        in str(refused.value) and "nothing was applied" in str(refused.value)
+    # Gate off: the same file on production fails on the same assertion, in the same transaction as its UPDATE.
+    off = _cli_settings(production, folder, tmp_path, DBOPS_REHEARSAL="off")
+    with pytest.raises(MigrationError, match="V2__cap_val.sql line 3: assertion failed"):
+        dbops_step(["migrate"], off)
+    with connection(production.url) as conn:
+        assert conn.execute("SELECT count(*) FROM big WHERE val > 998").fetchone()[0] == 1000  # type: ignore[index]
+    assert production.state() == (["1"], ["id", "val"]) and production.scratch_databases() == []

@@ -437,7 +437,8 @@ def test_every_variable_dbops_reads_is_an_option() -> None:
     added = {f"DBOPS_MIGRATE_{n}" for n in migrate} | {"DBOPS_VALIDATION_TIME_COLUMNS", "DBOPS_ALERT_FAILURES"}
     new_sections = ("DBOPS_PARTITIONS_", "DBOPS_MATVIEWS", "DBOPS_LOGS_", "DBOPS_HEALTH_")
     added |= {o.env for o in OPTIONS if o.env and o.env.startswith(new_sections)}
-    added |= {"DBOPS_OWNERS", "DBOPS_ALERT_RUNBOOK_BASE"}
+    added |= {"DBOPS_OWNERS", "DBOPS_ALERT_RUNBOOK_BASE", "DBOPS_REHEARSAL_REPLAY_STATEMENTS",
+              "DBOPS_REHEARSAL_PLAN_REGRESSION_FACTOR"}
     legacy = {o.env for o in OPTIONS if o.env and o.env.startswith("DBOPS_")} - {"DBOPS_TARGET", "DBOPS_CONFIG"}
     legacy -= added
     assert len(legacy) == 47 and "DAGSTER_HOME" in BY_ENV

@@ -31,7 +31,16 @@ def _metadata(report: RehearsalReport, thresholds: Thresholds) -> dict[str, dg.M
             "total_seconds": float(report.total_seconds),
             "large_table_bytes": thresholds.large_table_bytes,
             "max_lock_seconds": float(thresholds.max_exclusive_seconds),
+            # the query replay, undo and compatibility checks; None where nothing was rehearsed
+            "replayed_statements": report.replay.planned if report.replay is not None else None,
+            "broken_statements": len(report.replay.broken) if report.replay is not None else None,
+            "plan_regressions": len(report.replay.regressions) if report.replay is not None else None,
+            "undo_rehearsed": sum(m.undo is not None for m in judged) if report.rehearsed else None,
+            "undo_failed": sum(m.undo is not None and not m.undo.passed for m in judged) if report.rehearsed
+            else None,
+            "breaking_migrations": sum(c.breaking for c in report.compat.values()) if report.compat else None,
         }),
+        "verdict": dg.MetadataValue.text(report.verdict),
         "backup_id": dg.MetadataValue.text(report.backup_id or "none"),
         "note": dg.MetadataValue.text(report.note or "rehearsed"),
         "report": dg.MetadataValue.md(report.markdown()),
@@ -49,12 +58,16 @@ def build_rehearsal(target: str) -> dg.AssetsDefinition:
         check_specs=[dg.AssetCheckSpec(
             "rehearsal_safe", asset=asset_key(target, "migration_rehearsal"), blocking=True,
             description="On a restored copy of production, no pending migration holds ACCESS EXCLUSIVE on a large "
-                        "table longer than allowed, rewrites a large table, or fails. Blocks schema_migrations in the "
-                        "same run.",
+                        "table longer than allowed, rewrites a large table, fails (or fails a dbops:assert), breaks a "
+                        "statement production runs, or has an undo file that does not undo it. Blocks "
+                        "schema_migrations in the same run; plan regressions and changes breaking for running "
+                        "application versions are warnings.",
         )],
         description="Restores the newest logical backup into a scratch database, applies the pending migrations there "
         "while sampling pg_locks and comparing relfilenodes, and reports per migration its duration, strongest lock "
-        "per table and how long it was held, and the tables it rewrote. The scratch copy is dropped afterwards.",
+        "per table and how long it was held, and the tables it rewrote; plans production's top statements before and "
+        "after, runs each U undo file up -> undo -> up, and classifies each file's backward compatibility. The "
+        "scratch copy is dropped afterwards.",
     )
     def migration_rehearsal(
         context: dg.AssetExecutionContext, database: DatabaseResource, migrations: MigrationsResource,
@@ -67,7 +80,7 @@ def build_rehearsal(target: str) -> dg.AssetsDefinition:
         context.log.info("rehearsing the pending migrations on a scratch copy restored from the newest backup")
         report = rehearse(database.target_url, backups.open_store(), backups.master_key, migrations.path, thresholds,
                           server_url=server, staging_root=backups.staging_root,
-                          **migrations.options())
+                          exclude_roles=migrations.exclude_roles(), **migrations.options())
         if report.rehearsed and database.is_production and server == database.target_url:
             context.log.warning("the rehearsal copy was restored on the production server (its I/O and disk): set "
                                 "DBOPS_REHEARSAL_SERVER_URL to restore it elsewhere")
@@ -76,17 +89,27 @@ def build_rehearsal(target: str) -> dg.AssetsDefinition:
                              + ("; ".join(item.problems) if item.problems else "safe"))
         if report.note:
             context.log.info(report.note)
-        problems = report.problems
+        problems, warnings = report.problems, report.warnings
+        own = {p for m in report.migrations for p in m.problems}
+        for problem in problems:
+            if problem not in own:  # the query replay's: production statements the migrations break
+                context.log.error(problem)
+        for warning in warnings:
+            context.log.warning(warning)
+        # Problems fail the check as ERROR (blocking schema_migrations); warnings alone (plan regressions, breaking
+        # changes, nothing rehearsed or replayed) fail it as WARN, which Dagster does not block on.
         return dg.MaterializeResult(
             metadata=_metadata(report, thresholds),
             check_results=[dg.AssetCheckResult(
                 check_name="rehearsal_safe",
-                passed=not problems,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description="; ".join(problems) if problems else (report.note or "every pending migration is safe"),
+                passed=not problems and not warnings,
+                severity=dg.AssetCheckSeverity.ERROR if problems else dg.AssetCheckSeverity.WARN,
+                description="; ".join(problems or warnings) if problems or warnings
+                else (report.note or "every pending migration is safe"),
                 metadata={
                     "unsafe_count": dg.MetadataValue.int(sum(not m.safe for m in report.migrations)),
                     "problems": dg.MetadataValue.text("\n".join(problems) or "none"),
+                    "warnings": dg.MetadataValue.text("\n".join(warnings) or "none"),
                 },
             )],
         )
