@@ -1,6 +1,7 @@
 """The rehearsal's application checks on databases dbops did not create (dbops_tests/foreign: library, telemetry):
 a rename of a partition key that a recorded production query uses, an undo file that undoes and one that does not,
-and an assertion that fails, all in one rehearsal on a restored copy; production is untouched."""
+and an assertion that fails, all in one rehearsal on a restored copy; and a rename on the reference schema from the
+command line. Production is untouched."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from psycopg import sql
 
 from dbops.backup.keys import MasterKey, generate_key
 from dbops.backup.logical import logical_backup
 from dbops.backup.store import LocalStore
-from dbops.migrate import Migrator, migrator_options
+from dbops.migrate import MigrationError, Migrator, migrator_options
+from dbops.migrate.files import resolve
 from dbops.migrate.rehearsal import rehearse
 from dbops.pg.connect import connection
+from dbops.settings import load_settings
+from dbops_tests.conftest import MIGRATIONS_DIR, dbops_step
 from dbops_tests.foreign import ForeignSchema
 from dbops_tests.migrate.test_team_databases import adopt
 
@@ -92,3 +97,41 @@ def test_rename_undo_and_assertion_on_a_team_database(foreign_db: tuple[ForeignS
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'dbops_drill_%'").fetchone()[0] == 0  # type: ignore[index]
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_rename_on_the_reference_schema_is_caught_from_the_command_line(
+        migrated_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference schema: its application role's recorded queries on app.users; a rename of full_name (with a
+    correct undo file) fails `dbops migrate plan --rehearse` and `dbops migrate`, production untouched."""
+    with connection(migrated_db) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("SET ROLE dbops_app_rw")  # the application's own role (row-level security applies)
+        for i in range(3):
+            conn.execute("SELECT full_name FROM app.users WHERE email = %s", [f"u{i}@example.com"])
+            conn.execute("SELECT count(*) FROM app.orders WHERE user_id = %s", [i])
+    key_text = generate_key()
+    store = LocalStore(tmp_path / "store")
+    logical_backup(migrated_db, store, MasterKey.from_env({"DBOPS_BACKUP_KEY": key_text}))
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, folder)
+    newest = max(m.version for m in resolve([folder]).versioned)  # type: ignore[type-var]
+    version = int(str(newest)) + 1
+    (folder / f"V{version}__display_name.sql").write_text(
+        "ALTER TABLE app.users RENAME COLUMN full_name TO display_name;\n")
+    (folder / f"U{version}__display_name.sql").write_text(
+        "ALTER TABLE app.users RENAME COLUMN display_name TO full_name;\n")
+    settings = load_settings({"DBOPS_DATABASE_URL": migrated_db, "DBOPS_MIGRATIONS": str(folder),
+                              "DBOPS_BACKUP_DIR": str(store.root), "DBOPS_BACKUP_KEY": key_text}, cwd=tmp_path)
+
+    assert dbops_step(["migrate", "plan", "--rehearse"], settings) == 1
+    printed = capsys.readouterr().out
+    print(printed)
+    assert "rehearsal: UNSAFE" in printed
+    assert 'BROKEN (dbops_app_rw): SELECT full_name FROM app.users WHERE email = $1: column "full_name" does not ' \
+           "exist" in printed
+    assert f"undo U{version}__display_name.sql: undoes it" in printed
+    assert "BREAKING rename column" in printed and "ADD COLUMN \"display_name\" text" in printed
+    with pytest.raises(MigrationError, match="migrate refused: the rehearsal on a restored copy found 1 problem"):
+        dbops_step(["migrate"], settings)
+    assert "full_name" in _columns(migrated_db, "app.users")
+    assert Migrator(migrated_db, folder).current_version() == str(newest)
