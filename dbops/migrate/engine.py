@@ -279,10 +279,6 @@ class Migrator:
     def resolve(self) -> Resolved:
         return resolve(self.locations)
 
-    def _rows(self) -> list[AppliedRow]:
-        with self._connect() as conn:
-            return self.history.rows(conn)
-
     @contextmanager
     def _connect(self) -> Iterator[psycopg.Connection[Any]]:
         conn = connect(self.url)
@@ -400,7 +396,12 @@ class Migrator:
         return out
 
     def current_version(self) -> str | None:
-        applied, _rep, _del = self._effective(self._rows())
+        with self._connect() as conn:
+            return self._current_on(conn)
+
+    def _current_on(self, conn: psycopg.Connection[Any]) -> str | None:
+        """The highest successfully applied version, as the history read over ``conn`` says now."""
+        applied, _rep, _del = self._effective(self.history.rows(conn))
         current = self._current(applied)
         return str(current) if current is not None else None
 
@@ -735,9 +736,7 @@ class Migrator:
             if result.applied:
                 self._run_callbacks(conn, resolved, "afterMigrateApplied")
             self._run_callbacks(conn, resolved, "afterMigrate")
-            applied, _rep, _del = self._effective(self.history.rows(conn))
-            current = self._current(applied)
-            result.current_version = str(current) if current is not None else None
+            result.current_version = self._current_on(conn)
         result.total_ms = int((time.monotonic() - started) * 1000)
         return result
 
@@ -784,9 +783,7 @@ class Migrator:
                 for migration in todo:
                     result.undone.append(self.apply_one(conn, resolved, migration, installed_by))
                 self._run_callbacks(conn, resolved, "afterUndo")
-            applied, _rep, _del = self._effective(self.history.rows(conn))
-            current = self._current(applied)
-            result.current_version = str(current) if current is not None else None
+            result.current_version = self._current_on(conn)
         result.total_ms = int((time.monotonic() - started) * 1000)
         return result
 
