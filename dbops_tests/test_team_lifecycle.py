@@ -29,6 +29,7 @@ MUST_WARN = {
     "materialized_views:materialized_views_fresh": "nothing checked: the team schemas have no materialized view",
     "log_report:log_errors_under_target": "nothing checked: no server log to read (a server of its own logging to "
                                           "stderr, and no logs.path)",
+    "migration_rehearsal:rehearsal_safe": "nothing rehearsed: the first migrate runs before the first backup",
 }
 # ... and those only one of them has.
 MUST_WARN_IN = {

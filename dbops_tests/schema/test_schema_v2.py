@@ -280,7 +280,7 @@ def test_each_v2_migration_passes_the_rehearsal_gate_on_seeded_data(pg_server, f
             shutil.copy(path, old / path.name)
     Migrator(fresh_db, old).apply()
     seed(fresh_db, 1)
-    observed = rehearse_on(fresh_db, MIGRATIONS_DIR)
+    observed, _replay = rehearse_on(fresh_db, MIGRATIONS_DIR)
     report = "\n".join(
         f"{m.script}: {m.seconds:.2f} s, locks "
         + (", ".join(f"{lk.relation} {lk.label} {lk.held_seconds:.2f} s" for lk in m.locks if lk.kind == "table")
