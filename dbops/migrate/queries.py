@@ -316,6 +316,8 @@ def _describe(node: dict[str, Any]) -> str:
     if node.get("Relation Name"):
         name = node["Relation Name"]
         kind += f" on {node['Schema']}.{name}" if node.get("Schema") else f" on {name}"
+    if node.get("Subplans Removed"):  # before PostgreSQL 16 the NULL parameters prune partitions at executor start
+        kind += f" ({node['Subplans Removed']} partitions pruned at start)"
     return kind
 
 

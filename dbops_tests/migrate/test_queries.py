@@ -270,6 +270,7 @@ def test_team_databases_record_and_plan(foreign_db: tuple[ForeignSchema, str]) -
                 conn.execute(text, [1] * text.count("%s"))  # type: ignore[arg-type]
         recorded = recorded_statements(conn)
         plans = plan_statements(conn, recorded.statements)
+        generic = conn.info.server_version >= 160000
     assert recorded.note == ""
     partitioned = next(iter(schema.partitioned))
     ran = [s for s in recorded.statements if partitioned in s.query and s.calls >= 3]
@@ -277,7 +278,10 @@ def test_team_databases_record_and_plan(foreign_db: tuple[ForeignSchema, str]) -
     planned = [s for s in ran if plans[s.key].error is None]
     assert planned, [(s.query, plans[s.key]) for s in ran]
     for stmt in planned:
-        assert plans[stmt.key].cost and partitioned.split(".")[1] in plans[stmt.key].summary, plans[stmt.key]
+        # Before 16 (EXPLAIN EXECUTE with NULLs) a partitioned table's partitions can all be pruned at executor start.
+        summary = plans[stmt.key].summary
+        assert plans[stmt.key].cost and (partitioned.split(".")[1] in summary
+                                         or not generic and "partitions pruned at start" in summary), plans[stmt.key]
     for stmt in ran:  # a constant's type is lost in pg_stat_statements' $n: only a parameter typing error is allowed
         assert stmt in planned or re.search(r"SQLSTATE 42(883|725|P18|804)", plans[stmt.key].error or ""), (
             stmt.query, plans[stmt.key])
