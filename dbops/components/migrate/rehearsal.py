@@ -87,9 +87,9 @@ def build_rehearsal(target: str) -> dg.AssetsDefinition:
         for item in report.migrations:
             context.log.info(f"rehearsed {item.script} in {item.seconds:.2f} s: "
                              + ("; ".join(item.problems) if item.problems else "safe"))
-        if report.note:
-            context.log.info(report.note)
         problems, warnings = report.problems, report.warnings
+        if report.note and report.note not in warnings:
+            context.log.info(report.note)
         own = {p for m in report.migrations for p in m.problems}
         for problem in problems:
             if problem not in own:  # the query replay's: production statements the migrations break
