@@ -475,7 +475,7 @@ class Migrator:
                 checked_statements(cb.script, self._text(cb.script, cb.sql),
                                    in_transaction=any_transactional and cb.event in in_file)
 
-    def _checked_file(self, migration: ResolvedMigration) -> list[Assertion]:
+    def _checked_file(self, migration: ResolvedMigration) -> None:
         """``migration``'s statements parse and its assertions parse; in a file run outside a transaction an
         assertion may only stand before the first statement (nothing could roll the file back after it)."""
         text = self._text(migration.script, migration.sql)
@@ -489,7 +489,6 @@ class Migrator:
                     "outside a transaction (-- dbops:no-transaction) could not roll the file back",
                     "move the assertion before the first statement, or into a transactional migration of its own",
                 )
-        return asserted
 
     def plan(self, target: str | None = None) -> list[PlannedMigration]:
         """Pending files with what squawk says about each (refused like `apply` when one would be refused)."""

@@ -199,6 +199,10 @@ class MigrationRehearsal:
     def safe(self) -> bool:
         return not self.problems
 
+    @property
+    def verdict(self) -> str:
+        return "already applied in production" if self.in_production else "UNSAFE" if self.problems else "safe"
+
     def judge(self, thresholds: Thresholds) -> None:
         self.problems = []
         if self.in_production:
@@ -242,18 +246,21 @@ class RehearsalReport:
     restore_seconds: float = 0.0
     total_seconds: float = 0.0
     replay: Replay | None = None  # production's statements planned before and after (None: not rehearsed)
-    recorded_note: str = ""  # why production's statements could not be read, when they could not
     compat: dict[str, Compatibility] = field(default_factory=dict)  # pending file -> classification
     lint: dict[str, list[LintFinding]] = field(default_factory=dict)  # pending file -> squawk's findings
 
     @property
     def problems(self) -> list[str]:
         """What makes the rehearsal unsafe (``rehearsal_safe`` fails, blocking the production migrate)."""
-        found = [p for m in self.migrations for p in m.problems]
-        if self.replay is not None:
-            found += [f"production statement no longer plans after the migration: {b.statement.query[:160]} -> "
-                      f"{b.error}" for b in self.replay.broken]
-        return found
+        return [p for m in self.migrations for p in m.problems] + self.replay_problems
+
+    @property
+    def replay_problems(self) -> list[str]:
+        """The production statements the migrations break (no single migration's problem)."""
+        if self.replay is None:
+            return []
+        return [f"production statement no longer plans after the migration: {b.statement.short} -> {b.error}"
+                for b in self.replay.broken]
 
     @property
     def warnings(self) -> list[str]:
@@ -262,11 +269,10 @@ class RehearsalReport:
         if self.pending and not self.rehearsed:
             out.append(self.note or "nothing rehearsed")
         if self.replay is not None:
-            out += [f"plan regression ({r.ratio:.1f}x estimated cost): {r.statement.query[:160]}: before "
+            out += [f"plan regression ({r.ratio:.1f}x estimated cost): {r.statement.short}: before "
                     f"{r.before.summary}; after {r.after.summary}" for r in self.replay.regressions]
             if self.replay.nothing_checked:
-                out.append("no production statement was replayed: " + (self.recorded_note or self.replay.note
-                                                                       or "none recorded"))
+                out.append("no production statement was replayed: " + (self.replay.note or "none recorded"))
         for script, compat in self.compat.items():
             if compat.breaking:
                 kinds = sorted({c.kind for c in compat.changes if c.breaking})
@@ -295,9 +301,7 @@ class RehearsalReport:
             rewrites = ", ".join(f"{r.relation} ({_mib(r.bytes_before)})" for r in m.rewrites) or "none"
             undo = ("-" if m.in_production else "no U file" if m.undo is None
                     else "undoes" if m.undo.passed else "DOES NOT UNDO")
-            verdict = ("already applied in production" if m.in_production
-                       else "UNSAFE" if m.problems else "safe")
-            rows.append(f"| {m.script} | {m.seconds:.2f} | {locks} | {rewrites} | {undo} | {verdict} |")
+            rows.append(f"| {m.script} | {m.seconds:.2f} | {locks} | {rewrites} | {undo} | {m.verdict} |")
         return rows
 
     def _compat_lines(self) -> list[str]:
@@ -333,13 +337,12 @@ class RehearsalReport:
         if self.note:
             lines.append(self.note)
         for m in self.migrations:
-            verdict = ("already applied in production" if m.in_production else "UNSAFE" if m.problems else "safe")
             strongest = next((lk for lk in m.locks if lk.kind == "table"), None)
             lock = f"{strongest.label} on {strongest.relation} {strongest.held_seconds:.2f} s" if strongest \
                 else "no table lock"
             undo = "" if m.in_production else "; no undo file" if m.undo is None else (
                 f"; undo {m.undo.script}: " + ("undoes it" if m.undo.passed else "DOES NOT UNDO IT"))
-            lines.append(f"  {m.script}: {verdict} in {m.seconds:.2f} s; {lock}; "
+            lines.append(f"  {m.script}: {m.verdict} in {m.seconds:.2f} s; {lock}; "
                          f"{len(m.rewrites)} rewrite(s){undo}")
         if self.replay is not None:
             lines += ["production statements:", *("  " + line for line in self.replay.lines())]
@@ -648,7 +651,6 @@ def rehearse(url: str, store: Store, key: MasterKey | Callable[[], MasterKey], l
     else:
         report.backup_id = str(newest["id"])
         recorded = _read_recorded(url, thresholds, exclude_roles)
-        report.recorded_note = recorded.note
         master_key = key if isinstance(key, MasterKey) else key()
         with restored_copy(server_url or url, store, master_key, backup_id=report.backup_id,
                            staging_root=staging_root) as copy_url:

@@ -90,10 +90,8 @@ def build_rehearsal(target: str) -> dg.AssetsDefinition:
         problems, warnings = report.problems, report.warnings
         if report.note and report.note not in warnings:
             context.log.info(report.note)
-        own = {p for m in report.migrations for p in m.problems}
-        for problem in problems:
-            if problem not in own:  # the query replay's: production statements the migrations break
-                context.log.error(problem)
+        for problem in report.replay_problems:  # the migrations' own were logged with each above
+            context.log.error(problem)
         for warning in warnings:
             context.log.warning(warning)
         # Problems fail the check as ERROR (blocking schema_migrations); warnings alone (plan regressions, breaking
